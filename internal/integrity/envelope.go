@@ -1,0 +1,253 @@
+package integrity
+
+import (
+	"crypto/hmac"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/tidwall/gjson"
+)
+
+// Envelope version 1: the stream-entry fields and their values.
+const (
+	// Version is the value of the v field.
+	Version = "1"
+	// FieldVersion holds the envelope version.
+	FieldVersion = "v"
+	// FieldKeyID holds the id of the signing key.
+	FieldKeyID = "kid"
+	// FieldEvent holds the exact event bytes: a JSON object in UTF-8.
+	FieldEvent = "event"
+	// FieldSig holds the lowercase hex HMAC-SHA256 of the MAC input.
+	FieldSig = "sig"
+
+	// EventIDMember and TimestampMember are the top-level members of every
+	// signed event.
+	EventIDMember   = "event_id"
+	TimestampMember = "timestamp"
+
+	// macLabel separates envelope MACs from any other use of the same key.
+	macLabel  = "auditproc-envelope"
+	sigHexLen = 2 * 32
+)
+
+// Envelope is one signed event as it travels in a stream entry.
+type Envelope struct {
+	// KeyID is the id of the key that signed the event.
+	KeyID string
+	// EventID is the event's top-level event_id member.
+	EventID string
+	// Event is the exact signed bytes. Sign returns the caller's slice;
+	// Verify returns a fresh copy the caller may keep and change.
+	Event []byte
+	// Sig is the lowercase hex HMAC-SHA256.
+	Sig string
+}
+
+// EnvelopeError is the error Verify returns: Err is one of the sentinels
+// (ErrMalformed, ErrUnknownKeyID, ErrSignatureMismatch, ErrUnsigned) and
+// Field the stream-entry field at fault ("" when the entry as a whole is).
+type EnvelopeError struct {
+	Field   string
+	Problem string
+	Err     error
+}
+
+func (e *EnvelopeError) Error() string {
+	if e.Field == "" {
+		return e.Err.Error() + ": " + e.Problem
+	}
+	return fmt.Sprintf("%s: field %q: %s", e.Err, e.Field, e.Problem)
+}
+
+// Unwrap returns the sentinel.
+func (e *EnvelopeError) Unwrap() error { return e.Err }
+
+func malformed(field, problem string) error {
+	return &EnvelopeError{Field: truncate(field), Problem: problem, Err: ErrMalformed}
+}
+
+// Sign signs event for stream with the active key. The event must be a JSON
+// object that already carries a string event_id and an RFC 3339 timestamp
+// (use Stamp); it is not copied and must not change afterwards.
+func (k *Keyring) Sign(stream string, event []byte) (Envelope, error) {
+	if len(event) == 0 || len(event) > k.maxEventBytes {
+		return Envelope{}, fmt.Errorf("%w: event is %d bytes, want 1 to %d", ErrInvalidEvent, len(event), k.maxEventBytes)
+	}
+	if !utf8.Valid(event) {
+		return Envelope{}, fmt.Errorf("%w: event is not valid UTF-8", ErrInvalidEvent)
+	}
+	view := bytesAsString(event)
+	res := gjson.GetMany(view, EventIDMember, TimestampMember)
+	if res[0].Type != gjson.String || res[0].Str == "" {
+		return Envelope{}, fmt.Errorf("%w: no top-level string %q member (use Stamp)", ErrInvalidEvent, EventIDMember)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, res[1].Str); res[1].Type != gjson.String || err != nil {
+		return Envelope{}, fmt.Errorf("%w: no top-level RFC 3339 %q member (use Stamp)", ErrInvalidEvent, TimestampMember)
+	}
+	key := k.active
+	st := key.pool.Get().(*macState)
+	key.mac(st, stream, event)
+	sig := hex.EncodeToString(st.sum[:])
+	key.pool.Put(st)
+	return Envelope{KeyID: key.id, EventID: strings.Clone(res[0].Str), Event: event, Sig: sig}, nil
+}
+
+// Values returns the XADD field/value list in a fixed order: v, kid, event,
+// sig. The event value is the Event slice itself ([]byte, which go-redis
+// writes as a bulk string unchanged).
+func (e Envelope) Values() []any {
+	return []any{FieldVersion, Version, FieldKeyID, e.KeyID, FieldEvent, e.Event, FieldSig, e.Sig}
+}
+
+// Verify checks a stream entry's values exactly as go-redis returns them
+// (redis.XMessage.Values: field → string) for an entry read from stream.
+// The checks run in this order, and the first failure is returned:
+//
+//  1. no kid and no sig field: ErrUnsigned;
+//  2. fields: exactly v, kid, event and sig, all strings; v is "1"; kid is
+//     a valid key id; sig is 64 lowercase hex digits; event is 1 to
+//     MaxEventBytes bytes: else ErrMalformed;
+//  3. kid names a key of the keyring: else ErrUnknownKeyID;
+//  4. sig equals the MAC, compared in constant time: else ErrSignatureMismatch;
+//  5. the event is UTF-8 with a top-level non-empty string event_id: else
+//     ErrMalformed.
+//
+// Errors are *EnvelopeError values naming the field; none holds key material.
+func (k *Keyring) Verify(stream string, values map[string]any) (Envelope, error) {
+	_, hasKid := values[FieldKeyID]
+	_, hasSig := values[FieldSig]
+	if !hasKid && !hasSig {
+		return Envelope{}, &EnvelopeError{Problem: "no kid and no sig field", Err: ErrUnsigned}
+	}
+	v, err := stringField(values, FieldVersion)
+	if err != nil {
+		return Envelope{}, err
+	}
+	kid, err := stringField(values, FieldKeyID)
+	if err != nil {
+		return Envelope{}, err
+	}
+	event, err := stringField(values, FieldEvent)
+	if err != nil {
+		return Envelope{}, err
+	}
+	sig, err := stringField(values, FieldSig)
+	if err != nil {
+		return Envelope{}, err
+	}
+	if len(values) != 4 {
+		return Envelope{}, extraFields(values)
+	}
+	if v != Version {
+		return Envelope{}, malformed(FieldVersion, fmt.Sprintf("unsupported version %q, want %q", truncate(v), Version))
+	}
+	if !validKeyID(kid) {
+		return Envelope{}, malformed(FieldKeyID, fmt.Sprintf("want 1-%d characters of [A-Za-z0-9._-]", MaxKeyIDLen))
+	}
+	if !isLowerHex(sig) {
+		return Envelope{}, malformed(FieldSig, fmt.Sprintf("want %d lowercase hex digits", sigHexLen))
+	}
+	if len(event) == 0 || len(event) > k.maxEventBytes {
+		return Envelope{}, malformed(FieldEvent, fmt.Sprintf("%d bytes, want 1 to %d", len(event), k.maxEventBytes))
+	}
+	key, ok := k.keys[kid]
+	if !ok {
+		return Envelope{}, &EnvelopeError{Field: FieldKeyID, Problem: fmt.Sprintf("no key %q in the keyring", kid), Err: ErrUnknownKeyID}
+	}
+	st := key.pool.Get().(*macState)
+	// sig is known to be 64 hex digits, so decoding cannot fail.
+	_, _ = hex.Decode(st.sig[:], stringAsBytes(sig))
+	key.mac(st, stream, stringAsBytes(event))
+	equal := hmac.Equal(st.sum[:], st.sig[:])
+	key.pool.Put(st)
+	if !equal {
+		return Envelope{}, &EnvelopeError{Field: FieldSig, Problem: "not the MAC of this entry in this stream", Err: ErrSignatureMismatch}
+	}
+	if !utf8.ValidString(event) {
+		return Envelope{}, malformed(FieldEvent, "not valid UTF-8")
+	}
+	id := gjson.Get(event, EventIDMember)
+	if id.Type != gjson.String || id.Str == "" {
+		return Envelope{}, malformed(FieldEvent, "no top-level non-empty string event_id member")
+	}
+	return Envelope{KeyID: kid, EventID: id.Str, Event: []byte(event), Sig: sig}, nil
+}
+
+// mac computes the envelope MAC into st.sum:
+// HMAC-SHA256(key, LP(label) LP(version) LP(kid) LP(stream) LP(event)),
+// LP(x) being x's length as 4 bytes big endian followed by x.
+func (e *keyEntry) mac(st *macState, stream string, event []byte) {
+	st.h.Reset()
+	st.h.Write(e.prefix)
+	st.writeLP(stringAsBytes(stream))
+	st.writeLP(event)
+	st.h.Sum(st.sum[:0])
+}
+
+func (st *macState) writeLP(b []byte) {
+	binary.BigEndian.PutUint32(st.lenBuf[:], uint32(len(b)))
+	st.h.Write(st.lenBuf[:])
+	st.h.Write(b)
+}
+
+func appendLP(dst []byte, s string) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(s)))
+	return append(dst, s...)
+}
+
+func stringField(values map[string]any, name string) (string, error) {
+	raw, ok := values[name]
+	if !ok {
+		return "", malformed(name, "missing")
+	}
+	s, ok := raw.(string)
+	if !ok {
+		return "", malformed(name, fmt.Sprintf("value is %T, want string", raw))
+	}
+	return s, nil
+}
+
+// extraFields reports the fields of an envelope beyond v, kid, event, sig
+// (at most three, sorted, so that the message is stable).
+func extraFields(values map[string]any) error {
+	var extra []string
+	for name := range values {
+		switch name {
+		case FieldVersion, FieldKeyID, FieldEvent, FieldSig:
+		default:
+			extra = append(extra, truncate(name))
+		}
+	}
+	slices.Sort(extra)
+	first := extra[0]
+	if len(extra) > 3 {
+		extra = extra[:3]
+	}
+	return &EnvelopeError{Field: first, Problem: fmt.Sprintf("unexpected field(s) %q; envelope v1 has only v, kid, event, sig", extra), Err: ErrMalformed}
+}
+
+func isLowerHex(s string) bool {
+	if len(s) != sigHexLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// stringAsBytes views s as bytes without copying; the hasher only reads it.
+func stringAsBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// bytesAsString views b as a string without copying, for lookups that do
+// not keep the result.
+func bytesAsString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }

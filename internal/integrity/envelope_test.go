@@ -1,0 +1,154 @@
+package integrity
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSignVerifyRoundTrip(t *testing.T) {
+	k := testKeyring(t, "k1")
+	for _, tc := range []struct {
+		name, stream, event string
+	}{
+		{"small", "audit:stream", `{"action":"login","user":"alice"}`},
+		{"empty object", "audit:stream", `{}`},
+		{"unicode and escapes", "audit:stream", `{"note":"caf\u00e9 ☕ \"quoted\"","n":[1,2,{"x":null}]}`},
+		{"empty stream name", "", `{"a":1}`},
+		{"whitespace kept", "s", "  {\n  \"a\" : 1\n}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := signed(t, k, tc.stream, tc.event)
+			assert.Equal(t, "k1", env.KeyID)
+			assert.Len(t, env.Sig, 64)
+			got, err := k.Verify(tc.stream, entry(env))
+			require.NoError(t, err)
+			assert.Equal(t, env, got)
+			assert.Equal(t, "", Reason(err))
+		})
+	}
+}
+
+func TestVerifyRejectsOtherStream(t *testing.T) {
+	k := testKeyring(t, "k1")
+	env := signed(t, k, "audit:stream", `{"a":1}`)
+	_, err := k.Verify("audit:other", entry(env))
+	require.ErrorIs(t, err, ErrSignatureMismatch)
+	assert.Equal(t, "signature_mismatch", Reason(err))
+}
+
+func TestKeyRotation(t *testing.T) {
+	oldKey, newKey := testKey(t), testKey(t)
+	before, err := NewKeyring("2026-01", map[string][]byte{"2026-01": oldKey})
+	require.NoError(t, err)
+	env := signed(t, before, "s", `{"a":1}`)
+
+	after, err := NewKeyring("2026-07", map[string][]byte{"2026-01": oldKey, "2026-07": newKey})
+	require.NoError(t, err)
+	_, err = after.Verify("s", entry(env))
+	require.NoError(t, err, "an entry signed with the old key verifies after rotation")
+	fresh := signed(t, after, "s", `{"a":2}`)
+	assert.Equal(t, "2026-07", fresh.KeyID)
+
+	retired, err := NewKeyring("2026-07", map[string][]byte{"2026-07": newKey})
+	require.NoError(t, err)
+	_, err = retired.Verify("s", entry(env))
+	require.ErrorIs(t, err, ErrUnknownKeyID)
+	assert.Equal(t, "unknown_key_id", Reason(err))
+	assert.Contains(t, err.Error(), `"2026-01"`)
+	_, err = retired.Verify("s", entry(fresh))
+	require.NoError(t, err)
+}
+
+func TestVerifyFlippedBits(t *testing.T) {
+	k := testKeyring(t, "k1")
+	env := signed(t, k, "s", `{"action":"delete","target":"/etc/passwd"}`)
+	for _, field := range []string{FieldEvent, FieldSig} {
+		orig := entry(env)[field].(string)
+		for i := 0; i < len(orig); i++ {
+			for bit := 0; bit < 8; bit++ {
+				b := []byte(orig)
+				b[i] ^= 1 << bit
+				vals := entry(env)
+				vals[field] = string(b)
+				_, err := k.Verify("s", vals)
+				require.Error(t, err, "field %s byte %d bit %d", field, i, bit)
+				if field == FieldEvent {
+					require.ErrorIs(t, err, ErrSignatureMismatch)
+				} else {
+					// A flipped sig bit is a mismatch when the result is
+					// still lowercase hex, malformed otherwise.
+					assert.True(t, Reason(err) == "signature_mismatch" || Reason(err) == "malformed_envelope", "got %v", err)
+				}
+			}
+		}
+	}
+}
+
+func TestVerifyMalformed(t *testing.T) {
+	k := testKeyring(t, "k1").WithMaxEventBytes(128)
+	good := entry(signed(t, k, "s", `{"a":1}`))
+	with := func(change func(m map[string]any)) map[string]any {
+		m := make(map[string]any, len(good))
+		for f, v := range good {
+			m[f] = v
+		}
+		change(m)
+		return m
+	}
+	for _, tc := range []struct {
+		name   string
+		values map[string]any
+		field  string
+	}{
+		{"missing v", with(func(m map[string]any) { delete(m, FieldVersion) }), FieldVersion},
+		{"missing kid", with(func(m map[string]any) { delete(m, FieldKeyID) }), FieldKeyID},
+		{"missing event", with(func(m map[string]any) { delete(m, FieldEvent) }), FieldEvent},
+		{"missing sig", with(func(m map[string]any) { delete(m, FieldSig) }), FieldSig},
+		{"extra field", with(func(m map[string]any) { m["user"] = "mallory" }), "user"},
+		{"version 2", with(func(m map[string]any) { m[FieldVersion] = "2" }), FieldVersion},
+		{"empty version", with(func(m map[string]any) { m[FieldVersion] = "" }), FieldVersion},
+		{"v not a string", with(func(m map[string]any) { m[FieldVersion] = 1 }), FieldVersion},
+		{"event not a string", with(func(m map[string]any) { m[FieldEvent] = []byte(`{}`) }), FieldEvent},
+		{"empty kid", with(func(m map[string]any) { m[FieldKeyID] = "" }), FieldKeyID},
+		{"kid with space", with(func(m map[string]any) { m[FieldKeyID] = "k 1" }), FieldKeyID},
+		{"kid too long", with(func(m map[string]any) { m[FieldKeyID] = strings.Repeat("k", 65) }), FieldKeyID},
+		{"sig uppercase", with(func(m map[string]any) { m[FieldSig] = strings.ToUpper(good[FieldSig].(string)) }), FieldSig},
+		{"sig short", with(func(m map[string]any) { m[FieldSig] = good[FieldSig].(string)[:62] }), FieldSig},
+		{"sig long", with(func(m map[string]any) { m[FieldSig] = good[FieldSig].(string) + "00" }), FieldSig},
+		{"sig not hex", with(func(m map[string]any) { m[FieldSig] = strings.Repeat("g", 64) }), FieldSig},
+		{"empty event", with(func(m map[string]any) { m[FieldEvent] = "" }), FieldEvent},
+		{"oversized event", with(func(m map[string]any) { m[FieldEvent] = `{"a":"` + strings.Repeat("x", 128) + `"}` }), FieldEvent},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := k.Verify("s", tc.values)
+			require.ErrorIs(t, err, ErrMalformed)
+			assert.Equal(t, "malformed_envelope", Reason(err))
+			var ee *EnvelopeError
+			require.ErrorAs(t, err, &ee)
+			assert.Equal(t, tc.field, ee.Field)
+			assert.Contains(t, err.Error(), `field "`+tc.field+`"`)
+		})
+	}
+}
+
+func TestVerifyUnsigned(t *testing.T) {
+	k := testKeyring(t, "k1")
+	for _, tc := range []struct {
+		name   string
+		values map[string]any
+	}{
+		{"raw event", map[string]any{FieldEvent: `{"event_id":"x"}`}},
+		{"arbitrary fields", map[string]any{"user": "alice", "action": "login"}},
+		{"version and event only", map[string]any{FieldVersion: "1", FieldEvent: `{}`}},
+		{"no fields", map[string]any{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := k.Verify("s", tc.values)
+			require.ErrorIs(t, err, ErrUnsigned)
+			assert.Equal(t, "unsigned", Reason(err))
+		})
+	}
+}
