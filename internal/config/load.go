@@ -118,7 +118,7 @@ func decode(k *koanf.Koanf, cfg *Config) error {
 		},
 	})
 	if err != nil {
-		return err
+		return fieldErrors(err)
 	}
 	if len(md.Unused) == 0 {
 		return nil
@@ -228,4 +228,27 @@ func (c *Config) loadSecrets(getenv func(string) string) error {
 		c.RedisPassword = strings.TrimRight(string(b), "\r\n")
 	}
 	return nil
+}
+
+// fieldErrors turns the decoder's errors into one *FieldError per key, so a
+// wrong type reads like every other problem: "consumer.workers: …".
+func fieldErrors(err error) error {
+	inner := errors.Unwrap(err)
+	if inner == nil {
+		return err
+	}
+	joined, ok := inner.(interface{ Unwrap() []error })
+	if !ok {
+		return err
+	}
+	var out []error
+	for _, e := range joined.Unwrap() {
+		var de *mapstructure.DecodeError
+		if errors.As(e, &de) {
+			out = append(out, &FieldError{Key: de.Name(), Msg: "wrong type or value: " + errors.Unwrap(de).Error()})
+			continue
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
 }

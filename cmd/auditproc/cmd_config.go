@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/auditproc/auditproc/internal/config"
+)
+
+func configCommand() *command {
+	return &command{
+		name:    "config",
+		summary: "configuration tools",
+		subs:    []*command{configCheckCommand()},
+	}
+}
+
+func configCheckCommand() *command {
+	return &command{
+		name:    "check",
+		summary: "validate a plugins.yaml (with AUDITPROC_ environment) without touching Redis",
+		usage:   "FILE",
+		examples: `  auditproc config check plugins.yaml
+  AUDITPROC_CONSUMER_WORKERS=4 auditproc config check /etc/auditproc/plugins.yaml`,
+		run: func(_ context.Context, io stdio, _ *flag.FlagSet, args []string) error {
+			if len(args) != 1 {
+				return usagef("config check takes one FILE argument, got %d", len(args))
+			}
+			cfg, err := config.Load(config.Source{File: args[0], Getenv: os.Getenv})
+			if err != nil {
+				return usageError{err}
+			}
+			printConfigSummary(io, args[0], &cfg)
+			return nil
+		},
+	}
+}
+
+func printConfigSummary(io stdio, file string, cfg *config.Config) {
+	fmt.Fprintf(io.out, "%s: ok\n", file)
+	fmt.Fprintf(io.out, "  stream %s, group %s, consumer %s\n", cfg.Stream.Name, cfg.Stream.Group, cfg.Stream.Consumer)
+	fmt.Fprintf(io.out, "  %d workers, batch %d, reclaim after %s, dead-letter after %d deliveries to %s\n",
+		cfg.Consumer.Workers, cfg.Consumer.BatchSize, cfg.Reclaim.MinIdle, cfg.Reclaim.MaxDeliveries, cfg.DeadLetter.Stream)
+	fmt.Fprintln(io.out, "  pipeline:")
+	for i, p := range cfg.Plugins {
+		extra := ""
+		if len(p.Sinks) > 0 {
+			extra = ", emits to " + strings.Join(p.Sinks, ", ")
+		}
+		if p.Trusted {
+			extra += ", trusted (no deadline guard)"
+		}
+		fmt.Fprintf(io.out, "    %d. %s (%s), deadline %s, memory %d MiB%s\n", i+1, p.Name, p.Path, p.Deadline, uint64(p.MemoryLimit)>>20, extra)
+	}
+}
