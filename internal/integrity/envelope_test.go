@@ -1,6 +1,8 @@
 package integrity
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -149,6 +151,35 @@ func TestVerifyUnsigned(t *testing.T) {
 			_, err := k.Verify("s", tc.values)
 			require.ErrorIs(t, err, ErrUnsigned)
 			assert.Equal(t, "unsigned", Reason(err))
+			assert.EqualError(t, err, "integrity: unsigned entry: no kid and no sig field")
 		})
+	}
+}
+
+func TestVerifyNamesExtraFields(t *testing.T) {
+	k := testKeyring(t, "k1")
+	vals := entry(signed(t, k, "s", `{}`))
+	for _, f := range []string{"e5", "e1", "e4", "e3", "e2"} {
+		vals[f] = "x"
+	}
+	_, err := k.Verify("s", vals)
+	require.ErrorIs(t, err, ErrMalformed)
+	assert.EqualError(t, err, `integrity: malformed envelope: field "e1": unexpected field(s) ["e1" "e2" "e3"]; envelope v1 has only v, kid, event, sig`)
+}
+
+func TestReason(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{ErrSignatureMismatch, "signature_mismatch"},
+		{fmt.Errorf("entry 1-0: %w", ErrUnknownKeyID), "unknown_key_id"},
+		{&EnvelopeError{Field: "v", Problem: "x", Err: ErrMalformed}, "malformed_envelope"},
+		{ErrUnsigned, "unsigned"},
+		{errors.New("connection reset"), "other"},
+		{ErrInvalidEvent, "other"},
+	} {
+		assert.Equal(t, tc.want, Reason(tc.err), "%v", tc.err)
 	}
 }

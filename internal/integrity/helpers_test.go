@@ -1,6 +1,7 @@
 package integrity
 
 import (
+	"encoding/hex"
 	"fmt"
 	"testing"
 	"time"
@@ -54,3 +55,5 @@ func signed(t testing.TB, k *Keyring, stream, event string) Envelope {
 	require.NoError(t, err)
 	return env
 }
+
+func hexString(b []byte) string { return hex.EncodeToString(b) }

@@ -53,18 +53,17 @@ type Keyring struct {
 // keyEntry is one key with its pool of keyed HMAC-SHA256 hashers.
 type keyEntry struct {
 	id     string
-	secret secret
+	secret []byte
 	// prefix is the start of the MAC input that depends on the key id only:
 	// LP(label) LP(version) LP(kid).
 	prefix []byte
 	pool   sync.Pool // of *macState
 }
 
-// secret is key material; every fmt verb prints it redacted.
-type secret []byte
-
-// Format implements fmt.Formatter so that no verb can reveal key bytes.
-func (secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[redacted]")) }
+// Format prints the key id only, whatever the verb, so that formatting a
+// *keyEntry cannot reveal the key. (Elsewhere fmt meets keyEntry only behind
+// a pointer inside another value, which it prints as an address.)
+func (e *keyEntry) Format(f fmt.State, _ rune) { _, _ = fmt.Fprintf(f, "integrity.key{id: %q}", e.id) }
 
 // macState is a pooled keyed hasher with scratch space, so that a MAC costs
 // no allocation.
@@ -76,7 +75,7 @@ type macState struct {
 }
 
 func newKeyEntry(id string, key []byte) *keyEntry {
-	e := &keyEntry{id: id, secret: secret(bytes.Clone(key))}
+	e := &keyEntry{id: id, secret: bytes.Clone(key)}
 	e.prefix = appendLP(e.prefix, macLabel)
 	e.prefix = appendLP(e.prefix, Version)
 	e.prefix = appendLP(e.prefix, id)
