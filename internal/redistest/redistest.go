@@ -17,8 +17,8 @@ import (
 // Environment variables read by this package.
 const (
 	EnvBackend = "AUDITPROC_REDIS_BACKEND" // "process" or "container"
-	EnvImage   = "AUDITPROC_REDIS_IMAGE"  // container image; default DefaultImage
-	EnvNoSkip  = "AUDITPROC_NO_SKIP"      // "1": a missing backend fails instead of skipping
+	EnvImage   = "AUDITPROC_REDIS_IMAGE"   // container image; default DefaultImage
+	EnvNoSkip  = "AUDITPROC_NO_SKIP"       // "1": a missing backend fails instead of skipping
 )
 
 // DefaultImage is the image of the container backend when $AUDITPROC_REDIS_IMAGE
