@@ -2,6 +2,8 @@ package processor
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/auditproc/auditproc/host"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
@@ -20,9 +22,9 @@ type Metrics struct {
 	Reclaimed       prometheus.Counter
 	DeletedPending  prometheus.Counter
 	Emitted         *prometheus.CounterVec // by sink
-	InstanceRestart *prometheus.CounterVec // by plugin, cause
 	RedisErrors     *prometheus.CounterVec // by operation
 	LateAcks        prometheus.Counter
+	GroupRecreated  prometheus.Counter
 	Pending         prometheus.Gauge
 	Lag             prometheus.Gauge
 	Ready           prometheus.Gauge
@@ -65,14 +67,14 @@ func NewMetrics() *Metrics {
 		Emitted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditproc_emits_total", Help: "Derived events committed to sinks.",
 		}, []string{"sink"}),
-		InstanceRestart: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "auditproc_plugin_instance_restarts_total", Help: "Plugin instances discarded and replaced, by cause.",
-		}, []string{"plugin", "cause"}),
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditproc_redis_errors_total", Help: "Failed Redis operations, by operation.",
 		}, []string{"op"}),
 		LateAcks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "auditproc_late_acks_total", Help: "Acks that found the entry no longer pending for this consumer (claimed by another replica meanwhile).",
+		}),
+		GroupRecreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "auditproc_consumer_group_recreated_total", Help: "Times the stream or consumer group was found deleted and recreated (integrity alarm).",
 		}),
 		Pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "auditproc_pending_entries", Help: "Entries pending in the consumer group (all consumers).",
@@ -85,8 +87,37 @@ func NewMetrics() *Metrics {
 		}),
 	}
 	r.MustRegister(m.Read, m.Verified, m.Tampered, m.Verdicts, m.PluginLatency, m.Acked,
-		m.DeadLettered, m.Reclaimed, m.DeletedPending, m.Emitted, m.InstanceRestart,
-		m.RedisErrors, m.LateAcks, m.Pending, m.Lag, m.Ready,
+		m.DeadLettered, m.Reclaimed, m.DeletedPending, m.Emitted,
+		m.RedisErrors, m.LateAcks, m.GroupRecreated, m.Pending, m.Lag, m.Ready,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// WatchPlugins exports the plugins' instance counters, read at scrape time.
+func (m *Metrics) WatchPlugins(plugins []*host.Plugin) {
+	m.Registry.MustRegister(pluginCollector(plugins))
+}
+
+var (
+	restartsDesc = prometheus.NewDesc("auditproc_plugin_instance_restarts_total",
+		"Plugin instances discarded or recycled, by cause (trap, deadline, exit, …).", []string{"plugin", "cause"}, nil)
+	instancesDesc = prometheus.NewDesc("auditproc_plugin_instances",
+		"Plugin instances open now.", []string{"plugin"}, nil)
+)
+
+type pluginCollector []*host.Plugin
+
+func (c pluginCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- restartsDesc
+	ch <- instancesDesc
+}
+
+func (c pluginCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c {
+		st := p.Stats()
+		for cause, n := range st.Restarts {
+			ch <- prometheus.MustNewConstMetric(restartsDesc, prometheus.CounterValue, float64(n), p.Name(), cause.String())
+		}
+		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(st.Live), p.Name())
+	}
 }

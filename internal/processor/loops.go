@@ -1,0 +1,384 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/abi"
+	"github.com/auditproc/auditproc/host"
+	"github.com/auditproc/auditproc/internal/streambus"
+)
+
+// feeder hands entries to the workers. Sends use the work context, so that
+// entries already read are still processed during a graceful shutdown.
+type feeder struct {
+	jobs     chan<- streambus.Entry
+	inflight *atomic.Int64
+	sendCtx  context.Context
+}
+
+func (f feeder) send(entries []streambus.Entry) bool {
+	for _, e := range entries {
+		f.inflight.Add(1)
+		select {
+		case f.jobs <- e:
+		case <-f.sendCtx.Done():
+			f.inflight.Add(-1)
+			return false // left pending: redelivered after a restart or reclaimed
+		}
+	}
+	return true
+}
+
+// readLoop first re-reads this consumer's own pending entries (a previous
+// run under the same name stopped before acking them), then reads new ones
+// until ctx ends.
+func (p *Processor) readLoop(ctx context.Context, feed feeder, stop context.CancelFunc) {
+	cursor := "0"
+	for ctx.Err() == nil {
+		batch, ok := p.read(ctx, cursor)
+		if !ok {
+			return
+		}
+		if batch.Len() == 0 {
+			break
+		}
+		if !feed.send(p.triage(ctx, batch, true)) {
+			return
+		}
+		cursor = batch.Cursor
+	}
+	for ctx.Err() == nil {
+		batch, ok := p.read(ctx, ">")
+		if !ok {
+			return
+		}
+		if batch.Len() == 0 {
+			if p.cfg.StopWhenIdle && feed.inflight.Load() == 0 && p.drained(ctx) {
+				p.log.Info("stream_drained", slog.String("stream", p.cfg.Stream), slog.String("group", p.cfg.Group))
+				stop()
+				return
+			}
+			continue
+		}
+		if !feed.send(p.triage(ctx, batch, false)) {
+			return
+		}
+	}
+}
+
+// read reads one batch, retrying through Redis outages and recreating a
+// deleted stream or group. ok is false once ctx ended.
+func (p *Processor) read(ctx context.Context, id string) (streambus.Batch, bool) {
+	var batch streambus.Batch
+	err := p.retry(ctx, "xreadgroup", func() error {
+		var err error
+		batch, err = p.bus.XReadGroup(ctx, streambus.GroupReadArgs{
+			Stream: p.cfg.Stream, Group: p.cfg.Group, Consumer: p.cfg.Consumer,
+			ID: id, Count: int64(p.cfg.BatchSize), Block: p.cfg.Block,
+		})
+		if err != nil && redis.HasErrorPrefix(err, "NOGROUP") {
+			p.recreateGroup(ctx)
+		}
+		return err
+	})
+	return batch, err == nil
+}
+
+// recreateGroup answers NOGROUP: someone deleted the stream or the group.
+// That is an integrity alarm (pending entries were lost with the group);
+// the group is created again so processing goes on.
+func (p *Processor) recreateGroup(ctx context.Context) {
+	created, err := p.bus.XGroupCreate(ctx, p.cfg.Stream, p.cfg.Group, "0")
+	if err == nil && created {
+		p.log.Error("consumer_group_recreated",
+			slog.String("stream", p.cfg.Stream), slog.String("group", p.cfg.Group),
+			slog.String("detail", "the stream or the consumer group was deleted while auditproc ran; entries pending at that moment are unaccounted for"))
+		p.metrics.GroupRecreated.Inc()
+	}
+}
+
+// drained reports whether nothing is pending for the group.
+func (p *Processor) drained(ctx context.Context) bool {
+	if p.rdb == nil {
+		return false
+	}
+	info, err := p.rdb.XPending(ctx, p.cfg.Stream, p.cfg.Group).Result()
+	return err == nil && info.Count == 0
+}
+
+// reclaimLoop claims entries idle longer than MinIdle, from any consumer of
+// the group (this one's own retries included), and runs them again.
+func (p *Processor) reclaimLoop(ctx context.Context, feed feeder) {
+	t := time.NewTicker(p.cfg.ReclaimInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cursor := "0-0"
+		for {
+			var batch streambus.Batch
+			err := p.retry(ctx, "xautoclaim", func() error {
+				var err error
+				batch, err = p.bus.XAutoClaim(ctx, streambus.AutoClaimArgs{
+					Stream: p.cfg.Stream, Group: p.cfg.Group, Consumer: p.cfg.Consumer,
+					MinIdle: p.cfg.MinIdle, Start: cursor, Count: int64(p.cfg.BatchSize),
+				})
+				if err != nil && redis.HasErrorPrefix(err, "NOGROUP") {
+					p.recreateGroup(ctx)
+				}
+				return err
+			})
+			if err != nil {
+				return
+			}
+			if n := len(batch.Entries) + len(batch.Tampered); n > 0 {
+				p.stats.Reclaimed.Add(int64(n))
+				p.metrics.Reclaimed.Add(float64(n))
+			}
+			if !feed.send(p.triage(ctx, batch, true)) {
+				return
+			}
+			cursor = batch.Cursor
+			if cursor == "" || cursor == "0-0" {
+				break
+			}
+		}
+	}
+}
+
+// triage accounts for a batch and returns the entries to run: entries past
+// their delivery budget and tampered entries past it are dead-lettered;
+// entries deleted while pending raise the integrity alarm; tampered entries
+// under the budget stay pending (the reclaimer brings them back until the
+// budget is spent, so they are kept for forensics without looping forever).
+func (p *Processor) triage(ctx context.Context, batch streambus.Batch, redelivered bool) []streambus.Entry {
+	n := len(batch.Entries) + len(batch.Tampered)
+	p.metrics.Read.Add(float64(n))
+	p.metrics.Verified.Add(float64(len(batch.Entries)))
+	for _, t := range batch.Tampered {
+		p.metrics.Tampered.WithLabelValues(t.Reason).Inc()
+		p.stats.Tampered.Add(1)
+	}
+	if len(batch.Deleted) > 0 {
+		p.stats.DeletedAlarm.Add(int64(len(batch.Deleted)))
+		p.metrics.DeletedPending.Add(float64(len(batch.Deleted)))
+		p.log.Error("pending_entries_deleted",
+			slog.String("stream", p.cfg.Stream), slog.String("group", p.cfg.Group),
+			slog.Any("entry_ids", batch.Deleted),
+			slog.String("detail", "entries were deleted or trimmed from the stream before they were processed"))
+		// A history read keeps deleted ids pending until acked; nothing
+		// remains to process, so clear them.
+		_ = p.retry(ctx, "xack", func() error {
+			_, err := p.bus.XAck(ctx, p.cfg.Stream, p.cfg.Group, batch.Deleted...)
+			return err
+		})
+	}
+	var letters []streambus.Letter
+	for _, t := range batch.Tampered {
+		if t.Deliveries > int64(p.cfg.MaxDeliveries) {
+			letters = append(letters, t.Letter())
+			p.stats.TamperedDLQ.Add(1)
+		}
+	}
+	run := batch.Entries
+	if redelivered {
+		run = run[:0:0]
+		for _, e := range batch.Entries {
+			if e.Deliveries <= int64(p.cfg.MaxDeliveries) {
+				run = append(run, e)
+				continue
+			}
+			reason := fmt.Sprintf("max_deliveries: delivered %d times (limit %d)", e.Deliveries, p.cfg.MaxDeliveries)
+			if f, ok := p.failures.take(e.ID); ok {
+				reason += fmt.Sprintf("; last failure: plugin %q: %s", f.plugin, f.message)
+			}
+			letters = append(letters, e.Letter(reason))
+			p.stats.Exhausted.Add(1)
+		}
+	}
+	p.deadLetter(ctx, letters)
+	return run
+}
+
+// deadLetter moves letters to the dead-letter stream (atomically with their
+// acks), retrying through outages.
+func (p *Processor) deadLetter(ctx context.Context, letters []streambus.Letter) {
+	if len(letters) == 0 {
+		return
+	}
+	err := p.retry(ctx, "dead_letter", func() error {
+		_, err := p.bus.DeadLetter(ctx, p.cfg.Stream, p.cfg.Group, p.cfg.DeadLetter, letters...)
+		return err
+	})
+	if err != nil {
+		return // still pending: dead-lettered after the restart
+	}
+	for _, l := range letters {
+		p.metrics.DeadLettered.WithLabelValues(reasonLabel(l.Reason)).Inc()
+	}
+}
+
+// reasonLabel keeps metric label values few: the reason up to its first ':'.
+func reasonLabel(reason string) string {
+	for i := 0; i < len(reason); i++ {
+		if reason[i] == ':' {
+			return reason[:i]
+		}
+	}
+	return reason
+}
+
+// commitLoop commits verdicts in batches: whatever the workers finished
+// since the last commit goes out in one atomic step.
+func (p *Processor) commitLoop(ctx context.Context, results <-chan work, inflight *atomic.Int64) {
+	batch := make([]work, 0, p.cfg.BatchSize)
+	for first := range results {
+		batch = append(batch[:0], first)
+	more:
+		for len(batch) < p.cfg.BatchSize {
+			select {
+			case w, ok := <-results:
+				if !ok {
+					break more
+				}
+				batch = append(batch, w)
+			default:
+				break more
+			}
+		}
+		p.commit(ctx, batch)
+		inflight.Add(-int64(len(batch)))
+	}
+}
+
+// commit applies one batch of verdicts:
+//   - ok: line-sink emits are written and synced first (at least once); then
+//     the acks and the stream-sink emits go out in one atomic script;
+//   - drop: acked, emits discarded;
+//   - reject: dead-lettered with the plugin's message, atomically with the ack;
+//   - retry: nothing; the entry stays pending and the reclaimer runs it again.
+func (p *Processor) commit(ctx context.Context, batch []work) {
+	var (
+		acks    []string
+		adds    []streambus.Add
+		lines   = map[string][][]byte{}
+		letters []streambus.Letter
+		ok      int64
+		dropped int64
+	)
+	for _, w := range batch {
+		r := &w.result
+		p.observe(r)
+		switch r.Verdict {
+		case abi.VerdictOK:
+			acks = append(acks, w.entry.ID)
+			ok++
+			for _, e := range r.Emits {
+				s := p.cfg.Sinks[e.Sink]
+				if s.Type == "stream" {
+					adds = append(adds, streambus.Add{Stream: s.Stream, Event: e.Event})
+				} else {
+					lines[e.Sink] = append(lines[e.Sink], e.Event)
+				}
+			}
+			p.failures.take(w.entry.ID)
+		case abi.VerdictDrop:
+			acks = append(acks, w.entry.ID)
+			dropped++
+			p.failures.take(w.entry.ID)
+		case abi.VerdictReject:
+			letters = append(letters, w.entry.Letter(fmt.Sprintf("rejected: plugin %q: %s", r.Plugin, r.Message)))
+			p.stats.Rejected.Add(1)
+			p.failures.take(w.entry.ID)
+		default:
+			p.stats.Retried.Add(1)
+			p.failures.set(w.entry.ID, failure{plugin: r.Plugin, message: r.Message})
+			p.log.Warn("audit_event_retry_scheduled",
+				slog.String("entry_id", w.entry.ID), slog.String("event_id", w.entry.EventID),
+				slog.String("plugin", r.Plugin), slog.String("message", r.Message),
+				slog.Int64("deliveries", w.entry.Deliveries))
+		}
+	}
+	for sink, evs := range lines {
+		err := p.retry(ctx, "sink_"+sink, func() error { return p.lines[sink].write(evs) })
+		if err != nil {
+			return // nothing acked: every entry of the batch is redelivered
+		}
+	}
+	if len(acks) > 0 || len(adds) > 0 {
+		var acked int64
+		err := p.retry(ctx, "commit", func() error {
+			var err error
+			_, acked, err = p.bus.Commit(ctx, p.cfg.Stream, p.cfg.Group, acks, adds...)
+			return err
+		})
+		if err != nil {
+			return
+		}
+		p.metrics.Acked.Add(float64(acked))
+		if late := int64(len(acks)) - acked; late > 0 {
+			p.stats.LateAcks.Add(late)
+			p.metrics.LateAcks.Add(float64(late))
+		}
+		p.stats.Processed.Add(ok)
+		p.stats.Dropped.Add(dropped)
+		p.stats.Emitted.Add(int64(len(adds)))
+		for _, a := range adds {
+			p.metrics.Emitted.WithLabelValues(a.Stream).Inc()
+		}
+		if len(acks) > 0 {
+			p.log.Debug("audit_events_acknowledged", slog.Int("count", len(acks)), slog.Int64("acked", acked), slog.Int("emitted", len(adds)))
+		}
+	}
+	for sink, evs := range lines {
+		p.stats.Emitted.Add(int64(len(evs)))
+		p.metrics.Emitted.WithLabelValues(sink).Add(float64(len(evs)))
+	}
+	p.deadLetter(ctx, letters)
+}
+
+// observe records a result's per-plugin verdicts and latencies.
+func (p *Processor) observe(r *host.Result) {
+	for _, t := range r.Timings {
+		p.metrics.PluginLatency.WithLabelValues(t.Plugin).Observe(t.Duration.Seconds())
+		v := abi.VerdictOK
+		if t.Plugin == r.Plugin {
+			v = r.Verdict
+		}
+		p.metrics.Verdicts.WithLabelValues(t.Plugin, v.String()).Inc()
+	}
+}
+
+// gaugeLoop keeps the pending and lag gauges current.
+func (p *Processor) gaugeLoop(ctx context.Context) {
+	if p.rdb == nil {
+		return
+	}
+	t := time.NewTicker(p.cfg.ReclaimInterval)
+	defer t.Stop()
+	for {
+		groups, err := p.rdb.XInfoGroups(ctx, p.cfg.Stream).Result()
+		if err == nil {
+			for _, g := range groups {
+				if g.Name == p.cfg.Group {
+					p.metrics.Pending.Set(float64(g.Pending))
+					p.metrics.Lag.Set(float64(g.Lag))
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
