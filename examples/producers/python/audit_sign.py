@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Sign audit events for auditproc: envelope version 1 (docs/envelope.md).
+
+Standard library only. Use it as a module (stamp, sign) or as a command:
+
+    AUDITPROC_HMAC_KEYS='key prod-2026 hex:<64 hex digits>' \\
+        python3 audit_sign.py audit:stream < event.json
+
+prints the stream entry's fields as one JSON object, {"v": ..., "kid": ...,
+"event": ..., "sig": ...}, for your Redis client's XADD, e.g. with redis-py:
+r.xadd("audit:stream", fields). Keys come from the environment exactly as
+auditproc reads them: AUDITPROC_HMAC_KEYS (inline, ";" between lines) or
+AUDITPROC_HMAC_KEYS_FILE, and AUDITPROC_HMAC_ACTIVE_KEY; this recipe reads
+hex keys only. Never pass a key as a command-line argument.
+
+    python3 audit_sign.py --check-vectors testdata/vectors.json
+
+checks this implementation against the published test vectors.
+"""
+
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sys
+import uuid
+
+VERSION = "1"
+MAC_LABEL = "auditproc-envelope"
+MIN_KEY_BYTES = 32
+MAX_EVENT_BYTES = 1 << 20
+_KID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+
+
+def new_event_id(now_ns):
+    """A UUIDv7 for a time in Unix nanoseconds: 48 bits of milliseconds,
+    the version, 12 bits of sub-millisecond time, the variant, 62 random bits."""
+    ms, sub = divmod(now_ns, 1_000_000)
+    sub12 = sub * 4096 // 1_000_000
+    value = (ms & (2**48 - 1)) << 80
+    value |= 0x7 << 76 | sub12 << 64
+    value |= 0b10 << 62 | secrets.randbits(62)
+    return str(uuid.UUID(int=value))
+
+
+def _timestamp(now):
+    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def stamp(event, now=None):
+    """Return (event bytes, event id) with event_id and timestamp inserted
+    right after the opening "{" when missing; the other bytes are kept."""
+    if isinstance(event, str):
+        event = event.encode("utf-8")
+    parsed = json.loads(event.decode("utf-8"))
+    if not isinstance(parsed, dict):
+        raise ValueError("event must be a JSON object")
+    event_id = parsed.get("event_id")
+    if "event_id" in parsed and (not isinstance(event_id, str) or event_id == ""):
+        raise ValueError("event_id must be a non-empty string")
+    if "timestamp" in parsed:
+        try:
+            datetime.datetime.fromisoformat(parsed["timestamp"])
+        except (TypeError, ValueError):
+            raise ValueError("timestamp must be an RFC 3339 string") from None
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    members = []
+    if "event_id" not in parsed:
+        unix_ns = (now - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)) // datetime.timedelta(microseconds=1) * 1000
+        event_id = new_event_id(unix_ns)
+        members.append('"event_id":' + json.dumps(event_id))
+    if "timestamp" not in parsed:
+        members.append('"timestamp":' + json.dumps(_timestamp(now)))
+    if not members:
+        return event, event_id
+    text = event.decode("utf-8")
+    open_at = text.index("{")
+    rest = text[open_at + 1:]
+    inserted = ",".join(members) + ("" if rest.strip().startswith("}") else ",")
+    return (text[:open_at + 1] + inserted + rest).encode("utf-8"), event_id
+
+
+def _lp(data):
+    return len(data).to_bytes(4, "big") + data
+
+
+def mac_input(kid, stream, event):
+    """LP(label) LP(version) LP(kid) LP(stream) LP(event); LP = 4-byte big-endian length + bytes."""
+    return b"".join(_lp(part) for part in (
+        MAC_LABEL.encode(), VERSION.encode(), kid.encode(), stream.encode("utf-8"), event))
+
+
+def sign(key, kid, stream, event):
+    """Return the XADD fields of a signed envelope. event must be stamped."""
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError("key must be at least %d bytes" % MIN_KEY_BYTES)
+    if not 1 <= len(kid) <= 64 or not set(kid) <= _KID_CHARS:
+        raise ValueError("key id must be 1-64 characters of [A-Za-z0-9._-]")
+    if not 1 <= len(event) <= MAX_EVENT_BYTES:
+        raise ValueError("event must be 1 to %d bytes" % MAX_EVENT_BYTES)
+    sig = hmac.new(key, mac_input(kid, stream, event), hashlib.sha256).hexdigest()
+    return {"v": VERSION, "kid": kid, "event": event.decode("utf-8"), "sig": sig}
+
+
+def load_key(environ=os.environ):
+    """(kid, key) of the active key, from the auditproc keyring environment."""
+    text = environ.get("AUDITPROC_HMAC_KEYS", "")
+    path = environ.get("AUDITPROC_HMAC_KEYS_FILE", "")
+    if bool(text) == bool(path):
+        raise ValueError("set exactly one of AUDITPROC_HMAC_KEYS and AUDITPROC_HMAC_KEYS_FILE")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    active, keys = None, {}
+    for number, line in enumerate(text.replace(";", "\n").split("\n"), 1):
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0] == "active" and len(words) == 2:
+            active = words[1]
+        elif words[0] == "key" and len(words) == 3 and words[2].startswith("hex:"):
+            try:
+                keys[words[1]] = bytes.fromhex(words[2][4:])
+            except ValueError:
+                raise ValueError("keyring line %d: key %r is not valid hex" % (number, words[1])) from None
+        else:
+            # Never echo the line: it may hold a key.
+            raise ValueError("keyring line %d: want 'key <id> hex:<key>' or 'active <id>'" % number)
+    active = environ.get("AUDITPROC_HMAC_ACTIVE_KEY") or active
+    if active is None and len(keys) == 1:
+        active = next(iter(keys))
+    if active not in keys:
+        raise ValueError("no active key: name one with an 'active <id>' line or AUDITPROC_HMAC_ACTIVE_KEY")
+    return active, keys[active]
+
+
+def check_vectors(path):
+    """Recompute every vector's MAC; return the number of problems found."""
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    keys = {kid: bytes.fromhex(h) for kid, h in doc["keys"].items()}
+    problems = 0
+    for v in doc["vectors"]:
+        if "mac_input_hex" not in v:
+            continue
+        fields = v["fields"]
+        event = fields["event"].encode("utf-8")
+        data = mac_input(fields["kid"], v["stream"], event)
+        if data.hex() != v["mac_input_hex"]:
+            print("vector %r: MAC input differs" % v["name"], file=sys.stderr)
+            problems += 1
+        expected = hmac.new(keys[fields["kid"]], data, hashlib.sha256).hexdigest()
+        matches = hmac.compare_digest(expected, fields["sig"])
+        if matches != (v["expect"] in ("ok", "malformed_envelope")):
+            print("vector %r: sig match %s, expected %s" % (v["name"], matches, v["expect"]), file=sys.stderr)
+            problems += 1
+        if v["expect"] == "ok" and json.loads(event)["event_id"] != v["event_id"]:
+            print("vector %r: event_id differs" % v["name"], file=sys.stderr)
+            problems += 1
+    print("checked %d vectors, %d problems" % (len(doc["vectors"]), problems))
+    return problems
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "--check-vectors":
+        return 1 if check_vectors(argv[2]) else 0
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        kid, key = load_key()
+        event, _ = stamp(sys.stdin.buffer.read())
+        fields = sign(key, kid, argv[1], event)
+    except (ValueError, OSError) as err:
+        print("audit_sign: %s" % err, file=sys.stderr)
+        return 1
+    print(json.dumps(fields, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
