@@ -1,0 +1,158 @@
+package host
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/auditproc/auditproc/abi"
+)
+
+// Defaults applied to a zero field of PluginSpec.
+const (
+	DefaultMemoryLimitBytes     = 64 << 20
+	DefaultDeadline             = 100 * time.Millisecond
+	DefaultInitDeadline         = 5 * time.Second
+	DefaultMaxEventsPerInstance = 100_000
+	DefaultMaxMemoryGrowthBytes = 16 << 20
+	DefaultLogLinesPerSecond    = 50
+	DefaultMaxEventBytes        = abi.DefaultMaxEventBytes
+	DefaultMaxEmits             = abi.DefaultMaxEmits
+	DefaultMaxEmitBytes         = abi.DefaultMaxEmitBytes
+)
+
+// wasmPageSize is the size of a WebAssembly memory page.
+const wasmPageSize = 64 << 10
+
+// Config holds the settings shared by every plugin loaded with it.
+type Config struct {
+	// CacheDir is where compiled modules are cached between runs. Empty keeps
+	// the cache in memory only (a module is then compiled once per Load).
+	CacheDir string
+	// Logger receives plugin log lines (host function log, stdout, stderr)
+	// and instance restarts. Nil discards them.
+	Logger *slog.Logger
+}
+
+// PluginSpec describes one plugin of a pipeline, as plugins.yaml does.
+type PluginSpec struct {
+	// Name identifies the plugin in results, errors, logs and metrics. Required.
+	Name string
+	// Path is the .wasm file to load. Exactly one of Path and Wasm is set.
+	Path string
+	// Wasm is the module's bytes, for a module that is not in a file.
+	Wasm []byte
+	// SHA256 pins the module's digest (hex, optionally prefixed "sha256:").
+	// Empty loads any module.
+	SHA256 string
+	// Config is the JSON text handed to auditproc_init; "{}" when empty.
+	Config []byte
+	// MemoryLimitBytes caps the guest's linear memory, rounded up to 64 KiB
+	// pages. Default DefaultMemoryLimitBytes (64 MiB).
+	MemoryLimitBytes uint64
+	// Deadline bounds one event's call into the plugin. Default
+	// DefaultDeadline (100ms). Not enforced when Trusted.
+	Deadline time.Duration
+	// InitDeadline bounds instantiation (_initialize and auditproc_init).
+	// Default DefaultInitDeadline (5s). Not enforced when Trusted.
+	InitDeadline time.Duration
+	// Trusted turns the deadline guard off: calls are cheaper, and a plugin
+	// that never returns blocks its worker forever. Only for vetted plugins.
+	Trusted bool
+	// AllowClock gives the guest the real wall and monotonic clocks and real
+	// sleeps. Without it WASI clocks are wazero's deterministic fakes.
+	AllowClock bool
+	// Sinks lists the sinks this plugin may emit to.
+	Sinks []string
+	// MaxEventsPerInstance recycles an instance after that many events.
+	// Default DefaultMaxEventsPerInstance (100000).
+	MaxEventsPerInstance int
+	// MaxMemoryGrowthBytes recycles an instance whose memory grew by more
+	// than this since it was created (Wasm memory never shrinks). Default
+	// DefaultMaxMemoryGrowthBytes (16 MiB).
+	MaxMemoryGrowthBytes uint64
+	// MaxEventBytes bounds the event handed in and set_event/event_set
+	// results. Default DefaultMaxEventBytes (1 MiB).
+	MaxEventBytes int
+	// MaxEmits bounds the emits of one event. Default DefaultMaxEmits (16).
+	MaxEmits int
+	// MaxEmitBytes bounds one emitted event. Default DefaultMaxEmitBytes (256 KiB).
+	MaxEmitBytes int
+	// LogLinesPerSecond rate-limits the plugin's log lines (log, stdout and
+	// stderr together, all instances); excess lines are counted and dropped.
+	// Default DefaultLogLinesPerSecond (50).
+	LogLinesPerSecond int
+}
+
+// withDefaults returns s with every zero field set to its default.
+func (s PluginSpec) withDefaults() PluginSpec {
+	if s.MemoryLimitBytes == 0 {
+		s.MemoryLimitBytes = DefaultMemoryLimitBytes
+	}
+	if s.Deadline == 0 {
+		s.Deadline = DefaultDeadline
+	}
+	if s.InitDeadline == 0 {
+		s.InitDeadline = DefaultInitDeadline
+	}
+	if s.MaxEventsPerInstance == 0 {
+		s.MaxEventsPerInstance = DefaultMaxEventsPerInstance
+	}
+	if s.MaxMemoryGrowthBytes == 0 {
+		s.MaxMemoryGrowthBytes = DefaultMaxMemoryGrowthBytes
+	}
+	if s.MaxEventBytes == 0 {
+		s.MaxEventBytes = DefaultMaxEventBytes
+	}
+	if s.MaxEmits == 0 {
+		s.MaxEmits = DefaultMaxEmits
+	}
+	if s.MaxEmitBytes == 0 {
+		s.MaxEmitBytes = DefaultMaxEmitBytes
+	}
+	if s.LogLinesPerSecond == 0 {
+		s.LogLinesPerSecond = DefaultLogLinesPerSecond
+	}
+	if len(s.Config) == 0 {
+		s.Config = []byte("{}")
+	}
+	return s
+}
+
+// Validate reports every problem of a spec whose defaults are applied.
+func (s PluginSpec) Validate() error {
+	var errs []error
+	if strings.TrimSpace(s.Name) == "" {
+		errs = append(errs, errors.New("name is empty"))
+	}
+	if (s.Path == "") == (s.Wasm == nil) {
+		errs = append(errs, errors.New("set exactly one of path and wasm"))
+	}
+	if s.SHA256 != "" {
+		if _, err := parseDigest(s.SHA256); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.MemoryLimitBytes > 65536*wasmPageSize {
+		errs = append(errs, fmt.Errorf("memory limit %d bytes is above the 4 GiB a wasm32 memory can hold", s.MemoryLimitBytes))
+	}
+	if s.Deadline < 0 || s.InitDeadline < 0 {
+		errs = append(errs, errors.New("deadlines must be positive"))
+	}
+	if s.MaxEventsPerInstance < 0 || s.MaxEventBytes < 0 || s.MaxEmits < 0 || s.MaxEmitBytes < 0 || s.LogLinesPerSecond < 0 {
+		errs = append(errs, errors.New("limits must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (s PluginSpec) memoryLimitPages() uint32 {
+	return uint32((s.MemoryLimitBytes + wasmPageSize - 1) / wasmPageSize)
+}
+
+// tick is how often the deadline ticker looks at running calls: a runaway
+// guest is stopped within its deadline plus one tick.
+func tick(deadline time.Duration) time.Duration {
+	return min(max(deadline/8, time.Millisecond), 25*time.Millisecond)
+}

@@ -1,0 +1,331 @@
+package host
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/auditproc/auditproc/abi"
+)
+
+const abiInitialize = abi.ExportInitialize
+
+type phase uint8
+
+const (
+	phaseIdle phase = iota
+	phaseInit
+	phaseProcess
+)
+
+// instance is one module instance and the state of the call running in it.
+// Only the worker holding it touches it, except state, deadline and cancel,
+// which the deadline ticker uses.
+type instance struct {
+	p     *Plugin
+	mod   api.Module
+	mem   api.Memory
+	alloc api.Function
+	proc  api.Function
+	init  api.Function // nil when not exported
+
+	// ctx is made once per instance, not per call, and is what wazero
+	// watches when the deadline guard is on: the ticker cancels it when the
+	// running call is overdue. Host functions find the instance through it.
+	// It is no caller's context, so storing it does not outlive a request.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// state is seq<<2 | running(1) or killed(2); the worker moves it from
+	// idle to running and back, the ticker from running to killed.
+	state    atomic.Uint64
+	deadline atomic.Int64 // p.now() value after which the running call is killed
+	seq      uint64
+
+	stack    [2]uint64
+	events   int
+	baseMem  uint32
+	stdout   *lineWriter
+	stderr   *lineWriter
+	fault    error // why a host function trapped the guest
+	closed   bool
+	lastKill int64 // deadline of the killed call, for the message
+
+	// Per call.
+	phase    phase
+	event    []byte // the current event
+	eventBuf []byte // set_event's copy
+	message  []byte
+	emits    []Emit
+}
+
+type instanceKey struct{}
+
+func instanceFrom(ctx context.Context) *instance {
+	inst, _ := ctx.Value(instanceKey{}).(*instance)
+	return inst
+}
+
+// newInstance instantiates the module, runs _initialize and auditproc_init.
+func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	inst := &instance{p: p}
+	base, cancel := context.WithCancel(context.Background())
+	inst.ctx = context.WithValue(base, instanceKey{}, inst)
+	inst.cancel = cancel
+	inst.stdout = &lineWriter{p: p, stream: "stdout"}
+	inst.stderr = &lineWriter{p: p, stream: "stderr"}
+	if !p.register(inst) {
+		cancel()
+		return nil, &PluginError{Plugin: p.spec.Name, Err: ErrClosed}
+	}
+	p.created.Add(1)
+
+	inst.begin(ctx, p.spec.InitDeadline)
+	inst.phase = phaseInit
+	mod, err := p.rt.InstantiateModule(inst.ctx, p.compiled, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
+	if err != nil {
+		killed := !inst.end()
+		inst.close(-1)
+		return nil, fmt.Errorf("instantiate plugin %q: %w", p.spec.Name, inst.classify(err, killed))
+	}
+	inst.mod = mod
+	inst.mem = mod.ExportedMemory(abi.ExportMemory)
+	inst.alloc = mod.ExportedFunction(abi.ExportAlloc)
+	inst.proc = mod.ExportedFunction(abi.ExportProcess)
+	inst.init = mod.ExportedFunction(abi.ExportInit)
+	inst.baseMem = inst.mem.Size()
+
+	if inst.init != nil {
+		var status uint64
+		ptr, n, err := inst.put(p.spec.Config)
+		if err == nil {
+			inst.stack[0], inst.stack[1] = uint64(ptr), uint64(n)
+			err = inst.init.CallWithStack(inst.ctx, inst.stack[:])
+			status = inst.stack[0]
+		}
+		killed := !inst.end()
+		if err != nil || killed {
+			inst.close(-1)
+			return nil, fmt.Errorf("%s of plugin %q: %w", abi.ExportInit, p.spec.Name, inst.classify(err, killed))
+		}
+		if int32(status) != 0 {
+			msg := string(inst.message)
+			inst.close(-1)
+			if msg == "" {
+				msg = "no message"
+			}
+			return nil, fmt.Errorf("%w: %s returned %d: %s", ErrInitRefused, abi.ExportInit, int32(status), msg)
+		}
+	} else {
+		inst.end()
+	}
+	inst.phase = phaseIdle
+	inst.message = inst.message[:0]
+	return inst, nil
+}
+
+// begin marks a call as running with its deadline: timeout from now, or
+// ctx's deadline when that is sooner.
+func (inst *instance) begin(ctx context.Context, timeout time.Duration) {
+	d := inst.p.now() + int64(timeout)
+	if dl, ok := ctx.Deadline(); ok {
+		if at := int64(dl.Sub(inst.p.epoch)); at < d {
+			d = at
+		}
+	}
+	inst.seq++
+	inst.deadline.Store(d)
+	inst.state.Store(inst.seq<<2 | 1)
+}
+
+// end marks the call as finished and reports whether it was not killed.
+func (inst *instance) end() bool {
+	return inst.state.CompareAndSwap(inst.seq<<2|1, inst.seq<<2)
+}
+
+// expire kills the running call when it is past its deadline (ticker side).
+func (inst *instance) expire(now int64) {
+	s := inst.state.Load()
+	if s&3 != 1 || now < inst.deadline.Load() {
+		return
+	}
+	if inst.state.CompareAndSwap(s, s&^3|2) {
+		inst.cancel()
+	}
+}
+
+// put asks the guest for n bytes and copies b there.
+func (inst *instance) put(b []byte) (ptr, n uint32, err error) {
+	n = uint32(len(b))
+	inst.stack[0] = uint64(n)
+	if err := inst.alloc.CallWithStack(inst.ctx, inst.stack[:]); err != nil {
+		return 0, 0, err
+	}
+	ptr = uint32(inst.stack[0])
+	if ptr == 0 || !inst.mem.Write(ptr, b) {
+		return 0, 0, inst.guestMemory(ptr, n)
+	}
+	return ptr, n, nil
+}
+
+func (inst *instance) guestMemory(ptr, n uint32) error {
+	if ptr == 0 {
+		return fmt.Errorf("%w: %s(%d) returned 0", ErrGuestMemory, abi.ExportAlloc, n)
+	}
+	return fmt.Errorf("%w: %s(%d) returned %d, outside the guest's %d-byte memory", ErrGuestMemory, abi.ExportAlloc, n, ptr, inst.mem.Size())
+}
+
+// classify turns a failed call into an error wrapping one of the cause
+// sentinels.
+func (inst *instance) classify(err error, killed bool) error {
+	var exit *sys.ExitError
+	switch {
+	case killed:
+		return fmt.Errorf("%w (%s)", ErrDeadline, inst.p.spec.Deadline)
+	case errors.Is(err, ErrGuestMemory):
+		return err
+	case inst.fault != nil:
+		return fmt.Errorf("%w: %w", ErrTrap, inst.fault)
+	case errors.As(err, &exit):
+		if inst.p.isClosed() {
+			return ErrClosed
+		}
+		return fmt.Errorf("%w with code %d", ErrExit, exit.ExitCode())
+	case err == nil:
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrTrap, err)
+}
+
+func causeOf(err error) Cause {
+	switch {
+	case errors.Is(err, ErrDeadline):
+		return CauseDeadline
+	case errors.Is(err, ErrExit):
+		return CauseExit
+	case errors.Is(err, ErrInvalidVerdict):
+		return CauseInvalidVerdict
+	case errors.Is(err, ErrGuestMemory):
+		return CauseGuestMemory
+	}
+	return CauseTrap
+}
+
+// close closes the instance; cause < 0 is not counted as a restart.
+func (inst *instance) close(cause Cause) {
+	if inst.closed {
+		return
+	}
+	inst.closed = true
+	if cause >= 0 {
+		inst.p.restarts[cause].Add(1)
+	}
+	inst.p.unregister(inst)
+	inst.cancel()
+	if inst.mod != nil {
+		_ = inst.mod.Close(context.Background())
+	}
+	inst.stdout.flush()
+	inst.stderr.flush()
+}
+
+func (p *Plugin) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// inputSize is the size of the input record for ev with the event cur.
+func inputSize(ev *Event, cur []byte) int {
+	return abi.InputHeaderSize + len(ev.EntryID) + len(ev.Stream) + len(ev.KeyID) + len(ev.EventID) + len(cur)
+}
+
+// putInput writes the input record (see abi.AppendInput) into dst, which
+// has exactly inputSize bytes.
+func putInput(dst []byte, ev *Event, cur []byte) {
+	le := binary.LittleEndian
+	le.PutUint32(dst[0:], ev.Deliveries)
+	le.PutUint32(dst[4:], uint32(len(ev.EntryID)))
+	le.PutUint32(dst[8:], uint32(len(ev.Stream)))
+	le.PutUint32(dst[12:], uint32(len(ev.KeyID)))
+	le.PutUint32(dst[16:], uint32(len(ev.EventID)))
+	le.PutUint32(dst[20:], uint32(len(cur)))
+	o := abi.InputHeaderSize
+	o += copy(dst[o:], ev.EntryID)
+	o += copy(dst[o:], ev.Stream)
+	o += copy(dst[o:], ev.KeyID)
+	o += copy(dst[o:], ev.EventID)
+	copy(dst[o:], cur)
+}
+
+// outcome is the result of one plugin's call.
+type outcome struct {
+	verdict abi.Verdict
+	event   []byte
+	err     error // why the host imposed the verdict; the instance is gone when set
+	discard bool
+}
+
+// process runs auditproc_process on one event whose current text is cur.
+func (inst *instance) process(ctx context.Context, ev *Event, cur []byte) outcome {
+	spec := &inst.p.spec
+	if len(cur) > spec.MaxEventBytes {
+		return outcome{verdict: abi.VerdictReject, err: fmt.Errorf("%w: %d bytes, the limit is %d", ErrEventTooLarge, len(cur), spec.MaxEventBytes)}
+	}
+	n := uint32(inputSize(ev, cur))
+	inst.fault = nil
+	inst.message = inst.message[:0]
+	inst.emits = inst.emits[:0]
+	inst.event = cur
+	inst.begin(ctx, spec.Deadline)
+
+	inst.stack[0] = uint64(n)
+	err := inst.alloc.CallWithStack(inst.ctx, inst.stack[:])
+	var ptr uint32
+	if err == nil {
+		ptr = uint32(inst.stack[0])
+		view, ok := inst.mem.Read(ptr, n)
+		if ptr == 0 || !ok {
+			err = inst.guestMemory(ptr, n)
+		} else {
+			putInput(view, ev, cur)
+			inst.phase = phaseProcess
+			inst.stack[0], inst.stack[1] = uint64(ptr), uint64(n)
+			err = inst.proc.CallWithStack(inst.ctx, inst.stack[:])
+			inst.phase = phaseIdle
+		}
+	}
+	killed := !inst.end()
+	if err != nil || killed {
+		// Killed even when the call finished as the ticker fired: its
+		// context is cancelled, so the instance cannot be used again.
+		return outcome{verdict: abi.VerdictRetry, err: inst.classify(err, killed), discard: true}
+	}
+	v := abi.Verdict(int32(uint32(inst.stack[0])))
+	if !v.Valid() {
+		return outcome{verdict: abi.VerdictRetry, err: fmt.Errorf("%w: invalid verdict %d", ErrInvalidVerdict, int32(v)), discard: true}
+	}
+	inst.events++
+	return outcome{verdict: v, event: inst.event}
+}
+
+// recycleCause reports whether a healthy instance should be replaced.
+func (inst *instance) recycleCause() (Cause, bool) {
+	spec := &inst.p.spec
+	if inst.events >= spec.MaxEventsPerInstance {
+		return CauseMaxEvents, true
+	}
+	if uint64(inst.mem.Size()-inst.baseMem) > spec.MaxMemoryGrowthBytes {
+		return CauseMemoryGrowth, true
+	}
+	return 0, false
+}

@@ -1,0 +1,287 @@
+package host
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/auditproc/auditproc/abi"
+)
+
+const wasiModule = wasi_snapshot_preview1.ModuleName
+
+// deniedWASI are WASI functions wazero implements that a plugin may not import.
+var deniedWASI = []string{"sock_accept", "sock_recv", "sock_send", "sock_shutdown"}
+
+// Import is one function a module imports.
+type Import struct {
+	Module, Name string
+}
+
+func (i Import) String() string { return i.Module + "." + i.Name }
+
+// ModuleInfo describes a module as `auditproc plugin check` shows it.
+type ModuleInfo struct {
+	SHA256     string   // hex digest of the module's bytes
+	ABIVersion int      // from the auditproc_abi_vN marker; 0 when there is none
+	Exports    []string // exported function and memory names, sorted
+	Imports    []Import // imported functions, in module order
+	Problems   []error  // why Load would refuse it; each wraps ErrABIVersion, ErrExports or ErrImports
+}
+
+// Inspect compiles wasm (with wazero's interpreter, which only validates)
+// and reports what Load would check. The error is for a module that does not
+// even decode; a module that decodes but breaks the ABI has Problems.
+func Inspect(ctx context.Context, wasm []byte) (ModuleInfo, error) {
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	defer rt.Close(ctx)
+	offered, err := offerImports(ctx, rt)
+	if err != nil {
+		return ModuleInfo{}, err
+	}
+	compiled, err := rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return ModuleInfo{}, fmt.Errorf("host: compile module: %w", err)
+	}
+	defer compiled.Close(ctx)
+	info := describe(compiled, offered)
+	info.SHA256 = digest(wasm)
+	return info, nil
+}
+
+func digest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// parseDigest accepts "hex" or "sha256:hex" and returns the lowercase hex.
+func parseDigest(s string) (string, error) {
+	h := strings.ToLower(strings.TrimPrefix(strings.TrimSpace(s), "sha256:"))
+	if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+		return "", fmt.Errorf("sha256 %q is not 64 hex digits", s)
+	}
+	return h, nil
+}
+
+type signature struct{ params, results []api.ValueType }
+
+func (s signature) String() string {
+	names := func(ts []api.ValueType) string {
+		out := make([]string, len(ts))
+		for i, t := range ts {
+			out[i] = api.ValueTypeName(t)
+		}
+		return "(" + strings.Join(out, ", ") + ")"
+	}
+	return names(s.params) + " -> " + names(s.results)
+}
+
+func (s signature) equal(d api.FunctionDefinition) bool {
+	return slices.Equal(s.params, d.ParamTypes()) && slices.Equal(s.results, d.ResultTypes())
+}
+
+func sigOf(d api.FunctionDefinition) signature {
+	return signature{d.ParamTypes(), d.ResultTypes()}
+}
+
+var (
+	i32 = api.ValueTypeI32
+	// exportSigs are the function exports of the ABI and whether each is required.
+	exportSigs = []struct {
+		name     string
+		sig      signature
+		required bool
+	}{
+		{abi.ExportAlloc, signature{[]api.ValueType{i32}, []api.ValueType{i32}}, true},
+		{abi.ExportProcess, signature{[]api.ValueType{i32, i32}, []api.ValueType{i32}}, true},
+		{abi.ExportInit, signature{[]api.ValueType{i32, i32}, []api.ValueType{i32}}, false},
+		{abi.ExportInitialize, signature{}, false},
+		{abi.ExportVersion, signature{}, true},
+	}
+)
+
+// offerImports instantiates, in rt, the host modules a plugin may import
+// from (WASI and auditproc) and returns the signature of every function a
+// plugin may import.
+func offerImports(ctx context.Context, rt wazero.Runtime) (map[Import]signature, error) {
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		return nil, fmt.Errorf("host: instantiate WASI: %w", err)
+	}
+	if _, err := hostModule(rt).Instantiate(ctx); err != nil {
+		return nil, fmt.Errorf("host: instantiate the %s host module: %w", abi.Module, err)
+	}
+	offered := map[Import]signature{}
+	for _, mod := range []string{wasiModule, abi.Module} {
+		for name, def := range rt.Module(mod).ExportedFunctionDefinitions() {
+			if mod == wasiModule && slices.Contains(deniedWASI, name) {
+				continue
+			}
+			offered[Import{mod, name}] = sigOf(def)
+		}
+	}
+	return offered, nil
+}
+
+// describe checks a compiled module against the ABI.
+func describe(compiled wazero.CompiledModule, offered map[Import]signature) ModuleInfo {
+	var info ModuleInfo
+	problem := func(sentinel error, format string, args ...any) {
+		info.Problems = append(info.Problems, fmt.Errorf("%w: %s", sentinel, fmt.Sprintf(format, args...)))
+	}
+
+	exports := compiled.ExportedFunctions()
+	for name := range exports {
+		info.Exports = append(info.Exports, name)
+	}
+	for name := range compiled.ExportedMemories() {
+		info.Exports = append(info.Exports, name)
+	}
+	sort.Strings(info.Exports)
+
+	// The version marker first: a module for another version fails for that
+	// reason, not for the exports that version may name differently.
+	var others []int
+	for name := range exports {
+		if v, ok := strings.CutPrefix(name, abi.VersionExportPrefix); ok {
+			if n, err := strconv.Atoi(v); err == nil && n != abi.Version {
+				others = append(others, n)
+			}
+		}
+	}
+	sort.Ints(others)
+	_, hasVersion := exports[abi.ExportVersion]
+	switch {
+	case hasVersion:
+		info.ABIVersion = abi.Version
+	case len(others) > 0:
+		info.ABIVersion = others[len(others)-1]
+		problem(ErrABIVersion, "module is built for ABI v%d; this host speaks v%d", info.ABIVersion, abi.Version)
+		return info
+	default:
+		problem(ErrABIVersion, "module exports no %s marker, so it is not built for the auditproc plugin ABI v%d (build it with the auditproc SDK or export the marker)", abi.ExportVersion, abi.Version)
+	}
+
+	if _, ok := compiled.ExportedMemories()[abi.ExportMemory]; !ok {
+		problem(ErrExports, "module does not export its memory as %q", abi.ExportMemory)
+	}
+	for _, want := range exportSigs {
+		def, ok := exports[want.name]
+		switch {
+		case !ok && want.required:
+			problem(ErrExports, "module does not export the function %s %s", want.name, want.sig)
+		case ok && !want.sig.equal(def):
+			problem(ErrExports, "export %s has signature %s; the ABI wants %s", want.name, sigOf(def), want.sig)
+		}
+	}
+	if _, ok := exports[abi.ExportStart]; ok {
+		problem(ErrExports, "module exports %s: it is a command module; build it as a reactor (-buildmode=c-shared for Go, -mexec-model=reactor for clang)", abi.ExportStart)
+	}
+
+	for _, def := range compiled.ImportedFunctions() {
+		mod, name, _ := def.Import()
+		imp := Import{mod, name}
+		info.Imports = append(info.Imports, imp)
+		want, ok := offered[imp]
+		switch {
+		case !ok && mod == wasiModule && slices.Contains(deniedWASI, name):
+			problem(ErrImports, "module imports %s: plugins get no network", imp)
+		case !ok && (mod == wasiModule || mod == abi.Module):
+			problem(ErrImports, "module imports %s, which the host does not provide", imp)
+		case !ok:
+			problem(ErrImports, "module imports %s from the unknown module %q (a plugin may import only %q and %q)", imp, mod, abi.Module, wasiModule)
+		case !want.equal(def):
+			problem(ErrImports, "module imports %s with signature %s; the host provides %s", imp, sigOf(def), want)
+		}
+	}
+	for _, def := range compiled.ImportedMemories() {
+		mod, name, _ := def.Import()
+		problem(ErrImports, "module imports the memory %s.%s: a plugin must define and export its own memory", mod, name)
+	}
+	return info
+}
+
+// Load reads, pins, compiles and checks a plugin, then instantiates it once
+// (running _initialize and auditproc_init) and keeps that instance for the
+// first worker. Close the plugin when done.
+func Load(ctx context.Context, spec PluginSpec, cfg Config) (*Plugin, error) {
+	spec = spec.withDefaults()
+	fail := func(err error) (*Plugin, error) { return nil, &LoadError{Plugin: spec.Name, Err: err} }
+	if err := spec.Validate(); err != nil {
+		return fail(fmt.Errorf("%w: %w", ErrInvalidSpec, err))
+	}
+
+	wasm := spec.Wasm
+	if spec.Path != "" {
+		var err error
+		if wasm, err = os.ReadFile(spec.Path); err != nil {
+			return fail(err)
+		}
+	}
+	sum := digest(wasm)
+	if spec.SHA256 != "" {
+		pinned, _ := parseDigest(spec.SHA256)
+		if pinned != sum {
+			where := "module"
+			if spec.Path != "" {
+				where = spec.Path
+			}
+			return fail(fmt.Errorf("%w: %s has sha256 %s, plugins.yaml pins %s", ErrDigestMismatch, where, sum, pinned))
+		}
+	}
+
+	var cache wazero.CompilationCache
+	if cfg.CacheDir != "" {
+		var err error
+		if cache, err = wazero.NewCompilationCacheWithDir(cfg.CacheDir); err != nil {
+			return fail(fmt.Errorf("compilation cache: %w", err))
+		}
+	} else {
+		cache = wazero.NewCompilationCache()
+	}
+	rtCfg := wazero.NewRuntimeConfig().
+		WithCompilationCache(cache).
+		WithMemoryLimitPages(spec.memoryLimitPages()).
+		WithCloseOnContextDone(!spec.Trusted)
+	rt := wazero.NewRuntimeWithConfig(ctx, rtCfg)
+
+	p := newPlugin(spec, cfg, sum, rt, cache)
+	ok := false
+	defer func() {
+		if !ok {
+			_ = p.Close(context.Background())
+		}
+	}()
+
+	offered, err := offerImports(ctx, rt)
+	if err != nil {
+		return fail(err)
+	}
+	compiled, err := rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return fail(fmt.Errorf("compile: %w", err))
+	}
+	p.compiled = compiled
+	if info := describe(compiled, offered); len(info.Problems) > 0 {
+		return fail(errors.Join(info.Problems...))
+	}
+
+	p.start()
+	inst, err := p.newInstance(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	p.putIdle(inst)
+	ok = true
+	return p, nil
+}
