@@ -1,0 +1,168 @@
+package streambus
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ClaimArgs are the arguments of XClaim.
+type ClaimArgs struct {
+	Stream   string
+	Group    string
+	Consumer string
+	// MinIdle: only entries idle at least this long change owner.
+	MinIdle time.Duration
+	// IDs to claim.
+	IDs []string
+}
+
+// XClaim moves the given pending entries, when idle at least a.MinIdle, to
+// a.Consumer and returns them verified, with their delivery counts (XCLAIM
+// counts this delivery). Redis silently drops ids whose entries were deleted
+// from the pending list; use XAutoClaim to learn them.
+func (b *Bus) XClaim(ctx context.Context, a ClaimArgs) (Batch, error) {
+	if a.Stream == "" || a.Group == "" || a.Consumer == "" || len(a.IDs) == 0 {
+		return Batch{}, fmt.Errorf("%w: xclaim needs stream, group, consumer and ids", ErrInvalidArgs)
+	}
+	msgs, err := b.rdb.XClaim(ctx, &redis.XClaimArgs{
+		Stream: a.Stream, Group: a.Group, Consumer: a.Consumer, MinIdle: max(a.MinIdle, 0), Messages: a.IDs,
+	}).Result()
+	if err != nil {
+		return Batch{}, fmt.Errorf("xclaim %d ids on stream %q group %q: %w", len(a.IDs), a.Stream, a.Group, err)
+	}
+	return b.claimed(ctx, "xclaim", a.Stream, a.Group, a.Consumer, msgs, nil, "")
+}
+
+// AutoClaimArgs are the arguments of XAutoClaim.
+type AutoClaimArgs struct {
+	Stream   string
+	Group    string
+	Consumer string
+	// MinIdle: only entries idle at least this long are claimed.
+	MinIdle time.Duration
+	// Start is the cursor: "0-0" (the default) to begin a scan, then the
+	// previous Batch.Cursor.
+	Start string
+	// Count caps the entries scanned. Default: Config.Count.
+	Count int64
+}
+
+// XAutoClaim scans the pending list from a.Start and moves entries idle at
+// least a.MinIdle to a.Consumer. It returns the verified entries, the
+// tampered ones (Deliveries filled, for the max-deliveries rule) and the ids
+// of entries deleted or trimmed while pending, which Redis removed from the
+// pending list. Batch.Cursor is the next start, "0-0" when the scan is done.
+func (b *Bus) XAutoClaim(ctx context.Context, a AutoClaimArgs) (Batch, error) {
+	if a.Stream == "" || a.Group == "" || a.Consumer == "" {
+		return Batch{}, fmt.Errorf("%w: xautoclaim needs stream, group and consumer", ErrInvalidArgs)
+	}
+	if a.Start == "" {
+		a.Start = "0-0"
+	}
+	msgs, next, deleted, err := b.rdb.XAutoClaimWithDeleted(ctx, &redis.XAutoClaimArgs{
+		Stream: a.Stream, Group: a.Group, Consumer: a.Consumer, MinIdle: max(a.MinIdle, 0),
+		Start: a.Start, Count: b.count(a.Count),
+	}).Result()
+	if err != nil {
+		return Batch{}, fmt.Errorf("xautoclaim on stream %q group %q from %q: %w", a.Stream, a.Group, a.Start, err)
+	}
+	return b.claimed(ctx, "xautoclaim", a.Stream, a.Group, a.Consumer, msgs, deleted, next)
+}
+
+func (b *Bus) claimed(ctx context.Context, op, stream, group, consumer string, msgs []redis.XMessage, deleted []string, cursor string) (Batch, error) {
+	batch := Batch{}
+	b.verifyMessages(stream, msgs, 0, false, &batch)
+	batch.Cursor, batch.Deleted = cursor, deleted
+	if err := b.fillDeliveries(ctx, stream, group, consumer, &batch); err != nil {
+		return Batch{}, err
+	}
+	b.reportTampered(ctx, op, group, consumer, batch.Tampered)
+	if batch.Len() > 0 {
+		b.log.LogAttrs(ctx, slog.LevelInfo, "audit_pending_claimed",
+			slog.String("stream", stream), slog.String("group", group), slog.String("consumer", consumer),
+			slog.String("op", op), slog.Int("count", len(batch.Entries)),
+			slog.Int("tampered", len(batch.Tampered)), slog.Int("deleted", len(batch.Deleted)))
+	}
+	return batch, nil
+}
+
+// fillDeliveries sets Deliveries of the batch's entries, all owned by
+// consumer, from XPENDING: one range call over the batch's ids (more only if
+// the consumer holds other pending entries in between).
+func (b *Bus) fillDeliveries(ctx context.Context, stream, group, consumer string, batch *Batch) error {
+	n := len(batch.Entries) + len(batch.Tampered)
+	if n == 0 {
+		return nil
+	}
+	want := make(map[string]int64, n)
+	var lo, hi string
+	for _, id := range batchIDs(batch) {
+		want[id] = 0
+		if lo == "" || compareIDs(id, lo) < 0 {
+			lo = id
+		}
+		if hi == "" || compareIDs(id, hi) > 0 {
+			hi = id
+		}
+	}
+	for start, found := lo, 0; found < len(want); {
+		ps, err := b.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+			Stream: stream, Group: group, Consumer: consumer, Start: start, End: hi, Count: int64(n),
+		}).Result()
+		if err != nil {
+			return fmt.Errorf("xpending delivery counts on stream %q group %q: %w", stream, group, err)
+		}
+		for _, p := range ps {
+			if _, ok := want[p.ID]; ok {
+				want[p.ID] = p.RetryCount
+				found++
+			}
+		}
+		if len(ps) < n {
+			break
+		}
+		start = "(" + ps[len(ps)-1].ID
+	}
+	for i := range batch.Entries {
+		batch.Entries[i].Deliveries = want[batch.Entries[i].ID]
+	}
+	for i := range batch.Tampered {
+		batch.Tampered[i].Deliveries = want[batch.Tampered[i].ID]
+	}
+	return nil
+}
+
+func batchIDs(batch *Batch) []string {
+	ids := make([]string, 0, len(batch.Entries)+len(batch.Tampered))
+	for _, e := range batch.Entries {
+		ids = append(ids, e.ID)
+	}
+	for _, t := range batch.Tampered {
+		ids = append(ids, t.ID)
+	}
+	return ids
+}
+
+// compareIDs orders two stream ids "ms-seq" numerically.
+func compareIDs(a, b string) int {
+	ams, aseq := splitID(a)
+	bms, bseq := splitID(b)
+	if c := cmp.Compare(ams, bms); c != 0 {
+		return c
+	}
+	return cmp.Compare(aseq, bseq)
+}
+
+func splitID(id string) (uint64, uint64) {
+	ms, seq, _ := strings.Cut(id, "-")
+	m, _ := strconv.ParseUint(ms, 10, 64)
+	s, _ := strconv.ParseUint(seq, 10, 64)
+	return m, s
+}

@@ -1,0 +1,167 @@
+package streambus_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/streambus"
+)
+
+func TestDeadLetter(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	ctx := context.Background()
+	dlq := uniqueName(t, "dlq")
+	f.createGroup(t, "0")
+	added := f.add(t, 2)
+	bad := f.tamper(t, added[0])
+	b, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c"})
+	require.NoError(t, err)
+	require.Len(t, b.Entries, 2)
+	require.Len(t, b.Tampered, 1)
+
+	dl, err := f.bus.DeadLetter(ctx, f.stream, f.group, dlq, b.Entries[1].Letter("max_deliveries"), b.Tampered[0].Letter())
+	require.NoError(t, err)
+	require.Len(t, dl, 2)
+
+	p, err := f.bus.XPendingEntries(ctx, streambus.PendingArgs{Stream: f.stream, Group: f.group})
+	require.NoError(t, err)
+	assert.Equal(t, []string{added[0].ID}, pendingIDs(p), "dead-lettered entries are acknowledged")
+
+	stored, err := f.rdb.XRange(ctx, dlq, "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, stored, 2)
+	assert.Equal(t, dl, []string{stored[0].ID, stored[1].ID})
+	first := stored[0].Values
+	assert.Equal(t, added[1].ID, first[streambus.DeadLetterOriginalID])
+	assert.Equal(t, f.stream, first[streambus.DeadLetterOriginalStream])
+	assert.Equal(t, "max_deliveries", first[streambus.DeadLetterReason])
+	assert.Equal(t, "1", first[streambus.DeadLetterDeliveries])
+	assert.Equal(t, "k1", first[streambus.DeadLetterKeyID])
+
+	// The original envelope is kept: replayed to its stream, it verifies.
+	original := map[string]any{}
+	for _, name := range []string{"v", "kid", "event", "sig"} {
+		original[name] = first[streambus.DeadLetterFieldPrefix+name]
+	}
+	env, err := f.keys.Verify(f.stream, original)
+	require.NoError(t, err)
+	assert.Equal(t, added[1].Event, env.Event)
+
+	second := stored[1].Values
+	assert.Equal(t, bad, second[streambus.DeadLetterOriginalID])
+	assert.Equal(t, "signature_mismatch", second[streambus.DeadLetterReason])
+	assert.Equal(t, b.Tampered[0].Fields["event"], second[streambus.DeadLetterFieldPrefix+"event"])
+
+	logs := f.logs.lines(t, "message_dead_lettered")
+	require.Len(t, logs, 2)
+	assert.Equal(t, bad, logs[1]["entry_id"])
+
+	none, err := f.bus.DeadLetter(ctx, f.stream, f.group, dlq)
+	require.NoError(t, err)
+	assert.Empty(t, none)
+}
+
+// TestDeadLetterAtomic: when the copy cannot be written, nothing is
+// acknowledged (MULTI/EXEC would have acknowledged anyway).
+func TestDeadLetterAtomic(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	ctx := context.Background()
+	dlq := uniqueName(t, "dlq")
+	require.NoError(t, f.rdb.Set(ctx, dlq, "not a stream", 0).Err())
+	f.createGroup(t, "0")
+	f.add(t, 3)
+	b, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c"})
+	require.NoError(t, err)
+	letters := []streambus.Letter{b.Entries[0].Letter("rejected"), b.Entries[1].Letter("rejected")}
+
+	_, err = f.bus.DeadLetter(ctx, f.stream, f.group, dlq, letters...)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "WRONGTYPE")
+	p, err := f.bus.XPending(ctx, f.stream, f.group)
+	require.NoError(t, err)
+	assert.EqualValues(t, 3, p.Count, "nothing was acknowledged")
+	typ, err := f.rdb.Type(ctx, dlq).Result()
+	require.NoError(t, err)
+	assert.Equal(t, "string", typ)
+}
+
+func TestCommit(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	ctx := context.Background()
+	sinkA, sinkB := uniqueName(t, "sinkA"), uniqueName(t, "sinkB")
+	f.createGroup(t, "0")
+	added := f.add(t, 3)
+	_, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c"})
+	require.NoError(t, err)
+
+	newIDs, acked, err := f.bus.Commit(ctx, f.stream, f.group, ids(added[:2]),
+		streambus.Add{Stream: sinkA, Event: []byte(`{"kind":"a1"}`)},
+		streambus.Add{Stream: sinkB, Event: []byte(`{"kind":"b1"}`)},
+		streambus.Add{Stream: sinkA, Event: []byte(`{"kind":"a2"}`), MaxLen: 1000},
+	)
+	require.NoError(t, err)
+	require.Len(t, newIDs, 3)
+	assert.EqualValues(t, 2, acked)
+
+	p, err := f.bus.XPending(ctx, f.stream, f.group)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, p.Count)
+
+	a, err := f.bus.XRead(ctx, streambus.ReadArgs{Stream: sinkA, ID: "0"})
+	require.NoError(t, err)
+	require.Len(t, a.Entries, 2, "sink entries are signed for their stream")
+	assert.Equal(t, []string{newIDs[0], newIDs[2]}, ids(a.Entries))
+	assert.Contains(t, string(a.Entries[1].Event), `"kind":"a2"`)
+	bb, err := f.bus.XRead(ctx, streambus.ReadArgs{Stream: sinkB, ID: "0"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{newIDs[1]}, ids(bb.Entries))
+
+	// Acks only, and nothing at all.
+	_, acked, err = f.bus.Commit(ctx, f.stream, f.group, ids(added[2:]))
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, acked)
+	none, acked, err := f.bus.Commit(ctx, f.stream, f.group, nil)
+	require.NoError(t, err)
+	assert.Empty(t, none)
+	assert.Zero(t, acked)
+}
+
+func TestCommitManyAcks(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	ctx := context.Background()
+	f.createGroup(t, "0")
+	prefill(t, f.rdb, f.keys, f.stream, 2500)
+	b, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c", Count: 3000})
+	require.NoError(t, err)
+	require.Len(t, b.Entries, 2500)
+	_, acked, err := f.bus.Commit(ctx, f.stream, f.group, ids(b.Entries))
+	require.NoError(t, err)
+	assert.EqualValues(t, 2500, acked, "acks are chunked inside the script")
+}
+
+func TestCommitAtomic(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	ctx := context.Background()
+	sink, broken := uniqueName(t, "sink"), uniqueName(t, "broken")
+	require.NoError(t, f.rdb.Set(ctx, broken, "not a stream", 0).Err())
+	f.createGroup(t, "0")
+	added := f.add(t, 1)
+	_, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c"})
+	require.NoError(t, err)
+
+	_, _, err = f.bus.Commit(ctx, f.stream, f.group, ids(added),
+		streambus.Add{Stream: sink, Event: []byte(`{"kind":"ok"}`)},
+		streambus.Add{Stream: broken, Event: []byte(`{"kind":"lost"}`)},
+	)
+	require.Error(t, err)
+	p, err := f.bus.XPending(ctx, f.stream, f.group)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, p.Count, "a failed append leaves the entry pending, to be retried")
+
+	_, _, err = f.bus.Commit(ctx, f.stream, f.group, ids(added), streambus.Add{Stream: sink, Event: []byte(`[]`)})
+	require.ErrorIs(t, err, integrity.ErrInvalidEvent)
+}

@@ -1,0 +1,253 @@
+package streambus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/integrity"
+)
+
+// ReadArgs are the arguments of XRead.
+type ReadArgs struct {
+	// Stream to read.
+	Stream string
+	// ID: return entries after this id. "$" (the default) returns only
+	// entries added after the call started; "0" reads from the beginning.
+	ID string
+	// Count caps the entries returned. Default: Config.Count.
+	Count int64
+	// Block is how long to wait for an entry when none is there: 0 means
+	// Config.Block, a negative value means do not wait.
+	Block time.Duration
+}
+
+// GroupReadArgs are the arguments of XReadGroup.
+type GroupReadArgs struct {
+	Stream   string
+	Group    string
+	Consumer string
+	// ID: ">" (the default) delivers entries never delivered to the group;
+	// any other id ("0" at start-up) re-reads this consumer's own pending
+	// entries after it, and never blocks.
+	ID string
+	// Count caps the entries returned. Default: Config.Count.
+	Count int64
+	// Block as in ReadArgs.
+	Block time.Duration
+	// Ack lists ids to acknowledge (XACK) in the same round trip, before the
+	// read: the previous batch of a read loop. Batch.Acked reports the count.
+	Ack []string
+}
+
+// XRead reads entries after a.ID and returns the verified ones. Entries that
+// fail verification are logged as security_audit_tampered_message, counted
+// and reported in Batch.Tampered. Batch.Cursor is the id to pass next time.
+// A read that waited a.Block without an entry returns an empty Batch and no
+// error; a cancelled ctx returns its error promptly.
+func (b *Bus) XRead(ctx context.Context, a ReadArgs) (Batch, error) {
+	if a.Stream == "" {
+		return Batch{}, fmt.Errorf("%w: empty stream name", ErrInvalidArgs)
+	}
+	id, count, block := a.ID, b.count(a.Count), b.block(a.Block)
+	if id == "" {
+		id = "$"
+	}
+	if id == "$" {
+		// Read in slices, "$" must become a fixed id: the stream's last one.
+		last, err := b.rdb.XRevRangeN(ctx, a.Stream, "+", "-", 1).Result()
+		if err != nil {
+			return Batch{}, fmt.Errorf("xread from stream %q: find last entry: %w", a.Stream, err)
+		}
+		id = "0-0"
+		if len(last) > 0 {
+			id = last[0].ID
+		}
+	}
+	msgs, err := b.blockLoop(ctx, block, func(block time.Duration) ([]redis.XStream, error) {
+		return b.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{a.Stream, id}, Count: count, Block: block}).Result()
+	})
+	if err != nil {
+		return Batch{}, fmt.Errorf("xread from stream %q: %w", a.Stream, err)
+	}
+	batch := Batch{Cursor: id}
+	b.verify(a.Stream, msgs, 0, false, &batch)
+	b.reportTampered(ctx, "xread", "", "", batch.Tampered)
+	if batch.Len() > 0 {
+		b.log.LogAttrs(ctx, slog.LevelDebug, "stream_messages_read",
+			slog.String("stream", a.Stream), slog.Int("count", len(batch.Entries)),
+			slog.Int("tampered", len(batch.Tampered)), slog.String("cursor", batch.Cursor))
+	}
+	return batch, nil
+}
+
+// XReadGroup reads for a consumer of a group and returns the verified
+// entries. Entries that fail verification are logged as
+// security_audit_tampered_message, counted, reported in Batch.Tampered and
+// left pending: they are not acknowledged. Reading history (ID other than
+// ">") also reports entries deleted while pending in Batch.Deleted and fills
+// Deliveries from XPENDING.
+func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
+	if a.Stream == "" || a.Group == "" || a.Consumer == "" {
+		return Batch{}, fmt.Errorf("%w: xreadgroup needs stream, group and consumer", ErrInvalidArgs)
+	}
+	id, count, block := a.ID, b.count(a.Count), b.block(a.Block)
+	if id == "" {
+		id = ">"
+	}
+	history := id != ">"
+	args := func(block time.Duration) *redis.XReadGroupArgs {
+		return &redis.XReadGroupArgs{Group: a.Group, Consumer: a.Consumer, Streams: []string{a.Stream, id}, Count: count, Block: block}
+	}
+	batch := Batch{Cursor: id}
+
+	// First round trip: the acks of the previous batch and a read that does
+	// not wait, pipelined. Under load it is the only one.
+	var msgs []redis.XStream
+	var err error
+	if len(a.Ack) > 0 {
+		pipe := b.rdb.Pipeline()
+		ack := pipe.XAck(ctx, a.Stream, a.Group, a.Ack...)
+		read := pipe.XReadGroup(ctx, args(-1))
+		_, _ = pipe.Exec(ctx)
+		if err := ack.Err(); err != nil {
+			return Batch{}, fmt.Errorf("xack %d ids on stream %q group %q: %w", len(a.Ack), a.Stream, a.Group, err)
+		}
+		batch.Acked = ack.Val()
+		b.logAcked(ctx, a.Stream, a.Group, len(a.Ack), batch.Acked)
+		msgs, err = read.Result()
+	} else {
+		msgs, err = b.rdb.XReadGroup(ctx, args(-1)).Result()
+	}
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	if err == nil && len(msgs) == 0 && !history && block >= 0 {
+		msgs, err = b.blockLoop(ctx, block, func(block time.Duration) ([]redis.XStream, error) {
+			return b.rdb.XReadGroup(ctx, args(block)).Result()
+		})
+	}
+	if err != nil {
+		return batch, fmt.Errorf("xreadgroup from stream %q group %q consumer %q: %w", a.Stream, a.Group, a.Consumer, err)
+	}
+
+	deliveries := int64(1)
+	if history {
+		deliveries = 0
+	}
+	b.verify(a.Stream, msgs, deliveries, history, &batch)
+	if history {
+		if err := b.fillDeliveries(ctx, a.Stream, a.Group, a.Consumer, &batch); err != nil {
+			return Batch{}, err
+		}
+	}
+	b.reportTampered(ctx, "xreadgroup", a.Group, a.Consumer, batch.Tampered)
+	if batch.Len() > 0 {
+		b.log.LogAttrs(ctx, slog.LevelDebug, "consumer_messages_read",
+			slog.String("stream", a.Stream), slog.String("group", a.Group), slog.String("consumer", a.Consumer),
+			slog.String("id", id), slog.Int("count", len(batch.Entries)),
+			slog.Int("tampered", len(batch.Tampered)), slog.Int("deleted", len(batch.Deleted)))
+	}
+	return batch, nil
+}
+
+// blockLoop runs read until it returns entries, block has elapsed or ctx is
+// done. block < 0 reads once without waiting; otherwise each call blocks at
+// most blockSlice, never zero (go-redis sends BLOCK 0, "forever", for it).
+func (b *Bus) blockLoop(ctx context.Context, block time.Duration, read func(time.Duration) ([]redis.XStream, error)) ([]redis.XStream, error) {
+	if block < 0 {
+		msgs, err := read(-1)
+		if errors.Is(err, redis.Nil) {
+			return nil, nil
+		}
+		return msgs, err
+	}
+	deadline := time.Now().Add(block)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		slice := min(time.Until(deadline), blockSlice)
+		if slice <= 0 {
+			return nil, nil
+		}
+		msgs, err := read(max(slice, time.Millisecond))
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil || len(msgs) > 0 {
+			return msgs, err
+		}
+	}
+}
+
+// verify sorts the messages of a single-stream reply into batch, advancing
+// batch.Cursor. history marks a reply that may hold deleted entries (nil
+// values).
+func (b *Bus) verify(stream string, streams []redis.XStream, deliveries int64, history bool, batch *Batch) {
+	for _, s := range streams {
+		b.verifyMessages(stream, s.Messages, deliveries, history, batch)
+	}
+}
+
+func (b *Bus) verifyMessages(stream string, msgs []redis.XMessage, deliveries int64, history bool, batch *Batch) {
+	if batch.Entries == nil {
+		batch.Entries = make([]Entry, 0, len(msgs))
+	}
+	for _, m := range msgs {
+		batch.Cursor = m.ID
+		if m.Values == nil && history {
+			batch.Deleted = append(batch.Deleted, m.ID)
+			continue
+		}
+		env, err := b.keys.Verify(stream, m.Values)
+		if err != nil {
+			batch.Tampered = append(batch.Tampered, Tampered{
+				ID: m.ID, Stream: stream, Reason: integrity.Reason(err), Err: err,
+				Deliveries: deliveries, Fields: m.Values,
+			})
+			continue
+		}
+		batch.Entries = append(batch.Entries, Entry{
+			ID: m.ID, Stream: stream, KeyID: env.KeyID, EventID: env.EventID,
+			Event: env.Event, Sig: env.Sig, Deliveries: deliveries,
+		})
+	}
+}
+
+// reportTampered logs and counts entries that failed verification.
+func (b *Bus) reportTampered(ctx context.Context, op, group, consumer string, ts []Tampered) {
+	if len(ts) == 0 {
+		return
+	}
+	b.mu.Lock()
+	for _, t := range ts {
+		b.tampered[t.Reason]++
+	}
+	b.mu.Unlock()
+	for _, t := range ts {
+		b.log.LogAttrs(ctx, slog.LevelWarn, "security_audit_tampered_message",
+			slog.String("entry_id", t.ID), slog.String("stream", t.Stream),
+			slog.String("reason", t.Reason), slog.String("error", t.Err.Error()),
+			slog.String("op", op), slog.String("group", group), slog.String("consumer", consumer),
+			slog.Int64("deliveries", t.Deliveries))
+	}
+}
+
+func (b *Bus) count(n int64) int64 {
+	if n <= 0 {
+		return b.cfg.Count
+	}
+	return n
+}
+
+func (b *Bus) block(d time.Duration) time.Duration {
+	if d == 0 {
+		return b.cfg.Block
+	}
+	return d
+}

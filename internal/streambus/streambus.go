@@ -1,0 +1,173 @@
+package streambus
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/integrity"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	// DefaultBlock is how long a blocking read waits when its Block is zero.
+	DefaultBlock = 5 * time.Second
+	// DefaultCount is how many entries a read or claim asks for when its Count
+	// is zero.
+	DefaultCount = 100
+)
+
+// blockSlice is the longest single BLOCK sent to Redis. A longer block is
+// served as a series of slices, checking ctx between them, because go-redis
+// does not interrupt a blocked read when its context is cancelled.
+const blockSlice = 200 * time.Millisecond
+
+// Errors returned by Bus methods.
+var (
+	// ErrInvalidArgs: a required argument (stream, group, consumer, ids) is
+	// missing or out of range.
+	ErrInvalidArgs = errors.New("streambus: invalid arguments")
+)
+
+// Config tunes a Bus. The zero value is usable.
+type Config struct {
+	// Block is how long a blocking read waits when the call's Block is zero.
+	// Default: DefaultBlock. It must be positive: go-redis reads a zero BLOCK
+	// as "forever", which a Bus never sends.
+	Block time.Duration
+	// Count is the COUNT of reads and claims whose Count is zero.
+	// Default: DefaultCount.
+	Count int64
+}
+
+func (c *Config) setDefaults() {
+	if c.Block == 0 {
+		c.Block = DefaultBlock
+	}
+	if c.Count == 0 {
+		c.Count = DefaultCount
+	}
+}
+
+// Validate reports a Config that New cannot use.
+func (c Config) Validate() error {
+	if c.Block < 0 {
+		return fmt.Errorf("%w: block %s is negative", ErrInvalidArgs, c.Block)
+	}
+	if c.Count < 0 {
+		return fmt.Errorf("%w: count %d is negative", ErrInvalidArgs, c.Count)
+	}
+	return nil
+}
+
+// Bus reads and writes signed entries on Redis Streams. It is safe for
+// concurrent use.
+type Bus struct {
+	rdb  redis.UniversalClient
+	keys *integrity.Keyring
+	log  *slog.Logger
+	cfg  Config
+
+	mu       sync.Mutex
+	tampered map[string]uint64
+}
+
+// New returns a Bus on rdb that signs and verifies with keys. The Bus does
+// not own rdb: closing it is the caller's job. A nil logger discards logs.
+func New(cfg Config, logger *slog.Logger, rdb redis.UniversalClient, keys *integrity.Keyring) (*Bus, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if rdb == nil {
+		return nil, fmt.Errorf("%w: nil redis client", ErrInvalidArgs)
+	}
+	if keys == nil {
+		return nil, fmt.Errorf("%w: nil keyring", ErrInvalidArgs)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Bus{rdb: rdb, keys: keys, log: logger, cfg: cfg, tampered: map[string]uint64{}}, nil
+}
+
+// TamperedCounts returns how many entries failed verification, by reason
+// (integrity.Reason: "signature_mismatch", "unknown_key_id",
+// "malformed_envelope", "unsigned"), since the Bus was created. An entry read
+// twice is counted twice. The map is a copy.
+func (b *Bus) TamperedCounts() map[string]uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.tampered)
+}
+
+// Entry is a verified stream entry.
+type Entry struct {
+	// ID is the stream entry id ("1700000000000-0").
+	ID string
+	// Stream is the stream the entry was read from; the signature binds it.
+	Stream string
+	// KeyID names the key that signed the entry.
+	KeyID string
+	// EventID is the event's event_id.
+	EventID string
+	// Event is the signed JSON object, byte for byte as the producer wrote it.
+	Event []byte
+	// Sig is the hex signature, kept so that the entry can be dead-lettered and
+	// replayed unchanged.
+	Sig string
+	// Deliveries is how many times the group delivered the entry, this time
+	// included: 1 for a new entry (XReadGroup with ">"), the XPENDING count
+	// for re-read and claimed entries, 0 outside a group (XRead).
+	Deliveries int64
+}
+
+// Envelope returns the entry's signed envelope, whose Values are the stream
+// fields the producer wrote.
+func (e Entry) Envelope() integrity.Envelope {
+	return integrity.Envelope{KeyID: e.KeyID, EventID: e.EventID, Event: e.Event, Sig: e.Sig}
+}
+
+// Tampered is an entry that failed verification. It is never handed out as
+// an Entry.
+type Tampered struct {
+	ID     string
+	Stream string
+	// Reason is integrity.Reason(Err).
+	Reason string
+	// Err wraps one of the integrity verification sentinels.
+	Err error
+	// Deliveries as in Entry.
+	Deliveries int64
+	// Fields are the entry's fields as stored, for forensics and dead-lettering.
+	Fields map[string]any
+}
+
+// Batch is what a read or a claim returns.
+type Batch struct {
+	// Entries are the verified entries, in stream order.
+	Entries []Entry
+	// Tampered are the entries that failed verification, in stream order.
+	// In a consumer group they are left pending.
+	Tampered []Tampered
+	// Deleted are ids that were pending but whose entries were deleted or
+	// trimmed from the stream (XReadGroup of history, XAutoClaim). Redis drops
+	// them from the pending list (XAUTOCLAIM) or keeps them (XREADGROUP
+	// history) until they are acknowledged.
+	Deleted []string
+	// Cursor is where to continue: for XRead and XReadGroup the id of the last
+	// entry Redis returned (verified or not), or the request's id when none
+	// came back; for XAutoClaim the next start id, "0-0" once the whole
+	// pending list has been scanned.
+	Cursor string
+	// Acked is how many ids of GroupReadArgs.Ack were acknowledged.
+	Acked int64
+}
+
+// Len is the number of entries Redis returned: verified, tampered and deleted.
+func (b Batch) Len() int { return len(b.Entries) + len(b.Tampered) + len(b.Deleted) }
