@@ -14,6 +14,8 @@ var version = ""
 // rootCommands lists the top-level commands in the order --help shows them.
 func rootCommands() []*command {
 	return []*command{
+		runCommand(),
+		emitCommand(),
 		configCommand(),
 		keygenCommand(),
 		versionCommand(),

@@ -276,7 +276,9 @@ var ErrInvalid = errors.New("config: invalid configuration")
 
 // Validate checks every field and the rules across fields; the error joins
 // one *FieldError per problem.
-func (c *Config) Validate() error {
+func (c *Config) Validate() error { return c.validate(true) }
+
+func (c *Config) validate(pipeline bool) error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
@@ -350,7 +352,7 @@ func (c *Config) Validate() error {
 			bad(key+".type", "must be stream, file or stdout, got %q", s.Type)
 		}
 	}
-	if len(c.Plugins) == 0 {
+	if pipeline && len(c.Plugins) == 0 {
 		bad("plugins", "is empty: the pipeline needs at least one plugin")
 	}
 	names := map[string]int{}

@@ -43,6 +43,9 @@ type Source struct {
 	// Flags holds values from command-line flags by dotted key
 	// ("consumer.workers"); only flags the user set belong here.
 	Flags map[string]any
+	// NoPipeline skips the rules about plugins, for commands that need no
+	// pipeline (emit, status, dlq).
+	NoPipeline bool
 }
 
 // Load builds the configuration: defaults, then the file, then AUDITPROC_…
@@ -90,7 +93,7 @@ func Load(src Source) (Config, error) {
 	if err := cfg.loadSecrets(src.Getenv); err != nil {
 		return cfg, err
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.validate(!src.NoPipeline); err != nil {
 		return cfg, fmt.Errorf("%s: %w", where, err)
 	}
 	return cfg, nil

@@ -12,22 +12,22 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	Read            prometheus.Counter
-	Verified        prometheus.Counter
-	Tampered        *prometheus.CounterVec // by reason
-	Verdicts        *prometheus.CounterVec // by plugin, verdict
-	PluginLatency   *prometheus.HistogramVec
-	Acked           prometheus.Counter
-	DeadLettered    *prometheus.CounterVec // by reason
-	Reclaimed       prometheus.Counter
-	DeletedPending  prometheus.Counter
-	Emitted         *prometheus.CounterVec // by sink
-	RedisErrors     *prometheus.CounterVec // by operation
-	LateAcks        prometheus.Counter
-	GroupRecreated  prometheus.Counter
-	Pending         prometheus.Gauge
-	Lag             prometheus.Gauge
-	Ready           prometheus.Gauge
+	Read           prometheus.Counter
+	Verified       prometheus.Counter
+	Tampered       *prometheus.CounterVec // by reason
+	Verdicts       *prometheus.CounterVec // by plugin, verdict
+	PluginLatency  *prometheus.HistogramVec
+	Acked          prometheus.Counter
+	DeadLettered   *prometheus.CounterVec // by reason
+	Reclaimed      prometheus.Counter
+	DeletedPending prometheus.Counter
+	Emitted        *prometheus.CounterVec // by sink
+	RedisErrors    *prometheus.CounterVec // by operation
+	LateAcks       prometheus.Counter
+	GroupRecreated prometheus.Counter
+	Pending        prometheus.Gauge
+	Lag            prometheus.Gauge
+	Ready          prometheus.Gauge
 }
 
 // NewMetrics creates and registers every metric.

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/host"
+	"github.com/auditproc/auditproc/internal/config"
+	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/processor"
+	"github.com/auditproc/auditproc/internal/streambus"
+)
+
+// configFlags are the flags of every command that reads the configuration:
+// --config and the common overrides. Commands add their own typed overrides
+// with key.
+type configFlags struct {
+	fs   *flag.FlagSet
+	file *string
+	keys map[string]string // flag name -> configuration key
+}
+
+func newConfigFlags(fs *flag.FlagSet) *configFlags {
+	c := &configFlags{fs: fs, keys: map[string]string{}}
+	c.file = fs.String("config", envOr("AUDITPROC_CONFIG", "plugins.yaml"), "configuration file (env AUDITPROC_CONFIG)")
+	c.key("redis-url", "redis.url", "", "Redis URL, redis:// or rediss://")
+	c.key("stream", "stream.name", "", "audit stream")
+	c.key("group", "stream.group", "", "consumer group")
+	return c
+}
+
+// key registers a flag overriding a configuration key; def's type (string,
+// int or bool) is the flag's type.
+func (c *configFlags) key(name, key string, def any, usage string) {
+	usage += " (overrides " + key + ")"
+	switch d := def.(type) {
+	case int:
+		c.fs.Int(name, d, usage)
+	case bool:
+		c.fs.Bool(name, d, usage)
+	default:
+		c.fs.String(name, "", usage)
+	}
+	c.keys[name] = key
+}
+
+// load reads the configuration: defaults, file, environment, then the flags
+// the user set. A missing default plugins.yaml is no error: defaults,
+// environment and flags are used alone.
+func (c *configFlags) load() (config.Config, error) { return c.loadFor(false) }
+
+// loadNoPipeline is load for commands that need no plugins (emit, status,
+// dlq): the pipeline's rules are not checked.
+func (c *configFlags) loadNoPipeline() (config.Config, error) { return c.loadFor(true) }
+
+func (c *configFlags) loadFor(noPipeline bool) (config.Config, error) {
+	flags := map[string]any{}
+	explicit := os.Getenv("AUDITPROC_CONFIG") != ""
+	c.fs.Visit(func(f *flag.Flag) {
+		if key, ok := c.keys[f.Name]; ok {
+			flags[key] = f.Value.(flag.Getter).Get()
+		}
+		explicit = explicit || f.Name == "config"
+	})
+	if v, ok := flags["metrics.address"]; ok && v == "off" {
+		flags["metrics.address"] = ""
+	}
+	path := *c.file
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && !explicit {
+		path = ""
+	}
+	cfg, err := config.Load(config.Source{File: path, Getenv: os.Getenv, Flags: flags, NoPipeline: noPipeline})
+	if err != nil {
+		return cfg, usageError{err}
+	}
+	return cfg, nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func runCommand() *command {
+	var (
+		cf           *configFlags
+		stopWhenIdle bool
+		summary      bool
+	)
+	return &command{
+		name:    "run",
+		summary: "consume the audit stream and run every event through the plugin pipeline",
+		usage:   "[--config plugins.yaml] [flags]",
+		examples: `  # HMAC keys come from the environment (see 'auditproc keygen')
+  export AUDITPROC_HMAC_KEYS_FILE=/etc/auditproc/keys
+  auditproc run --config /etc/auditproc/plugins.yaml
+
+  # two replicas share the work: each needs a unique consumer name
+  auditproc run --consumer replica-a
+  auditproc run --consumer replica-b
+
+  # process what is in the stream, print a summary, and exit
+  auditproc run --stop-when-idle --summary`,
+		flags: func(fs *flag.FlagSet) {
+			cf = newConfigFlags(fs)
+			cf.key("consumer", "stream.consumer", "", "this replica's consumer name (default host name and pid)")
+			cf.key("workers", "consumer.workers", 0, "pipeline workers")
+			cf.key("batch-size", "consumer.batch_size", 0, "entries per read")
+			cf.key("metrics-addr", "metrics.address", "", "listen address of /metrics, /healthz and /readyz; \"off\" disables")
+			cf.key("log-format", "log.format", "", "json, text or auto")
+			cf.key("log-level", "log.level", "", "debug, info, warn or error")
+			cf.key("require-durable-redis", "safety.require_durable_redis", false, "refuse to start when Redis may evict keys or keeps no AOF")
+			fs.BoolVar(&stopWhenIdle, "stop-when-idle", false, "exit once nothing is left to read or pending")
+			fs.BoolVar(&summary, "summary", false, "print a summary table on stdout when the run ends")
+		},
+		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
+			if len(args) > 0 {
+				return usagef("run takes no arguments, got %q", args)
+			}
+			cfg, err := cf.load()
+			if err != nil {
+				return err
+			}
+			return runProcessor(ctx, sio, &cfg, stopWhenIdle, summary)
+		},
+	}
+}
+
+func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenIdle, summary bool) error {
+	logger := newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
+	keys, err := integrity.LoadKeyring(os.Getenv)
+	if err != nil {
+		return usageError{err}
+	}
+	rdb, err := redisClient(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	// Shutdown order (reverse of start): the processor stops reading,
+	// finishes and acks what it read, then the plugins close, then Redis.
+	defer rdb.Close()
+
+	pipeline, err := loadPipeline(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer pipeline.Close(context.WithoutCancel(ctx))
+
+	if err := checkDurability(ctx, rdb, logger, cfg.Safety.RequireDurableRedis); err != nil {
+		return err
+	}
+	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize)}, logger, rdb, keys)
+	if err != nil {
+		return err
+	}
+	metrics := processor.NewMetrics()
+	metrics.WatchPlugins(pipeline.Plugins())
+	sinks := map[string]processor.Sink{}
+	for name, s := range cfg.Sinks {
+		sinks[name] = processor.Sink{Type: s.Type, Stream: s.Stream, Path: s.Path}
+	}
+	proc, err := processor.New(processor.Config{
+		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
+		DeadLetter: cfg.DeadLetter.Stream, BatchSize: cfg.Consumer.BatchSize, Block: cfg.Consumer.Block,
+		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
+		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout,
+		Sinks: sinks, StopWhenIdle: stopWhenIdle,
+	}, logger, bus, rdb, pipeline, metrics)
+	if err != nil {
+		return err
+	}
+	if cfg.Metrics.Address != "" {
+		stop, err := serveMetrics(cfg.Metrics.Address, metrics, proc, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	logger.Info("processor_started", slog.String("stream", cfg.Stream.Name), slog.String("group", cfg.Stream.Group),
+		slog.String("consumer", cfg.Stream.Consumer), slog.Int("workers", cfg.Consumer.Workers),
+		slog.Int("plugins", len(cfg.Plugins)), slog.String("key_id", keys.ActiveKeyID()))
+	if err := proc.Run(ctx); err != nil {
+		return err
+	}
+	if summary {
+		printRunSummary(sio, proc.Stats(), rdb, cfg)
+	}
+	return nil
+}
+
+// loadPipeline loads every plugin of the configuration, in order. A plugin
+// that cannot load is a configuration error (exit 2).
+func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*host.Pipeline, error) {
+	hc := host.Config{CacheDir: cfg.Host.CacheDir, Logger: logger}
+	var plugins []*host.Plugin
+	for i, p := range cfg.Plugins {
+		conf, err := json.Marshal(p.Config)
+		if err != nil {
+			return nil, usagef("plugins[%d].config: %v", i, err)
+		}
+		if p.Config == nil {
+			conf = []byte("{}")
+		}
+		pl, err := host.Load(ctx, host.PluginSpec{
+			Name: p.Name, Path: p.Path, SHA256: p.SHA256, Config: conf,
+			MemoryLimitBytes: uint64(p.MemoryLimit), Deadline: p.Deadline, Trusted: p.Trusted,
+			Sinks: p.Sinks, MaxEventsPerInstance: p.MaxEventsPerInstance,
+		}, hc)
+		if err != nil {
+			for _, l := range plugins {
+				_ = l.Close(ctx)
+			}
+			return nil, usageError{fmt.Errorf("plugins[%d] (%s): %w", i, p.Name, err)}
+		}
+		plugins = append(plugins, pl)
+	}
+	return host.NewPipeline(plugins...), nil
+}
+
+// checkDurability warns (or, when required, refuses) when Redis could lose
+// audit entries on its own: an eviction policy other than noeviction, or no
+// AOF. A server that forbids CONFIG is reported as unknown.
+func checkDurability(ctx context.Context, rdb redis.UniversalClient, logger *slog.Logger, require bool) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var problems []string
+	policy, err1 := rdb.ConfigGet(cctx, "maxmemory-policy").Result()
+	aof, err2 := rdb.ConfigGet(cctx, "appendonly").Result()
+	if err := errors.Join(err1, err2); err != nil {
+		logger.Warn("redis_durability_unknown", slog.String("error", err.Error()))
+		if require {
+			return fmt.Errorf("cannot check Redis durability (CONFIG GET failed: %v) and --require-durable-redis is set", err)
+		}
+		return nil
+	}
+	if p := policy["maxmemory-policy"]; p != "noeviction" {
+		problems = append(problems, fmt.Sprintf("maxmemory-policy is %q: Redis may evict audit entries under memory pressure (set noeviction)", p))
+	}
+	if a := aof["appendonly"]; a != "yes" {
+		problems = append(problems, "appendonly is off: entries written since the last snapshot are lost if Redis stops (set appendonly yes)")
+	}
+	for _, p := range problems {
+		logger.Warn("redis_not_durable", slog.String("problem", p))
+	}
+	if require && len(problems) > 0 {
+		return fmt.Errorf("Redis is not durable and require_durable_redis is set: %s", strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// serveMetrics serves /metrics, /healthz (the process is up) and /readyz
+// (Redis answers and the loop runs).
+func serveMetrics(addr string, m *processor.Metrics, proc *processor.Processor, logger *slog.Logger) (func(), error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if proc.Ready() {
+			fmt.Fprintln(w, "ready")
+			return
+		}
+		http.Error(w, "not ready: Redis unreachable or loop stopped", http.StatusServiceUnavailable)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, usagef("metrics.address %q: %v", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	logger.Info("metrics_listening", slog.String("address", ln.Addr().String()))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
+
+func printRunSummary(sio stdio, st *processor.Stats, rdb redis.UniversalClient, cfg *config.Config) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	pending := "unknown"
+	if p, err := rdb.XPending(ctx, cfg.Stream.Name, cfg.Stream.Group).Result(); err == nil {
+		pending = fmt.Sprint(p.Count)
+	}
+	dlq := "unknown"
+	if n, err := rdb.XLen(ctx, cfg.DeadLetter.Stream).Result(); err == nil {
+		dlq = fmt.Sprint(n)
+	}
+	w := tabwriter.NewWriter(sio.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "auditproc run summary")
+	fmt.Fprintf(w, "  processed (every plugin ok, acked)\t%d\n", st.Processed.Load())
+	fmt.Fprintf(w, "  dropped by a filter (acked)\t%d\n", st.Dropped.Load())
+	fmt.Fprintf(w, "  derived events emitted (alerts…)\t%d\n", st.Emitted.Load())
+	fmt.Fprintf(w, "  forged or tampered deliveries refused\t%d\n", st.Tampered.Load())
+	fmt.Fprintf(w, "  dead-lettered: rejected by a plugin\t%d\n", st.Rejected.Load())
+	fmt.Fprintf(w, "  dead-lettered: tampered, after max deliveries\t%d\n", st.TamperedDLQ.Load())
+	fmt.Fprintf(w, "  dead-lettered: failing, after max deliveries\t%d\n", st.Exhausted.Load())
+	fmt.Fprintf(w, "  retries scheduled\t%d\n", st.Retried.Load())
+	fmt.Fprintf(w, "  dead-letter stream %s length\t%s\n", cfg.DeadLetter.Stream, dlq)
+	fmt.Fprintf(w, "  still pending in %s\t%s\n", cfg.Stream.Group, pending)
+	_ = w.Flush()
+}
