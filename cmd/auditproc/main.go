@@ -17,6 +17,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first signal starts a graceful shutdown; restoring the default
+	// handlers then lets a second signal end the process at once (entries in
+	// flight stay pending and are redelivered: nothing is lost).
+	context.AfterFunc(ctx, stop)
 	err := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr})
 	stop()
 	if err != nil && !errors.Is(err, errSilent) {
