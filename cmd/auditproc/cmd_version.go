@@ -16,6 +16,8 @@ func rootCommands() []*command {
 	return []*command{
 		runCommand(),
 		emitCommand(),
+		statusCommand(),
+		dlqCommand(),
 		configCommand(),
 		keygenCommand(),
 		versionCommand(),

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// groupStatus is one consumer group of the audit stream, as `status` shows it.
+type groupStatus struct {
+	Name            string           `json:"name"`
+	Lag             int64            `json:"lag"`
+	Pending         int64            `json:"pending"`
+	LastDeliveredID string           `json:"last_delivered_id"`
+	Consumers       []consumerStatus `json:"consumers"`
+}
+
+type consumerStatus struct {
+	Name    string `json:"name"`
+	Pending int64  `json:"pending"`
+	// OldestIdleMS is how long the oldest pending entry of this consumer
+	// has waited since its last delivery.
+	OldestIdleMS int64 `json:"oldest_idle_ms"`
+	IdleMS       int64 `json:"idle_ms"`
+}
+
+type streamStatus struct {
+	Stream           string        `json:"stream"`
+	Length           int64         `json:"length"`
+	DeadLetterStream string        `json:"dead_letter_stream"`
+	DeadLetterLength int64         `json:"dead_letter_length"`
+	Groups           []groupStatus `json:"groups"`
+}
+
+func statusCommand() *command {
+	var (
+		cf      *configFlags
+		asJSON  bool
+		timeout time.Duration
+	)
+	return &command{
+		name:    "status",
+		summary: "show the stream's consumer groups: lag, pending per consumer, dead letters",
+		usage:   "[--json] [flags]",
+		examples: `  auditproc status
+  auditproc status --json | jq '.groups[0].lag'`,
+		flags: func(fs *flag.FlagSet) {
+			cf = newConfigFlags(fs)
+			fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+			fs.DurationVar(&timeout, "timeout", 5*time.Second, "give up when Redis does not answer within this time")
+		},
+		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
+			if len(args) > 0 {
+				return usagef("status takes no arguments, got %q", args)
+			}
+			cfg, err := cf.loadNoPipeline()
+			if err != nil {
+				return err
+			}
+			rdb, err := redisClient(&cfg)
+			if err != nil {
+				return usageError{err}
+			}
+			defer rdb.Close()
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			st, err := readStatus(ctx, rdb, cfg.Stream.Name, cfg.DeadLetter.Stream)
+			if err != nil {
+				return fmt.Errorf("status of stream %q: %w", cfg.Stream.Name, err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(sio.out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(sio, st)
+			return nil
+		},
+	}
+}
+
+func readStatus(ctx context.Context, rdb redis.UniversalClient, stream, dlq string) (streamStatus, error) {
+	st := streamStatus{Stream: stream, DeadLetterStream: dlq, Groups: []groupStatus{}}
+	var err error
+	if st.Length, err = rdb.XLen(ctx, stream).Result(); err != nil {
+		return st, err
+	}
+	if st.DeadLetterLength, err = rdb.XLen(ctx, dlq).Result(); err != nil {
+		return st, err
+	}
+	groups, err := rdb.XInfoGroups(ctx, stream).Result()
+	if err != nil && !isNoSuchKey(err) {
+		return st, err
+	}
+	for _, g := range groups {
+		gs := groupStatus{Name: g.Name, Lag: g.Lag, Pending: g.Pending, LastDeliveredID: g.LastDeliveredID, Consumers: []consumerStatus{}}
+		consumers, err := rdb.XInfoConsumers(ctx, stream, g.Name).Result()
+		if err != nil {
+			return st, err
+		}
+		for _, c := range consumers {
+			cs := consumerStatus{Name: c.Name, Pending: c.Pending, IdleMS: c.Idle.Milliseconds()}
+			if c.Pending > 0 {
+				oldest, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+					Stream: stream, Group: g.Name, Start: "-", End: "+", Count: 1, Consumer: c.Name,
+				}).Result()
+				if err != nil {
+					return st, err
+				}
+				if len(oldest) > 0 {
+					cs.OldestIdleMS = oldest[0].Idle.Milliseconds()
+				}
+			}
+			gs.Consumers = append(gs.Consumers, cs)
+		}
+		st.Groups = append(st.Groups, gs)
+	}
+	return st, nil
+}
+
+func isNoSuchKey(err error) bool {
+	return redis.HasErrorPrefix(err, "ERR no such key") || errors.Is(err, redis.Nil)
+}
+
+func printStatus(sio stdio, st streamStatus) {
+	w := tabwriter.NewWriter(sio.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "stream %s: %d entries; dead-letter stream %s: %d entries\n", st.Stream, st.Length, st.DeadLetterStream, st.DeadLetterLength)
+	if len(st.Groups) == 0 {
+		fmt.Fprintln(w, "no consumer groups yet (auditproc run creates one)")
+	}
+	for _, g := range st.Groups {
+		fmt.Fprintf(w, "\ngroup %s: lag %d, pending %d, last delivered %s\n", g.Name, g.Lag, g.Pending, g.LastDeliveredID)
+		fmt.Fprintln(w, "  CONSUMER\tPENDING\tOLDEST PENDING IDLE\tLAST SEEN")
+		for _, c := range g.Consumers {
+			oldest := "-"
+			if c.Pending > 0 {
+				oldest = (time.Duration(c.OldestIdleMS) * time.Millisecond).Round(time.Second).String()
+			}
+			fmt.Fprintf(w, "  %s\t%d\t%s\t%s ago\n", c.Name, c.Pending, oldest, (time.Duration(c.IdleMS) * time.Millisecond).Round(time.Second))
+		}
+	}
+	_ = w.Flush()
+}
