@@ -56,6 +56,7 @@ func call(t *testing.T, w *host.Worker, data []byte, op byte, arg, val string, n
 	t.Helper()
 	res := w.Process(context.Background(), host.Event{KeyID: string(op), EventID: arg, Stream: val, Deliveries: num, Data: data})
 	if res.Verdict != abi.VerdictOK || len(res.Message) < 4 {
+		t.Logf("host-call %c: %v %q %v", op, res.Verdict, res.Message, res.Err)
 		return res, 0, ""
 	}
 	return res, int32(binary.LittleEndian.Uint32([]byte(res.Message))), res.Message[4:]

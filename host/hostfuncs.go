@@ -107,18 +107,15 @@ func isObject(b []byte) bool {
 
 func hostSetEvent(ctx context.Context, mod api.Module, stack []uint64) {
 	inst := mustInstance(ctx)
-	ptr, n := uint32(stack[0]), uint32(stack[1])
+	b := inst.read(mod, abi.FuncSetEvent, uint32(stack[0]), uint32(stack[1]))
 	switch {
 	case inst.phase != phaseProcess:
 		setResult(stack, abi.ErrInvalid)
-	case int64(n) > int64(inst.p.spec.MaxEventBytes):
+	case len(b) > inst.p.spec.MaxEventBytes:
 		setResult(stack, abi.ErrLimit)
+	case !isObject(b):
+		setResult(stack, abi.ErrInvalid)
 	default:
-		b := inst.read(mod, abi.FuncSetEvent, ptr, n)
-		if !isObject(b) {
-			setResult(stack, abi.ErrInvalid)
-			return
-		}
 		inst.eventBuf = append(inst.eventBuf[:0], b...)
 		inst.event = inst.eventBuf
 		setResult(stack, abi.ResultOK)
@@ -127,12 +124,12 @@ func hostSetEvent(ctx context.Context, mod api.Module, stack []uint64) {
 
 func hostEmit(ctx context.Context, mod api.Module, stack []uint64) {
 	inst := mustInstance(ctx)
-	sinkPtr, sinkLen, ptr, n := uint32(stack[0]), uint32(stack[1]), uint32(stack[2]), uint32(stack[3])
+	sinkName := inst.read(mod, abi.FuncEmit, uint32(stack[0]), uint32(stack[1]))
+	b := inst.read(mod, abi.FuncEmit, uint32(stack[2]), uint32(stack[3]))
 	if inst.phase != phaseProcess {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
-	sinkName := inst.read(mod, abi.FuncEmit, sinkPtr, sinkLen)
 	sink := ""
 	for _, s := range inst.p.spec.Sinks {
 		if s == string(sinkName) {
@@ -144,14 +141,11 @@ func hostEmit(ctx context.Context, mod api.Module, stack []uint64) {
 	switch {
 	case sink == "":
 		setResult(stack, abi.ErrNotGranted)
-	case len(inst.emits) >= spec.MaxEmits || int64(n) > int64(spec.MaxEmitBytes):
+	case len(inst.emits) >= spec.MaxEmits || len(b) > spec.MaxEmitBytes:
 		setResult(stack, abi.ErrLimit)
+	case !isObject(b):
+		setResult(stack, abi.ErrInvalid)
 	default:
-		b := inst.read(mod, abi.FuncEmit, ptr, n)
-		if !isObject(b) {
-			setResult(stack, abi.ErrInvalid)
-			return
-		}
 		inst.emits = append(inst.emits, Emit{Plugin: spec.Name, Sink: sink, Event: bytes.Clone(b)})
 		setResult(stack, abi.ResultOK)
 	}
@@ -159,12 +153,13 @@ func hostEmit(ctx context.Context, mod api.Module, stack []uint64) {
 
 func hostEventGet(ctx context.Context, mod api.Module, stack []uint64) {
 	inst := mustInstance(ctx)
-	pathPtr, pathLen, outPtr, outCap := uint32(stack[0]), uint32(stack[1]), uint32(stack[2]), uint32(stack[3])
+	path := inst.read(mod, abi.FuncEventGet, uint32(stack[0]), uint32(stack[1]))
+	outPtr, outCap := uint32(stack[2]), uint32(stack[3])
 	if inst.phase != phaseProcess {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
-	segs, ok := splitPath(inst.read(mod, abi.FuncEventGet, pathPtr, pathLen))
+	segs, ok := splitPath(path)
 	if !ok {
 		setResult(stack, abi.ErrInvalid)
 		return
@@ -196,21 +191,21 @@ func rawOf(doc []byte, res gjson.Result) []byte {
 
 func hostEventSet(ctx context.Context, mod api.Module, stack []uint64) {
 	inst := mustInstance(ctx)
-	pathPtr, pathLen, valPtr, valLen := uint32(stack[0]), uint32(stack[1]), uint32(stack[2]), uint32(stack[3])
+	path := inst.read(mod, abi.FuncEventSet, uint32(stack[0]), uint32(stack[1]))
+	val := inst.read(mod, abi.FuncEventSet, uint32(stack[2]), uint32(stack[3]))
 	if inst.phase != phaseProcess {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
-	segs, ok := splitPath(inst.read(mod, abi.FuncEventSet, pathPtr, pathLen))
+	segs, ok := splitPath(path)
 	if !ok {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
-	if int64(valLen) > int64(inst.p.spec.MaxEventBytes) {
+	if len(val) > inst.p.spec.MaxEventBytes {
 		setResult(stack, abi.ErrLimit)
 		return
 	}
-	val := inst.read(mod, abi.FuncEventSet, valPtr, valLen)
 	if !gjson.ValidBytes(val) {
 		setResult(stack, abi.ErrInvalid)
 		return
@@ -223,13 +218,13 @@ func hostEventSet(ctx context.Context, mod api.Module, stack []uint64) {
 		}
 		out = bytes.Clone(val)
 	} else {
-		path, ok := setPath(inst.event, segs, true)
+		spath, ok := setPath(inst.event, segs, true)
 		if !ok {
 			setResult(stack, abi.ErrInvalid)
 			return
 		}
 		var err error
-		if out, err = sjson.SetRawBytes(inst.event, path, val); err != nil {
+		if out, err = sjson.SetRawBytes(inst.event, spath, val); err != nil {
 			setResult(stack, abi.ErrInvalid)
 			return
 		}
@@ -244,12 +239,12 @@ func hostEventSet(ctx context.Context, mod api.Module, stack []uint64) {
 
 func hostEventDelete(ctx context.Context, mod api.Module, stack []uint64) {
 	inst := mustInstance(ctx)
-	pathPtr, pathLen := uint32(stack[0]), uint32(stack[1])
+	path := inst.read(mod, abi.FuncEventDelete, uint32(stack[0]), uint32(stack[1]))
 	if inst.phase != phaseProcess {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
-	segs, ok := splitPath(inst.read(mod, abi.FuncEventDelete, pathPtr, pathLen))
+	segs, ok := splitPath(path)
 	if !ok || len(segs) == 0 {
 		setResult(stack, abi.ErrInvalid)
 		return
@@ -258,12 +253,12 @@ func hostEventDelete(ctx context.Context, mod api.Module, stack []uint64) {
 		setResult(stack, abi.ErrNotFound)
 		return
 	}
-	path, ok := setPath(inst.event, segs, false)
+	spath, ok := setPath(inst.event, segs, false)
 	if !ok {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
-	out, err := sjson.DeleteBytes(inst.event, path)
+	out, err := sjson.DeleteBytes(inst.event, spath)
 	if err != nil {
 		setResult(stack, abi.ErrInvalid)
 		return

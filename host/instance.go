@@ -55,7 +55,7 @@ type instance struct {
 	stderr   *lineWriter
 	fault    error // why a host function trapped the guest
 	closed   bool
-	lastKill int64 // deadline of the killed call, for the message
+	timeout  time.Duration // of the running call, for the message when it is killed
 
 	// Per call.
 	phase    phase
@@ -136,12 +136,14 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 // begin marks a call as running with its deadline: timeout from now, or
 // ctx's deadline when that is sooner.
 func (inst *instance) begin(ctx context.Context, timeout time.Duration) {
-	d := inst.p.now() + int64(timeout)
+	now := inst.p.now()
+	d := now + int64(timeout)
 	if dl, ok := ctx.Deadline(); ok {
 		if at := int64(dl.Sub(inst.p.epoch)); at < d {
 			d = at
 		}
 	}
+	inst.timeout = time.Duration(d - now)
 	inst.seq++
 	inst.deadline.Store(d)
 	inst.state.Store(inst.seq<<2 | 1)
@@ -190,7 +192,7 @@ func (inst *instance) classify(err error, killed bool) error {
 	var exit *sys.ExitError
 	switch {
 	case killed:
-		return fmt.Errorf("%w (%s)", ErrDeadline, inst.p.spec.Deadline)
+		return fmt.Errorf("%w of %s", ErrDeadline, inst.timeout)
 	case errors.Is(err, ErrGuestMemory):
 		return err
 	case inst.fault != nil:

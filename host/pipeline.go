@@ -43,7 +43,8 @@ type Result struct {
 	// Plugin is the plugin that decided a non-ok verdict ("" for ok).
 	Plugin string
 	// Message is that plugin's set_message text, or the host's reason when
-	// the host imposed the verdict.
+	// the host imposed the verdict. For ok it is the last message any plugin
+	// set.
 	Message string
 	// Err is set when the host imposed the verdict (trap, deadline,
 	// proc_exit, invalid verdict, guest memory, event too large, closed):
@@ -156,6 +157,9 @@ func (w *Worker) Process(ctx context.Context, ev Event) Result {
 			return res
 		}
 		emits = append(emits, inst.emits...)
+		if len(inst.message) > 0 {
+			res.Message = string(inst.message)
+		}
 	}
 	if len(emits) > 0 {
 		res.Emits = emits
