@@ -48,14 +48,14 @@ type instance struct {
 	deadline atomic.Int64 // p.now() value after which the running call is killed
 	seq      uint64
 
-	stack    [2]uint64
-	events   int
-	baseMem  uint32
-	stdout   *lineWriter
-	stderr   *lineWriter
-	fault    error // why a host function trapped the guest
-	closed   bool
-	timeout  time.Duration // of the running call, for the message when it is killed
+	stack   [2]uint64
+	events  int
+	baseMem uint32
+	stdout  *lineWriter
+	stderr  *lineWriter
+	fault   error // why a host function trapped the guest
+	closed  bool
+	timeout time.Duration // of the running call, for the message when it is killed
 
 	// Per call.
 	phase    phase
