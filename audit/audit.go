@@ -1,0 +1,460 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/streambus"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultRedisURL     = "redis://localhost:6379/0"
+	DefaultStream       = "audit:stream"
+	DefaultGroup        = "audit-consumers"
+	DefaultWriteTimeout = 2 * time.Second
+	DefaultBlock        = 5 * time.Second
+	DefaultCount        = 10
+	DefaultClaimMinIdle = time.Minute
+	DefaultRetryDelay   = 500 * time.Millisecond
+)
+
+// Errors of this package. Errors from Redis that are not ErrUnavailable are
+// returned wrapped, as they are.
+var (
+	// ErrUnavailable: Redis could not be reached, or did not answer within
+	// Config.WriteTimeout, or answered that it cannot serve (loading, no
+	// master). The event was not written; try again later.
+	ErrUnavailable = errors.New("audit: redis unavailable")
+	// ErrInvalidEvent: the event is not (and does not encode to) a JSON
+	// object, or its event_id or timestamp is unusable.
+	ErrInvalidEvent = errors.New("audit: invalid event")
+	// ErrInvalidConfig: Config.Validate refused the configuration.
+	ErrInvalidConfig = errors.New("audit: invalid config")
+)
+
+// Config configures a Bus. Keys is required; every other field has a
+// default.
+type Config struct {
+	// RedisURL is the server used when Client is nil, in go-redis URL form
+	// ("redis://user:password@host:6379/0", "rediss://…" for TLS).
+	// Default: DefaultRedisURL. The Bus builds its client with dial, read and
+	// write timeouts of WriteTimeout and one retry, so a dead server fails
+	// fast, and closes it in Close.
+	RedisURL string
+	// Client, when not nil, is used instead of RedisURL (single server,
+	// Sentinel or Cluster). Close does not close it. Audit bounds each call
+	// with WriteTimeout through its context: enable the client's
+	// ContextTimeoutEnabled option so that a server that stops answering is
+	// bounded too, not only one that refuses connections.
+	Client redis.UniversalClient
+	// Keys signs and verifies the events. Required: see LoadKeyring.
+	Keys *Keyring
+	// Stream is the audit stream. Default: DefaultStream.
+	Stream string
+	// Group is the consumer group. Default: DefaultGroup.
+	Group string
+	// MaxLen, when positive, trims the stream to about MaxLen entries on
+	// each Audit (MAXLEN ~). Default: 0, no trimming: audit is permanent.
+	MaxLen int64
+	// WriteTimeout bounds each Audit, Ack and Pending call. Default:
+	// DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// Block is how long Consume waits on Redis for new entries per read
+	// before asking again. Default: DefaultBlock.
+	Block time.Duration
+	// Count is how many entries Consume reads and ClaimStale claims at a
+	// time. Default: DefaultCount.
+	Count int64
+	// ClaimMinIdle is how long an entry must have been pending, unacknowledged,
+	// before ClaimStale takes it over. Default: DefaultClaimMinIdle.
+	ClaimMinIdle time.Duration
+	// RetryDelay is how long Consume waits after a failed read before reading
+	// again. Default: DefaultRetryDelay.
+	RetryDelay time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.RedisURL == "" && c.Client == nil {
+		c.RedisURL = DefaultRedisURL
+	}
+	if c.Stream == "" {
+		c.Stream = DefaultStream
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Block == 0 {
+		c.Block = DefaultBlock
+	}
+	if c.Count == 0 {
+		c.Count = DefaultCount
+	}
+	if c.ClaimMinIdle == 0 {
+		c.ClaimMinIdle = DefaultClaimMinIdle
+	}
+	if c.RetryDelay == 0 {
+		c.RetryDelay = DefaultRetryDelay
+	}
+}
+
+// Validate reports a configuration New cannot use.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Keys == nil {
+		errs = append(errs, fmt.Errorf("%w: no keys: load them with LoadKeyring", ErrInvalidConfig))
+	}
+	for name, d := range map[string]time.Duration{
+		"WriteTimeout": c.WriteTimeout, "Block": c.Block, "ClaimMinIdle": c.ClaimMinIdle, "RetryDelay": c.RetryDelay,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%w: %s %s must be positive", ErrInvalidConfig, name, d))
+		}
+	}
+	if c.MaxLen < 0 || c.Count < 0 {
+		errs = append(errs, fmt.Errorf("%w: MaxLen %d and Count %d must not be negative", ErrInvalidConfig, c.MaxLen, c.Count))
+	}
+	return errors.Join(errs...)
+}
+
+// Bus writes audit events and reads them back through the consumer group.
+// It is safe for concurrent use.
+type Bus struct {
+	cfg Config
+	rdb redis.UniversalClient
+	own bool
+	bus *streambus.Bus
+	log *slog.Logger
+}
+
+// New returns a Bus. It does not contact Redis: an unreachable server shows
+// as ErrUnavailable on the first call. A nil logger discards logs.
+func New(cfg Config, logger *slog.Logger) (*Bus, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	rdb, own := cfg.Client, false
+	if rdb == nil {
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			// The URL may hold a password: do not quote it.
+			return nil, fmt.Errorf("%w: RedisURL: not a redis:// or rediss:// URL", ErrInvalidConfig)
+		}
+		opts.DialTimeout = cfg.WriteTimeout
+		opts.ReadTimeout = cfg.WriteTimeout
+		opts.WriteTimeout = cfg.WriteTimeout
+		opts.PoolTimeout = cfg.WriteTimeout
+		opts.MaxRetries = 1
+		opts.DialerRetries = 1
+		opts.DialerRetryTimeout = min(cfg.WriteTimeout/10, 100*time.Millisecond)
+		opts.ContextTimeoutEnabled = true
+		rdb, own = redis.NewClient(opts), true
+	}
+	bus, err := streambus.New(streambus.Config{Block: cfg.Block, Count: cfg.Count}, logger, rdb, cfg.Keys.k)
+	if err != nil {
+		if own {
+			_ = rdb.Close()
+		}
+		return nil, err
+	}
+	return &Bus{cfg: cfg, rdb: rdb, own: own, bus: bus, log: logger}, nil
+}
+
+// Close releases the Redis client the Bus created; a Config.Client stays
+// open.
+func (b *Bus) Close() error {
+	if b.own {
+		return b.rdb.Close()
+	}
+	return nil
+}
+
+// Audit signs event and appends it to the audit stream, returning the new
+// entry id. event may be:
+//
+//   - []byte or json.RawMessage: JSON text, which must be an object;
+//   - string: JSON text when it is a JSON object, otherwise the string is
+//     wrapped as {"message": "<the string>"};
+//   - anything else (struct, map, pointer): encoded with encoding/json, which
+//     must give an object.
+//
+// The event gets an event_id (UUIDv7) and a timestamp (RFC 3339, UTC) when
+// it has none; the bytes are otherwise written as given. The call takes at
+// most Config.WriteTimeout: when Redis is unreachable it returns an error
+// wrapping ErrUnavailable, and the event was not written.
+func (b *Bus) Audit(ctx context.Context, event any) (string, error) {
+	raw, err := encodeEvent(event)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
+	defer cancel()
+	e, err := b.bus.XAdd(ctx, b.cfg.Stream, raw, b.cfg.MaxLen)
+	if err != nil {
+		return "", classify("audit", err)
+	}
+	b.log.LogAttrs(ctx, slog.LevelDebug, "audit_event_written",
+		slog.String("stream", b.cfg.Stream), slog.String("entry_id", e.ID), slog.String("event_id", e.EventID))
+	return e.ID, nil
+}
+
+func encodeEvent(event any) ([]byte, error) {
+	var raw []byte
+	switch ev := event.(type) {
+	case nil:
+		return nil, fmt.Errorf("%w: nil event", ErrInvalidEvent)
+	case []byte:
+		raw = ev
+	case json.RawMessage:
+		raw = ev
+	case string:
+		raw = []byte(ev)
+		if !isJSONObject(raw) {
+			var err error
+			if raw, err = json.Marshal(map[string]string{"message": ev}); err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+			}
+		}
+	default:
+		var err error
+		if raw, err = json.Marshal(ev); err != nil {
+			return nil, fmt.Errorf("%w: encode %T: %w", ErrInvalidEvent, event, err)
+		}
+	}
+	if !isJSONObject(raw) {
+		return nil, fmt.Errorf("%w: %T is not a JSON object", ErrInvalidEvent, event)
+	}
+	return raw, nil
+}
+
+func isJSONObject(b []byte) bool {
+	t := bytes.TrimSpace(b)
+	return len(t) > 0 && t[0] == '{' && json.Valid(t)
+}
+
+// classify wraps err with ErrUnavailable when Redis could not serve, and
+// with ErrInvalidEvent when the event was refused.
+func classify(op string, err error) error {
+	switch {
+	case errors.Is(err, integrity.ErrInvalidEvent):
+		return fmt.Errorf("%w: %s: %w", ErrInvalidEvent, op, err)
+	case errors.Is(err, streambus.ErrInvalidArgs), errors.Is(err, context.Canceled):
+		return fmt.Errorf("%s: %w", op, err)
+	case isUnavailable(err):
+		return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
+	default:
+		return fmt.Errorf("%s: %w", op, err)
+	}
+}
+
+// isUnavailable tells a server that cannot serve (network errors, timeouts,
+// a closed pool, LOADING, MASTERDOWN, …) from a command the server refused.
+func isUnavailable(err error) bool {
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY "} {
+			if redis.HasErrorPrefix(rerr, p) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// Message is a verified audit event read from the stream.
+type Message struct {
+	// ID is the stream entry id: pass it to Ack once the event is processed.
+	ID string
+	// EventID is the event's event_id.
+	EventID string
+	// KeyID names the key that signed it.
+	KeyID string
+	// Event is the event, byte for byte as the producer signed it.
+	Event json.RawMessage
+	// Deliveries is how many times the group delivered it, this time
+	// included; above 1 it was delivered before and not acknowledged.
+	Deliveries int64
+}
+
+// Decode decodes the event into v with encoding/json.
+func (m Message) Decode(v any) error { return json.Unmarshal(m.Event, v) }
+
+func message(e streambus.Entry) Message {
+	return Message{ID: e.ID, EventID: e.EventID, KeyID: e.KeyID, Event: e.Event, Deliveries: e.Deliveries}
+}
+
+// CreateGroup creates the consumer group, and the stream when missing, so
+// that the group sees every entry of the stream. It reports false, and no
+// error, when the group exists already.
+func (b *Bus) CreateGroup(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
+	defer cancel()
+	created, err := b.bus.XGroupCreate(ctx, b.cfg.Stream, b.cfg.Group, "0")
+	if err != nil {
+		return false, classify("create group", err)
+	}
+	b.log.LogAttrs(ctx, slog.LevelInfo, "audit_consumer_group_initialized",
+		slog.String("stream", b.cfg.Stream), slog.String("group", b.cfg.Group), slog.Bool("created", created))
+	return created, nil
+}
+
+// Consume reads the group as consumer and yields each verified message. It
+// first yields the messages this consumer received before and did not
+// acknowledge (after a restart, say), then new ones, waiting for them; it
+// stops when ctx is done or the loop breaks. Acknowledge each message with
+// Ack after processing it: Consume does not.
+//
+// A failed read yields an error (wrapping ErrUnavailable when Redis is
+// unreachable); if the loop goes on, Consume retries after
+// Config.RetryDelay. Entries that fail verification are not yielded: they
+// are logged as security_audit_tampered_message and left pending.
+func (b *Bus) Consume(ctx context.Context, consumer string) iter.Seq2[Message, error] {
+	return func(yield func(Message, error) bool) {
+		history := "0" // this consumer's pending entries first; "" once done
+		for ctx.Err() == nil {
+			args := streambus.GroupReadArgs{Stream: b.cfg.Stream, Group: b.cfg.Group, Consumer: consumer, ID: ">", Count: b.cfg.Count, Block: b.cfg.Block}
+			if history != "" {
+				args.ID = history
+			}
+			rctx, cancel := context.WithTimeout(ctx, b.cfg.Block+b.cfg.WriteTimeout)
+			batch, err := b.bus.XReadGroup(rctx, args)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil || !yield(Message{}, classify("consume", err)) {
+					return
+				}
+				sleep(ctx, b.cfg.RetryDelay)
+				continue
+			}
+			if history != "" {
+				history = batch.Cursor
+				if batch.Len() == 0 {
+					history = ""
+				}
+				b.dropDeleted(ctx, batch.Deleted)
+			}
+			b.log.LogAttrs(ctx, slog.LevelDebug, "audit_events_consumed",
+				slog.String("consumer", consumer), slog.Int("count", len(batch.Entries)))
+			for _, e := range batch.Entries {
+				if !yield(message(e), nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// dropDeleted acknowledges pending ids whose entries were deleted or
+// trimmed from the stream: there is nothing left to process.
+func (b *Bus) dropDeleted(ctx context.Context, ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	b.log.LogAttrs(ctx, slog.LevelWarn, "audit_pending_deleted",
+		slog.String("stream", b.cfg.Stream), slog.String("group", b.cfg.Group), slog.Any("entry_ids", ids))
+	if _, err := b.Ack(ctx, ids...); err != nil {
+		b.log.LogAttrs(ctx, slog.LevelWarn, "audit_ack_failed", slog.String("error", err.Error()))
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// Ack acknowledges processed messages by id and returns how many were
+// pending.
+func (b *Bus) Ack(ctx context.Context, ids ...string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
+	defer cancel()
+	n, err := b.bus.XAck(ctx, b.cfg.Stream, b.cfg.Group, ids...)
+	if err != nil {
+		return 0, classify("ack", err)
+	}
+	b.log.LogAttrs(ctx, slog.LevelDebug, "audit_events_acknowledged",
+		slog.String("stream", b.cfg.Stream), slog.Int64("count", n))
+	return n, nil
+}
+
+// PendingInfo summarises the group's delivered, unacknowledged messages.
+type PendingInfo struct {
+	// Count of pending messages.
+	Count int64
+	// Lowest and Highest pending entry ids; "" when Count is 0.
+	Lowest, Highest string
+	// Consumers maps each consumer to its number of pending messages.
+	Consumers map[string]int64
+}
+
+// Pending returns the group's pending summary.
+func (b *Bus) Pending(ctx context.Context) (PendingInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
+	defer cancel()
+	p, err := b.bus.XPending(ctx, b.cfg.Stream, b.cfg.Group)
+	if err != nil {
+		return PendingInfo{}, classify("pending", err)
+	}
+	return PendingInfo{Count: p.Count, Lowest: p.Lowest, Highest: p.Highest, Consumers: p.Consumers}, nil
+}
+
+// ClaimStale takes over, for consumer, messages that were delivered to any
+// consumer of the group and left unacknowledged for at least
+// Config.ClaimMinIdle (their consumer crashed, say), and returns the
+// verified ones: it scans the pending list until it has Config.Count of
+// them or more, or reaches its end. Each Redis call takes at most
+// Config.WriteTimeout.
+// Process and Ack them like those of Consume. Claimed entries that fail
+// verification are logged and stay pending; entries deleted while pending
+// are logged and dropped from the pending list.
+func (b *Bus) ClaimStale(ctx context.Context, consumer string) ([]Message, error) {
+	var out []Message
+	cursor := "0-0"
+	for {
+		cctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
+		batch, err := b.bus.XAutoClaim(cctx, streambus.AutoClaimArgs{
+			Stream: b.cfg.Stream, Group: b.cfg.Group, Consumer: consumer,
+			MinIdle: b.cfg.ClaimMinIdle, Start: cursor, Count: b.cfg.Count,
+		})
+		cancel()
+		if err != nil {
+			return out, classify("claim stale", err)
+		}
+		for _, e := range batch.Entries {
+			out = append(out, message(e))
+		}
+		if len(batch.Deleted) > 0 {
+			b.log.LogAttrs(ctx, slog.LevelWarn, "audit_pending_deleted",
+				slog.String("stream", b.cfg.Stream), slog.String("group", b.cfg.Group), slog.Any("entry_ids", batch.Deleted))
+		}
+		cursor = batch.Cursor
+		if cursor == "0-0" || int64(len(out)) >= b.cfg.Count {
+			return out, nil
+		}
+	}
+}
+
+// TamperedCounts returns how many entries failed verification since New,
+// by reason ("signature_mismatch", "unknown_key_id", "malformed_envelope",
+// "unsigned").
+func (b *Bus) TamperedCounts() map[string]uint64 { return b.bus.TamperedCounts() }
