@@ -10,81 +10,114 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// addAndAck appends entries to streams and then acknowledges ids, atomically
-// (a script runs alone, like MULTI/EXEC) and in order: unlike MULTI/EXEC, a
-// failing XADD (say WRONGTYPE on the target key) stops the script before the
-// XACK, so an entry is never acknowledged without its copy being written.
+// commitScript acknowledges entries and appends what their processing
+// produced, atomically (a script runs alone) and exactly once per entry:
+//
+//   - every target key is checked first: a key that is neither a stream nor
+//     absent fails the whole script before anything is written (Redis does
+//     not roll back a script that fails half-way);
+//   - per item, XACK comes first, and its entries are appended only when that
+//     XACK found the id pending. A commit retried after a lost reply, or a
+//     second consumer committing an entry it claimed meanwhile, acknowledges
+//     nothing and so appends nothing twice.
+//
+// The "#!lua" shebang makes Redis (7.0+) refuse the whole script up front
+// when it is out of memory, instead of failing at its first write.
 //
 // KEYS[1] is the source stream, KEYS[2..] the target streams.
-// ARGV: group, number of adds, then per add: key index, maxlen (0: none),
-// field count, fields and values; then the ids to acknowledge.
-// Returns {acked count, {new ids}}.
-var addAndAck = redis.NewScript(`
-local group = ARGV[1]
-local nadd = tonumber(ARGV[2])
-local i = 3
-local added = {}
-for a = 1, nadd do
-  local key = KEYS[tonumber(ARGV[i])]
-  local maxlen = tonumber(ARGV[i + 1])
-  local nf = tonumber(ARGV[i + 2])
-  i = i + 3
-  local cmd = {'XADD', key}
-  if maxlen > 0 then
-    cmd[#cmd + 1] = 'MAXLEN'
-    cmd[#cmd + 1] = '~'
-    cmd[#cmd + 1] = maxlen
+// ARGV: group, number of items, then per item: id, number of adds, then per
+// add: key index, maxlen (0: none), field count, fields and values.
+// Returns {acked count, {per add: new id, or false when skipped}}.
+var commitScript = redis.NewScript(`#!lua
+for k = 2, #KEYS do
+  local t = redis.call('TYPE', KEYS[k])['ok']
+  if t ~= 'stream' and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. t .. ', not a stream: nothing was written')
   end
-  cmd[#cmd + 1] = '*'
-  for f = 1, nf * 2 do
-    cmd[#cmd + 1] = ARGV[i]
-    i = i + 1
-  end
-  added[a] = redis.call(unpack(cmd))
 end
+local group = ARGV[1]
+local nitems = tonumber(ARGV[2])
+local i = 3
 local acked = 0
-while i <= #ARGV do
-  local j = math.min(i + 999, #ARGV)
-  acked = acked + redis.call('XACK', KEYS[1], group, unpack(ARGV, i, j))
-  i = j + 1
+local added = {}
+for e = 1, nitems do
+  local ok = redis.call('XACK', KEYS[1], group, ARGV[i])
+  local nadd = tonumber(ARGV[i + 1])
+  i = i + 2
+  acked = acked + ok
+  for a = 1, nadd do
+    local key = KEYS[tonumber(ARGV[i])]
+    local maxlen = tonumber(ARGV[i + 1])
+    local nf = tonumber(ARGV[i + 2])
+    i = i + 3
+    if ok == 1 then
+      local cmd = {'XADD', key}
+      if maxlen > 0 then
+        cmd[#cmd + 1] = 'MAXLEN'
+        cmd[#cmd + 1] = '~'
+        cmd[#cmd + 1] = maxlen
+      end
+      cmd[#cmd + 1] = '*'
+      for f = 0, nf * 2 - 1 do
+        cmd[#cmd + 1] = ARGV[i + f]
+      end
+      added[#added + 1] = redis.call(unpack(cmd))
+    else
+      added[#added + 1] = false
+    end
+    i = i + nf * 2
+  end
 end
 return {acked, added}
 `)
 
-// add is one entry for addAndAck.
+// add is one entry to append in commitScript.
 type add struct {
 	stream string
 	maxLen int64
 	fields []any
 }
 
-// runAddAndAck runs addAndAck and returns the new ids and the acked count.
-func (b *Bus) runAddAndAck(ctx context.Context, stream, group string, adds []add, ack []string) ([]string, int64, error) {
+// item is one entry to acknowledge with the entries to append for it.
+type item struct {
+	id   string
+	adds []add
+}
+
+// runCommit runs commitScript. ids holds, per item, the new ids of its adds,
+// or nil when the item was no longer pending (already acknowledged).
+func (b *Bus) runCommit(ctx context.Context, stream, group string, items []item) (ids [][]string, acked int64, err error) {
 	keys := []string{stream}
-	argv := []any{group, len(adds)}
-	for _, a := range adds {
-		k := slices.Index(keys[1:], a.stream)
-		if k < 0 {
-			keys = append(keys, a.stream)
-			k = len(keys) - 1
-		} else {
-			k++
+	argv := []any{group, len(items)}
+	for _, it := range items {
+		argv = append(argv, it.id, len(it.adds))
+		for _, a := range it.adds {
+			k := slices.Index(keys[1:], a.stream)
+			if k < 0 {
+				keys = append(keys, a.stream)
+				k = len(keys) - 1
+			} else {
+				k++
+			}
+			argv = append(argv, k+1, a.maxLen, len(a.fields)/2)
+			argv = append(argv, a.fields...)
 		}
-		argv = append(argv, k+1, a.maxLen, len(a.fields)/2)
-		argv = append(argv, a.fields...)
 	}
-	for _, id := range ack {
-		argv = append(argv, id)
-	}
-	res, err := addAndAck.Run(ctx, b.rdb, keys, argv...).Slice()
+	res, err := commitScript.Run(ctx, b.rdb, keys, argv...).Slice()
 	if err != nil {
 		return nil, 0, err
 	}
-	acked, _ := res[0].(int64)
+	acked, _ = res[0].(int64)
 	raw, _ := res[1].([]any)
-	ids := make([]string, len(raw))
-	for i, r := range raw {
-		ids[i], _ = r.(string)
+	ids = make([][]string, len(items))
+	n := 0
+	for i, it := range items {
+		for range it.adds {
+			if id, ok := raw[n].(string); ok {
+				ids[i] = append(ids[i], id)
+			}
+			n++
+		}
 	}
 	return ids, acked, nil
 }
@@ -138,9 +171,10 @@ const (
 )
 
 // DeadLetter appends each letter to the dead-letter stream dlq and
-// acknowledges its id in group on stream, atomically: either the copies are
-// written and the ids acknowledged, or nothing is acknowledged. It returns
-// the new dead-letter entry ids. The dead-letter stream is never trimmed.
+// acknowledges its id in group on stream, atomically and once: a letter whose
+// entry is no longer pending (another consumer finished it) is skipped, and
+// a failure writes nothing. It returns the new dead-letter entry ids, "" for
+// a skipped letter. The dead-letter stream is never trimmed.
 func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters ...Letter) ([]string, error) {
 	if stream == "" || group == "" || dlq == "" {
 		return nil, fmt.Errorf("%w: dead-letter needs stream, group and dead-letter stream", ErrInvalidArgs)
@@ -148,8 +182,7 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 	if len(letters) == 0 {
 		return nil, nil
 	}
-	adds := make([]add, len(letters))
-	ack := make([]string, len(letters))
+	items := make([]item, len(letters))
 	for i, l := range letters {
 		fields := []any{
 			DeadLetterOriginalID, l.ID, DeadLetterOriginalStream, stream,
@@ -159,20 +192,24 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 		for j := 0; j+1 < len(l.Fields); j += 2 {
 			fields = append(fields, DeadLetterFieldPrefix+fmt.Sprint(l.Fields[j]), l.Fields[j+1])
 		}
-		adds[i] = add{stream: dlq, fields: fields}
-		ack[i] = l.ID
+		items[i] = item{id: l.ID, adds: []add{{stream: dlq, fields: fields}}}
 	}
-	ids, acked, err := b.runAddAndAck(ctx, stream, group, adds, ack)
+	added, acked, err := b.runCommit(ctx, stream, group, items)
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter %d entries from stream %q group %q to %q: %w", len(letters), stream, group, dlq, err)
 	}
+	ids := make([]string, len(letters))
 	for i, l := range letters {
+		if len(added[i]) == 0 {
+			continue // acknowledged elsewhere meanwhile: not this consumer's to move
+		}
+		ids[i] = added[i][0]
 		b.log.LogAttrs(ctx, slog.LevelWarn, "message_dead_lettered",
 			slog.String("stream", stream), slog.String("group", group), slog.String("entry_id", l.ID),
 			slog.String("dead_letter_stream", dlq), slog.String("dead_letter_id", ids[i]),
 			slog.String("reason", l.Reason), slog.Int64("deliveries", l.Deliveries))
 	}
-	b.logAcked(ctx, stream, group, len(ack), acked)
+	b.logAcked(ctx, stream, group, len(letters), acked)
 	return ids, nil
 }
 
@@ -185,34 +222,61 @@ type Add struct {
 	MaxLen int64
 }
 
-// Commit appends the events, signed, to their streams and then acknowledges
-// ack in group on stream, atomically: the acknowledgement happens only if
-// every append succeeded. It returns the new entry ids, in the order of adds,
-// and the number of ids acknowledged.
-func (b *Bus) Commit(ctx context.Context, stream, group string, ack []string, adds ...Add) ([]string, int64, error) {
+// Item is one processed entry for Commit: its id, and the events its
+// processing produced for other streams.
+type Item struct {
+	ID   string
+	Adds []Add
+}
+
+// CommitResult says what Commit did.
+type CommitResult struct {
+	// Acked is how many items were still pending and are now acknowledged.
+	Acked int64
+	// IDs holds, per item, the new entry ids of its Adds in order; nil for an
+	// item that was already acknowledged, whose Adds were not appended.
+	IDs [][]string
+}
+
+// Commit acknowledges each item's entry in group on stream and appends its
+// events, signed, to their streams — atomically, and at most once per entry:
+// an item whose entry is no longer pending (a retried commit whose first
+// reply was lost, or an entry another consumer claimed and finished) has
+// nothing appended. A target that is not a stream fails the whole commit
+// before anything is written. In Redis Cluster every stream involved must
+// hash to one slot (use a hash tag such as "{audit}").
+func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (CommitResult, error) {
 	if stream == "" || group == "" {
-		return nil, 0, fmt.Errorf("%w: commit needs stream and group", ErrInvalidArgs)
+		return CommitResult{}, fmt.Errorf("%w: commit needs stream and group", ErrInvalidArgs)
 	}
-	if len(ack) == 0 && len(adds) == 0 {
-		return nil, 0, nil
+	if len(items) == 0 {
+		return CommitResult{}, nil
 	}
-	sealed := make([]add, len(adds))
-	for i, a := range adds {
-		if a.Stream == "" || a.MaxLen < 0 {
-			return nil, 0, fmt.Errorf("%w: commit add %d needs a stream and a non-negative maxlen", ErrInvalidArgs, i)
+	sealed := make([]item, len(items))
+	nadds := 0
+	for i, it := range items {
+		if it.ID == "" {
+			return CommitResult{}, fmt.Errorf("%w: commit item %d has no entry id", ErrInvalidArgs, i)
 		}
-		env, err := b.seal(a.Stream, a.Event)
-		if err != nil {
-			return nil, 0, err
+		sealed[i].id = it.ID
+		for j, a := range it.Adds {
+			if a.Stream == "" || a.MaxLen < 0 {
+				return CommitResult{}, fmt.Errorf("%w: commit item %d add %d needs a stream and a non-negative maxlen", ErrInvalidArgs, i, j)
+			}
+			env, err := b.seal(a.Stream, a.Event)
+			if err != nil {
+				return CommitResult{}, err
+			}
+			sealed[i].adds = append(sealed[i].adds, add{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values()})
+			nadds++
 		}
-		sealed[i] = add{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values()}
 	}
-	ids, acked, err := b.runAddAndAck(ctx, stream, group, sealed, ack)
+	ids, acked, err := b.runCommit(ctx, stream, group, sealed)
 	if err != nil {
-		return nil, 0, fmt.Errorf("commit %d events and %d acks on stream %q group %q: %w", len(adds), len(ack), stream, group, err)
+		return CommitResult{}, fmt.Errorf("commit %d entries with %d events on stream %q group %q: %w", len(items), nadds, stream, group, err)
 	}
 	b.log.LogAttrs(ctx, slog.LevelDebug, "messages_committed",
 		slog.String("stream", stream), slog.String("group", group),
-		slog.Int("added", len(ids)), slog.Int64("acked", acked))
-	return ids, acked, nil
+		slog.Int("entries", len(items)), slog.Int64("acked", acked), slog.Int("events", nadds))
+	return CommitResult{Acked: acked, IDs: ids}, nil
 }

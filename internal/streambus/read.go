@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -195,16 +197,17 @@ func (b *Bus) verify(stream string, streams []redis.XStream, deliveries int64, h
 }
 
 func (b *Bus) verifyMessages(stream string, msgs []redis.XMessage, deliveries int64, history bool, batch *Batch) {
+	verdicts := b.verifyAll(stream, msgs)
 	if batch.Entries == nil {
 		batch.Entries = make([]Entry, 0, len(msgs))
 	}
-	for _, m := range msgs {
+	for i, m := range msgs {
 		batch.Cursor = m.ID
 		if m.Values == nil && history {
 			batch.Deleted = append(batch.Deleted, m.ID)
 			continue
 		}
-		env, err := b.keys.Verify(stream, m.Values)
+		env, err := verdicts[i].env, verdicts[i].err
 		if err != nil {
 			batch.Tampered = append(batch.Tampered, Tampered{
 				ID: m.ID, Stream: stream, Reason: integrity.Reason(err), Err: err,
@@ -217,6 +220,39 @@ func (b *Bus) verifyMessages(stream string, msgs []redis.XMessage, deliveries in
 			Event: env.Event, Sig: env.Sig, Deliveries: deliveries,
 		})
 	}
+}
+
+type verdict struct {
+	env integrity.Envelope
+	err error
+}
+
+// parallelChunk is the smallest share of a batch worth a goroutine: a
+// large batch is verified on every core while Redis, in a read loop, waits
+// for the next request anyway.
+const parallelChunk = 256
+
+func (b *Bus) verifyAll(stream string, msgs []redis.XMessage) []verdict {
+	out := make([]verdict, len(msgs))
+	verify := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			if msgs[i].Values != nil {
+				out[i].env, out[i].err = b.keys.Verify(stream, msgs[i].Values)
+			}
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(msgs)/parallelChunk)
+	if workers < 2 {
+		verify(0, len(msgs))
+		return out
+	}
+	var wg sync.WaitGroup
+	size := (len(msgs) + workers - 1) / workers
+	for lo := 0; lo < len(msgs); lo += size {
+		wg.Go(func() { verify(lo, min(lo+size, len(msgs))) })
+	}
+	wg.Wait()
+	return out
 }
 
 // reportTampered logs and counts entries that failed verification.
