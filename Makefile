@@ -23,9 +23,20 @@ build:
 plugins: deps
 	@scripts/build-plugins.sh $(WASM_OUT)
 
+# The container backend's Redis image auditproc/redis:7-local, built from this
+# machine's redis-server without pulling anything; nothing to do when present.
+redis-image:
+	@scripts/redis-image.sh
+
+# `make test` builds it only when a Docker engine answers (asked only for that
+# goal): without Docker the tests use the process backend (redis-server).
+ifneq ($(filter test,$(MAKECMDGOALS)),)
+DOCKER_UP := $(shell timeout 10 docker info >/dev/null 2>&1 && echo yes)
+endif
+
 # The whole suite. Tests that need Redis or Docker skip on a laptop without
 # them; with AUDITPROC_NO_SKIP=1 (set by .ci/run) such a skip is a failure.
-test: deps plugins
+test: deps plugins $(if $(DOCKER_UP),redis-image)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 
