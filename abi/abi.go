@@ -27,6 +27,13 @@ const (
 	ExportInitialize = "_initialize"
 	// ExportStart is the command start function; a plugin must not export it.
 	ExportStart = "_start"
+	// ExportAllocReuse is an optional marker, () -> (), never called: the
+	// region auditproc_alloc last returned stays reserved for the host until
+	// it calls auditproc_alloc again, so the host may write a later input of
+	// at most that size there without calling auditproc_alloc. It saves one
+	// guest call per event (added to v1 without breaking it: a host that
+	// ignores the marker calls auditproc_alloc every time, as before).
+	ExportAllocReuse = "auditproc_alloc_reuse"
 )
 
 // Names of the host functions in Module.

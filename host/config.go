@@ -13,7 +13,7 @@ import (
 // Defaults applied to a zero field of PluginSpec.
 const (
 	DefaultMemoryLimitBytes     = 64 << 20
-	DefaultDeadline             = 100 * time.Millisecond
+	DefaultDeadline             = time.Second
 	DefaultInitDeadline         = 5 * time.Second
 	DefaultMaxEventsPerInstance = 100_000
 	DefaultMaxMemoryGrowthBytes = 16 << 20
@@ -53,7 +53,8 @@ type PluginSpec struct {
 	// pages. Default DefaultMemoryLimitBytes (64 MiB).
 	MemoryLimitBytes uint64
 	// Deadline bounds one event's call into the plugin. Default
-	// DefaultDeadline (100ms). Not enforced when Trusted.
+	// DefaultDeadline (1s: generous, since a loaded machine stalls a call for
+	// tens of milliseconds now and then). Not enforced when Trusted.
 	Deadline time.Duration
 	// InitDeadline bounds instantiation (_initialize and auditproc_init).
 	// Default DefaultInitDeadline (5s). Not enforced when Trusted.

@@ -48,6 +48,12 @@ type instance struct {
 	deadline atomic.Int64 // p.now() value after which the running call is killed
 	seq      uint64
 
+	// With the auditproc_alloc_reuse marker, the region auditproc_alloc last
+	// returned is reused for inputs that fit.
+	reuse     bool
+	regionPtr uint32
+	regionLen uint32
+
 	stack   [2]uint64
 	events  int
 	baseMem uint32
@@ -89,7 +95,7 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	}
 	p.created.Add(1)
 
-	inst.begin(ctx, p.spec.InitDeadline)
+	inst.begin(ctx, p.now(), p.spec.InitDeadline)
 	inst.phase = phaseInit
 	mod, err := p.rt.InstantiateModule(inst.ctx, p.compiled, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
 	if err != nil {
@@ -103,6 +109,7 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	inst.proc = mod.ExportedFunction(abi.ExportProcess)
 	inst.init = mod.ExportedFunction(abi.ExportInit)
 	inst.baseMem = inst.mem.Size()
+	inst.reuse = mod.ExportedFunction(abi.ExportAllocReuse) != nil
 
 	if inst.init != nil {
 		var status uint64
@@ -134,9 +141,8 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 }
 
 // begin marks a call as running with its deadline: timeout from now, or
-// ctx's deadline when that is sooner.
-func (inst *instance) begin(ctx context.Context, timeout time.Duration) {
-	now := inst.p.now()
+// ctx's deadline when that is sooner. now is a p.now() value.
+func (inst *instance) begin(ctx context.Context, now int64, timeout time.Duration) {
 	d := now + int64(timeout)
 	if dl, ok := ctx.Deadline(); ok {
 		if at := int64(dl.Sub(inst.p.epoch)); at < d {
@@ -165,18 +171,37 @@ func (inst *instance) expire(now int64) {
 	}
 }
 
-// put asks the guest for n bytes and copies b there.
+// region returns n bytes of guest memory for the host to write: the last
+// region when the guest allows its reuse and it is large enough, otherwise
+// a new one from auditproc_alloc.
+func (inst *instance) region(n uint32) ([]byte, uint32, error) {
+	ptr := inst.regionPtr
+	if !inst.reuse || ptr == 0 || n > inst.regionLen {
+		inst.stack[0] = uint64(n)
+		if err := inst.alloc.CallWithStack(inst.ctx, inst.stack[:]); err != nil {
+			return nil, 0, err
+		}
+		ptr = uint32(inst.stack[0])
+		inst.regionPtr, inst.regionLen = 0, 0
+	}
+	view, ok := inst.mem.Read(ptr, n)
+	if ptr == 0 || !ok {
+		return nil, 0, inst.guestMemory(ptr, n)
+	}
+	if inst.reuse {
+		inst.regionPtr, inst.regionLen = ptr, max(n, inst.regionLen)
+	}
+	return view, ptr, nil
+}
+
+// put copies b into a region of guest memory.
 func (inst *instance) put(b []byte) (ptr, n uint32, err error) {
-	n = uint32(len(b))
-	inst.stack[0] = uint64(n)
-	if err := inst.alloc.CallWithStack(inst.ctx, inst.stack[:]); err != nil {
+	view, ptr, err := inst.region(uint32(len(b)))
+	if err != nil {
 		return 0, 0, err
 	}
-	ptr = uint32(inst.stack[0])
-	if ptr == 0 || !inst.mem.Write(ptr, b) {
-		return 0, 0, inst.guestMemory(ptr, n)
-	}
-	return ptr, n, nil
+	copy(view, b)
+	return ptr, uint32(len(b)), nil
 }
 
 func (inst *instance) guestMemory(ptr, n uint32) error {
@@ -277,8 +302,9 @@ type outcome struct {
 	discard bool
 }
 
-// process runs auditproc_process on one event whose current text is cur.
-func (inst *instance) process(ctx context.Context, ev *Event, cur []byte) outcome {
+// process runs auditproc_process on one event whose current text is cur;
+// start is when the call starts (the clock is read once per plugin).
+func (inst *instance) process(ctx context.Context, ev *Event, cur []byte, start time.Time) outcome {
 	spec := &inst.p.spec
 	if len(cur) > spec.MaxEventBytes {
 		return outcome{verdict: abi.VerdictReject, err: fmt.Errorf("%w: %d bytes, the limit is %d", ErrEventTooLarge, len(cur), spec.MaxEventBytes)}
@@ -288,23 +314,15 @@ func (inst *instance) process(ctx context.Context, ev *Event, cur []byte) outcom
 	inst.message = inst.message[:0]
 	inst.emits = inst.emits[:0]
 	inst.event = cur
-	inst.begin(ctx, spec.Deadline)
+	inst.begin(ctx, int64(start.Sub(inst.p.epoch)), spec.Deadline)
 
-	inst.stack[0] = uint64(n)
-	err := inst.alloc.CallWithStack(inst.ctx, inst.stack[:])
-	var ptr uint32
+	view, ptr, err := inst.region(n)
 	if err == nil {
-		ptr = uint32(inst.stack[0])
-		view, ok := inst.mem.Read(ptr, n)
-		if ptr == 0 || !ok {
-			err = inst.guestMemory(ptr, n)
-		} else {
-			putInput(view, ev, cur)
-			inst.phase = phaseProcess
-			inst.stack[0], inst.stack[1] = uint64(ptr), uint64(n)
-			err = inst.proc.CallWithStack(inst.ctx, inst.stack[:])
-			inst.phase = phaseIdle
-		}
+		putInput(view, ev, cur)
+		inst.phase = phaseProcess
+		inst.stack[0], inst.stack[1] = uint64(ptr), uint64(n)
+		err = inst.proc.CallWithStack(inst.ctx, inst.stack[:])
+		inst.phase = phaseIdle
 	}
 	killed := !inst.end()
 	if err != nil || killed {

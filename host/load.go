@@ -108,6 +108,7 @@ var (
 		{abi.ExportInit, signature{[]api.ValueType{i32, i32}, []api.ValueType{i32}}, false},
 		{abi.ExportInitialize, signature{}, false},
 		{abi.ExportVersion, signature{}, true},
+		{abi.ExportAllocReuse, signature{}, false},
 	}
 )
 

@@ -120,6 +120,7 @@ func (w *Worker) Process(ctx context.Context, ev Event) Result {
 	w.timings = w.timings[:0]
 	res := Result{Verdict: abi.VerdictOK, Event: ev.Data}
 	var emits []Emit
+	start := time.Now()
 	for i, pl := range w.pipeline.plugins {
 		if err := ctx.Err(); err != nil {
 			return hostVerdict(res, w.timings, pl, abi.VerdictRetry, err)
@@ -131,10 +132,12 @@ func (w *Worker) Process(ctx context.Context, ev Event) Result {
 				return hostVerdict(res, w.timings, pl, abi.VerdictRetry, err)
 			}
 			w.insts[i] = inst
+			start = time.Now()
 		}
-		start := time.Now()
-		out := inst.process(ctx, &ev, res.Event)
-		w.timings = append(w.timings, Timing{Plugin: pl.spec.Name, Duration: time.Since(start)})
+		out := inst.process(ctx, &ev, res.Event, start)
+		end := time.Now()
+		w.timings = append(w.timings, Timing{Plugin: pl.spec.Name, Duration: end.Sub(start)})
+		start = end
 		if out.discard {
 			inst.close(causeOf(out.err))
 			w.insts[i] = nil
