@@ -268,31 +268,33 @@ func (p *Processor) commitLoop(ctx context.Context, results <-chan work, infligh
 //   - retry: nothing; the entry stays pending and the reclaimer runs it again.
 func (p *Processor) commit(ctx context.Context, batch []work) {
 	var (
-		acks    []string
-		adds    []streambus.Add
+		items   []streambus.Item
 		lines   = map[string][][]byte{}
 		letters []streambus.Letter
 		ok      int64
 		dropped int64
+		adds    int
 	)
 	for _, w := range batch {
 		r := &w.result
 		p.observe(r)
 		switch r.Verdict {
 		case abi.VerdictOK:
-			acks = append(acks, w.entry.ID)
-			ok++
+			it := streambus.Item{ID: w.entry.ID}
 			for _, e := range r.Emits {
 				s := p.cfg.Sinks[e.Sink]
 				if s.Type == "stream" {
-					adds = append(adds, streambus.Add{Stream: s.Stream, Event: e.Event})
+					it.Adds = append(it.Adds, streambus.Add{Stream: s.Stream, Event: e.Event})
+					adds++
 				} else {
 					lines[e.Sink] = append(lines[e.Sink], e.Event)
 				}
 			}
+			items = append(items, it)
+			ok++
 			p.failures.take(w.entry.ID)
 		case abi.VerdictDrop:
-			acks = append(acks, w.entry.ID)
+			items = append(items, streambus.Item{ID: w.entry.ID})
 			dropped++
 			p.failures.take(w.entry.ID)
 		case abi.VerdictReject:
@@ -313,35 +315,35 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 		if err != nil {
 			return // nothing acked: every entry of the batch is redelivered
 		}
+		p.stats.Emitted.Add(int64(len(evs)))
+		p.metrics.Emitted.WithLabelValues(sink).Add(float64(len(evs)))
 	}
-	if len(acks) > 0 || len(adds) > 0 {
-		var acked int64
+	if len(items) > 0 {
+		var res streambus.CommitResult
 		err := p.retry(ctx, "commit", func() error {
 			var err error
-			_, acked, err = p.bus.Commit(ctx, p.cfg.Stream, p.cfg.Group, acks, adds...)
+			res, err = p.bus.Commit(ctx, p.cfg.Stream, p.cfg.Group, items...)
 			return err
 		})
 		if err != nil {
 			return
 		}
-		p.metrics.Acked.Add(float64(acked))
-		if late := int64(len(acks)) - acked; late > 0 {
+		p.metrics.Acked.Add(float64(res.Acked))
+		if late := int64(len(items)) - res.Acked; late > 0 {
+			// Finished elsewhere meanwhile (claimed by another replica), or
+			// a retried commit whose first attempt went through.
 			p.stats.LateAcks.Add(late)
 			p.metrics.LateAcks.Add(float64(late))
 		}
 		p.stats.Processed.Add(ok)
 		p.stats.Dropped.Add(dropped)
-		p.stats.Emitted.Add(int64(len(adds)))
-		for _, a := range adds {
-			p.metrics.Emitted.WithLabelValues(a.Stream).Inc()
+		for i, it := range items {
+			for j := range res.IDs[i] {
+				p.stats.Emitted.Add(1)
+				p.metrics.Emitted.WithLabelValues(it.Adds[j].Stream).Inc()
+			}
 		}
-		if len(acks) > 0 {
-			p.log.Debug("audit_events_acknowledged", slog.Int("count", len(acks)), slog.Int64("acked", acked), slog.Int("emitted", len(adds)))
-		}
-	}
-	for sink, evs := range lines {
-		p.stats.Emitted.Add(int64(len(evs)))
-		p.metrics.Emitted.WithLabelValues(sink).Add(float64(len(evs)))
+		p.log.Debug("audit_events_acknowledged", slog.Int("count", len(items)), slog.Int64("acked", res.Acked), slog.Int("emitted", adds))
 	}
 	p.deadLetter(ctx, letters)
 }

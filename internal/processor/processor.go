@@ -123,7 +123,7 @@ type bus interface {
 	XReadGroup(ctx context.Context, a streambus.GroupReadArgs) (streambus.Batch, error)
 	XAutoClaim(ctx context.Context, a streambus.AutoClaimArgs) (streambus.Batch, error)
 	XAck(ctx context.Context, stream, group string, ids ...string) (int64, error)
-	Commit(ctx context.Context, stream, group string, ack []string, adds ...streambus.Add) ([]string, int64, error)
+	Commit(ctx context.Context, stream, group string, items ...streambus.Item) (streambus.CommitResult, error)
 	DeadLetter(ctx context.Context, stream, group, dlq string, letters ...streambus.Letter) ([]string, error)
 }
 
