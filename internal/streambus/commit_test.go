@@ -63,6 +63,14 @@ func TestDeadLetter(t *testing.T) {
 	none, err := f.bus.DeadLetter(ctx, f.stream, f.group, dlq)
 	require.NoError(t, err)
 	assert.Empty(t, none)
+
+	// Moved again (another consumer finished it meanwhile): skipped.
+	again, err := f.bus.DeadLetter(ctx, f.stream, f.group, dlq, b.Entries[1].Letter("max_deliveries"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{""}, again)
+	n, err := f.rdb.XLen(ctx, dlq).Result()
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, n)
 }
 
 // TestDeadLetterAtomic: when the copy cannot be written, nothing is
@@ -89,6 +97,15 @@ func TestDeadLetterAtomic(t *testing.T) {
 	assert.Equal(t, "string", typ)
 }
 
+// items makes commit items acknowledging entries, without adds.
+func items(entries []streambus.Entry) []streambus.Item {
+	out := make([]streambus.Item, len(entries))
+	for i, e := range entries {
+		out[i] = streambus.Item{ID: e.ID}
+	}
+	return out
+}
+
 func TestCommit(t *testing.T) {
 	f := newFixture(t, streambus.Config{})
 	ctx := context.Background()
@@ -98,14 +115,19 @@ func TestCommit(t *testing.T) {
 	_, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c"})
 	require.NoError(t, err)
 
-	newIDs, acked, err := f.bus.Commit(ctx, f.stream, f.group, ids(added[:2]),
-		streambus.Add{Stream: sinkA, Event: []byte(`{"kind":"a1"}`)},
-		streambus.Add{Stream: sinkB, Event: []byte(`{"kind":"b1"}`)},
-		streambus.Add{Stream: sinkA, Event: []byte(`{"kind":"a2"}`), MaxLen: 1000},
-	)
+	items := []streambus.Item{
+		{ID: added[0].ID, Adds: []streambus.Add{
+			{Stream: sinkA, Event: []byte(`{"kind":"a1"}`)},
+			{Stream: sinkB, Event: []byte(`{"kind":"b1"}`)},
+		}},
+		{ID: added[1].ID, Adds: []streambus.Add{{Stream: sinkA, Event: []byte(`{"kind":"a2"}`), MaxLen: 1000}}},
+	}
+	res, err := f.bus.Commit(ctx, f.stream, f.group, items...)
 	require.NoError(t, err)
-	require.Len(t, newIDs, 3)
-	assert.EqualValues(t, 2, acked)
+	assert.EqualValues(t, 2, res.Acked)
+	require.Len(t, res.IDs, 2)
+	require.Len(t, res.IDs[0], 2)
+	require.Len(t, res.IDs[1], 1)
 
 	p, err := f.bus.XPending(ctx, f.stream, f.group)
 	require.NoError(t, err)
@@ -114,20 +136,28 @@ func TestCommit(t *testing.T) {
 	a, err := f.bus.XRead(ctx, streambus.ReadArgs{Stream: sinkA, ID: "0"})
 	require.NoError(t, err)
 	require.Len(t, a.Entries, 2, "sink entries are signed for their stream")
-	assert.Equal(t, []string{newIDs[0], newIDs[2]}, ids(a.Entries))
+	assert.Equal(t, []string{res.IDs[0][0], res.IDs[1][0]}, ids(a.Entries))
 	assert.Contains(t, string(a.Entries[1].Event), `"kind":"a2"`)
 	bb, err := f.bus.XRead(ctx, streambus.ReadArgs{Stream: sinkB, ID: "0"})
 	require.NoError(t, err)
-	assert.Equal(t, []string{newIDs[1]}, ids(bb.Entries))
+	assert.Equal(t, []string{res.IDs[0][1]}, ids(bb.Entries))
+
+	// Committed again (a retry after a lost reply): nothing twice.
+	res, err = f.bus.Commit(ctx, f.stream, f.group, items...)
+	require.NoError(t, err)
+	assert.Zero(t, res.Acked)
+	assert.Equal(t, [][]string{nil, nil}, res.IDs)
+	n, err := f.rdb.XLen(ctx, sinkA).Result()
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, n)
 
 	// Acks only, and nothing at all.
-	_, acked, err = f.bus.Commit(ctx, f.stream, f.group, ids(added[2:]))
+	res, err = f.bus.Commit(ctx, f.stream, f.group, streambus.Item{ID: added[2].ID})
 	require.NoError(t, err)
-	assert.EqualValues(t, 1, acked)
-	none, acked, err := f.bus.Commit(ctx, f.stream, f.group, nil)
+	assert.EqualValues(t, 1, res.Acked)
+	res, err = f.bus.Commit(ctx, f.stream, f.group)
 	require.NoError(t, err)
-	assert.Empty(t, none)
-	assert.Zero(t, acked)
+	assert.Zero(t, res.Acked)
 }
 
 func TestCommitManyAcks(t *testing.T) {
@@ -137,10 +167,17 @@ func TestCommitManyAcks(t *testing.T) {
 	prefill(t, f.rdb, f.keys, f.stream, 2500)
 	b, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c", Count: 3000})
 	require.NoError(t, err)
-	require.Len(t, b.Entries, 2500)
-	_, acked, err := f.bus.Commit(ctx, f.stream, f.group, ids(b.Entries))
+	require.Len(t, b.Entries, 2500, "a batch verified on several cores keeps every entry, in order")
+	items := make([]streambus.Item, len(b.Entries))
+	for i, e := range b.Entries {
+		items[i] = streambus.Item{ID: e.ID}
+		if i > 0 {
+			require.Equal(t, -1, streambus.CompareIDs(b.Entries[i-1].ID, e.ID))
+		}
+	}
+	res, err := f.bus.Commit(ctx, f.stream, f.group, items...)
 	require.NoError(t, err)
-	assert.EqualValues(t, 2500, acked, "acks are chunked inside the script")
+	assert.EqualValues(t, 2500, res.Acked)
 }
 
 func TestCommitAtomic(t *testing.T) {
@@ -153,15 +190,18 @@ func TestCommitAtomic(t *testing.T) {
 	_, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c"})
 	require.NoError(t, err)
 
-	_, _, err = f.bus.Commit(ctx, f.stream, f.group, ids(added),
-		streambus.Add{Stream: sink, Event: []byte(`{"kind":"ok"}`)},
-		streambus.Add{Stream: broken, Event: []byte(`{"kind":"lost"}`)},
-	)
+	_, err = f.bus.Commit(ctx, f.stream, f.group, streambus.Item{ID: added[0].ID, Adds: []streambus.Add{
+		{Stream: sink, Event: []byte(`{"kind":"ok"}`)},
+		{Stream: broken, Event: []byte(`{"kind":"lost"}`)},
+	}})
 	require.Error(t, err)
 	p, err := f.bus.XPending(ctx, f.stream, f.group)
 	require.NoError(t, err)
-	assert.EqualValues(t, 1, p.Count, "a failed append leaves the entry pending, to be retried")
+	assert.EqualValues(t, 1, p.Count, "a failed commit leaves the entry pending, to be retried")
+	n, err := f.rdb.Exists(ctx, sink).Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "and writes nothing")
 
-	_, _, err = f.bus.Commit(ctx, f.stream, f.group, ids(added), streambus.Add{Stream: sink, Event: []byte(`[]`)})
+	_, err = f.bus.Commit(ctx, f.stream, f.group, streambus.Item{ID: added[0].ID, Adds: []streambus.Add{{Stream: sink, Event: []byte(`[]`)}}})
 	require.ErrorIs(t, err, integrity.ErrInvalidEvent)
 }

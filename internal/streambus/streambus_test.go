@@ -250,9 +250,13 @@ func TestInvalidArgs(t *testing.T) {
 			_, err := f.bus.DeadLetter(ctx, f.stream, f.group, "", streambus.Letter{ID: "1-0"})
 			return err
 		},
-		"commit no group": func() error { _, _, err := f.bus.Commit(ctx, f.stream, "", []string{"1-0"}); return err },
+		"commit no group": func() error { _, err := f.bus.Commit(ctx, f.stream, "", streambus.Item{ID: "1-0"}); return err },
+		"commit item without id": func() error {
+			_, err := f.bus.Commit(ctx, f.stream, f.group, streambus.Item{})
+			return err
+		},
 		"commit add without stream": func() error {
-			_, _, err := f.bus.Commit(ctx, f.stream, f.group, nil, streambus.Add{Event: event(1)})
+			_, err := f.bus.Commit(ctx, f.stream, f.group, streambus.Item{ID: "1-0", Adds: []streambus.Add{{Event: event(1)}}})
 			return err
 		},
 	}
@@ -302,7 +306,7 @@ func TestRedisDown(t *testing.T) {
 			_, err := f.bus.DeadLetter(ctx, f.stream, f.group, f.stream+":dlq", streambus.Letter{ID: "1-0"})
 			return err
 		},
-		"commit": func() error { _, _, err := f.bus.Commit(ctx, f.stream, f.group, []string{"1-0"}); return err },
+		"commit": func() error { _, err := f.bus.Commit(ctx, f.stream, f.group, streambus.Item{ID: "1-0"}); return err },
 	}
 	for name, call := range calls {
 		t.Run(name, func(t *testing.T) {

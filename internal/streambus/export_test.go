@@ -1,0 +1,4 @@
+package streambus
+
+// compareIDs for the external tests.
+var CompareIDs = compareIDs
