@@ -19,6 +19,7 @@ func rootCommands() []*command {
 		statusCommand(),
 		dlqCommand(),
 		configCommand(),
+		pluginCommand(),
 		keygenCommand(),
 		versionCommand(),
 	}
