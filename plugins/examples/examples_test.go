@@ -3,6 +3,7 @@ package examples_test
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -11,6 +12,21 @@ import (
 	"github.com/auditproc/auditproc/host"
 	"github.com/auditproc/auditproc/internal/wasmtest"
 )
+
+// cacheDir keeps compiled modules for the whole test binary: a Go plugin
+// takes seconds to compile, and most tests load the same few modules.
+var cacheDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "auditproc-examples-cache-")
+	if err != nil {
+		panic(err)
+	}
+	cacheDir = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
 
 // load loads the example plugin name, built from the source in this
 // directory, with the JSON configuration config and the sinks given.
@@ -28,7 +44,7 @@ func loadErr(t *testing.T, name, config string, sinks ...string) (*host.Plugin, 
 		Path:   wasmtest.Path(t, name),
 		Config: []byte(config),
 		Sinks:  sinks,
-	}, host.Config{})
+	}, host.Config{CacheDir: cacheDir})
 	if err == nil {
 		t.Cleanup(func() { _ = p.Close(context.Background()) })
 	}
