@@ -18,7 +18,9 @@ import (
 var exampleSpecs = map[string]struct {
 	spec host.PluginSpec
 	opts []hosttest.Option
-}{}
+}{
+	"forward": {spec: host.PluginSpec{Config: []byte(`{"sink":"archive"}`), Sinks: []string{"archive"}}},
+}
 
 // TestExamplesConformance runs every example plugin, found by listing
 // plugins/examples, through the conformance suite, so a new example is
