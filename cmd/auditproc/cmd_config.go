@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -19,19 +20,33 @@ func configCommand() *command {
 }
 
 func configCheckCommand() *command {
+	var skipPlugins bool
 	return &command{
 		name:    "check",
 		summary: "validate a plugins.yaml (with AUDITPROC_ environment) without touching Redis",
-		usage:   "FILE",
+		usage:   "[--skip-plugins] FILE",
 		examples: `  auditproc config check plugins.yaml
-  AUDITPROC_CONSUMER_WORKERS=4 auditproc config check /etc/auditproc/plugins.yaml`,
-		run: func(_ context.Context, io stdio, _ *flag.FlagSet, args []string) error {
+  AUDITPROC_CONSUMER_WORKERS=4 auditproc config check /etc/auditproc/plugins.yaml
+
+Every plugin is loaded as 'run' would load it (digest pin, ABI checks, its
+own check of its config), unless --skip-plugins is given.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&skipPlugins, "skip-plugins", false, "check the file only; do not load the plugins")
+		},
+		run: func(ctx context.Context, io stdio, _ *flag.FlagSet, args []string) error {
 			if len(args) != 1 {
 				return usagef("config check takes one FILE argument, got %d", len(args))
 			}
 			cfg, err := config.Load(config.Source{File: args[0], Getenv: os.Getenv})
 			if err != nil {
 				return usageError{err}
+			}
+			if !skipPlugins {
+				pipeline, err := loadPipeline(ctx, &cfg, slog.New(slog.DiscardHandler))
+				if err != nil {
+					return err
+				}
+				_ = pipeline.Close(ctx)
 			}
 			printConfigSummary(io, args[0], &cfg)
 			return nil
