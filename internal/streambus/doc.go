@@ -15,15 +15,18 @@
 //   - XGroupCreate is idempotent; XAck, XPending, XPendingEntries, XClaim and
 //     XAutoClaim are the consumer-group bookkeeping, XAutoClaim reporting the
 //     ids of entries deleted or trimmed while they were pending.
-//   - DeadLetter and Commit are the atomic (MULTI/EXEC) moves the processor
-//     makes: "copy to the dead-letter stream and acknowledge", and "append the
-//     emitted events and acknowledge".
+//   - DeadLetter and Commit are the atomic moves the processor makes: "copy
+//     to the dead-letter stream and acknowledge", and "append the emitted
+//     events and acknowledge". Each is one Lua script rather than MULTI/EXEC,
+//     because MULTI/EXEC runs the XACK even when an XADD before it fails;
+//     the script checks its targets first and appends only for entries its
+//     XACK found pending, so a retry never writes twice.
 //
 // Blocking reads are always finite: a zero Block means Config.Block, and a
 // block is served in short slices so that cancelling ctx stops it promptly
 // (go-redis alone does not interrupt a blocked read on cancellation).
 //
 // With Redis Cluster, DeadLetter and Commit touch several keys in one
-// MULTI/EXEC: give the streams a common hash tag (for example
+// script: give the streams a common hash tag (for example
 // "{audit}:stream" and "{audit}:dead").
 package streambus
