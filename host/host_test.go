@@ -3,6 +3,10 @@ package host_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,6 +17,18 @@ import (
 	"github.com/auditproc/auditproc/host"
 	"github.com/auditproc/auditproc/internal/wasmtest"
 )
+
+// TestMain builds the modules first, so that the examples (which get no
+// testing.TB for wasmtest) find them too.
+func TestMain(m *testing.M) {
+	cmd := exec.Command(filepath.Join(".", "scripts", "build-plugins.sh"))
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build plugins: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
 
 // event300 is a realistic audit event of about 300 bytes.
 var event300 = []byte(`{"event_id":"01J9Z8K3V6Q2W4E5R6T7Y8U9I0","time":"2024-10-05T12:34:56.789Z","actor":{"id":"u-1842","name":"alice","ip":"203.0.113.7"},"action":"user.login","target":{"type":"session","id":"s-99af"},"outcome":"success","meta":{"ua":"Mozilla/5.0 (X11; Linux x86_64)","mfa":true,"region":"eu-west-1"}}`)
