@@ -43,5 +43,9 @@ test: deps plugins $(if $(DOCKER_UP),redis-image)
 test-short: plugins
 	$(GO) test -short -count=1 ./...
 
+# The main job: a demo pipeline on real Redis, with a summary (scripts/demo.sh).
+demo:
+	@scripts/demo.sh
+
 clean:
 	rm -rf $(BIN) build

@@ -7,9 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -305,8 +307,11 @@ func printRunSummary(sio stdio, st *processor.Stats, rdb redis.UniversalClient, 
 	fmt.Fprintln(w, "auditproc run summary")
 	fmt.Fprintf(w, "  processed (every plugin ok, acked)\t%d\n", st.Processed.Load())
 	fmt.Fprintf(w, "  dropped by a filter (acked)\t%d\n", st.Dropped.Load())
-	fmt.Fprintf(w, "  derived events emitted (alerts…)\t%d\n", st.Emitted.Load())
-	fmt.Fprintf(w, "  forged or tampered deliveries refused\t%d\n", st.Tampered.Load())
+	emitted := st.Emitted()
+	for _, name := range slices.Sorted(maps.Keys(cfg.Sinks)) {
+		fmt.Fprintf(w, "  emitted to sink %s\t%d\n", name, emitted[name])
+	}
+	fmt.Fprintf(w, "  forged or tampered entries refused\t%d (%d deliveries)\n", st.TamperedEntries(), st.Tampered.Load())
 	fmt.Fprintf(w, "  dead-lettered: rejected by a plugin\t%d\n", st.Rejected.Load())
 	fmt.Fprintf(w, "  dead-lettered: tampered, after max deliveries\t%d\n", st.TamperedDLQ.Load())
 	fmt.Fprintf(w, "  dead-lettered: failing, after max deliveries\t%d\n", st.Exhausted.Load())

@@ -166,7 +166,7 @@ func (p *Processor) triage(ctx context.Context, batch streambus.Batch, redeliver
 	p.metrics.Verified.Add(float64(len(batch.Entries)))
 	for _, t := range batch.Tampered {
 		p.metrics.Tampered.WithLabelValues(t.Reason).Inc()
-		p.stats.Tampered.Add(1)
+		p.stats.addTampered(t.ID)
 	}
 	if len(batch.Deleted) > 0 {
 		p.stats.DeletedAlarm.Add(int64(len(batch.Deleted)))
@@ -274,6 +274,7 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 		ok      int64
 		dropped int64
 		adds    int
+		sinkOf  = map[string]string{} // stream -> sink name, for the counters
 	)
 	for _, w := range batch {
 		r := &w.result
@@ -285,6 +286,7 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 				s := p.cfg.Sinks[e.Sink]
 				if s.Type == "stream" {
 					it.Adds = append(it.Adds, streambus.Add{Stream: s.Stream, Event: e.Event})
+					sinkOf[s.Stream] = e.Sink
 					adds++
 				} else {
 					lines[e.Sink] = append(lines[e.Sink], e.Event)
@@ -315,7 +317,7 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 		if err != nil {
 			return // nothing acked: every entry of the batch is redelivered
 		}
-		p.stats.Emitted.Add(int64(len(evs)))
+		p.stats.addEmitted(sink, int64(len(evs)))
 		p.metrics.Emitted.WithLabelValues(sink).Add(float64(len(evs)))
 	}
 	if len(items) > 0 {
@@ -339,8 +341,8 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 		p.stats.Dropped.Add(dropped)
 		for i, it := range items {
 			for j := range res.IDs[i] {
-				p.stats.Emitted.Add(1)
-				p.metrics.Emitted.WithLabelValues(it.Adds[j].Stream).Inc()
+				p.stats.addEmitted(sinkOf[it.Adds[j].Stream], 1)
+				p.metrics.Emitted.WithLabelValues(sinkOf[it.Adds[j].Stream]).Inc()
 			}
 		}
 		p.log.Debug("audit_events_acknowledged", slog.Int("count", len(items)), slog.Int64("acked", res.Acked), slog.Int("emitted", adds))

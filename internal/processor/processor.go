@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -149,12 +150,55 @@ type Stats struct {
 	Retried      atomic.Int64 // a plugin asked for a retry (or failed); left pending
 	Rejected     atomic.Int64 // dead-lettered because a plugin rejected it
 	Exhausted    atomic.Int64 // dead-lettered after max deliveries
-	Tampered     atomic.Int64 // refused by verification (each delivery counts)
+	Tampered     atomic.Int64 // deliveries refused by verification (an entry counts each time)
 	TamperedDLQ  atomic.Int64 // tampered entries dead-lettered after max deliveries
-	Emitted      atomic.Int64 // emits committed to sinks
 	Reclaimed    atomic.Int64 // entries claimed from idle consumers
 	DeletedAlarm atomic.Int64 // pending entries found deleted or trimmed
 	LateAcks     atomic.Int64 // acks that found the entry already acknowledged
+
+	mu             sync.Mutex
+	emitted        map[string]int64    // committed emits by sink name
+	tamperedIDs    map[string]struct{} // distinct tampered entry ids (bounded)
+	tamperedUnique int64
+}
+
+// Emitted returns the emits committed per sink name.
+func (s *Stats) Emitted() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.emitted)
+}
+
+// TamperedEntries is how many distinct entries failed verification.
+func (s *Stats) TamperedEntries() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tamperedUnique
+}
+
+func (s *Stats) addEmitted(sink string, n int64) {
+	s.mu.Lock()
+	if s.emitted == nil {
+		s.emitted = map[string]int64{}
+	}
+	s.emitted[sink] += n
+	s.mu.Unlock()
+}
+
+func (s *Stats) addTampered(id string) {
+	s.Tampered.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tamperedIDs == nil {
+		s.tamperedIDs = map[string]struct{}{}
+	}
+	if _, seen := s.tamperedIDs[id]; seen {
+		return
+	}
+	s.tamperedUnique++
+	if len(s.tamperedIDs) < maxRemembered {
+		s.tamperedIDs[id] = struct{}{}
+	}
 }
 
 // New checks cfg and opens the line sinks. rdb is the client behind b, used
