@@ -133,9 +133,9 @@ func TestFixturesRetry(t *testing.T) {
 		{fixture: "loop-go", is: host.ErrDeadline, cause: host.CauseDeadline, want: []string{"deadline"}},
 		// The cap makes memory.grow fail; the guest then traps.
 		{fixture: "membomb", deadline: 5 * time.Second, is: host.ErrTrap, cause: host.CauseTrap, want: []string{"unreachable"}},
-		// wazero's call stack takes about a second to overflow: the default
+		// wazero's call stack takes about a second to overflow: a short
 		// deadline stops the recursion first, a long one lets it overflow.
-		{fixture: "recursion", is: host.ErrDeadline, cause: host.CauseDeadline, want: []string{"deadline"}, stalls: recursionStalls},
+		{fixture: "recursion", deadline: 100 * time.Millisecond, is: host.ErrDeadline, cause: host.CauseDeadline, want: []string{"deadline"}, stalls: recursionStalls},
 		{fixture: "recursion", deadline: 10 * time.Second, is: host.ErrTrap, cause: host.CauseTrap, want: []string{"stack overflow"}, stalls: recursionStalls},
 		// The C shadow stack runs below address 0 and wraps.
 		{fixture: "recursion-c", is: host.ErrTrap, cause: host.CauseTrap, want: []string{"out of bounds memory access"}},
