@@ -154,6 +154,11 @@ func (c *containerServer) create(ctx context.Context) error {
 		c.ctr = ctr // removed by close even when it failed to start
 	}
 	if err != nil {
+		if c.image != DefaultImage {
+			// Missing locally, the image was pulled: say how to avoid the registry.
+			return fmt.Errorf("redistest: run container from %s (%s): %w; without a registry, unset %s to use %s, built locally by scripts/redis-image.sh",
+				c.image, EnvImage, err, EnvImage, DefaultImage)
+		}
 		return fmt.Errorf("redistest: run container from %s: %w", c.image, err)
 	}
 	host, err := ctr.Host(ctx)
