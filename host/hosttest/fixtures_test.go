@@ -230,14 +230,23 @@ func TestFixturesRetry(t *testing.T) {
 				assert.Contains(t, res.Message, w)
 			}
 			after := fixture.Stats()
-			assert.Equal(t, before.Restarts[tt.cause]+1, after.Restarts[tt.cause], "the failed instance is discarded for %s", tt.cause)
+			if tt.stalls == "" {
+				assert.Equal(t, before.Restarts[tt.cause]+1, after.Restarts[tt.cause], "the failed instance is discarded for %s", tt.cause)
+			} else {
+				// The stalled worker's instance may be discarded too.
+				assert.GreaterOrEqual(t, after.Restarts[tt.cause], before.Restarts[tt.cause]+1, "the failed instance is discarded for %s", tt.cause)
+			}
 
 			// The same worker goes on with a fresh instance of the fixture.
 			res = w.Process(ctx, hosttest.Event("next", goodEvent))
 			require.NoError(t, res.Err)
 			assert.Equal(t, abi.VerdictOK, res.Verdict)
 			assert.JSONEq(t, `{"event_id":"good","user":"alice","tag":{}}`, string(res.Event), "tag ran, then the fixture")
-			assert.Equal(t, after.Instantiations+1, fixture.Stats().Instantiations, "a fresh instance took the next event")
+			if tt.stalls == "" {
+				assert.Equal(t, after.Instantiations+1, fixture.Stats().Instantiations, "a fresh instance took the next event")
+			} else {
+				assert.Greater(t, fixture.Stats().Instantiations, after.Instantiations, "a fresh instance took the next event")
+			}
 			if tt.stalls == "" {
 				assert.Empty(t, tag.Stats().Restarts, "the other plugin of the pipeline kept its instance")
 			}
