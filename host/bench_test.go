@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetratelabs/wazero"
+
 	"github.com/auditproc/auditproc/abi"
 	"github.com/auditproc/auditproc/internal/wasmtest"
 )
@@ -125,6 +127,50 @@ func BenchmarkInstanceMemory(b *testing.B) {
 			}
 			b.ReportMetric(float64(heap), "heap-B/instance")
 			b.ReportMetric(float64(linear), "linear-B/instance")
+		})
+	}
+}
+
+// BenchmarkGuardStyles measures one raw call of a C no-op's
+// auditproc_process under the ways a deadline can be kept: no guard, the
+// guard with one context per instance cancelled by a ticker (what the host
+// does), and the guard with a context.WithTimeout per call.
+func BenchmarkGuardStyles(b *testing.B) {
+	wasm := wasmtest.Bytes(b, "host-noop-c")
+	styles := []struct {
+		name    string
+		guard   bool
+		perCall bool
+	}{{"unguarded", false, false}, {"guard-ticker-ctx", true, false}, {"guard-timeout-per-call", true, true}}
+	for _, st := range styles {
+		b.Run(st.name, func(b *testing.B) {
+			ctx := context.Background()
+			rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().WithCloseOnContextDone(st.guard))
+			defer rt.Close(ctx)
+			if _, err := offerImports(ctx, rt); err != nil {
+				b.Fatal(err)
+			}
+			mod, err := rt.InstantiateWithConfig(ctx, wasm, wazero.NewModuleConfig().WithStartFunctions("_initialize"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			proc := mod.ExportedFunction(abi.ExportProcess)
+			callCtx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			stack := make([]uint64, 2)
+			for b.Loop() {
+				stack[0], stack[1] = 1024, 0
+				if st.perCall {
+					c, cancel := context.WithTimeout(ctx, time.Second)
+					err = proc.CallWithStack(c, stack)
+					cancel()
+				} else {
+					err = proc.CallWithStack(callCtx, stack)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }

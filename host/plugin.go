@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"crypto/rand"
 	"io"
 	"log/slog"
 	"sync"
@@ -74,7 +75,10 @@ func newPlugin(spec PluginSpec, cfg Config, sum string, rt wazero.Runtime, cache
 	logger = logger.With("plugin", spec.Name)
 	modCfg := wazero.NewModuleConfig().
 		WithName(""). // many instances of one module in one runtime
-		WithStartFunctions(abiInitialize)
+		WithStartFunctions(abiInitialize).
+		// Real randomness: wazero's default is a fixed sequence, which would
+		// give every instance the same "random" ids.
+		WithRandSource(rand.Reader)
 	if spec.AllowClock {
 		// No real nanosleep even then: a sleeping guest could not be stopped.
 		modCfg = modCfg.WithSysWalltime().WithSysNanotime()

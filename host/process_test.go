@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -377,4 +378,31 @@ func (s *syncBuffer) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.b.Reset()
+}
+
+func TestGuestStderrGoesToTheHostLog(t *testing.T) {
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	p, err := host.Load(context.Background(), host.PluginSpec{Name: "panicky", Path: wasmtest.Path(t, "panic-go")}, host.Config{Logger: logger})
+	require.NoError(t, err)
+	defer p.Close(context.Background())
+	w := worker(t, p)
+	res := w.Process(context.Background(), testEvent([]byte(`{"x":"boom"}`)))
+	require.ErrorIs(t, res.Err, host.ErrTrap)
+	assert.Contains(t, buf.String(), "plugin=panicky source=stderr line=\"panic:")
+	assert.Contains(t, buf.String(), "msg=plugin_instance_discarded plugin=panicky")
+}
+
+func TestCloseStopsTheTickerAndInstances(t *testing.T) {
+	before := runtime.NumGoroutine()
+	p, err := host.Load(context.Background(), host.PluginSpec{Name: "noop", Path: wasmtest.Path(t, "noop-c")}, host.Config{})
+	require.NoError(t, err)
+	w, err := host.NewPipeline(p).NewWorker(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, abi.VerdictOK, w.Process(context.Background(), testEvent(event300)).Verdict)
+	assert.Equal(t, 1, p.Stats().Live)
+	w.Close()
+	require.NoError(t, p.Close(context.Background()))
+	assert.Equal(t, 0, p.Stats().Live)
+	assert.Eventually(t, func() bool { return runtime.NumGoroutine() <= before }, time.Second, 10*time.Millisecond)
 }
