@@ -114,8 +114,9 @@ func (w *Worker) Close() {
 }
 
 // Process runs ev through the pipeline. A plugin whose instance fails is
-// given a fresh instance on the next event; ctx's deadline, when sooner than
-// a plugin's, bounds its call.
+// given a fresh instance on the next event. ctx's deadline, when sooner than
+// a plugin's, bounds its call; a cancelled ctx is noticed between plugins
+// (the running call is bounded by its deadline) and gives retry.
 func (w *Worker) Process(ctx context.Context, ev Event) Result {
 	w.timings = w.timings[:0]
 	res := Result{Verdict: abi.VerdictOK, Event: ev.Data}

@@ -302,7 +302,8 @@ func TestGuestLogsGoToTheHostLog(t *testing.T) {
 	require.NoError(t, res.Err)
 	assert.Less(t, time.Since(start), time.Second)
 	lines := strings.Count(buf.String(), "msg=plugin_logged")
-	assert.Equal(t, 10, lines)
+	assert.GreaterOrEqual(t, lines, 10) // the burst, plus a token per 100ms of the call
+	assert.Less(t, lines, 20)
 	assert.Less(t, buf.Len(), 11*(abi.DefaultMaxLogBytes+200))
 }
 
