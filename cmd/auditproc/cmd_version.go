@@ -22,6 +22,7 @@ func rootCommands() []*command {
 		pluginCommand(),
 		keygenCommand(),
 		versionCommand(),
+		healthCommand(),
 	}
 }
 
