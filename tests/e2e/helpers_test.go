@@ -58,3 +58,5 @@ func runBinary(t *testing.T, timeout time.Duration, args ...string) (int, string
 	}
 	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
 }
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
