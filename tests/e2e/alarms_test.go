@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/auditproc/auditproc/internal/redistest"
 )
 
 // TestEntriesDeletedWhilePendingRaiseAnAlarm deletes entries that are
@@ -118,4 +120,22 @@ func TestEmitStatusAndKeygenCommands(t *testing.T) {
 	assert.Equal(t, 2, code, "a duplicate key id is refused")
 	assert.Contains(t, stderr, `already has a key "k2"`)
 	assert.False(t, strings.Contains(stderr, "hex:"), "no key material in errors")
+}
+
+// TestNonDurableRedisIsWarnedOrRefused starts Redis with an eviction policy
+// that could drop audit entries: run warns, and with
+// --require-durable-redis refuses to start (exit 1) saying why.
+func TestNonDurableRedisIsWarnedOrRefused(t *testing.T) {
+	e := newEnv(t, redistest.WithArgs("--maxmemory-policy", "allkeys-lru"))
+	cfg := e.config(pipeline(`{}`))
+
+	code, _, stderr := e.run(60*time.Second, "run", "--config", cfg, "--require-durable-redis")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, `maxmemory-policy is "allkeys-lru"`)
+
+	p := e.start("run", "--config", cfg, "--stop-when-idle")
+	require.Equal(t, 0, p.wait(60*time.Second))
+	warnings := p.logLines("redis_not_durable")
+	require.Len(t, warnings, 1)
+	assert.Contains(t, warnings[0]["problem"], "noeviction")
 }
