@@ -8,7 +8,7 @@ GO       ?= go
 BIN      := bin
 WASM_OUT := build/wasm
 
-.PHONY: all build deps plugins test test-short demo bench redis-image clean
+.PHONY: all build deps plugins test test-short demo bench redis-image image soak clean
 
 all: build plugins
 
@@ -28,6 +28,18 @@ plugins: deps
 redis-image:
 	@scripts/redis-image.sh
 
+# auditproc's image (AUDITPROC_IMAGE, default auditproc:local) FROM scratch,
+# from a static binary and the example plugins built here, plus the Redis
+# image when missing: nothing is pulled (scripts/image.sh, docs/deployment.md).
+image: deps
+	@scripts/image.sh
+
+# A bounded soak of the fault suite on real containers: random faults for
+# DURATION (default 5m), then the invariant table; it stops on its own.
+DURATION ?= 5m
+soak: deps image
+	AUDITPROC_SOAK=$(DURATION) $(GO) test -count=1 -v -run '^TestSoak$$' -timeout 0 ./tests/faults
+
 # `make test` builds it only when a Docker engine answers (asked only for that
 # goal): without Docker the tests use the process backend (redis-server).
 ifneq ($(filter test,$(MAKECMDGOALS)),)
@@ -36,7 +48,7 @@ endif
 
 # The whole suite. Tests that need Redis or Docker skip on a laptop without
 # them; with AUDITPROC_NO_SKIP=1 (set by .ci/run) such a skip is a failure.
-test: deps plugins $(if $(DOCKER_UP),redis-image)
+test: deps plugins $(if $(DOCKER_UP),redis-image image)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
 
