@@ -394,10 +394,18 @@ func TestGuestStderrGoesToTheHostLog(t *testing.T) {
 	assert.Contains(t, buf.String(), "msg=plugin_instance_discarded plugin=panicky")
 }
 
+// ticking reports whether p's deadline ticker goroutine is running: its
+// stack frame names p as the receiver.
+func ticking(p *host.Plugin) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Contains(string(buf), fmt.Sprintf("host.(*Plugin).watch(%p", p))
+}
+
 func TestCloseStopsTheTickerAndInstances(t *testing.T) {
-	before := runtime.NumGoroutine()
 	p, err := host.Load(context.Background(), host.PluginSpec{Name: "noop", Path: wasmtest.Path(t, "noop-c")}, host.Config{})
 	require.NoError(t, err)
+	assert.Eventually(t, func() bool { return ticking(p) }, time.Second, 10*time.Millisecond)
 	w, err := host.NewPipeline(p).NewWorker(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, abi.VerdictOK, w.Process(context.Background(), testEvent(event300)).Verdict)
@@ -405,5 +413,5 @@ func TestCloseStopsTheTickerAndInstances(t *testing.T) {
 	w.Close()
 	require.NoError(t, p.Close(context.Background()))
 	assert.Equal(t, 0, p.Stats().Live)
-	assert.Eventually(t, func() bool { return runtime.NumGoroutine() <= before }, time.Second, 10*time.Millisecond)
+	assert.Eventually(t, func() bool { return !ticking(p) }, time.Second, 10*time.Millisecond)
 }
