@@ -59,5 +59,11 @@ test-short: plugins
 demo:
 	@scripts/demo.sh
 
+# Side-by-side throughput, CPU, RSS and latency of auditproc against a plain
+# go-redis loop, on a throwaway redis-server (docs/performance.md). Not part
+# of `make test`. BENCH_FLAGS, for example --entries 50000 --only baseline,default.
+bench: build plugins
+	$(BIN)/auditproc bench $(BENCH_FLAGS)
+
 clean:
 	rm -rf $(BIN) build

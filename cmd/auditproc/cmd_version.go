@@ -23,6 +23,7 @@ func rootCommands() []*command {
 		keygenCommand(),
 		versionCommand(),
 		healthCommand(),
+		benchCommand(),
 	}
 }
 

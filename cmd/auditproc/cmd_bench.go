@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/bench"
+	"github.com/auditproc/auditproc/internal/config"
+	"github.com/auditproc/auditproc/internal/integrity"
+)
+
+func benchCommand() *command {
+	var (
+		cfg   bench.Config
+		only  string
+		child string
+	)
+	return &command{
+		name:    "bench",
+		summary: "measure auditproc against a plain go-redis loop on a throwaway Redis",
+		usage:   "[--entries N] [--rate N] [--only a,b] [flags]",
+		examples: `  # the table of docs/performance.md (make bench)
+  auditproc bench
+
+  # a quicker run of two scenarios
+  auditproc bench --entries 50000 --only baseline,default
+
+Every scenario drains the same pre-filled stream through a new consumer group,
+in a child process ('auditproc run --stop-when-idle' for the plugin pipelines),
+whose rusage gives CPU and peak RSS. Throughput is counted from the group's
+first read to its last ack, observed through Redis (start-up excluded). The
+HMAC key is generated for the run and never printed.`,
+		flags: func(fs *flag.FlagSet) {
+			fs.IntVar(&cfg.Entries, "entries", bench.DefaultEntries, "entries pre-filled and drained per scenario")
+			fs.IntVar(&cfg.Rate, "rate", bench.DefaultRate, "offered rate of the latency run, entries/s")
+			fs.DurationVar(&cfg.LatencyFor, "latency-for", bench.DefaultLatencyFor, "how long the latency run offers entries")
+			fs.StringVar(&cfg.RedisURL, "redis-url", "", "a throwaway Redis to use instead of starting redis-server (its data is left behind)")
+			fs.StringVar(&cfg.RedisServer, "redis-server", bench.DefaultRedisServer, "redis-server binary started for the run")
+			fs.StringVar(&cfg.Pipeline, "pipeline", bench.DefaultPipeline, "the default pipeline's configuration file")
+			fs.StringVar(&cfg.WasmDir, "wasm-dir", bench.DefaultWasmDir, "directory of the built example plugins (make plugins)")
+			fs.StringVar(&cfg.CacheDir, "cache-dir", bench.DefaultCacheDir, "compiled-module cache, warmed before measuring")
+			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, noop-go, noop-c, three, default")
+			// The scenarios' own processes: not for users.
+			fs.StringVar(&child, "child", "", "internal: run one scenario's consumer (baseline, baseline-hmac, verify)")
+		},
+		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
+			if len(args) > 0 {
+				return usagef("bench takes no arguments, got %q", args)
+			}
+			if child != "" {
+				return benchChild(ctx, sio, child)
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			cfg.Executable = exe
+			if only != "" {
+				cfg.Only = strings.Split(only, ",")
+			}
+			logger := newLogger(sio.err, "text", "info")
+			rep, err := bench.Run(ctx, cfg, logger)
+			if err != nil {
+				return err
+			}
+			rep.Print(sio.out)
+			return nil
+		},
+	}
+}
+
+// benchChild runs one scenario's consumer with its configuration from the
+// environment (AUDITPROC_…), as the bench command sets it.
+func benchChild(ctx context.Context, sio stdio, which string) error {
+	cfg, err := config.Load(config.Source{Getenv: os.Getenv, NoPipeline: true})
+	if err != nil {
+		return usageError{err}
+	}
+	switch which {
+	case "verify":
+		// The processor as 'run' builds it, with a pipeline of no plugins
+		// (a configuration file must name at least one).
+		cfg.Plugins = nil
+		cfg.Metrics.Address = ""
+		return runProcessor(ctx, sio, &cfg, true, false)
+	case "baseline", "baseline-hmac":
+		var keys *integrity.Keyring
+		if which == "baseline-hmac" {
+			if keys, err = integrity.LoadKeyring(os.Getenv); err != nil {
+				return usageError{err}
+			}
+		}
+		opt, err := redis.ParseURL(cfg.Redis.URL)
+		if err != nil {
+			return usageError{err}
+		}
+		rdb := redis.NewClient(opt)
+		defer rdb.Close()
+		n, err := bench.Baseline(ctx, rdb, cfg.Stream.Name, cfg.Stream.Group, bench.DefaultBaselineCount, keys)
+		if err != nil {
+			return err
+		}
+		newLogger(sio.err, cfg.Log.Format, cfg.Log.Level).Info("baseline_drained", slog.Int("entries", n))
+		return nil
+	}
+	return usagef("bench --child: unknown scenario %q", which)
+}

@@ -1,0 +1,485 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/config"
+	"github.com/auditproc/auditproc/internal/integrity"
+)
+
+// Defaults of Config.
+const (
+	DefaultEntries     = 200_000
+	DefaultRate        = 10_000
+	DefaultLatencyFor  = 5 * time.Second
+	DefaultRedisServer = "redis-server"
+	DefaultPipeline    = "plugins.yaml"
+	DefaultWasmDir     = "build/wasm"
+	DefaultCacheDir    = "build/cache"
+	// DefaultBaselineCount is the COUNT of the baseline loop's reads.
+	DefaultBaselineCount = 1000
+)
+
+// Stream names in the benchmark's Redis.
+const (
+	stream        = "bench:stream"
+	latencyStream = "bench:latency"
+	deadLetter    = "bench:dead"
+	keyID         = "bench"
+)
+
+// Config says what to measure. Zero fields take the Default… values.
+type Config struct {
+	// Executable is the auditproc binary every scenario runs as a child.
+	Executable string
+	// Entries pre-filled and drained by every throughput scenario. Default
+	// DefaultEntries.
+	Entries int
+	// Rate is the offered rate of the latency run, entries/s. Default
+	// DefaultRate.
+	Rate int
+	// LatencyFor is how long the latency run offers entries. Default
+	// DefaultLatencyFor.
+	LatencyFor time.Duration
+	// RedisURL of a server to use; empty starts RedisServer on a free
+	// loopback port for the run. The server's data is not cleaned up: use a
+	// throwaway one.
+	RedisURL string
+	// RedisServer is the redis-server binary. Default DefaultRedisServer.
+	RedisServer string
+	// Pipeline is the default pipeline's file. Default DefaultPipeline.
+	Pipeline string
+	// WasmDir holds the built example plugins. Default DefaultWasmDir.
+	WasmDir string
+	// CacheDir is the compiled-module cache (warmed before measuring).
+	// Default DefaultCacheDir.
+	CacheDir string
+	// Only names the scenarios to run; empty runs all.
+	Only []string
+}
+
+func (c *Config) setDefaults() {
+	if c.Entries == 0 {
+		c.Entries = DefaultEntries
+	}
+	if c.Rate == 0 {
+		c.Rate = DefaultRate
+	}
+	if c.LatencyFor == 0 {
+		c.LatencyFor = DefaultLatencyFor
+	}
+	if c.RedisServer == "" {
+		c.RedisServer = DefaultRedisServer
+	}
+	if c.Pipeline == "" {
+		c.Pipeline = DefaultPipeline
+	}
+	if c.WasmDir == "" {
+		c.WasmDir = DefaultWasmDir
+	}
+	if c.CacheDir == "" {
+		c.CacheDir = DefaultCacheDir
+	}
+}
+
+// Result is one scenario's measurements.
+type Result struct {
+	Name  string
+	Title string
+	// Throughput is entries/s from the first read to the last ack.
+	Throughput float64
+	// Ratio is Throughput over the baseline's.
+	Ratio float64
+	// CPU is the child's user+system time per entry while draining.
+	CPU time.Duration
+	// RedisCPU is the Redis server's per entry while draining (0 when
+	// unknown: a server the run did not start).
+	RedisCPU time.Duration
+	// PeakRSS is the child's maximum resident set, bytes.
+	PeakRSS int64
+	// Start is from the child's start to its first read.
+	Start time.Duration
+	// Latency: append-to-ack percentiles at the offered rate (Latency false
+	// when not measured for this scenario).
+	Latency  bool
+	P50, P99 time.Duration
+	LatN     int
+}
+
+// Report is what Run measured.
+type Report struct {
+	Entries    int
+	EventBytes int
+	Rate       int
+	Results    []Result
+}
+
+type scenario struct {
+	name, title string
+	args        []string // after the executable
+	pluginCfg   string   // configuration file, for the warm-up ("" for none)
+	latency     bool
+	sink        string // stream the forward plugin writes to, for latency
+}
+
+type runner struct {
+	cfg    Config
+	log    *slog.Logger
+	rdb    *redis.Client
+	redis  *server // nil when not ours
+	env    []string
+	dir    string
+	keys   *integrity.Keyring
+	groups int
+}
+
+// Run runs every scenario and returns the report; progress goes to logger.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) {
+	cfg.setDefaults()
+	if cfg.Executable == "" {
+		return nil, errors.New("bench: no auditproc executable")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	dir, err := os.MkdirTemp("", "auditproc-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	r := &runner{cfg: cfg, log: logger, dir: dir}
+
+	url := cfg.RedisURL
+	if url == "" {
+		srv, err := startRedis(ctx, cfg.RedisServer, dir)
+		if err != nil {
+			return nil, err
+		}
+		defer srv.stop()
+		r.redis, url = srv, srv.url
+		logger.Info("redis_started", slog.String("url", url))
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	r.rdb = redis.NewClient(opt)
+	defer r.rdb.Close()
+
+	// The key is made for this run and reaches the children through their
+	// environment only; it is never printed.
+	secret, _ := integrity.GenerateKey()
+	r.keys, err = integrity.NewKeyring(keyID, map[string][]byte{keyID: secret})
+	if err != nil {
+		return nil, err
+	}
+	cache, _ := filepath.Abs(cfg.CacheDir)
+	r.env = append(cleanEnv(),
+		"AUDITPROC_REDIS_URL="+url,
+		integrity.EnvKeys+"="+integrity.FormatKeyLine(keyID, secret),
+		"AUDITPROC_HOST_CACHE_DIR="+cache,
+		"AUDITPROC_STREAM_CONSUMER=bench",
+		"AUDITPROC_DEAD_LETTER_STREAM="+deadLetter,
+		// Only the end of a drain waits for an empty read: keep it short.
+		"AUDITPROC_CONSUMER_BLOCK=250ms",
+		"AUDITPROC_LOG_LEVEL=warn",
+		"AUDITPROC_LOG_FORMAT=text",
+	)
+
+	scenarios, err := r.scenarios()
+	if err != nil {
+		return nil, err
+	}
+	logger.Info("prefill_started", slog.Int("entries", cfg.Entries), slog.String("stream", stream))
+	size, err := prefill(ctx, r.rdb, r.keys, stream, cfg.Entries)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Entries: cfg.Entries, EventBytes: size, Rate: cfg.Rate}
+	var base float64
+	for _, sc := range scenarios {
+		if sc.pluginCfg != "" {
+			if err := r.warm(ctx, sc); err != nil {
+				return nil, err
+			}
+		}
+		logger.Info("scenario_started", slog.String("scenario", sc.name))
+		res, err := r.drain(ctx, sc)
+		if err != nil {
+			return nil, fmt.Errorf("scenario %s: %w", sc.name, err)
+		}
+		if sc.name == "baseline" {
+			base = res.Throughput
+		}
+		if base > 0 {
+			res.Ratio = res.Throughput / base
+		}
+		if sc.latency {
+			if err := r.latency(ctx, sc, &res); err != nil {
+				return nil, fmt.Errorf("scenario %s latency: %w", sc.name, err)
+			}
+		}
+		logger.Info("scenario_finished", slog.String("scenario", sc.name), slog.Float64("entries_per_s", res.Throughput))
+		rep.Results = append(rep.Results, res)
+	}
+	return rep, nil
+}
+
+// cleanEnv is this process's environment without AUDITPROC_ variables, so
+// that an operator's settings do not leak into the scenarios.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AUDITPROC_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// pluginFile is a plugin of a generated configuration file.
+type pluginFile struct {
+	Name   string         `json:"name"`
+	Path   string         `json:"path"`
+	Config map[string]any `json:"config,omitempty"`
+	Sinks  []string       `json:"sinks,omitempty"`
+}
+
+// writeConfig writes a configuration (JSON, which is YAML too) with the
+// given plugins and the default pipeline's sinks.
+func (r *runner) writeConfig(name string, plugins []pluginFile, sinks map[string]config.Sink) (string, error) {
+	type sinkFile struct {
+		Type   string `json:"type"`
+		Stream string `json:"stream,omitempty"`
+		Path   string `json:"path,omitempty"`
+	}
+	sf := map[string]sinkFile{}
+	for n, s := range sinks {
+		sf[n] = sinkFile{Type: s.Type, Stream: s.Stream, Path: s.Path}
+	}
+	data, err := json.MarshalIndent(map[string]any{"plugins": plugins, "sinks": sf}, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(r.dir, name+".yaml")
+	return path, os.WriteFile(path, data, 0o600)
+}
+
+func (r *runner) scenarios() ([]scenario, error) {
+	wasm, err := filepath.Abs(r.cfg.WasmDir)
+	if err != nil {
+		return nil, err
+	}
+	defPath, err := filepath.Abs(r.cfg.Pipeline)
+	if err != nil {
+		return nil, err
+	}
+	def, err := config.Load(config.Source{File: defPath})
+	if err != nil {
+		return nil, fmt.Errorf("default pipeline: %w", err)
+	}
+	runArgs := func(cfg string) []string {
+		return []string{"run", "--config", cfg, "--stop-when-idle", "--metrics-addr", "off"}
+	}
+	noop := func(module string) (string, error) {
+		path := filepath.Join(wasm, module+".wasm")
+		if _, err := os.Stat(path); err != nil {
+			return "", fmt.Errorf("%w (build the plugins: make plugins)", err)
+		}
+		return r.writeConfig(module, []pluginFile{{Name: "noop", Path: path}}, nil)
+	}
+	noopGo, err := noop("noop-go")
+	if err != nil {
+		return nil, err
+	}
+	noopC, err := noop("noop-c")
+	if err != nil {
+		return nil, err
+	}
+	var first3 []pluginFile
+	var names []string
+	for _, p := range def.Plugins[:min(3, len(def.Plugins))] {
+		first3 = append(first3, pluginFile{Name: p.Name, Path: p.Path, Config: p.Config, Sinks: p.Sinks})
+		names = append(names, p.Name)
+	}
+	three, err := r.writeConfig("three", first3, def.Sinks)
+	if err != nil {
+		return nil, err
+	}
+	var all []string
+	sink := ""
+	for _, p := range def.Plugins {
+		all = append(all, p.Name)
+		if p.Name == "forward" && len(p.Sinks) > 0 {
+			sink = def.Sinks[p.Sinks[0]].Stream
+		}
+	}
+	list := []scenario{
+		{name: "baseline", title: "go-redis loop, no verification (baseline)", args: []string{"bench", "--child", "baseline"}},
+		{name: "baseline-hmac", title: "go-redis loop + HMAC verify", args: []string{"bench", "--child", "baseline-hmac"}},
+		{name: "verify", title: "auditproc: verify, no plugins", args: []string{"bench", "--child", "verify"}},
+		{name: "noop-go", title: "auditproc: verify + Go no-op (guarded)", args: runArgs(noopGo), pluginCfg: noopGo},
+		{name: "noop-c", title: "auditproc: verify + C no-op (guarded)", args: runArgs(noopC), pluginCfg: noopC},
+		{name: "three", title: "auditproc: " + strings.Join(names, "+"), args: runArgs(three), pluginCfg: three},
+		{name: "default", title: fmt.Sprintf("auditproc: default pipeline (%d plugins)", len(all)), args: runArgs(defPath), pluginCfg: defPath, latency: sink != "", sink: sink},
+	}
+	if len(r.cfg.Only) == 0 {
+		return list, nil
+	}
+	var out []scenario
+	for _, sc := range list {
+		for _, n := range r.cfg.Only {
+			if n == sc.name {
+				out = append(out, sc)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("bench: no scenario named %q", r.cfg.Only)
+	}
+	return out, nil
+}
+
+// warm fills the compiled-module cache for a scenario's plugins, so that
+// its start time is that of a warm cache.
+func (r *runner) warm(ctx context.Context, sc scenario) error {
+	cmd := exec.CommandContext(ctx, r.cfg.Executable, "config", "check", sc.pluginCfg)
+	cmd.Env = r.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("warm the compile cache (%s): %w\n%s", sc.pluginCfg, err, out)
+	}
+	return nil
+}
+
+// child starts one scenario's process on stream for group.
+func (r *runner) child(ctx context.Context, sc scenario, stream, group string, extra ...string) (*exec.Cmd, *os.File, error) {
+	logf, err := os.Create(filepath.Join(r.dir, group+".log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.CommandContext(ctx, r.cfg.Executable, append(sc.args, extra...)...)
+	cmd.Env = append(r.env, "AUDITPROC_STREAM_NAME="+stream, "AUDITPROC_STREAM_GROUP="+group)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, nil, err
+	}
+	return cmd, logf, nil
+}
+
+func tail(f *os.File) string {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return ""
+	}
+	data, _ := io.ReadAll(f)
+	if len(data) > 2000 {
+		data = data[len(data)-2000:]
+	}
+	return string(data)
+}
+
+func (r *runner) newGroup(ctx context.Context, stream, prefix string) (string, error) {
+	r.groups++
+	group := fmt.Sprintf("%s-%d", prefix, r.groups)
+	return group, r.rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err()
+}
+
+// progress is a group's read and acked counts.
+func (r *runner) progress(ctx context.Context, stream, group string) (read, acked int64, err error) {
+	groups, err := r.rdb.XInfoGroups(ctx, stream).Result()
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, g := range groups {
+		if g.Name == group {
+			return g.EntriesRead, g.EntriesRead - g.Pending, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("no group %q on %s", group, stream)
+}
+
+func (r *runner) redisCPU() time.Duration {
+	if r.redis == nil {
+		return 0
+	}
+	return cpuOf(r.redis.pid())
+}
+
+// drain runs a scenario on the pre-filled stream with a new group.
+func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
+	res := Result{Name: sc.name, Title: sc.title}
+	group, err := r.newGroup(ctx, stream, sc.name)
+	if err != nil {
+		return res, err
+	}
+	started := time.Now()
+	cmd, logf, err := r.child(ctx, sc, stream, group)
+	if err != nil {
+		return res, err
+	}
+	defer logf.Close()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	var (
+		first, last       time.Time
+		cpu0, rcpu0, rcpu time.Duration
+		waitErr           error
+		done              bool
+	)
+	n := int64(r.cfg.Entries)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !done {
+		select {
+		case waitErr = <-exited:
+			done = true
+		case <-tick.C:
+		}
+		read, acked, err := r.progress(ctx, stream, group)
+		if err != nil {
+			continue
+		}
+		now := time.Now()
+		if first.IsZero() && read > 0 {
+			first, cpu0, rcpu0 = now, cpuOf(cmd.Process.Pid), r.redisCPU()
+		}
+		if last.IsZero() && acked >= n {
+			last, rcpu = now, r.redisCPU()
+		}
+	}
+	if waitErr != nil {
+		return res, fmt.Errorf("%s: %w\n%s", strings.Join(sc.args, " "), waitErr, tail(logf))
+	}
+	if first.IsZero() || last.IsZero() {
+		return res, fmt.Errorf("%s exited before acking all %d entries\n%s", strings.Join(sc.args, " "), n, tail(logf))
+	}
+	ps := cmd.ProcessState
+	cpu := ps.UserTime() + ps.SystemTime()
+	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+		res.PeakRSS = ru.Maxrss * 1024 // KiB on Linux
+	}
+	res.Throughput = float64(n) / last.Sub(first).Seconds()
+	res.CPU = (cpu - cpu0) / time.Duration(n)
+	if rcpu > 0 {
+		res.RedisCPU = (rcpu - rcpu0) / time.Duration(n)
+	}
+	res.Start = first.Sub(started)
+	return res, nil
+}
