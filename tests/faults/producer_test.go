@@ -1,0 +1,190 @@
+package faults
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/auditproc/auditproc/audit"
+)
+
+// producer is the checker's producer: numbered events through the audit
+// package, the one Go services use. Each event carries its event id
+// ("<run>-<seq>") and seq inside the signed event. A write that fails is
+// retried with the same event id until it succeeds, as a careful service
+// does, and everything the producer saw is recorded.
+type producer struct {
+	c     *cluster
+	bus   *audit.Bus
+	run   string
+	every int // one poison event every this many (0: none)
+
+	mu        sync.Mutex
+	written   map[string]int // event id -> seq, for every write Redis acknowledged
+	poison    map[string]bool
+	ambiguous map[string]bool // event ids that failed at least once before a success
+	errs      int             // failed attempts
+	errKinds  map[string]int  // failed attempts by kind
+	firstErr  time.Time
+	lastErr   time.Time
+	longest   time.Duration // longest time from a first failure to the next success
+	outStart  time.Time
+
+	count atomic.Int64 // events written so far
+	stop  atomic.Bool
+	done  chan struct{}
+	err   error
+}
+
+// produce starts producing n events (n <= 0: until stopProducing) at about
+// rate per second, one in every poisonEvery marked "poison" (0: none).
+func (c *cluster) produce(n, rate, poisonEvery int) *producer {
+	c.t.Helper()
+	opts := c.redis.Options()
+	opts.ContextTimeoutEnabled = true
+	opts.MaxRetries = -1 // every failure reaches the producer: retries are ours, and counted
+	opts.DialTimeout = time.Second
+	rdb := redis.NewClient(opts)
+	keys, err := audit.NewKeyring(keyID, map[string][]byte{keyID: c.key})
+	require.NoError(c.t, err)
+	bus, err := audit.New(audit.Config{Client: rdb, Keys: keys, Stream: stream, Group: group, WriteTimeout: time.Second}, discard)
+	require.NoError(c.t, err)
+	p := &producer{
+		c: c, bus: bus, run: fmt.Sprintf("r%d", time.Now().UnixNano()%1e9), every: poisonEvery,
+		written: map[string]int{}, poison: map[string]bool{}, ambiguous: map[string]bool{}, errKinds: map[string]int{},
+		done: make(chan struct{}),
+	}
+	c.t.Cleanup(func() {
+		p.stop.Store(true)
+		<-p.done
+		_ = bus.Close()
+		_ = rdb.Close()
+	})
+	go func() {
+		defer close(p.done)
+		p.err = p.loop(n, rate)
+	}()
+	c.note("producer started: %s at about %d/s", countText(n), rate)
+	return p
+}
+
+func countText(n int) string {
+	if n <= 0 {
+		return "events until stopped"
+	}
+	return fmt.Sprintf("%d events", n)
+}
+
+func (p *producer) loop(n, rate int) error {
+	start := time.Now()
+	for seq := 0; n <= 0 || seq < n; seq++ {
+		if p.stop.Load() {
+			return nil
+		}
+		// Pace: seq events should have taken seq/rate seconds.
+		if ahead := time.Duration(seq)*time.Second/time.Duration(rate) - time.Since(start); ahead > 0 {
+			time.Sleep(ahead)
+		}
+		id := fmt.Sprintf("%s-%07d", p.run, seq)
+		poison := p.every > 0 && seq%p.every == p.every/2
+		ev := fmt.Sprintf(`{"event_id":%q,"seq":%d,"run":%q,"actor":"user-%d","action":"record.read","outcome":"success","severity":"info"`,
+			id, seq, p.run, seq%17)
+		if poison {
+			ev += `,"poison":true`
+		}
+		ev += "}"
+		if err := p.write(id, []byte(ev)); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		p.written[id] = seq
+		if poison {
+			p.poison[id] = true
+		}
+		p.mu.Unlock()
+		p.count.Add(1)
+	}
+	return nil
+}
+
+// write retries one event until Redis acknowledges it. Only ErrUnavailable
+// is retried: anything else is a failure of the suite.
+func (p *producer) write(id string, ev []byte) error {
+	failed := false
+	for {
+		_, err := p.bus.Audit(context.Background(), ev)
+		now := time.Now()
+		if err == nil {
+			p.mu.Lock()
+			if failed {
+				p.ambiguous[id] = true
+				if d := now.Sub(p.outStart); d > p.longest {
+					p.longest = d
+				}
+			}
+			p.mu.Unlock()
+			return nil
+		}
+		if !errors.Is(err, audit.ErrUnavailable) {
+			return fmt.Errorf("producer: event %s: %w", id, err)
+		}
+		p.mu.Lock()
+		if !failed {
+			p.outStart = now
+		}
+		failed = true
+		p.errs++
+		p.errKinds[errKind(err)]++
+		if p.firstErr.IsZero() {
+			p.firstErr = now
+		}
+		p.lastErr = now
+		p.mu.Unlock()
+		if p.stop.Load() {
+			return nil // the event was never acknowledged: not counted as written
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// errKind names a failure as the producer saw it, without its addresses.
+func errKind(err error) string {
+	s := err.Error()
+	for _, k := range []string{"connection refused", "i/o timeout", "deadline exceeded", "EOF", "connection reset", "LOADING", "no such host", "server is stopped"} {
+		if strings.Contains(s, k) {
+			return k
+		}
+	}
+	return "other"
+}
+
+// wait waits until the producer wrote everything (or was stopped).
+func (p *producer) wait(timeout time.Duration) {
+	p.c.t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		p.c.t.Fatalf("the producer did not finish within %s (%d written)", timeout, p.count.Load())
+	}
+	require.NoError(p.c.t, p.err)
+	p.c.note("producer done: %d events written", p.count.Load())
+}
+
+// stopProducing ends an open-ended producer after its current event.
+func (p *producer) stopProducing() {
+	p.stop.Store(true)
+	p.wait(time.Minute)
+}
+
+// waitWritten waits until at least n events were written.
+func (p *producer) waitWritten(n int64, timeout time.Duration) {
+	p.c.t.Helper()
+	waitFor(p.c.t, timeout, fmt.Sprintf("%d events written", n), func() bool { return p.count.Load() >= n })
+}

@@ -1,0 +1,147 @@
+package faults
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// The CI size of each scenario: a few thousand events over a few seconds,
+// with the fault in the middle.
+const (
+	ciEvents = 4000
+	ciRate   = 800 // events per second: the load lasts about 5 s
+)
+
+// TestKillReplica kills a replica with SIGKILL mid-load: the other reclaims
+// what it left pending and finishes it.
+func TestKillReplica(t *testing.T) {
+	c := newCluster(t, options{})
+	a := c.startReplica("replica-a")
+	c.startReplica("replica-b")
+	p := c.produce(ciEvents, ciRate, 0)
+	p.waitWritten(ciEvents/3, time.Minute)
+	waitFor(t, 10*time.Second, "replica-a to hold pending entries", func() bool { return c.pendingOf("replica-a") > 0 })
+	a.kill()
+	waitFor(t, 30*time.Second, "replica-a's pending entries to be reclaimed by replica-b", func() bool { return c.pendingOf("replica-a") == 0 })
+	c.note("replica-a's pending entries all claimed by replica-b")
+	p.wait(2 * time.Minute)
+	c.drain(2 * time.Minute)
+	r := c.check(p, "kill -9 a replica mid-load")
+	assert.Positive(t, r.Reclaimed, "replica-b reclaimed the killed replica's entries")
+	assert.Positive(t, r.Redelivered, "the killed replica's entries were delivered twice")
+}
+
+// TestNetworkCut disconnects a replica from the network for longer than the
+// reclaim idle time: its pending entries are reclaimed and finished by the
+// other replica; once reconnected, its late acks find them no longer pending
+// and emit nothing.
+func TestNetworkCut(t *testing.T) {
+	c := newCluster(t, options{})
+	a := c.startReplica("replica-a")
+	c.startReplica("replica-b")
+	p := c.produce(ciEvents, ciRate, 0)
+	p.waitWritten(ciEvents/4, time.Minute)
+	waitFor(t, 10*time.Second, "replica-a to hold pending entries", func() bool { return c.pendingOf("replica-a") > 0 })
+	a.disconnect()
+	cut := time.Now()
+	time.Sleep(300 * time.Millisecond)
+	c.note("replica-a cut off with %d entries pending for it", c.pendingOf("replica-a"))
+	waitFor(t, 30*time.Second, "replica-a's entries to be reclaimed while it is cut off", func() bool { return c.pendingOf("replica-a") == 0 })
+	c.note("replica-a's pending entries all claimed by replica-b %s after the cut", time.Since(cut).Round(time.Millisecond))
+	if d := 3*minIdle - time.Since(cut); d > 0 {
+		time.Sleep(d) // cut for three times the reclaim idle time
+	}
+	a.connect()
+	c.note("replica-a was cut off for %s (reclaim.min_idle %s)", time.Since(cut).Round(time.Millisecond), minIdle)
+	p.wait(2 * time.Minute)
+	waitFor(t, time.Minute, "replica-a to reach Redis again", func() bool { return a.logCount("redis_recovered") > 0 })
+	c.drain(2 * time.Minute)
+	r := c.check(p, "network cut of a replica, longer than min_idle")
+	assert.Positive(t, r.Reclaimed, "replica-b reclaimed the cut replica's entries")
+	assert.Positive(t, a.logCount("redis_operation_failed"), "the cut replica saw Redis fail")
+}
+
+// TestRedisRestart kills Redis (SIGKILL to redis-server) under load and
+// starts it again, with AOF fsync everysec and always: the producer and the
+// replicas resume by themselves.
+func TestRedisRestart(t *testing.T) {
+	for _, fsync := range []string{"everysec", "always"} {
+		t.Run(fsync, func(t *testing.T) {
+			c := newCluster(t, options{fsync: fsync})
+			a, b := c.startReplica("replica-a"), c.startReplica("replica-b")
+			p := c.produce(ciEvents, ciRate, 0)
+			p.waitWritten(ciEvents/3, time.Minute)
+			ctx := context.Background()
+			before := p.count.Load()
+			require.NoError(t, c.redis.Kill(ctx))
+			c.note("Redis killed (SIGKILL) after %d acknowledged writes", before)
+			time.Sleep(2 * time.Second)
+			require.NoError(t, c.redis.Restart(ctx))
+			c.note("Redis started again from its AOF; producer at %d acknowledged writes", p.count.Load())
+			p.wait(2 * time.Minute)
+			c.drain(2 * time.Minute)
+			r := c.check(p, "Redis killed and restarted under load, appendfsync "+fsync)
+			assert.Positive(t, r.ProducerErrs, "the producer saw the outage")
+			assert.Zero(t, r.Lost, "no acknowledged write was lost")
+			for _, rep := range []*replica{a, b} {
+				assert.Positive(t, rep.logCount("redis_operation_failed"), "%s logged the outage", rep.name)
+				assert.Positive(t, rep.logCount("redis_recovered"), "%s logged the recovery", rep.name)
+			}
+		})
+	}
+}
+
+// TestRollingRestart stops (SIGTERM) and starts each of three replicas in
+// turn under load.
+func TestRollingRestart(t *testing.T) {
+	c := newCluster(t, options{})
+	rs := []*replica{c.startReplica("replica-a"), c.startReplica("replica-b"), c.startReplica("replica-c")}
+	p := c.produce(ciEvents, ciRate, 0)
+	p.waitWritten(ciEvents/5, time.Minute)
+	for _, r := range rs {
+		r.stop()
+		r.start()
+		time.Sleep(500 * time.Millisecond)
+	}
+	p.wait(2 * time.Minute)
+	c.drain(2 * time.Minute)
+	r := c.check(p, "rolling restart of three replicas under load")
+	for _, rep := range rs {
+		assert.Equal(t, 2, rep.logCount("shutdown_started"), "%s drained once on its SIGTERM and once at the end", rep.name)
+	}
+	_ = r
+}
+
+// TestTrappingPlugin runs a plugin that traps on about 1% of deliveries: each
+// trapped event is retried (a fresh instance) and finished; nothing is lost.
+func TestTrappingPlugin(t *testing.T) {
+	c := newCluster(t, options{trapPerMille: 10})
+	c.startReplica("replica-a")
+	c.startReplica("replica-b")
+	p := c.produce(ciEvents, ciRate, 0)
+	p.wait(2 * time.Minute)
+	c.drain(2 * time.Minute)
+	r := c.check(p, "a plugin trapping on 1% of deliveries")
+	assert.Positive(t, r.Redelivered, "trapped deliveries were retried")
+	assert.InDelta(t, ciEvents/100, r.Redelivered, ciEvents/100, "about 1% of the events trapped once")
+}
+
+// TestPoisonEvents mixes poison events (a plugin retries them forever) among
+// good ones: each poison event goes to the dead-letter stream with its
+// reason after max deliveries, and the good ones are all processed.
+func TestPoisonEvents(t *testing.T) {
+	c := newCluster(t, options{})
+	c.startReplica("replica-a")
+	c.startReplica("replica-b")
+	p := c.produce(ciEvents, ciRate, 500)
+	p.wait(2 * time.Minute)
+	c.drain(2 * time.Minute)
+	r := c.check(p, "poison events among good ones")
+	assert.Equal(t, ciEvents/500, r.Poison)
+	assert.Equal(t, r.Poison, r.DeadLettered, "every poison event, and nothing else, is dead-lettered")
+	assert.Equal(t, r.Poison, r.Reasons["max_deliveries"])
+}
