@@ -22,13 +22,14 @@ var benchEvent = Event{
 	Data:       []byte(`{"event_id":"01J9Z8K3V6Q2W4E5R6T7Y8U9I0","time":"2024-10-05T12:34:56.789Z","actor":{"id":"u-1842","name":"alice","ip":"203.0.113.7"},"action":"user.login","target":{"type":"session","id":"s-99af"},"outcome":"success","meta":{"ua":"Mozilla/5.0 (X11; Linux x86_64)","mfa":true,"region":"eu-west-1"}}`),
 }
 
-// The SDK no-ops call auditproc_alloc per event; the raw host-noop-*
-// fixtures export auditproc_alloc_reuse, so the host skips that call.
+// The no-op examples built with the SDKs, and raw no-ops without SDK (the
+// floor of a guest call). All export auditproc_alloc_reuse, so the host
+// makes one guest call per event.
 var benchGuests = []struct{ name, module string }{
 	{"c", "noop-c"},
 	{"go", "noop-go"},
-	{"c-reuse", "host-noop-c"},
-	{"go-reuse", "host-noop-go"},
+	{"c-raw", "host-noop-c"},
+	{"go-raw", "host-noop-go"},
 }
 
 func benchLoad(b *testing.B, module string, trusted bool) *Plugin {

@@ -35,23 +35,27 @@
 //
 // What remains is wazero's watchdog goroutine per guest call, which no
 // context can avoid. A guest that exports the auditproc_alloc_reuse marker
-// (abi/README.md) needs one call per event instead of two. Measured on the
-// shared 2-core development machine (busy; BenchmarkProcess, a 300-byte event
-// with its metadata, the best of three runs and the spread):
+// (abi/README.md; both SDKs do) needs one call per event instead of two.
+// Measured on the shared 2-core development machine (BenchmarkProcess, a
+// 300-byte event with its metadata, three runs):
 //
-//	guest                           guarded        trusted
-//	C no-op, reuse marker           1.6 µs (–3)    0.31 µs
-//	standard Go no-op, reuse marker 2.1 µs (–7)    0.70 µs (–1.9)
-//	C no-op (SDK, alloc per event)  6.8 µs (–13)   0.37 µs
-//	Go no-op (SDK, alloc per event) 7.5 µs (–17)   1.1 µs (–1.7)
+//	guest                        guarded        trusted (no guard)
+//	C no-op (SDK)                1.4–2.0 µs     0.22–0.27 µs
+//	standard Go no-op (SDK)      4.0–5.0 µs     0.58–0.76 µs
+//	C no-op, raw                 1.6–2.3 µs     0.25–0.31 µs
+//	standard Go no-op, raw       2.3–2.9 µs     0.34–0.87 µs
 //
-// A bare guarded call costs 2–5 µs against 22 ns unguarded
-// (BenchmarkGuardStyles) on that machine; the loop-header checks add to it in
-// guests that loop a lot (standard Go). PluginSpec.Trusted turns the guard
-// off for a vetted plugin: calls get 5 to 20 times cheaper, and a plugin that
-// never returns then blocks its worker forever.
+// Extism's call costs 13–19 µs for a no-op on the same machine. A bare
+// guarded call costs 1.2–1.5 µs against 20 ns unguarded, and 2.3 µs with a
+// context.WithTimeout per call instead of the ticker (BenchmarkGuardStyles);
+// the loop-header checks add to it in guests that loop a lot (standard Go).
+// When the machine is busy every guarded figure doubles or triples, while
+// the trusted ones barely move. PluginSpec.Trusted turns the guard off for a
+// vetted plugin: calls get 5 to 8 times cheaper, and a plugin that never
+// returns then blocks its worker forever.
 //
-// An instance costs about 0.2–0.35 ms to create for C and 7–18 ms for
-// standard Go (runtime start), and holds about 170 KB (C, 128 KiB of it
-// linear memory) or 3.3 MB (Go, 2.4 MB linear) after its first event.
+// An instance costs about 0.2–0.3 ms to create for C and 5–10 ms for
+// standard Go (its runtime starts), and holds about 170 KB (C, 128 KiB of it
+// linear memory) or 3.3 MB (Go, 2.4 MB of it linear) after its first event
+// (BenchmarkInstantiate, BenchmarkInstanceMemory).
 package host
