@@ -175,3 +175,37 @@ func BenchmarkGuardStyles(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkExamples is the per-event cost of example plugins that do work:
+// redact (C) scans the whole event for secrets, normalize (standard Go)
+// makes a few host calls (event_get, event_set, event_delete). It shows what
+// the guard's loop-header checks cost beyond the call itself.
+func BenchmarkExamples(b *testing.B) {
+	examples := []struct{ name, module, config string }{
+		{"redact-c", "redact", `{"fields":["ip"],"secret_names":true,"card_numbers":true,"bearer_tokens":true}`},
+		{"normalize-go", "normalize", `{}`},
+	}
+	for _, ex := range examples {
+		for _, trusted := range []bool{false, true} {
+			b.Run(ex.name+"/"+guardName(trusted), func(b *testing.B) {
+				p, err := Load(context.Background(), PluginSpec{Name: ex.name, Path: wasmtest.Path(b, ex.module), Config: []byte(ex.config), Trusted: trusted}, Config{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer p.Close(context.Background())
+				w, err := NewPipeline(p).NewWorker(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer w.Close()
+				ctx := context.Background()
+				b.ReportAllocs()
+				for b.Loop() {
+					if res := w.Process(ctx, benchEvent); res.Verdict != abi.VerdictOK {
+						b.Fatal(res.Message)
+					}
+				}
+			})
+		}
+	}
+}
