@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 )
@@ -26,6 +27,9 @@ const TimestampLayout = "2006-01-02T15:04:05.000000000Z"
 func Stamp(event []byte, now time.Time) ([]byte, string, error) {
 	if !json.Valid(event) {
 		return nil, "", fmt.Errorf("%w: not valid JSON", ErrInvalidEvent)
+	}
+	if !utf8.Valid(event) {
+		return nil, "", fmt.Errorf("%w: not valid UTF-8", ErrInvalidEvent)
 	}
 	open := bytes.IndexByte(event, '{')
 	if open < 0 || len(bytes.TrimSpace(event[:open])) != 0 {

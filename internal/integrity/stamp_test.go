@@ -52,6 +52,7 @@ func TestStamp(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
 		{"not JSON", `{"a":`, "not valid JSON"},
 		{"empty", ``, "not valid JSON"},
+		{"not UTF-8", "{\"a\":\"\xff\"}", "not valid UTF-8"},
 		{"array", `[{"a":1}]`, "not a JSON object"},
 		{"string", `"{"`, "not a JSON object"},
 		{"number id", `{"event_id":42}`, `"event_id" must be a non-empty string`},

@@ -57,7 +57,7 @@ func referenceSig(key []byte, input []byte) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-func loadVectors(t *testing.T) (vectorFile, *Keyring) {
+func loadVectors(t testing.TB) (vectorFile, *Keyring) {
 	t.Helper()
 	data, err := os.ReadFile(vectorsPath)
 	require.NoError(t, err)
