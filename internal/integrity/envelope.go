@@ -84,11 +84,11 @@ func (k *Keyring) Sign(stream string, event []byte) (Envelope, error) {
 		return Envelope{}, fmt.Errorf("%w: event is not valid UTF-8", ErrInvalidEvent)
 	}
 	view := bytesAsString(event)
-	res := gjson.GetMany(view, EventIDMember, TimestampMember)
-	if res[0].Type != gjson.String || res[0].Str == "" {
+	id := gjson.Get(view, EventIDMember)
+	if id.Type != gjson.String || id.Str == "" {
 		return Envelope{}, fmt.Errorf("%w: no top-level string %q member (use Stamp)", ErrInvalidEvent, EventIDMember)
 	}
-	if _, err := time.Parse(time.RFC3339Nano, res[1].Str); res[1].Type != gjson.String || err != nil {
+	if ts := gjson.Get(view, TimestampMember); ts.Type != gjson.String || !validTimestamp(ts.Str) {
 		return Envelope{}, fmt.Errorf("%w: no top-level RFC 3339 %q member (use Stamp)", ErrInvalidEvent, TimestampMember)
 	}
 	key := k.active
@@ -96,7 +96,7 @@ func (k *Keyring) Sign(stream string, event []byte) (Envelope, error) {
 	key.mac(st, stream, event)
 	sig := hex.EncodeToString(st.sum[:])
 	key.pool.Put(st)
-	return Envelope{KeyID: key.id, EventID: strings.Clone(res[0].Str), Event: event, Sig: sig}, nil
+	return Envelope{KeyID: key.id, EventID: strings.Clone(id.Str), Event: event, Sig: sig}, nil
 }
 
 // Values returns the XADD field/value list in a fixed order: v, kid, event,
@@ -251,3 +251,8 @@ func stringAsBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), 
 // bytesAsString views b as a string without copying, for lookups that do
 // not keep the result.
 func bytesAsString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+func validTimestamp(s string) bool {
+	_, err := time.Parse(time.RFC3339Nano, s)
+	return err == nil
+}
