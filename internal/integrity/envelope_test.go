@@ -183,3 +183,8 @@ func TestReason(t *testing.T) {
 		assert.Equal(t, tc.want, Reason(tc.err), "%v", tc.err)
 	}
 }
+
+func TestEnvelopeValuesOrder(t *testing.T) {
+	env := Envelope{KeyID: "k1", EventID: "e", Event: []byte(`{"event_id":"e"}`), Sig: strings.Repeat("0", 64)}
+	assert.Equal(t, []any{"v", "1", "kid", "k1", "event", []byte(`{"event_id":"e"}`), "sig", strings.Repeat("0", 64)}, env.Values())
+}
