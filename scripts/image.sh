@@ -97,6 +97,22 @@ if ! DOCKER_BUILDKIT=0 docker build --pull=false \
 fi
 docker image inspect "$image" --format "image: {{index .RepoTags 0}} {{.Size}} bytes ($version)" >&2
 
+# The development keyring compose.yaml mounts: generated here, once, into the
+# git-ignored build/compose/ (a key is never committed), readable by the
+# image's user (uid 65532) only.
+keys=build/compose/hmac.keys
+if [ ! -s "$keys" ]; then
+  mkdir -p build/compose
+  "$rootfs/usr/local/bin/auditproc" keygen --id compose-dev --out "$keys"
+  echo "image: generated the development keyring $keys for compose.yaml" >&2
+fi
+if [ "$(id -u)" = 0 ]; then
+  chown 65532:65532 "$keys"
+else
+  # Without root the file cannot be given to uid 65532: a development key only.
+  chmod 0644 "$keys"
+fi
+
 # The Redis image compose and the fault suite use.
 if [ "$redis_image" = "auditproc/redis:7-local" ]; then
   IMAGE="$redis_image" scripts/redis-image.sh
