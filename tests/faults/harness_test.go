@@ -163,10 +163,12 @@ plugins:
   - name: first
     path: /faults/e2e-go.wasm
     sinks: [first]
+    deadline: 200ms
     config: {sink: first}
   - name: second
     path: /faults/e2e-go.wasm
     sinks: [out]
+    deadline: 200ms
     config: {sink: out, trap_per_mille: %d}
 `, stream, group, minIdle, maxDeliv, dlq, sinkFirst, sinkOut, o.trapPerMille))
 	c.note("Redis %s (container, AOF appendfsync %s, noeviction); replicas: %s; plugin traps per mille: %d",
@@ -397,6 +399,23 @@ func (c *cluster) pendingOf(name string) int64 {
 		return -1
 	}
 	return p.Consumers[name]
+}
+
+// lastSeen returns when consumer name last read from the group (from XINFO
+// CONSUMERS idle time), or the zero time when unknown.
+func (c *cluster) lastSeen(name string) time.Time {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cs, err := c.rdb.XInfoConsumers(ctx, stream, group).Result()
+	if err != nil {
+		return time.Time{}
+	}
+	for _, x := range cs {
+		if x.Name == name {
+			return time.Now().Add(-x.Idle)
+		}
+	}
+	return time.Time{}
 }
 
 // drain waits until the group has delivered every entry and nothing is
