@@ -37,6 +37,8 @@ first read to its last ack, observed through Redis (start-up excluded). The
 HMAC key is generated for the run and never printed.`,
 		flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&cfg.Entries, "entries", bench.DefaultEntries, "entries pre-filled and drained per scenario")
+			fs.StringVar(&cfg.Executable, "auditproc", "", "the auditproc binary to measure (default: this one), to compare builds")
+			fs.IntVar(&cfg.Rounds, "rounds", bench.DefaultRounds, "drains per scenario, taking turns; the fastest is reported")
 			fs.IntVar(&cfg.Rate, "rate", bench.DefaultRate, "offered rate of the latency run, entries/s")
 			fs.DurationVar(&cfg.LatencyFor, "latency-for", bench.DefaultLatencyFor, "how long the latency run offers entries")
 			fs.StringVar(&cfg.RedisURL, "redis-url", "", "a throwaway Redis to use instead of starting redis-server (its data is left behind)")
@@ -44,7 +46,7 @@ HMAC key is generated for the run and never printed.`,
 			fs.StringVar(&cfg.Pipeline, "pipeline", bench.DefaultPipeline, "the default pipeline's configuration file")
 			fs.StringVar(&cfg.WasmDir, "wasm-dir", bench.DefaultWasmDir, "directory of the built example plugins (make plugins)")
 			fs.StringVar(&cfg.CacheDir, "cache-dir", bench.DefaultCacheDir, "compiled-module cache, warmed before measuring")
-			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, noop-go, noop-c, three, default")
+			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, noop-go, noop-c, three, default, trusted")
 			// The scenarios' own processes: not for users.
 			fs.StringVar(&child, "child", "", "internal: run one scenario's consumer (baseline, baseline-hmac, verify)")
 		},
@@ -55,11 +57,13 @@ HMAC key is generated for the run and never printed.`,
 			if child != "" {
 				return benchChild(ctx, sio, child)
 			}
-			exe, err := os.Executable()
-			if err != nil {
-				return err
+			if cfg.Executable == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				cfg.Executable = exe
 			}
-			cfg.Executable = exe
 			if only != "" {
 				cfg.Only = strings.Split(only, ",")
 			}

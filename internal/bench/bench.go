@@ -31,6 +31,7 @@ const (
 	DefaultCacheDir    = "build/cache"
 	// DefaultBaselineCount is the COUNT of the baseline loop's reads.
 	DefaultBaselineCount = 1000
+	DefaultRounds        = 3
 )
 
 // Stream names in the benchmark's Redis.
@@ -69,6 +70,11 @@ type Config struct {
 	CacheDir string
 	// Only names the scenarios to run; empty runs all.
 	Only []string
+	// Rounds: every scenario drains the stream this many times, the
+	// scenarios taking turns, and its fastest drain is reported (the
+	// machine is shared: the best of several is the least disturbed).
+	// Default DefaultRounds.
+	Rounds int
 }
 
 func (c *Config) setDefaults() {
@@ -92,6 +98,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CacheDir == "" {
 		c.CacheDir = DefaultCacheDir
+	}
+	if c.Rounds == 0 {
+		c.Rounds = DefaultRounds
 	}
 }
 
@@ -124,6 +133,7 @@ type Report struct {
 	Entries    int
 	EventBytes int
 	Rate       int
+	Rounds     int
 	Results    []Result
 }
 
@@ -195,6 +205,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		"AUDITPROC_DEAD_LETTER_STREAM="+deadLetter,
 		// Only the end of a drain waits for an empty read: keep it short.
 		"AUDITPROC_CONSUMER_BLOCK=250ms",
+		// A call stopped at its deadline on a busy machine leaves its entry
+		// pending for a retry: claim it after a second, not a minute, so
+		// that one stall does not hold a drain for a minute.
+		"AUDITPROC_RECLAIM_MIN_IDLE=1s",
+		"AUDITPROC_RECLAIM_INTERVAL=250ms",
 		"AUDITPROC_LOG_LEVEL=warn",
 		"AUDITPROC_LOG_FORMAT=text",
 	)
@@ -208,19 +223,32 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{Entries: cfg.Entries, EventBytes: size, Rate: cfg.Rate}
-	var base float64
+	rep := &Report{Entries: cfg.Entries, EventBytes: size, Rate: cfg.Rate, Rounds: cfg.Rounds}
 	for _, sc := range scenarios {
 		if sc.pluginCfg != "" {
 			if err := r.warm(ctx, sc); err != nil {
 				return nil, err
 			}
 		}
-		logger.Info("scenario_started", slog.String("scenario", sc.name))
-		res, err := r.drain(ctx, sc)
-		if err != nil {
-			return nil, fmt.Errorf("scenario %s: %w", sc.name, err)
+	}
+	best := make([]Result, len(scenarios))
+	for round := 1; round <= cfg.Rounds; round++ {
+		for i, sc := range scenarios {
+			logger.Info("scenario_started", slog.String("scenario", sc.name), slog.Int("round", round))
+			res, err := r.drain(ctx, sc)
+			if err != nil {
+				return nil, fmt.Errorf("scenario %s: %w", sc.name, err)
+			}
+			logger.Info("scenario_finished", slog.String("scenario", sc.name), slog.Int("round", round),
+				slog.Float64("entries_per_s", res.Throughput), slog.Duration("cpu_per_entry", res.CPU))
+			if res.Throughput > best[i].Throughput {
+				best[i] = res
+			}
 		}
+	}
+	var base float64
+	for i, sc := range scenarios {
+		res := best[i]
 		if sc.name == "baseline" {
 			base = res.Throughput
 		}
@@ -228,11 +256,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 			res.Ratio = res.Throughput / base
 		}
 		if sc.latency {
+			logger.Info("latency_started", slog.String("scenario", sc.name), slog.Int("rate", cfg.Rate))
 			if err := r.latency(ctx, sc, &res); err != nil {
 				return nil, fmt.Errorf("scenario %s latency: %w", sc.name, err)
 			}
 		}
-		logger.Info("scenario_finished", slog.String("scenario", sc.name), slog.Float64("entries_per_s", res.Throughput))
 		rep.Results = append(rep.Results, res)
 	}
 	return rep, nil
@@ -252,10 +280,11 @@ func cleanEnv() []string {
 
 // pluginFile is a plugin of a generated configuration file.
 type pluginFile struct {
-	Name   string         `json:"name"`
-	Path   string         `json:"path"`
-	Config map[string]any `json:"config,omitempty"`
-	Sinks  []string       `json:"sinks,omitempty"`
+	Name    string         `json:"name"`
+	Path    string         `json:"path"`
+	Config  map[string]any `json:"config,omitempty"`
+	Sinks   []string       `json:"sinks,omitempty"`
+	Trusted bool           `json:"trusted,omitempty"`
 }
 
 // writeConfig writes a configuration (JSON, which is YAML too) with the
@@ -320,12 +349,18 @@ func (r *runner) scenarios() ([]scenario, error) {
 		return nil, err
 	}
 	var all []string
+	var allTrusted []pluginFile
 	sink := ""
 	for _, p := range def.Plugins {
 		all = append(all, p.Name)
+		allTrusted = append(allTrusted, pluginFile{Name: p.Name, Path: p.Path, Config: p.Config, Sinks: p.Sinks, Trusted: true})
 		if p.Name == "forward" && len(p.Sinks) > 0 {
 			sink = def.Sinks[p.Sinks[0]].Stream
 		}
+	}
+	trusted, err := r.writeConfig("trusted", allTrusted, def.Sinks)
+	if err != nil {
+		return nil, err
 	}
 	list := []scenario{
 		{name: "baseline", title: "go-redis loop, no verification (baseline)", args: []string{"bench", "--child", "baseline"}},
@@ -335,6 +370,7 @@ func (r *runner) scenarios() ([]scenario, error) {
 		{name: "noop-c", title: "auditproc: verify + C no-op (guarded)", args: runArgs(noopC), pluginCfg: noopC},
 		{name: "three", title: "auditproc: " + strings.Join(names, "+"), args: runArgs(three), pluginCfg: three},
 		{name: "default", title: fmt.Sprintf("auditproc: default pipeline (%d plugins)", len(all)), args: runArgs(defPath), pluginCfg: defPath, latency: sink != "", sink: sink},
+		{name: "trusted", title: "auditproc: default pipeline, all trusted (no guard)", args: runArgs(trusted), pluginCfg: trusted, latency: sink != "", sink: sink},
 	}
 	if len(r.cfg.Only) == 0 {
 		return list, nil
@@ -396,7 +432,7 @@ func tail(f *os.File) string {
 
 func (r *runner) newGroup(ctx context.Context, stream, prefix string) (string, error) {
 	r.groups++
-	group := fmt.Sprintf("%s-%d", prefix, r.groups)
+	group := fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), r.groups)
 	return group, r.rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err()
 }
 

@@ -10,8 +10,8 @@ import (
 // Print writes the report as a table (Markdown, so that it pastes into
 // docs/performance.md as it is).
 func (rep *Report) Print(w io.Writer) {
-	fmt.Fprintf(w, "%d entries of %d bytes (event JSON) per scenario; latency at %d entries/s offered\n\n",
-		rep.Entries, rep.EventBytes, rep.Rate)
+	fmt.Fprintf(w, "%d entries of %d bytes (event JSON) per scenario, best of %d rounds; latency at %d entries/s offered\n\n",
+		rep.Entries, rep.EventBytes, rep.Rounds, rep.Rate)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
 	fmt.Fprintln(tw, "| scenario\t| entries/s\t| × baseline\t| CPU µs/entry\t| Redis CPU µs/entry\t| peak RSS MiB\t| start ms\t| p50 / p99 ms\t|")
 	fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|")

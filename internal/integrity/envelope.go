@@ -1,6 +1,7 @@
 package integrity
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"encoding/binary"
 	"encoding/hex"
@@ -121,6 +122,18 @@ func (e Envelope) Values() []any {
 //
 // Errors are *EnvelopeError values naming the field; none holds key material.
 func (k *Keyring) Verify(stream string, values map[string]any) (Envelope, error) {
+	env, err := k.VerifyView(stream, values)
+	if err == nil {
+		env.Event = bytes.Clone(env.Event)
+	}
+	return env, err
+}
+
+// VerifyView is Verify without the copy of the event: the returned
+// Envelope's Event shares the memory of values' event string, so it must
+// never be changed. A reader that hands events on read-only (streambus)
+// saves an allocation and a copy per entry.
+func (k *Keyring) VerifyView(stream string, values map[string]any) (Envelope, error) {
 	_, hasKid := values[FieldKeyID]
 	_, hasSig := values[FieldSig]
 	if !hasKid && !hasSig {
@@ -177,7 +190,7 @@ func (k *Keyring) Verify(stream string, values map[string]any) (Envelope, error)
 	if id.Type != gjson.String || id.Str == "" {
 		return Envelope{}, malformed(FieldEvent, "no top-level non-empty string event_id member")
 	}
-	return Envelope{KeyID: kid, EventID: id.Str, Event: []byte(event), Sig: sig}, nil
+	return Envelope{KeyID: kid, EventID: id.Str, Event: stringAsBytes(event), Sig: sig}, nil
 }
 
 // mac computes the envelope MAC into st.sum:

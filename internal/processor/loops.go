@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/auditproc/auditproc/abi"
@@ -17,18 +18,27 @@ import (
 // feeder hands entries to the workers. Sends use the work context, so that
 // entries already read are still processed during a graceful shutdown.
 type feeder struct {
-	jobs     chan<- streambus.Entry
+	jobs     chan<- []streambus.Entry
 	inflight *atomic.Int64
 	sendCtx  context.Context
+	workers  int
 }
 
+// maxChunk bounds the entries a worker takes at once: large enough that a
+// channel operation is amortised over many entries, small enough that a
+// batch is shared between the workers and its first results are committed
+// early.
+const maxChunk = 32
+
 func (f feeder) send(entries []streambus.Entry) bool {
-	for _, e := range entries {
-		f.inflight.Add(1)
+	chunk := min(maxChunk, max(1, (len(entries)+f.workers-1)/f.workers))
+	for lo := 0; lo < len(entries); lo += chunk {
+		c := entries[lo:min(lo+chunk, len(entries))]
+		f.inflight.Add(int64(len(c)))
 		select {
-		case f.jobs <- e:
+		case f.jobs <- c:
 		case <-f.sendCtx.Done():
-			f.inflight.Add(-1)
+			f.inflight.Add(-int64(len(c)))
 			return false // left pending: redelivered after a restart or reclaimed
 		}
 	}
@@ -239,10 +249,11 @@ func reasonLabel(reason string) string {
 
 // commitLoop commits verdicts in batches: whatever the workers finished
 // since the last commit goes out in one atomic step.
-func (p *Processor) commitLoop(ctx context.Context, results <-chan work, inflight *atomic.Int64) {
+func (p *Processor) commitLoop(ctx context.Context, results <-chan *[]work, inflight *atomic.Int64) {
 	batch := make([]work, 0, p.cfg.BatchSize)
 	for first := range results {
-		batch = append(batch[:0], first)
+		batch = append(batch[:0], *first...)
+		p.release(first)
 	more:
 		for len(batch) < p.cfg.BatchSize {
 			select {
@@ -250,13 +261,15 @@ func (p *Processor) commitLoop(ctx context.Context, results <-chan work, infligh
 				if !ok {
 					break more
 				}
-				batch = append(batch, w)
+				batch = append(batch, *w...)
+				p.release(w)
 			default:
 				break more
 			}
 		}
 		p.commit(ctx, batch)
 		inflight.Add(-int64(len(batch)))
+		clear(batch) // drop references to entries and emits until reused
 	}
 }
 
@@ -278,7 +291,6 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 	)
 	for _, w := range batch {
 		r := &w.result
-		p.observe(r)
 		switch r.Verdict {
 		case abi.VerdictOK:
 			it := streambus.Item{ID: w.entry.ID}
@@ -350,15 +362,43 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 	p.deadLetter(ctx, letters)
 }
 
-// observe records a result's per-plugin verdicts and latencies.
-func (p *Processor) observe(r *host.Result) {
+// observers records results' per-plugin verdicts and latencies, with the
+// metric children looked up once per plugin rather than once per event.
+type observers map[string]*pluginObserver
+
+type pluginObserver struct {
+	latency  prometheus.Observer
+	verdicts [4]prometheus.Counter // by abi.Verdict: ok, drop, retry, reject
+}
+
+func newObservers(m *Metrics, pipeline *host.Pipeline) observers {
+	o := observers{}
+	for _, pl := range pipeline.Plugins() {
+		po := &pluginObserver{latency: m.PluginLatency.WithLabelValues(pl.Name())}
+		for v := range po.verdicts {
+			po.verdicts[v] = m.Verdicts.WithLabelValues(pl.Name(), abi.Verdict(v).String())
+		}
+		o[pl.Name()] = po
+	}
+	return o
+}
+
+// observe records a result's per-plugin verdicts and latencies. It is safe
+// for concurrent use (the map is read only).
+func (o observers) observe(r *host.Result) {
 	for _, t := range r.Timings {
-		p.metrics.PluginLatency.WithLabelValues(t.Plugin).Observe(t.Duration.Seconds())
+		po := o[t.Plugin]
+		if po == nil {
+			continue
+		}
+		po.latency.Observe(t.Duration.Seconds())
 		v := abi.VerdictOK
 		if t.Plugin == r.Plugin {
 			v = r.Verdict
 		}
-		p.metrics.Verdicts.WithLabelValues(t.Plugin, v.String()).Inc()
+		if v >= 0 && int(v) < len(po.verdicts) {
+			po.verdicts[v].Inc()
+		}
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,6 +139,7 @@ type Processor struct {
 
 	ready    atomic.Bool
 	failures failureMemory
+	chunks   sync.Pool // of *[]work: result chunks, reused once committed
 	stats    Stats
 }
 
@@ -244,10 +244,27 @@ func (p *Processor) closeSinks() {
 	}
 }
 
-// work is one entry on its way through a worker to the committer.
+// work is one entry on its way through a worker to the committer. entry
+// points into the batch read from Redis, which lives until committed.
 type work struct {
-	entry  streambus.Entry
+	entry  *streambus.Entry
 	result host.Result
+}
+
+// chunk returns an empty result chunk with room for n entries.
+func (p *Processor) chunk(n int) *[]work {
+	if c, ok := p.chunks.Get().(*[]work); ok && cap(*c) >= n {
+		*c = (*c)[:0]
+		return c
+	}
+	c := make([]work, 0, max(n, maxChunk))
+	return &c
+}
+
+// release gives a committed chunk back for reuse.
+func (p *Processor) release(c *[]work) {
+	clear(*c) // drop references to entries and emits
+	p.chunks.Put(c)
 }
 
 // Run runs the loop until ctx is cancelled (or, with StopWhenIdle, until the
@@ -275,8 +292,11 @@ func (p *Processor) Run(ctx context.Context) error {
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
 
-	jobs := make(chan streambus.Entry, p.cfg.BatchSize)
-	results := make(chan work, p.cfg.BatchSize)
+	// Entries travel in chunks (see feeder.send), results likewise: one
+	// channel operation per chunk, not per entry. The reader runs ahead of
+	// the workers by about one batch.
+	jobs := make(chan []streambus.Entry, max(2*p.cfg.Workers, p.cfg.BatchSize/maxChunk))
+	results := make(chan *[]work, 2*p.cfg.Workers)
 	var inflight atomic.Int64 // entries handed to workers and not yet committed
 
 	workers := make([]*host.Worker, p.cfg.Workers)
@@ -290,10 +310,11 @@ func (p *Processor) Run(ctx context.Context) error {
 		}
 		workers[i] = w
 	}
+	obs := newObservers(p.metrics, p.pipeline)
 
 	var producers, pool, committer sync.WaitGroup
 	producers.Add(2)
-	feed := feeder{jobs: jobs, inflight: &inflight, sendCtx: workCtx}
+	feed := feeder{jobs: jobs, inflight: &inflight, sendCtx: workCtx, workers: p.cfg.Workers}
 	go func() { defer producers.Done(); p.readLoop(readCtx, feed, stopReading) }()
 	go func() { defer producers.Done(); p.reclaimLoop(readCtx, feed) }()
 	for _, w := range workers {
@@ -301,15 +322,21 @@ func (p *Processor) Run(ctx context.Context) error {
 		go func() {
 			defer pool.Done()
 			defer w.Close()
-			for e := range jobs {
-				res := w.Process(workCtx, host.Event{
-					EntryID: e.ID, Stream: e.Stream, KeyID: e.KeyID, EventID: e.EventID,
-					Deliveries: uint32(min(e.Deliveries, 1<<31)), Data: e.Event,
-				})
-				// The worker reuses Event and Timings on its next call.
-				res.Event = nil
-				res.Timings = slices.Clone(res.Timings)
-				results <- work{entry: e, result: res}
+			for chunk := range jobs {
+				out := p.chunk(len(chunk))
+				for i := range chunk {
+					e := &chunk[i]
+					res := w.Process(workCtx, host.Event{
+						EntryID: e.ID, Stream: e.Stream, KeyID: e.KeyID, EventID: e.EventID,
+						Deliveries: uint32(min(e.Deliveries, 1<<31)), Data: e.Event,
+					})
+					obs.observe(&res)
+					// The worker reuses Event and Timings on its next call;
+					// Timings were observed just above.
+					res.Event, res.Timings = nil, nil
+					*out = append(*out, work{entry: e, result: res})
+				}
+				results <- out
 			}
 		}()
 	}

@@ -68,7 +68,7 @@ func BenchmarkVerify(b *testing.B) {
 
 // defaultPlugins loads the plugins of the repository's plugins.yaml with
 // their configuration, as `auditproc run` does.
-func defaultPlugins(b *testing.B) ([]*host.Plugin, config.Config) {
+func defaultPlugins(b *testing.B, trusted bool) ([]*host.Plugin, config.Config) {
 	root := filepath.Dir(wasmtest.Dir(b))
 	root = filepath.Dir(root) // build/wasm -> repository root
 	cfg, err := config.Load(config.Source{File: filepath.Join(root, "plugins.yaml")})
@@ -79,7 +79,7 @@ func defaultPlugins(b *testing.B) ([]*host.Plugin, config.Config) {
 		require.NoError(b, err)
 		pl, err := host.Load(context.Background(), host.PluginSpec{
 			Name: p.Name, Path: p.Path, Config: conf, Sinks: p.Sinks,
-			MemoryLimitBytes: uint64(p.MemoryLimit), Deadline: p.Deadline, Trusted: p.Trusted,
+			MemoryLimitBytes: uint64(p.MemoryLimit), Deadline: p.Deadline, Trusted: p.Trusted || trusted,
 		}, host.Config{CacheDir: filepath.Join(root, "build", "cache")})
 		require.NoError(b, err)
 		b.Cleanup(func() { _ = pl.Close(context.Background()) })
@@ -115,11 +115,16 @@ func BenchmarkPluginCall(b *testing.B) {
 	}
 	b.Run("noop-go", func(b *testing.B) { run(b, loadNoop(b, "noop-go")) })
 	b.Run("noop-c", func(b *testing.B) { run(b, loadNoop(b, "noop-c")) })
-	plugins, _ := defaultPlugins(b)
+	plugins, _ := defaultPlugins(b, false)
 	for _, p := range plugins {
 		b.Run(p.Name(), func(b *testing.B) { run(b, p) })
 	}
 	b.Run("default", func(b *testing.B) { run(b, plugins...) })
+	trusted, _ := defaultPlugins(b, true)
+	for _, p := range trusted {
+		b.Run(p.Name()+"-trusted", func(b *testing.B) { run(b, p) })
+	}
+	b.Run("default-trusted", func(b *testing.B) { run(b, trusted...) })
 }
 
 // BenchmarkCommit is the committer's Redis step for a batch of 256 entries:
@@ -192,7 +197,9 @@ func BenchmarkRun(b *testing.B) {
 	fill(b, rdb, keys, stream, entries)
 	bus, err := streambus.New(streambus.Config{}, nil, rdb, keys)
 	require.NoError(b, err)
-	defaults, defCfg := defaultPlugins(b)
+	root := filepath.Dir(filepath.Dir(wasmtest.Dir(b)))
+	defCfg, err := config.Load(config.Source{File: filepath.Join(root, "plugins.yaml")})
+	require.NoError(b, err)
 	sinks := map[string]processor.Sink{}
 	for name, s := range defCfg.Sinks {
 		sinks[name] = processor.Sink{Type: s.Type, Stream: s.Stream, Path: s.Path}
@@ -204,7 +211,7 @@ func BenchmarkRun(b *testing.B) {
 	}{
 		{"verify", func() []*host.Plugin { return nil }},
 		{"noop-go", func() []*host.Plugin { return []*host.Plugin{loadNoop(b, "noop-go")} }},
-		{"default", func() []*host.Plugin { return defaults }},
+		{"default", func() []*host.Plugin { p, _ := defaultPlugins(b, false); return p }},
 	} {
 		b.Run(sc.name, func(b *testing.B) {
 			pipeline := host.NewPipeline(sc.plugins()...)

@@ -271,7 +271,17 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 			nadds++
 		}
 	}
-	ids, acked, err := b.runCommit(ctx, stream, group, sealed)
+	var ids [][]string
+	var acked int64
+	var err error
+	if nadds == 0 {
+		// Acks only: one XACK does what the script would, at a fraction of
+		// Redis's time (no script call per id).
+		acked, err = b.rdb.XAck(ctx, stream, group, ackIDs(items)...).Result()
+		ids = make([][]string, len(items))
+	} else {
+		ids, acked, err = b.runCommit(ctx, stream, group, sealed)
+	}
 	if err != nil {
 		return CommitResult{}, fmt.Errorf("commit %d entries with %d events on stream %q group %q: %w", len(items), nadds, stream, group, err)
 	}
@@ -279,4 +289,12 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 		slog.String("stream", stream), slog.String("group", group),
 		slog.Int("entries", len(items)), slog.Int64("acked", acked), slog.Int("events", nadds))
 	return CommitResult{Acked: acked, IDs: ids}, nil
+}
+
+func ackIDs(items []Item) []string {
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.ID
+	}
+	return ids
 }

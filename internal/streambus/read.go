@@ -228,16 +228,16 @@ type verdict struct {
 }
 
 // parallelChunk is the smallest share of a batch worth a goroutine: a
-// large batch is verified on every core while Redis, in a read loop, waits
-// for the next request anyway.
-const parallelChunk = 256
+// batch of 256 (the processor's default) or more is verified on every core
+// while Redis, in a read loop, waits for the next request anyway.
+const parallelChunk = 128
 
 func (b *Bus) verifyAll(stream string, msgs []redis.XMessage) []verdict {
 	out := make([]verdict, len(msgs))
 	verify := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			if msgs[i].Values != nil {
-				out[i].env, out[i].err = b.keys.Verify(stream, msgs[i].Values)
+				out[i].env, out[i].err = b.keys.VerifyView(stream, msgs[i].Values)
 			}
 		}
 	}

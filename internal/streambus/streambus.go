@@ -117,6 +117,8 @@ type Entry struct {
 	// EventID is the event's event_id.
 	EventID string
 	// Event is the signed JSON object, byte for byte as the producer wrote it.
+	// It shares memory with the Redis reply (no copy per entry): read it,
+	// never change it; copy it to change it.
 	Event []byte
 	// Sig is the hex signature, kept so that the entry can be dead-lettered and
 	// replayed unchanged.
