@@ -349,9 +349,12 @@ func (r *runner) scenarios() ([]scenario, error) {
 		return nil, err
 	}
 	var all []string
-	var allTrusted []pluginFile
+	var allTrusted, forward []pluginFile
 	sink := ""
 	for _, p := range def.Plugins {
+		if p.Name == "forward" {
+			forward = append(forward, pluginFile{Name: p.Name, Path: p.Path, Config: p.Config, Sinks: p.Sinks})
+		}
 		all = append(all, p.Name)
 		allTrusted = append(allTrusted, pluginFile{Name: p.Name, Path: p.Path, Config: p.Config, Sinks: p.Sinks, Trusted: true})
 		if p.Name == "forward" && len(p.Sinks) > 0 {
@@ -362,12 +365,17 @@ func (r *runner) scenarios() ([]scenario, error) {
 	if err != nil {
 		return nil, err
 	}
+	fwd, err := r.writeConfig("forward", forward, def.Sinks)
+	if err != nil {
+		return nil, err
+	}
 	list := []scenario{
 		{name: "baseline", title: "go-redis loop, no verification (baseline)", args: []string{"bench", "--child", "baseline"}},
 		{name: "baseline-hmac", title: "go-redis loop + HMAC verify", args: []string{"bench", "--child", "baseline-hmac"}},
 		{name: "verify", title: "auditproc: verify, no plugins", args: []string{"bench", "--child", "verify"}},
 		{name: "noop-go", title: "auditproc: verify + Go no-op (guarded)", args: runArgs(noopGo), pluginCfg: noopGo},
 		{name: "noop-c", title: "auditproc: verify + C no-op (guarded)", args: runArgs(noopC), pluginCfg: noopC},
+		{name: "forward", title: "auditproc: verify + forward to a stream sink (guarded)", args: runArgs(fwd), pluginCfg: fwd, latency: sink != "", sink: sink},
 		{name: "three", title: "auditproc: " + strings.Join(names, "+"), args: runArgs(three), pluginCfg: three},
 		{name: "default", title: fmt.Sprintf("auditproc: default pipeline (%d plugins)", len(all)), args: runArgs(defPath), pluginCfg: defPath, latency: sink != "", sink: sink},
 		{name: "trusted", title: "auditproc: default pipeline, all trusted (no guard)", args: runArgs(trusted), pluginCfg: trusted, latency: sink != "", sink: sink},

@@ -26,6 +26,9 @@ func (r *runner) latency(ctx context.Context, sc scenario, res *Result) error {
 	if err := r.rdb.Del(ctx, sink).Err(); err != nil {
 		return err
 	}
+	// A stream of its own: a group on a shared one would start with the
+	// previous scenario's entries as a backlog.
+	latencyStream := latencyStream + ":" + sc.name
 	group, err := r.newGroup(ctx, latencyStream, "latency-"+sc.name)
 	if err != nil {
 		return err
