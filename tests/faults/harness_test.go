@@ -228,12 +228,12 @@ func (c *cluster) startReplica(name string) *replica {
 
 func (r *replica) id() string { return r.ctr.GetContainerID() }
 
-// kill is docker kill -s KILL: auditproc (PID 1) dies with its work in flight.
-func (r *replica) kill() {
+// kill is docker kill -s KILL: auditproc (PID 1) dies with its work in
+// flight. It returns how many entries were left pending for the replica.
+func (r *replica) kill() int64 {
 	r.c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pending := r.c.pendingOf(r.name)
 	r.c.withDocker(func(cli *client.Client) error {
 		_, err := cli.ContainerKill(ctx, r.id(), client.ContainerKillOptions{Signal: "KILL"})
 		return err
@@ -241,7 +241,9 @@ func (r *replica) kill() {
 	for r.running() {
 		time.Sleep(20 * time.Millisecond)
 	}
+	pending := r.c.pendingOf(r.name)
 	r.c.note("%s killed (SIGKILL) with %d entries pending for it", r.name, pending)
+	return pending
 }
 
 // stop is docker stop: SIGTERM, auditproc drains and exits. Its counters are
