@@ -20,6 +20,7 @@ import (
 type feeder struct {
 	jobs     chan<- []streambus.Entry
 	inflight *atomic.Int64
+	ids      *idSet // ids of the entries in flight
 	sendCtx  context.Context
 	workers  int
 }
@@ -35,10 +36,12 @@ func (f feeder) send(entries []streambus.Entry) bool {
 	for lo := 0; lo < len(entries); lo += chunk {
 		c := entries[lo:min(lo+chunk, len(entries))]
 		f.inflight.Add(int64(len(c)))
+		f.ids.add(c)
 		select {
 		case f.jobs <- c:
 		case <-f.sendCtx.Done():
 			f.inflight.Add(-int64(len(c)))
+			f.ids.remove(c)
 			return false // left pending: redelivered after a restart or reclaimed
 		}
 	}
@@ -87,8 +90,13 @@ func (p *Processor) readLoop(ctx context.Context, feed feeder, stop context.Canc
 func (p *Processor) read(ctx context.Context, id string) (streambus.Batch, bool) {
 	var batch streambus.Batch
 	err := p.retry(ctx, "xreadgroup", func() error {
+		// Every read has a deadline of its own, whatever the client and
+		// the network do: a read stuck on a dead connection fails and is
+		// retried on a fresh one.
+		rctx, cancel := context.WithTimeout(ctx, p.cfg.Block+readGrace)
+		defer cancel()
 		var err error
-		batch, err = p.bus.XReadGroup(ctx, streambus.GroupReadArgs{
+		batch, err = p.bus.XReadGroup(rctx, streambus.GroupReadArgs{
 			Stream: p.cfg.Stream, Group: p.cfg.Group, Consumer: p.cfg.Consumer,
 			ID: id, Count: int64(p.cfg.BatchSize), Block: p.cfg.Block,
 		})
@@ -137,8 +145,10 @@ func (p *Processor) reclaimLoop(ctx context.Context, feed feeder) {
 		for {
 			var batch streambus.Batch
 			err := p.retry(ctx, "xautoclaim", func() error {
+				rctx, cancel := context.WithTimeout(ctx, readGrace)
+				defer cancel()
 				var err error
-				batch, err = p.bus.XAutoClaim(ctx, streambus.AutoClaimArgs{
+				batch, err = p.bus.XAutoClaim(rctx, streambus.AutoClaimArgs{
 					Stream: p.cfg.Stream, Group: p.cfg.Group, Consumer: p.cfg.Consumer,
 					MinIdle: p.cfg.MinIdle, Start: cursor, Count: int64(p.cfg.BatchSize),
 				})
@@ -171,6 +181,12 @@ func (p *Processor) reclaimLoop(ctx context.Context, feed feeder) {
 // under the budget stay pending (the reclaimer brings them back until the
 // budget is spent, so they are kept for forensics without looping forever).
 func (p *Processor) triage(ctx context.Context, batch streambus.Batch, redelivered bool) []streambus.Entry {
+	if redelivered {
+		// The reclaimer also claims this consumer's own entries once they
+		// are idle long enough, including entries still queued or running
+		// here: those are not run twice nor dead-lettered for it.
+		batch.Entries = p.inflightIDs.without(batch.Entries)
+	}
 	n := len(batch.Entries) + len(batch.Tampered)
 	p.metrics.Read.Add(float64(n))
 	p.metrics.Verified.Add(float64(len(batch.Entries)))
@@ -269,6 +285,7 @@ func (p *Processor) commitLoop(ctx context.Context, results <-chan *[]work, infl
 		}
 		p.commit(ctx, batch)
 		inflight.Add(-int64(len(batch)))
+		p.inflightIDs.removeWork(batch)
 		clear(batch) // drop references to entries and emits until reused
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/auditproc/auditproc/abi"
 	"github.com/auditproc/auditproc/host"
+	"github.com/auditproc/auditproc/internal/integrity"
 	"github.com/auditproc/auditproc/internal/streambus"
 )
 
@@ -28,6 +29,8 @@ const (
 	DefaultMaxDeliveries   = 5
 	DefaultShutdownTimeout = 30 * time.Second
 
+	// readGrace is added to a read's block time for its own deadline.
+	readGrace = 15 * time.Second
 	// maxBackoff caps the wait between retries of a failing Redis call.
 	maxBackoff = 5 * time.Second
 	// maxRemembered bounds the last-failure memory used for dead letters.
@@ -137,10 +140,11 @@ type Processor struct {
 	metrics  *Metrics
 	lines    map[string]*lineSink // file and stdout sinks by name
 
-	ready    atomic.Bool
-	failures failureMemory
-	chunks   sync.Pool // of *[]work: result chunks, reused once committed
-	stats    Stats
+	ready       atomic.Bool
+	failures    failureMemory
+	inflightIDs idSet
+	chunks      sync.Pool // of *[]work: result chunks, reused once committed
+	stats       Stats
 }
 
 // Stats are the loop's totals since start, for summaries.
@@ -274,6 +278,9 @@ func (p *Processor) release(c *[]work) {
 func (p *Processor) Run(ctx context.Context) error {
 	defer p.closeSinks()
 	if err := p.ensureGroup(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before Redis ever answered: nothing was read
+		}
 		return err
 	}
 	p.ready.Store(true)
@@ -314,7 +321,7 @@ func (p *Processor) Run(ctx context.Context) error {
 
 	var producers, pool, committer sync.WaitGroup
 	producers.Add(2)
-	feed := feeder{jobs: jobs, inflight: &inflight, sendCtx: workCtx, workers: p.cfg.Workers}
+	feed := feeder{jobs: jobs, inflight: &inflight, ids: &p.inflightIDs, sendCtx: workCtx, workers: p.cfg.Workers}
 	go func() { defer producers.Done(); p.readLoop(readCtx, feed, stopReading) }()
 	go func() { defer producers.Done(); p.reclaimLoop(readCtx, feed) }()
 	for _, w := range workers {
@@ -330,6 +337,7 @@ func (p *Processor) Run(ctx context.Context) error {
 						EntryID: e.ID, Stream: e.Stream, KeyID: e.KeyID, EventID: e.EventID,
 						Deliveries: uint32(min(e.Deliveries, 1<<31)), Data: e.Event,
 					})
+					p.checkEmits(&res)
 					obs.observe(&res)
 					// The worker reuses Event and Timings on its next call;
 					// Timings were observed just above.
@@ -442,3 +450,72 @@ func (f *failureMemory) take(id string) (failure, bool) {
 }
 
 func verdictName(v abi.Verdict) string { return v.String() }
+
+// idSet is the set of entry ids in flight in this process: handed to a
+// worker and not yet committed.
+type idSet struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func (s *idSet) add(entries []streambus.Entry) {
+	s.mu.Lock()
+	if s.ids == nil {
+		s.ids = make(map[string]struct{}, len(entries))
+	}
+	for i := range entries {
+		s.ids[entries[i].ID] = struct{}{}
+	}
+	s.mu.Unlock()
+}
+
+func (s *idSet) remove(entries []streambus.Entry) {
+	s.mu.Lock()
+	for i := range entries {
+		delete(s.ids, entries[i].ID)
+	}
+	s.mu.Unlock()
+}
+
+func (s *idSet) removeWork(batch []work) {
+	s.mu.Lock()
+	for i := range batch {
+		delete(s.ids, batch[i].entry.ID)
+	}
+	s.mu.Unlock()
+}
+
+// without returns entries less those in flight.
+func (s *idSet) without(entries []streambus.Entry) []streambus.Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := entries[:0:0]
+	for _, e := range entries {
+		if _, busy := s.ids[e.ID]; !busy {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// checkEmits stamps every emit of an ok result as the sink will store it
+// and turns the result into a reject when one cannot be: an emit that is
+// not a JSON object, or whose event_id or timestamp is malformed, could
+// never be committed, and retrying it would stall every entry behind it.
+func (p *Processor) checkEmits(r *host.Result) {
+	if r.Verdict != abi.VerdictOK {
+		return
+	}
+	now := time.Now()
+	for i := range r.Emits {
+		stamped, _, err := integrity.Stamp(r.Emits[i].Event, now)
+		if err != nil {
+			r.Verdict = abi.VerdictReject
+			r.Plugin = r.Emits[i].Plugin
+			r.Message = fmt.Sprintf("emitted an invalid event for sink %q: %v", r.Emits[i].Sink, err)
+			r.Emits = nil
+			return
+		}
+		r.Emits[i].Event = stamped
+	}
+}

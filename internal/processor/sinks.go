@@ -16,6 +16,7 @@ type lineSink struct {
 	name string
 	mu   sync.Mutex
 	w    *bufio.Writer
+	dst  io.Writer
 	f    *os.File // nil for stdout
 }
 
@@ -24,18 +25,26 @@ func openFileSink(name, path string) (*lineSink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sink %q: open %w", name, err)
 	}
-	return &lineSink{name: name, w: bufio.NewWriterSize(f, 64<<10), f: f}, nil
+	return &lineSink{name: name, w: bufio.NewWriterSize(f, 64<<10), dst: f, f: f}, nil
 }
 
 func newWriterSink(name string, w io.Writer) *lineSink {
-	return &lineSink{name: name, w: bufio.NewWriterSize(w, 64<<10)}
+	return &lineSink{name: name, w: bufio.NewWriterSize(w, 64<<10), dst: w}
 }
 
 // write appends events, one per line, and makes them durable before
 // returning: flushed, and fsynced for files.
-func (s *lineSink) write(events [][]byte) error {
+func (s *lineSink) write(events [][]byte) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() {
+		if err != nil {
+			// bufio keeps its first error forever: start afresh so that a
+			// passing failure (a full disk freed again) does not stop the
+			// sink for the rest of the run.
+			s.w.Reset(s.dst)
+		}
+	}()
 	for _, ev := range events {
 		if _, err := s.w.Write(ev); err != nil {
 			return fmt.Errorf("sink %q: write: %w", s.name, err)

@@ -169,3 +169,26 @@ func TestBadConfigurationsExitTwoNamingTheKey(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidEmitIsRejectedWithoutStallingOthers: a plugin emits an event no
+// sink can store; that entry is dead-lettered with the reason, and the
+// entries around it are processed as usual instead of waiting behind it.
+func TestInvalidEmitIsRejectedWithoutStallingOthers(t *testing.T) {
+	e := newEnv(t)
+	ids := e.emitNumbered(stream, 10, "")
+	e.emit(stream, `{"actor":"x","action":"y","bad_emit":true}`)
+	more := e.emitNumbered(stream, 10, "")
+	cfg := e.config(pipeline(`{"sink": "out"}`))
+
+	code, _, _ := e.run(60*time.Second, "run", "--config", cfg, "--stop-when-idle")
+	require.Equal(t, 0, code)
+	counts := countByEventID(e.sinkRecords(out))
+	for _, id := range append(ids, more...) {
+		assert.Equal(t, 1, counts[id])
+	}
+	assert.Zero(t, e.pending(stream, group))
+	dead, err := e.rdb.XRange(context.Background(), dlq, "-", "+").Result()
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	assert.Contains(t, dead[0].Values["reason"], `emitted an invalid event for sink "out"`)
+}
