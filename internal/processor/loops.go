@@ -212,7 +212,6 @@ func (p *Processor) triage(ctx context.Context, batch streambus.Batch, redeliver
 	for _, t := range batch.Tampered {
 		if t.Deliveries > int64(p.cfg.MaxDeliveries) {
 			letters = append(letters, t.Letter())
-			p.stats.TamperedDLQ.Add(1)
 		}
 	}
 	run := batch.Entries
@@ -228,7 +227,6 @@ func (p *Processor) triage(ctx context.Context, batch streambus.Batch, redeliver
 				reason += fmt.Sprintf("; last failure: plugin %q: %s", f.plugin, f.message)
 			}
 			letters = append(letters, e.Letter(reason))
-			p.stats.Exhausted.Add(1)
 		}
 	}
 	p.deadLetter(ctx, letters)
@@ -241,15 +239,29 @@ func (p *Processor) deadLetter(ctx context.Context, letters []streambus.Letter) 
 	if len(letters) == 0 {
 		return
 	}
+	var ids []string
 	err := p.retry(ctx, "dead_letter", func() error {
-		_, err := p.bus.DeadLetter(ctx, p.cfg.Stream, p.cfg.Group, p.cfg.DeadLetter, letters...)
+		var err error
+		ids, err = p.bus.DeadLetter(ctx, p.cfg.Stream, p.cfg.Group, p.cfg.DeadLetter, letters...)
 		return err
 	})
 	if err != nil {
 		return // still pending: dead-lettered after the restart
 	}
-	for _, l := range letters {
-		p.metrics.DeadLettered.WithLabelValues(reasonLabel(l.Reason)).Inc()
+	for i, l := range letters {
+		if ids[i] == "" {
+			continue // finished elsewhere meanwhile: not moved
+		}
+		label := reasonLabel(l.Reason)
+		p.metrics.DeadLettered.WithLabelValues(label).Inc()
+		switch label {
+		case "rejected":
+			p.stats.Rejected.Add(1)
+		case "max_deliveries":
+			p.stats.Exhausted.Add(1)
+		default:
+			p.stats.TamperedDLQ.Add(1)
+		}
 	}
 }
 
@@ -330,11 +342,13 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 			p.failures.take(w.entry.ID)
 		case abi.VerdictReject:
 			letters = append(letters, w.entry.Letter(fmt.Sprintf("rejected: plugin %q: %s", r.Plugin, r.Message)))
-			p.stats.Rejected.Add(1)
 			p.failures.take(w.entry.ID)
 		default:
 			p.stats.Retried.Add(1)
 			p.failures.set(w.entry.ID, failure{plugin: r.Plugin, message: r.Message})
+			if ctx.Err() != nil {
+				continue // shutdown timed out: left pending, said once by Run
+			}
 			p.log.Warn("audit_event_retry_scheduled",
 				slog.String("entry_id", w.entry.ID), slog.String("event_id", w.entry.EventID),
 				slog.String("plugin", r.Plugin), slog.String("message", r.Message),

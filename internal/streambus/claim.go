@@ -130,12 +130,25 @@ func (b *Bus) fillDeliveries(ctx context.Context, stream, group, consumer string
 		}
 		start = "(" + ps[len(ps)-1].ID
 	}
-	for i := range batch.Entries {
-		batch.Entries[i].Deliveries = want[batch.Entries[i].ID]
+	// An id no longer pending for consumer was claimed by another consumer
+	// (or acknowledged) between the claim and XPENDING: it is not this
+	// consumer's to run, so it leaves the batch.
+	entries := batch.Entries[:0]
+	for _, e := range batch.Entries {
+		if d := want[e.ID]; d > 0 {
+			e.Deliveries = d
+			entries = append(entries, e)
+		}
 	}
-	for i := range batch.Tampered {
-		batch.Tampered[i].Deliveries = want[batch.Tampered[i].ID]
+	batch.Entries = entries
+	tampered := batch.Tampered[:0]
+	for _, t := range batch.Tampered {
+		if d := want[t.ID]; d > 0 {
+			t.Deliveries = d
+			tampered = append(tampered, t)
+		}
 	}
+	batch.Tampered = tampered
 	return nil
 }
 
