@@ -247,6 +247,9 @@ func TestAuditStreamHMACRejectsTampered(t *testing.T) {
 	defer cancel()
 	var got []string
 	for msg, err := range bus.Consume(cctx, "c") {
+		if err != nil && cctx.Err() != nil {
+			break // the window ended during a read
+		}
 		require.NoError(t, err)
 		got = append(got, msg.ID)
 		_, err = bus.Ack(ctx, msg.ID)
