@@ -117,6 +117,7 @@ type cluster struct {
 	key     []byte
 	config  []byte
 	wasm    string
+	fsync   string // Redis's appendfsync
 
 	mu       sync.Mutex
 	replicas []*replica
@@ -130,7 +131,7 @@ func newCluster(t *testing.T, o options) *cluster {
 	if o.fsync == "" {
 		o.fsync = "everysec"
 	}
-	c := &cluster{t: t, counters: map[string]float64{}, wasm: wasmtest.Path(t, "e2e-go")}
+	c := &cluster{t: t, counters: map[string]float64{}, wasm: wasmtest.Path(t, "e2e-go"), fsync: o.fsync}
 	c.net = redistest.Network(t)
 	c.redis = redistest.Start(t,
 		redistest.WithBackend(redistest.Container),

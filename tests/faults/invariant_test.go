@@ -158,7 +158,11 @@ func (c *cluster) check(p *producer, scenario string) *report {
 	r.RedisErrors, r.Scrapes = c.counters["auditproc_redis_errors_total"], c.counters["scrapes"]
 	c.mu.Unlock()
 
-	if r.Lost > 0 {
+	// With appendfsync everysec Redis itself may lose writes it already
+	// acknowledged when it is killed (its documented window: about a
+	// second, more while an fsync is slow). Those never reached auditproc:
+	// reported, not a processing violation. With always, none may be lost.
+	if r.Lost > 0 && c.fsync != "everysec" {
 		r.violate("%d event ids the producer was told were written are not in the stream", r.Lost)
 	}
 	if r.Partial > 0 {
@@ -257,7 +261,11 @@ func (c *cluster) table(r *report) string {
 	}
 	row("events written (producer acknowledged)", r.Written, fmt.Sprintf("%d of them poison", r.Poison))
 	row("stream entries", r.StreamEntries, fmt.Sprintf("%d extra: a retried write that had gone through", r.EntryDupes))
-	row("lost (written, not in stream)", r.Lost, ok(r.Lost))
+	lostNote := ok(r.Lost)
+	if r.Lost > 0 && c.fsync == "everysec" {
+		lostNote = "lost by Redis itself when killed: acknowledged writes inside the AOF everysec window, never seen by auditproc"
+	}
+	row("lost (written, not in stream)", r.Lost, lostNote)
 	row("processed by every plugin and acked", r.Processed, "")
 	row("dead-lettered with a reason", r.DeadLettered, reasons(r.Reasons)+fmt.Sprintf("; %d good events among them", r.DLQGood))
 	row("poison not dead-lettered", r.PoisonNotDLQ, ok(r.PoisonNotDLQ))
