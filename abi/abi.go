@@ -1,5 +1,7 @@
 package abi
 
+import "strconv"
+
 // Version is the ABI version this package describes. A module declares the
 // version it was built for by exporting a function named VersionExportPrefix
 // followed by the decimal version ("auditproc_abi_v1").
@@ -80,7 +82,7 @@ func (v Verdict) String() string {
 	case VerdictReject:
 		return "reject"
 	}
-	return "invalid(" + itoa(int64(v)) + ")"
+	return "invalid(" + strconv.Itoa(int(v)) + ")"
 }
 
 // Valid reports whether v is one of the four verdicts.
@@ -120,25 +122,3 @@ const (
 	DefaultMaxMessageBytes = 1 << 10
 	DefaultMaxLogBytes     = 4 << 10
 )
-
-func itoa(n int64) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
-}

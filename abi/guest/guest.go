@@ -2,6 +2,7 @@ package guest
 
 import (
 	"errors"
+	"strconv"
 
 	"github.com/auditproc/auditproc/abi"
 )
@@ -31,7 +32,7 @@ func resultErr(r int32) error {
 		return ErrInvalid
 	}
 	if r < 0 {
-		return errors.New("guest: host returned " + itoa(int(r)))
+		return errors.New("guest: host returned " + strconv.Itoa(int(r)))
 	}
 	return nil
 }
@@ -107,25 +108,3 @@ func LogWarn(msg string) { Log(abi.LogWarn, msg) }
 
 // LogError logs msg at error level.
 func LogError(msg string) { Log(abi.LogError, msg) }
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
-}
