@@ -265,12 +265,19 @@ func checkDurability(ctx context.Context, rdb redis.UniversalClient, logger *slo
 	return nil
 }
 
-// serveMetrics serves /metrics, /healthz (the process is up) and /readyz
+// serveMetrics serves /metrics, /healthz (the process and its read loop are
+// alive) and /readyz
 // (Redis answers and the loop runs).
 func serveMetrics(addr string, m *processor.Metrics, proc *processor.Processor, logger *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !proc.Healthy() {
+			http.Error(w, "unhealthy: the read loop is stalled (see read_loop_stalled in the log); restart this replica", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if proc.Ready() {
 			fmt.Fprintln(w, "ready")

@@ -100,6 +100,7 @@ func (p *Processor) read(ctx context.Context, id string) (streambus.Batch, bool)
 			Stream: p.cfg.Stream, Group: p.cfg.Group, Consumer: p.cfg.Consumer,
 			ID: id, Count: int64(p.cfg.BatchSize), Block: p.cfg.Block,
 		})
+		p.lastRead.Store(time.Now().UnixNano())
 		if err != nil && redis.HasErrorPrefix(err, "NOGROUP") {
 			p.recreateGroup(ctx)
 		}
@@ -455,5 +456,40 @@ func (p *Processor) gaugeLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// watchLoop runs checkStall on a ticker of its own: it makes no Redis call,
+// so a stuck connection cannot stop it.
+func (p *Processor) watchLoop(ctx context.Context) {
+	t := time.NewTicker(p.cfg.ReclaimInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.checkStall()
+		}
+	}
+}
+
+// checkStall marks the processor unhealthy when no read returned — with
+// entries, empty or with an error — for far longer than a read may take:
+// the read loop is stuck, and /healthz tells the orchestrator to restart
+// the replica (its entries are reclaimed by the others meanwhile).
+func (p *Processor) checkStall() {
+	last := p.lastRead.Load()
+	if last == 0 {
+		return
+	}
+	stalled := time.Since(time.Unix(0, last)) > p.cfg.Block+2*readGrace
+	if stalled && !p.stalled.Swap(true) {
+		p.log.Error("read_loop_stalled",
+			slog.Duration("since_last_read", time.Since(time.Unix(0, last)).Round(time.Second)),
+			slog.String("detail", "no read from Redis returned; /healthz now fails so that this replica is restarted"))
+	}
+	if !stalled && p.stalled.Swap(false) {
+		p.log.Info("read_loop_resumed")
 	}
 }

@@ -141,6 +141,8 @@ type Processor struct {
 	lines    map[string]*lineSink // file and stdout sinks by name
 
 	ready       atomic.Bool
+	lastRead    atomic.Int64 // unix nanoseconds when a read last returned
+	stalled     atomic.Bool
 	failures    failureMemory
 	inflightIDs idSet
 	chunks      sync.Pool // of *[]work: result chunks, reused once committed
@@ -238,6 +240,10 @@ func New(cfg Config, logger *slog.Logger, b bus, rdb redis.UniversalClient, pipe
 
 // Ready reports whether Redis answers and the loop runs (for /readyz).
 func (p *Processor) Ready() bool { return p.ready.Load() }
+
+// Healthy reports whether the read loop is alive (for /healthz): false
+// once no read has returned for far longer than a read may take.
+func (p *Processor) Healthy() bool { return !p.stalled.Load() }
 
 // Stats returns the loop's totals.
 func (p *Processor) Stats() *Stats { return &p.stats }
@@ -353,6 +359,7 @@ func (p *Processor) Run(ctx context.Context) error {
 
 	gaugeCtx, stopGauges := context.WithCancel(ctx)
 	go p.gaugeLoop(gaugeCtx)
+	go p.watchLoop(gaugeCtx)
 	defer stopGauges()
 
 	producers.Wait()
