@@ -48,9 +48,12 @@ endif
 
 # The whole suite. Tests that need Redis or Docker skip on a laptop without
 # them; with AUDITPROC_NO_SKIP=1 (set by .ci/run) such a skip is a failure.
+# The fault suite's invariant tables are printed at the end, passing or not.
 test: deps plugins $(if $(DOCKER_UP),redis-image image)
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 30m ./...
+	@mkdir -p build && rm -f build/faults-report.txt
+	AUDITPROC_FAULTS_REPORT=$(CURDIR)/build/faults-report.txt $(GO) test -count=1 -timeout 30m ./...
+	@if [ -f build/faults-report.txt ]; then echo "== fault suite invariant tables"; cat build/faults-report.txt; fi
 
 test-short: plugins
 	$(GO) test -short -count=1 ./...
