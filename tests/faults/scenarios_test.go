@@ -60,7 +60,8 @@ func TestNetworkCut(t *testing.T) {
 	a.disconnect()
 	cut := time.Now()
 	time.Sleep(300 * time.Millisecond)
-	c.note("replica-a cut off with %d entries pending for it", c.pendingOf("replica-a"))
+	held := c.pendingOf("replica-a") // its acks in flight may have landed before the cut
+	c.note("replica-a cut off with %d entries pending for it", held)
 	waitFor(t, 30*time.Second, "replica-a's entries to be reclaimed while it is cut off", func() bool { return c.pendingOf("replica-a") == 0 })
 	c.note("replica-a's pending entries all claimed by replica-b %s after the cut", time.Since(cut).Round(time.Millisecond))
 	if d := 3*minIdle - time.Since(cut); d > 0 {
@@ -87,7 +88,9 @@ func TestNetworkCut(t *testing.T) {
 	p.wait(2 * time.Minute)
 	c.drain(2 * time.Minute)
 	r := c.check(p, "network cut of a replica, longer than min_idle")
-	assert.Positive(t, r.Reclaimed, "replica-b reclaimed the cut replica's entries")
+	if held > 0 {
+		assert.Positive(t, r.Reclaimed, "replica-b reclaimed the cut replica's entries")
+	}
 	c.note("replica-a logged redis_operation_failed %d times", a.logCount("redis_operation_failed"))
 	// Known issue: now and then a replica cut off in the middle of a Redis
 	// call never gets an answer or an error from go-redis after the network
