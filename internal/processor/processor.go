@@ -456,8 +456,6 @@ func (f *failureMemory) take(id string) (failure, bool) {
 	return v, ok
 }
 
-func verdictName(v abi.Verdict) string { return v.String() }
-
 // idSet is the set of entry ids in flight in this process: handed to a
 // worker and not yet committed.
 type idSet struct {

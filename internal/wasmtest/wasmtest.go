@@ -22,14 +22,15 @@ var build struct {
 // directory that holds go.mod.
 func Root(t testing.TB) string {
 	t.Helper()
-	dir, err := findRoot()
+	dir, err := FindRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return dir
 }
 
-func findRoot() (string, error) {
+// FindRoot is Root for code without a test handle, such as a TestMain.
+func FindRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
@@ -51,7 +52,7 @@ func findRoot() (string, error) {
 func Dir(t testing.TB) string {
 	t.Helper()
 	build.once.Do(func() {
-		root, err := findRoot()
+		root, err := FindRoot()
 		if err != nil {
 			build.err = err
 			return

@@ -65,7 +65,7 @@ func buildAndRun(m *testing.M) int {
 	err := exec.CommandContext(ctx, "docker", "info").Run()
 	cancel()
 	if err == nil {
-		root, err := repoRoot()
+		root, err := wasmtest.FindRoot()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "faults:", err)
 			return 1
@@ -80,23 +80,6 @@ func buildAndRun(m *testing.M) int {
 		}
 	}
 	return m.Run()
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod above %s", dir)
-		}
-		dir = parent
-	}
 }
 
 // options shape one scenario's cluster.
