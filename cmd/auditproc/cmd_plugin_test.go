@@ -57,6 +57,8 @@ func TestPluginCheckRefuses(t *testing.T) {
 	testdata := filepath.Join("testdata", "plugin")
 	big := filepath.Join(t.TempDir(), "big.yaml")
 	require.NoError(t, os.WriteFile(big, []byte("blob: "+strings.Repeat("x", 5000)+"\n"), 0o600))
+	notWasm := filepath.Join(t.TempDir(), "not-wasm.wasm")
+	require.NoError(t, os.WriteFile(notWasm, []byte("this is text, not a module\n"), 0o600))
 	tests := []struct {
 		name string
 		args []string
@@ -65,7 +67,7 @@ func TestPluginCheckRefuses(t *testing.T) {
 		{"no argument", nil, []string{"needs exactly one FILE.wasm argument, got 0"}},
 		{"two arguments", []string{"a.wasm", "b.wasm"}, []string{"got 2"}},
 		{"missing file", []string{"testdata/plugin/nope.wasm"}, []string{"nope.wasm", "no such file"}},
-		{"not wasm", []string{filepath.Join(testdata, "not-wasm.wasm")}, []string{"not-wasm.wasm is not a valid WebAssembly module"}},
+		{"not wasm", []string{notWasm}, []string{"not-wasm.wasm is not a valid WebAssembly module"}},
 		{"missing export", []string{wasmtest.Path(t, "missing-process")}, []string{"is not loadable", "auditproc_process (i32, i32) -> (i32)"}},
 		{"other ABI version", []string{wasmtest.Path(t, "abi-v2")}, []string{"built for ABI v2; this host speaks v1"}},
 		{"socket import", []string{wasmtest.Path(t, "import-sock")}, []string{"wasi_snapshot_preview1.sock_accept", "wasi_snapshot_preview1.sock_recv"}},
