@@ -11,8 +11,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -205,11 +207,17 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 	return nil
 }
 
-// loadPipeline loads every plugin of the configuration, in order. A plugin
-// that cannot load is a configuration error (exit 2).
+// loadPipeline loads every plugin of the configuration. The plugins load
+// concurrently, one per core (reading, checking, compiling or reading the
+// compile cache and the first instance are per plugin, tens of milliseconds
+// each for a standard-Go module), and the pipeline keeps the configured
+// order. A
+// plugin that cannot load is a configuration error (exit 2): the error is
+// that of the first such plugin in pipeline order, and every plugin that did
+// load is closed.
 func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*host.Pipeline, error) {
 	hc := host.Config{CacheDir: cfg.Host.CacheDir, Logger: logger}
-	var plugins []*host.Plugin
+	specs := make([]host.PluginSpec, len(cfg.Plugins))
 	for i, p := range cfg.Plugins {
 		conf, err := json.Marshal(p.Config)
 		if err != nil {
@@ -218,18 +226,36 @@ func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		if p.Config == nil {
 			conf = []byte("{}")
 		}
-		pl, err := host.Load(ctx, host.PluginSpec{
+		specs[i] = host.PluginSpec{
 			Name: p.Name, Path: p.Path, SHA256: p.SHA256, Config: conf,
 			MemoryLimitBytes: uint64(p.MemoryLimit), Deadline: p.Deadline, Trusted: p.Trusted,
 			Sinks: p.Sinks, MaxEventsPerInstance: p.MaxEventsPerInstance,
-		}, hc)
-		if err != nil {
-			for _, l := range plugins {
-				_ = l.Close(ctx)
-			}
-			return nil, usageError{fmt.Errorf("plugins[%d] (%s): %w", i, p.Name, err)}
 		}
-		plugins = append(plugins, pl)
+	}
+	plugins := make([]*host.Plugin, len(specs))
+	errs := make([]error, len(specs))
+	// At most one load per core: more would not finish sooner, and a load
+	// that compiles (cold cache) holds tens of MiB until it is done.
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i := range specs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			plugins[i], errs[i] = host.Load(ctx, specs[i], hc)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		for _, pl := range plugins {
+			if pl != nil {
+				_ = pl.Close(context.WithoutCancel(ctx))
+			}
+		}
+		return nil, usageError{fmt.Errorf("plugins[%d] (%s): %w", i, cfg.Plugins[i].Name, err)}
 	}
 	return host.NewPipeline(plugins...), nil
 }
