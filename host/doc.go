@@ -21,44 +21,36 @@
 //
 // # The deadline guard and its cost
 //
-// wazero can stop running guest code only when the runtime is built with
-// close-on-context-done: it then compiles a check into every loop header and
-// function entry, and starts a watchdog goroutine per call. The host keeps the
-// per-call part as cheap as wazero allows: each instance is called with a
-// context made once per instance (no timer per call), and one ticker
-// goroutine per plugin cancels the context of an instance whose call is past
-// its deadline, so a runaway guest stops within its deadline plus one tick
-// (Deadline/8, at least 1ms and at most 25ms). Cancelling the context lets
-// wazero stop the guest at its next check and release the instance's
-// resources only after the call unwound, which a concurrent
-// api.Module.CloseWithExitCode does not wait for.
+// wazero's own guard (close-on-context-done) leaves the guest's native code
+// for Go at every loop iteration and starts a watchdog goroutine per call,
+// which made a guarded no-op call cost 1–2 µs and a loop-heavy plugin ten
+// times its trusted cost. The host therefore meters guests itself: at load
+// it instruments the module (host/internal/meter) with a counter that every
+// loop iteration and function entry decrements and bulk memory instructions
+// charge by size; every 4096 points the guest calls the host, which stops
+// the call when it is past its deadline. A runaway guest (a loop, recursion
+// without loops, a loop of large fills) stops within about a millisecond of
+// its deadline (TestGuardStopsRunaways), and one ticker per plugin also
+// marks overdue calls. A module using WebAssembly the meter does not know
+// falls back to wazero's guard, with a warning at load (Plugin.Guard tells
+// which guard a plugin has).
 //
-// What remains is wazero's watchdog goroutine per guest call, which no
-// context can avoid. A guest that exports the auditproc_alloc_reuse marker
-// (abi/README.md; both SDKs do) needs one call per event instead of two.
-// Measured on the shared 2-core development machine (BenchmarkProcess, a
-// 300-byte event with its metadata, three runs):
+// Measured on the shared 2-core development machine (BenchmarkExamples,
+// BenchmarkProcess, BenchmarkPluginCall in internal/processor), a 300-byte
+// event:
 //
-//	guest                        guarded        trusted (no guard)
-//	C no-op (SDK)                1.4–2.0 µs     0.22–0.27 µs
-//	standard Go no-op (SDK)      4.0–5.0 µs     0.58–0.76 µs
-//	C no-op, raw                 1.6–2.3 µs     0.25–0.31 µs
-//	standard Go no-op, raw       2.3–2.9 µs     0.34–0.87 µs
+//	guest                          metered (default)   wazero's guard   trusted
+//	C no-op (SDK)                  0.18 µs             4.3 µs           0.18 µs
+//	standard Go no-op (SDK)        0.46 µs             2.4 µs           0.46 µs
+//	redact (C, scans every byte)   8.0 µs              70 µs            6.7 µs
+//	normalize (Go, host calls)     8.8 µs              16 µs            7.6 µs
+//	the default 5-plugin pipeline  24 µs               114 µs           21–25 µs
 //
-// Extism's call costs 13–19 µs for a no-op on the same machine. A bare
-// guarded call costs 1.2–1.5 µs against 20 ns unguarded, and 2.3 µs with a
-// context.WithTimeout per call instead of the ticker (BenchmarkGuardStyles);
-// The loop-header checks cost more than the call in a guest that loops a
-// lot, since each check leaves the guest's code for Go (BenchmarkExamples):
-//
-//	redact (C, scans every byte of the event)        89–127 µs   9–10 µs
-//	normalize (standard Go, five host field calls)   25 µs       7.5–10 µs
-//
-// When the machine is busy every guarded figure doubles or triples, while
-// the trusted ones barely move. PluginSpec.Trusted turns the guard off for a
-// vetted plugin: a no-op call gets 5 to 8 times cheaper, a scanning plugin
-// up to 10 times, and a plugin that never returns then blocks its worker
-// forever.
+// Extism's call costs 13–19 µs for a no-op on the same machine. A guest that
+// exports the auditproc_alloc_reuse marker (abi/README.md; both SDKs do)
+// needs one call per event instead of two. PluginSpec.Trusted turns the guard
+// off; it now saves little, and a plugin that never returns then blocks its
+// worker forever.
 //
 // An instance costs about 0.2–0.3 ms to create for C and 5–10 ms for
 // standard Go (its runtime starts), and holds about 170 KB (C, 128 KiB of it

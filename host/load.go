@@ -17,6 +17,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/auditproc/auditproc/abi"
+	"github.com/auditproc/auditproc/host/internal/meter"
 )
 
 const wasiModule = wasi_snapshot_preview1.ModuleName
@@ -241,39 +242,22 @@ func Load(ctx context.Context, spec PluginSpec, cfg Config) (*Plugin, error) {
 		}
 	}
 
-	var cache wazero.CompilationCache
-	if cfg.CacheDir != "" {
-		var err error
-		if cache, err = wazero.NewCompilationCacheWithDir(cfg.CacheDir); err != nil {
-			return fail(fmt.Errorf("compilation cache: %w", err))
-		}
-	} else {
-		cache = wazero.NewCompilationCache()
+	c, err := compilePlugin(ctx, spec, cfg, wasm)
+	if err != nil {
+		return fail(err)
 	}
-	rtCfg := wazero.NewRuntimeConfig().
-		WithCompilationCache(cache).
-		WithMemoryLimitPages(spec.memoryLimitPages()).
-		WithCloseOnContextDone(!spec.Trusted)
-	rt := wazero.NewRuntimeWithConfig(ctx, rtCfg)
-
-	p := newPlugin(spec, cfg, sum, rt, cache)
+	p := newPlugin(spec, cfg, sum, c)
 	ok := false
 	defer func() {
 		if !ok {
 			_ = p.Close(context.Background())
 		}
 	}()
-
-	offered, err := offerImports(ctx, rt)
-	if err != nil {
-		return fail(err)
+	if c.fallback != nil {
+		p.logger.Warn("plugin uses WebAssembly that the metered deadline guard cannot instrument; using wazero's guard, under which loops run several times slower",
+			"reason", c.fallback)
 	}
-	compiled, err := rt.CompileModule(ctx, wasm)
-	if err != nil {
-		return fail(fmt.Errorf("compile: %w", err))
-	}
-	p.compiled = compiled
-	if info := describe(compiled, offered); len(info.Problems) > 0 {
+	if info := describe(c.compiled, c.offered); len(info.Problems) > 0 {
 		return fail(errors.Join(info.Problems...))
 	}
 
@@ -285,4 +269,81 @@ func Load(ctx context.Context, spec PluginSpec, cfg Config) (*Plugin, error) {
 	p.putIdle(inst)
 	ok = true
 	return p, nil
+}
+
+// meterPeriod is how many loop iterations and function entries a metered
+// guest runs between two checks of its deadline (see host/internal/meter).
+const meterPeriod = 1 << 12
+
+// compiled is a plugin's runtime and compiled module.
+type compiled struct {
+	rt       wazero.Runtime
+	cache    wazero.CompilationCache
+	compiled wazero.CompiledModule
+	offered  map[Import]signature
+	guard    Guard
+	fallback error // why a guarded plugin is not metered
+}
+
+// compilePlugin compiles wasm in a runtime of its own: instrumented by the
+// meter when the plugin is guarded, with wazero's guard when the module uses
+// what the meter does not know, and plain when trusted.
+func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte) (*compiled, error) {
+	if spec.Trusted {
+		return compileWith(ctx, spec, cfg, wasm, GuardOff)
+	}
+	metered, err := meter.Instrument(wasm, meterPeriod)
+	if err != nil {
+		c, cerr := compileWith(ctx, spec, cfg, wasm, GuardWazero)
+		if cerr != nil {
+			return nil, cerr
+		}
+		c.fallback = err
+		return c, nil
+	}
+	c, err := compileWith(ctx, spec, cfg, metered, GuardMetered)
+	if err == nil {
+		return c, nil
+	}
+	// Report what is wrong with the module as written, not as instrumented.
+	c, cerr := compileWith(ctx, spec, cfg, wasm, GuardWazero)
+	if cerr != nil {
+		return nil, cerr
+	}
+	c.fallback = err
+	return c, nil
+}
+
+func compileWith(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, guard Guard) (_ *compiled, err error) {
+	c := &compiled{guard: guard}
+	if cfg.CacheDir != "" {
+		if c.cache, err = wazero.NewCompilationCacheWithDir(cfg.CacheDir); err != nil {
+			return nil, fmt.Errorf("compilation cache: %w", err)
+		}
+	} else {
+		c.cache = wazero.NewCompilationCache()
+	}
+	c.rt = wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
+		WithCompilationCache(c.cache).
+		WithMemoryLimitPages(spec.memoryLimitPages()).
+		WithCloseOnContextDone(guard == GuardWazero))
+	defer func() {
+		if err != nil {
+			_ = c.rt.Close(context.Background())
+			_ = c.cache.Close(context.Background())
+		}
+	}()
+	if c.offered, err = offerImports(ctx, c.rt); err != nil {
+		return nil, err
+	}
+	if guard == GuardMetered {
+		if err := offerMeter(ctx, c.rt); err != nil {
+			return nil, err
+		}
+		c.offered[Import{meter.ImportModule, meter.ImportName}] = signature{}
+	}
+	if c.compiled, err = c.rt.CompileModule(ctx, wasm); err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	return c, nil
 }

@@ -22,6 +22,7 @@ type Plugin struct {
 	rt       wazero.Runtime
 	cache    wazero.CompilationCache
 	compiled wazero.CompiledModule
+	guard    Guard
 	modCfg   wazero.ModuleConfig
 	epoch    time.Time // deadlines are nanoseconds since epoch (monotonic)
 	logs     *rateLimiter
@@ -67,7 +68,7 @@ type Stats struct {
 	Restarts       map[Cause]uint64 // instances discarded or recycled, by cause
 }
 
-func newPlugin(spec PluginSpec, cfg Config, sum string, rt wazero.Runtime, cache wazero.CompilationCache) *Plugin {
+func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiled) *Plugin {
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -84,21 +85,26 @@ func newPlugin(spec PluginSpec, cfg Config, sum string, rt wazero.Runtime, cache
 		modCfg = modCfg.WithSysWalltime().WithSysNanotime()
 	}
 	return &Plugin{
-		spec:   spec,
-		sha256: sum,
-		logger: logger,
-		rt:     rt,
-		cache:  cache,
-		modCfg: modCfg,
-		epoch:  time.Now(),
-		logs:   newRateLimiter(spec.LogLinesPerSecond),
-		live:   map[*instance]struct{}{},
-		stop:   make(chan struct{}),
+		spec:     spec,
+		sha256:   sum,
+		logger:   logger,
+		rt:       c.rt,
+		cache:    c.cache,
+		compiled: c.compiled,
+		guard:    c.guard,
+		modCfg:   modCfg,
+		epoch:    time.Now(),
+		logs:     newRateLimiter(spec.LogLinesPerSecond),
+		live:     map[*instance]struct{}{},
+		stop:     make(chan struct{}),
 	}
 }
 
 // Name returns the plugin's name.
 func (p *Plugin) Name() string { return p.spec.Name }
+
+// Guard returns how the plugin's deadline is kept.
+func (p *Plugin) Guard() Guard { return p.guard }
 
 // SHA256 returns the hex SHA-256 of the plugin's module.
 func (p *Plugin) SHA256() string { return p.sha256 }

@@ -4,7 +4,7 @@
 #   plugins/examples/<name>/ and plugins/fixtures/<name>/ holding
 #     main.go  -> standard Go, GOOS=wasip1 GOARCH=wasm -buildmode=c-shared
 #     *.c      -> clang --target=wasm32-wasi -mexec-model=reactor (with abi/c)
-#   plugins/fixtures/<name>.wat -> wat2wasm
+#   plugins/fixtures/<name>.wat -> wat2wasm (its default features: the standardised ones)
 # A module is rebuilt only when a source it depends on is newer than it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +42,7 @@ for wat in plugins/fixtures/*.wat; do
   [ -f "$wat" ] || continue
   target="$out/$(basename "$wat" .wat).wasm"
   if newer "$target" "$wat"; then
-    wat2wasm --enable-all -o "$target" "$wat"
+    wat2wasm -o "$target" "$wat"
     built=$((built + 1))
   fi
 done

@@ -1,0 +1,66 @@
+package host
+
+import (
+	"context"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/auditproc/auditproc/host/internal/meter"
+)
+
+// Guard says how a plugin's deadline is kept.
+type Guard int
+
+const (
+	// GuardMetered: the module is instrumented (host/internal/meter) to
+	// check its deadline every few thousand loop iterations and function
+	// entries. The default for plugins that are not trusted.
+	GuardMetered Guard = iota
+	// GuardWazero: wazero's close-on-context-done guard, for modules using
+	// WebAssembly the meter does not know. Loops run several times slower.
+	GuardWazero
+	// GuardOff: the plugin is trusted; nothing stops a call that never returns.
+	GuardOff
+)
+
+func (g Guard) String() string {
+	switch g {
+	case GuardMetered:
+		return "metered"
+	case GuardWazero:
+		return "wazero"
+	case GuardOff:
+		return "off"
+	}
+	return "unknown"
+}
+
+// errStopped stops a metered guest: wazero returns a host function's
+// *sys.ExitError panic as the call's error.
+var errStopped = sys.NewExitError(sys.ExitCodeDeadlineExceeded)
+
+// offerMeter instantiates the host module a metered guest calls to check
+// its deadline.
+func offerMeter(ctx context.Context, rt wazero.Runtime) error {
+	_, err := rt.NewHostModuleBuilder(meter.ImportModule).NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(meterTick), nil, nil).
+		Export(meter.ImportName).
+		Instantiate(ctx)
+	return err
+}
+
+// meterTick runs every meterPeriod metered points of a guest: it stops the
+// call when it is past its deadline or its instance was cancelled (the
+// ticker found it overdue, or the plugin is closing).
+func meterTick(ctx context.Context, _ api.Module, _ []uint64) {
+	inst := instanceFrom(ctx)
+	if inst == nil {
+		return
+	}
+	inst.expire(inst.p.now())
+	if inst.ctx.Err() != nil {
+		panic(errStopped)
+	}
+}

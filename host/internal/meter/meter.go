@@ -1,0 +1,619 @@
+// Package meter rewrites a WebAssembly module so that the host can stop it
+// at a deadline without the cost of wazero's own guard.
+//
+// wazero's guard (RuntimeConfig.WithCloseOnContextDone) leaves native code
+// for Go at every loop iteration and starts a goroutine per call, which makes
+// loop-heavy plugins ten times slower. Instrument instead gives the module a
+// counter (a mutable i32 global of its own) that every loop iteration and
+// every function entry decrements; when it runs out, the module calls the
+// host function ImportModule.ImportName, which checks the running call's
+// deadline and traps the guest when it is past, and the counter starts again
+// from the period. Bulk memory instructions (memory.fill, memory.copy,
+// memory.init) take one unit per 64 KiB they touch, so a loop of large fills
+// is stopped as promptly as a loop of small steps.
+//
+// Function entries are metered too, so a guest recursing without loops (which
+// wazero's guard does not see) is stopped at its deadline as well.
+//
+// The rewrite keeps the module's behaviour: the new import comes after the
+// module's own function imports, so every later function index moves up by
+// one, and the rewrite renumbers calls, ref.func, exports, the start
+// function, element segments and the function and local names of the "name"
+// section. Sections it cannot keep exact (DWARF, other name subsections) are
+// dropped. A module using an instruction the rewrite does not know is
+// refused with ErrUnsupported, and the host falls back to wazero's guard.
+package meter
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+)
+
+const (
+	ImportModule = "auditproc_guard"
+	ImportName   = "tick"
+
+	// BulkShift: a bulk memory instruction on n bytes costs n>>BulkShift units.
+	BulkShift = 16
+)
+
+// ErrUnsupported reports a module the rewrite cannot instrument exactly.
+var ErrUnsupported = errors.New("meter: module not supported")
+
+// ErrMalformed reports a module that is not valid WebAssembly binary format.
+var ErrMalformed = errors.New("meter: malformed module")
+
+const (
+	secCustom    = 0
+	secType      = 1
+	secImport    = 2
+	secFunction  = 3
+	secGlobal    = 6
+	secExport    = 7
+	secStart     = 8
+	secElement   = 9
+	secCode      = 10
+	secDataCount = 12
+	secTag       = 13
+)
+
+// order is a section's place in a module: sections other than custom ones
+// appear at most once, in this order.
+var order = map[byte]int{1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 13: 6, 6: 7, 7: 8, 8: 9, 9: 10, 12: 11, 10: 12, 11: 13}
+
+var header = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
+
+type section struct {
+	id      byte
+	payload []byte
+}
+
+// Instrument returns a copy of wasm that calls ImportModule.ImportName
+// (type () -> ()) every period loop iterations or function entries.
+func Instrument(wasm []byte, period uint32) ([]byte, error) {
+	if period == 0 || period > 1<<30 {
+		return nil, fmt.Errorf("meter: period %d out of range", period)
+	}
+	if !bytes.HasPrefix(wasm, header) {
+		return nil, fmt.Errorf("%w: no WebAssembly version 1 header", ErrMalformed)
+	}
+	secs, err := split(wasm[len(header):])
+	if err != nil {
+		return nil, err
+	}
+	m := &module{period: period}
+	for _, id := range []byte{secType, secImport, secGlobal} {
+		secs = ensure(secs, id)
+	}
+	// Read what renumbering needs before rewriting anything.
+	for _, s := range secs {
+		var err error
+		switch s.id {
+		case secType:
+			err = m.readTypes(s.payload)
+		case secImport:
+			err = m.readImports(s.payload)
+		case secFunction:
+			err = m.readFunctions(s.payload)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	out := append([]byte(nil), header...)
+	for _, s := range secs {
+		payload, keep, err := m.rewrite(s)
+		if err != nil {
+			return nil, err
+		}
+		if keep {
+			out = append(out, s.id)
+			out = appendU32(out, uint32(len(payload)))
+			out = append(out, payload...)
+		}
+	}
+	return out, nil
+}
+
+// split cuts the module body into sections, checking their order.
+func split(b []byte) ([]section, error) {
+	var secs []section
+	last := 0
+	r := reader{b: b}
+	for !r.done() {
+		id := r.byte()
+		n := r.u32()
+		payload := r.bytes(n)
+		if r.err != nil {
+			return nil, r.err
+		}
+		if id != secCustom {
+			o, ok := order[id]
+			if !ok {
+				return nil, fmt.Errorf("%w: section id %d", ErrUnsupported, id)
+			}
+			if o <= last {
+				return nil, fmt.Errorf("%w: section %d out of order or repeated", ErrMalformed, id)
+			}
+			last = o
+		}
+		secs = append(secs, section{id, payload})
+	}
+	return secs, nil
+}
+
+// ensure adds an empty section id at its place when the module has none.
+func ensure(secs []section, id byte) []section {
+	at := len(secs)
+	for i, s := range secs {
+		if s.id == id {
+			return secs
+		}
+		if s.id != secCustom && order[s.id] > order[id] && at == len(secs) {
+			at = i
+		}
+	}
+	return append(secs[:at], append([]section{{id, []byte{0}}}, secs[at:]...)...)
+}
+
+// module is what the rewrite knows of the module being instrumented.
+type module struct {
+	period   uint32
+	params   []uint32 // parameter count of each type
+	tickType uint32   // index of the type () -> ()
+	addType  bool     // the type section lacks () -> () and gets it
+	funcImps uint32   // function imports before the new one
+	globals  uint32   // globals, imported and defined, before the new one
+	funcs    []uint32 // type of each defined function
+	counter  uint32   // index of the new global
+	tick     uint32   // function index of the new import
+}
+
+func (m *module) readTypes(b []byte) error {
+	r := reader{b: b}
+	n := r.u32()
+	found := false
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		if form := r.byte(); form != 0x60 {
+			return fmt.Errorf("%w: type %d has form 0x%02x", ErrUnsupported, i, form)
+		}
+		np := r.u32()
+		r.valtypes(np)
+		nr := r.u32()
+		r.valtypes(nr)
+		m.params = append(m.params, np)
+		if np == 0 && nr == 0 && !found {
+			found, m.tickType = true, i
+		}
+	}
+	if err := r.end(); err != nil {
+		return err
+	}
+	if !found {
+		m.addType, m.tickType = true, n
+	}
+	return nil
+}
+
+func (m *module) readImports(b []byte) error {
+	r := reader{b: b}
+	n := r.u32()
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		mod := r.name()
+		r.name()
+		if mod == ImportModule {
+			return fmt.Errorf("%w: the module already imports from %q", ErrUnsupported, ImportModule)
+		}
+		switch kind := r.byte(); kind {
+		case 0x00:
+			r.u32()
+			m.funcImps++
+		case 0x01:
+			r.reftype()
+			r.limits()
+		case 0x02:
+			r.limits()
+		case 0x03:
+			r.valtypes(1)
+			r.byte()
+			m.globals++
+		default:
+			return fmt.Errorf("%w: import kind 0x%02x", ErrUnsupported, kind)
+		}
+	}
+	m.tick = m.funcImps
+	return r.end()
+}
+
+func (m *module) readFunctions(b []byte) error {
+	r := reader{b: b}
+	n := r.u32()
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		m.funcs = append(m.funcs, r.u32())
+	}
+	return r.end()
+}
+
+// fn renumbers a function index for the new import.
+func (m *module) fn(i uint32) uint32 {
+	if i >= m.tick {
+		return i + 1
+	}
+	return i
+}
+
+// rewrite returns a section's new payload, or keep false to drop it.
+func (m *module) rewrite(s section) (payload []byte, keep bool, err error) {
+	switch s.id {
+	case secType:
+		payload, err = m.rewriteTypes(s.payload)
+	case secImport:
+		payload, err = m.rewriteImports(s.payload)
+	case secGlobal:
+		payload, err = m.rewriteGlobals(s.payload)
+	case secExport:
+		payload, err = m.rewriteExports(s.payload)
+	case secStart:
+		r := reader{b: s.payload}
+		payload = appendU32(nil, m.fn(r.u32()))
+		err = r.end()
+	case secElement:
+		payload, err = m.rewriteElements(s.payload)
+	case secCode:
+		payload, err = m.rewriteCode(s.payload)
+	case secCustom:
+		return m.rewriteCustom(s.payload)
+	default:
+		payload = s.payload
+	}
+	return payload, err == nil, err
+}
+
+func (m *module) rewriteTypes(b []byte) ([]byte, error) {
+	if !m.addType {
+		return b, nil
+	}
+	r := reader{b: b}
+	n := r.u32()
+	out := appendU32(nil, n+1)
+	out = append(out, b[r.pos:]...)
+	return append(out, 0x60, 0x00, 0x00), r.err
+}
+
+func (m *module) rewriteImports(b []byte) ([]byte, error) {
+	r := reader{b: b}
+	n := r.u32()
+	out := appendU32(nil, n+1)
+	out = append(out, b[r.pos:]...)
+	out = appendName(out, ImportModule)
+	out = appendName(out, ImportName)
+	out = append(out, 0x00)
+	return appendU32(out, m.tickType), r.err
+}
+
+func (m *module) rewriteGlobals(b []byte) ([]byte, error) {
+	r := reader{b: b}
+	n := r.u32()
+	out := appendU32(nil, n+1)
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		start := r.pos
+		r.valtypes(1)
+		r.byte()
+		out = append(out, b[start:r.pos]...)
+		out = m.constExpr(&r, out)
+	}
+	m.counter = m.globals + n
+	out = append(out, 0x7F, 0x01, 0x41) // mut i32 = i32.const period
+	out = appendS32(out, int32(m.period))
+	return append(out, 0x0B), r.end()
+}
+
+func (m *module) rewriteExports(b []byte) ([]byte, error) {
+	r := reader{b: b}
+	n := r.u32()
+	out := appendU32(nil, n)
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		out = appendName(out, r.name())
+		kind := r.byte()
+		idx := r.u32()
+		if kind == 0x00 {
+			idx = m.fn(idx)
+		}
+		out = appendU32(append(out, kind), idx)
+	}
+	return out, r.end()
+}
+
+func (m *module) rewriteElements(b []byte) ([]byte, error) {
+	r := reader{b: b}
+	n := r.u32()
+	out := appendU32(nil, n)
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		flags := r.u32()
+		if flags > 7 {
+			return nil, fmt.Errorf("%w: element segment %d has flags %d", ErrUnsupported, i, flags)
+		}
+		out = appendU32(out, flags)
+		if flags&2 != 0 && flags&1 == 0 { // explicit table index
+			out = appendU32(out, r.u32())
+		}
+		if flags&1 == 0 { // active: offset expression
+			out = m.constExpr(&r, out)
+		}
+		if flags&3 != 0 { // elemkind or reftype
+			out = append(out, r.byte())
+		}
+		count := r.u32()
+		out = appendU32(out, count)
+		for j := uint32(0); j < count && r.err == nil; j++ {
+			if flags&4 != 0 {
+				out = m.constExpr(&r, out)
+			} else {
+				out = appendU32(out, m.fn(r.u32()))
+			}
+		}
+	}
+	return out, r.end()
+}
+
+func (m *module) rewriteCode(b []byte) ([]byte, error) {
+	r := reader{b: b}
+	n := r.u32()
+	if int(n) != len(m.funcs) {
+		return nil, fmt.Errorf("%w: %d function bodies for %d functions", ErrMalformed, n, len(m.funcs))
+	}
+	out := appendU32(nil, n)
+	var body []byte
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		size := r.u32()
+		code := r.bytes(size)
+		if r.err != nil {
+			break
+		}
+		var err error
+		body, err = m.rewriteBody(code, m.funcs[i], body[:0])
+		if err != nil {
+			return nil, fmt.Errorf("function %d: %w", m.tick+1+i, err)
+		}
+		out = appendU32(out, uint32(len(body)))
+		out = append(out, body...)
+	}
+	return out, r.end()
+}
+
+// rewriteBody adds the function-entry meter, a meter at every loop header
+// and the bulk-memory charge, and renumbers function indices. It adds one
+// i32 local that holds the byte count of a bulk instruction.
+func (m *module) rewriteBody(code []byte, typ uint32, out []byte) ([]byte, error) {
+	if typ >= uint32(len(m.params)) {
+		return nil, fmt.Errorf("%w: type index %d out of range", ErrMalformed, typ)
+	}
+	r := reader{b: code}
+	groups := r.u32()
+	locals := uint64(m.params[typ])
+	out = appendU32(out, groups+1)
+	for g := uint32(0); g < groups && r.err == nil; g++ {
+		count := r.u32()
+		locals += uint64(count)
+		out = appendU32(out, count)
+		start := r.pos
+		r.valtypes(1)
+		out = append(out, code[start:r.pos]...)
+	}
+	if locals >= 50000 {
+		return nil, fmt.Errorf("%w: %d locals", ErrUnsupported, locals)
+	}
+	scratch := uint32(locals)
+	out = append(appendU32(out, 1), 0x7F)
+	out = m.meter(out)
+	out, err := m.instructions(&r, out, scratch, false)
+	if err != nil {
+		return nil, err
+	}
+	return out, r.end()
+}
+
+// meter appends: counter -= 1; if counter < 0 { tick(); counter = period }.
+func (m *module) meter(out []byte) []byte {
+	out = appendU32(append(out, 0x23), m.counter)   // global.get
+	out = append(out, 0x41, 0x01, 0x6B)             // i32.const 1, i32.sub
+	out = appendU32(append(out, 0x24), m.counter)   // global.set
+	out = appendU32(append(out, 0x23), m.counter)   // global.get
+	out = append(out, 0x41, 0x00, 0x48, 0x04, 0x40) // i32.const 0, i32.lt_s, if
+	out = appendU32(append(out, 0x10), m.tick)      // call tick
+	out = append(out, 0x41)                         // i32.const period
+	out = appendS32(out, int32(m.period))
+	out = appendU32(append(out, 0x24), m.counter) // global.set
+	return append(out, 0x0B)                      // end
+}
+
+// charge appends, before a bulk instruction whose byte count n is on top of
+// the stack: scratch = n; counter -= n >> BulkShift; n back on the stack.
+func (m *module) charge(out []byte, scratch uint32) []byte {
+	out = appendU32(append(out, 0x21), scratch)    // local.set
+	out = appendU32(append(out, 0x23), m.counter)  // global.get
+	out = appendU32(append(out, 0x20), scratch)    // local.get
+	out = append(out, 0x41, BulkShift, 0x76, 0x6B) // i32.const shift, i32.shr_u, i32.sub
+	out = appendU32(append(out, 0x24), m.counter)  // global.set
+	return appendU32(append(out, 0x20), scratch)   // local.get
+}
+
+// constExpr copies a constant expression (up to and with its end),
+// renumbering ref.func.
+func (m *module) constExpr(r *reader, out []byte) []byte {
+	out, err := m.instructions(r, out, 0, true)
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+	return out
+}
+
+// instructions copies instructions from r to out: a whole function body, or
+// with constant set, one constant expression up to its end. Outside constant
+// expressions it meters loops and charges bulk memory instructions.
+func (m *module) instructions(r *reader, out []byte, scratch uint32, constant bool) ([]byte, error) {
+	for !r.done() && r.err == nil {
+		at := r.pos
+		op := r.byte()
+		switch {
+		case op == 0x0B: // end
+			out = append(out, op)
+			if constant {
+				return out, r.err
+			}
+		case op == 0x02 || op == 0x04: // block, if
+			r.s64()
+			out = append(out, r.b[at:r.pos]...)
+		case op == 0x03: // loop
+			r.s64()
+			out = append(out, r.b[at:r.pos]...)
+			if !constant {
+				out = m.meter(out)
+			}
+		case op == 0x10 || op == 0x12 || op == 0xD2: // call, return_call, ref.func
+			out = appendU32(append(out, op), m.fn(r.u32()))
+		case op == 0x0E: // br_table
+			n := r.u32()
+			for i := uint32(0); i <= n && r.err == nil; i++ {
+				r.u32()
+			}
+			out = append(out, r.b[at:r.pos]...)
+		case op == 0x11 || op == 0x13: // call_indirect, return_call_indirect
+			r.u32()
+			r.u32()
+			out = append(out, r.b[at:r.pos]...)
+		case op == 0x1C: // select t*
+			r.valtypes(r.u32())
+			out = append(out, r.b[at:r.pos]...)
+		case op == 0x0C || op == 0x0D || (op >= 0x20 && op <= 0x26) || op == 0x3F || op == 0x40:
+			// br, br_if, local.*, global.*, table.get/set, memory.size/grow
+			r.u32()
+			out = append(out, r.b[at:r.pos]...)
+		case op >= 0x28 && op <= 0x3E: // loads and stores
+			r.memarg()
+			out = append(out, r.b[at:r.pos]...)
+		case op == 0x41 || op == 0x42: // i32.const, i64.const
+			r.s64()
+			out = append(out, r.b[at:r.pos]...)
+		case op == 0x43:
+			r.bytes(4)
+			out = append(out, r.b[at:r.pos]...)
+		case op == 0x44:
+			r.bytes(8)
+			out = append(out, r.b[at:r.pos]...)
+		case op == 0xD0: // ref.null
+			r.s64()
+			out = append(out, r.b[at:r.pos]...)
+		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x0F || op == 0x1A || op == 0x1B ||
+			(op >= 0x45 && op <= 0xC4) || op == 0xD1:
+			out = append(out, op)
+		case op == 0xFC:
+			sub := r.u32()
+			switch {
+			case sub <= 7: // saturating truncations
+			case sub == 8: // memory.init data mem
+				r.u32()
+				r.u32()
+			case sub == 10: // memory.copy mem mem
+				r.u32()
+				r.u32()
+			case sub == 11: // memory.fill mem
+				r.u32()
+			case sub == 9 || sub == 13 || (sub >= 15 && sub <= 17): // data.drop, elem.drop, table.grow/size/fill
+				r.u32()
+			case sub == 12 || sub == 14: // table.init, table.copy
+				r.u32()
+				r.u32()
+			default:
+				return nil, fmt.Errorf("%w: instruction 0xFC %d", ErrUnsupported, sub)
+			}
+			if !constant && (sub == 8 || sub == 10 || sub == 11) {
+				out = m.charge(out, scratch)
+			}
+			out = append(out, r.b[at:r.pos]...)
+		case op == 0xFD:
+			sub := r.u32()
+			switch {
+			case sub <= 11 || sub == 92 || sub == 93: // loads and stores
+				r.memarg()
+			case sub == 12 || sub == 13: // v128.const, i8x16.shuffle
+				r.bytes(16)
+			case sub >= 21 && sub <= 34: // lane extract and replace
+				r.byte()
+			case sub >= 84 && sub <= 91: // lane loads and stores
+				r.memarg()
+				r.byte()
+			case sub > 0x113:
+				return nil, fmt.Errorf("%w: instruction 0xFD %d", ErrUnsupported, sub)
+			}
+			out = append(out, r.b[at:r.pos]...)
+		default:
+			return nil, fmt.Errorf("%w: instruction 0x%02x at byte %d", ErrUnsupported, op, at)
+		}
+	}
+	if constant && r.err == nil {
+		return nil, fmt.Errorf("%w: constant expression without end", ErrMalformed)
+	}
+	return out, r.err
+}
+
+// rewriteCustom keeps custom sections, renumbers the "name" section's
+// function and local names and drops what would no longer be exact.
+func (m *module) rewriteCustom(b []byte) ([]byte, bool, error) {
+	r := reader{b: b}
+	name := r.name()
+	if r.err != nil {
+		return nil, false, r.err
+	}
+	if len(name) > 7 && name[:7] == ".debug_" {
+		return nil, false, nil // DWARF addresses code offsets, which moved
+	}
+	if name != "name" {
+		return b, true, nil
+	}
+	out := appendName(nil, name)
+	for !r.done() && r.err == nil {
+		id := r.byte()
+		sub := reader{b: r.bytes(r.u32())}
+		var content []byte
+		switch id {
+		case 0: // module name
+			content = sub.b
+		case 1: // function names
+			n := sub.u32()
+			content = appendU32(nil, n)
+			for i := uint32(0); i < n && sub.err == nil; i++ {
+				content = appendU32(content, m.fn(sub.u32()))
+				content = appendName(content, sub.name())
+			}
+		case 2: // local names, by function
+			n := sub.u32()
+			content = appendU32(nil, n)
+			for i := uint32(0); i < n && sub.err == nil; i++ {
+				content = appendU32(content, m.fn(sub.u32()))
+				start := sub.pos
+				locals := sub.u32()
+				for j := uint32(0); j < locals && sub.err == nil; j++ {
+					sub.u32()
+					sub.name()
+				}
+				content = append(content, sub.b[start:sub.pos]...)
+			}
+		default:
+			continue // label, type and other names: dropped
+		}
+		if err := sub.end(); err != nil {
+			// A name section is only a debugging aid: drop it rather
+			// than refuse the module.
+			return nil, false, nil
+		}
+		out = append(out, id)
+		out = appendU32(out, uint32(len(content)))
+		out = append(out, content...)
+	}
+	if r.err != nil {
+		return nil, false, nil
+	}
+	return out, true, nil
+}
