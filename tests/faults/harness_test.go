@@ -214,19 +214,47 @@ func (r *replica) id() string { return r.ctr.GetContainerID() }
 
 // kill is docker kill -s KILL: auditproc (PID 1) dies with its work in
 // flight. It returns how many entries were left pending for the replica.
-func (r *replica) kill() int64 {
+func (r *replica) kill() int64 { return r.signal("KILL") }
+
+// quit is docker kill -s QUIT: the Go runtime writes every goroutine's stack
+// to stderr and exits, for a replica that is stuck. The stacks go to
+// build/faults-<replica>-goroutines.txt.
+func (r *replica) quit() int64 {
+	r.c.t.Helper()
+	left := r.signal("QUIT")
+	logs := r.logs()
+	if i := strings.Index(logs, "goroutine "); i >= 0 {
+		logs = logs[i:]
+	}
+	root, err := wasmtest.FindRoot()
+	require.NoError(r.c.t, err)
+	path := filepath.Join(root, "build", "faults-"+r.name+"-goroutines.txt")
+	require.NoError(r.c.t, os.WriteFile(path, []byte(logs), 0o644))
+	r.c.note("%s's goroutine stacks: %s", r.name, path)
+	// The CI log keeps only the output: print auditproc's own goroutines.
+	var ours []string
+	for _, g := range strings.Split(logs, "\n\n") {
+		if strings.Contains(g, "auditproc/internal/") {
+			ours = append(ours, g)
+		}
+	}
+	r.c.t.Logf("%s's auditproc goroutines when it was stuck:\n%s", r.name, strings.Join(ours, "\n\n"))
+	return left
+}
+
+func (r *replica) signal(sig string) int64 {
 	r.c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	r.c.withDocker(func(cli *client.Client) error {
-		_, err := cli.ContainerKill(ctx, r.id(), client.ContainerKillOptions{Signal: "KILL"})
+		_, err := cli.ContainerKill(ctx, r.id(), client.ContainerKillOptions{Signal: sig})
 		return err
 	})
 	for r.running() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	pending := r.c.pendingOf(r.name)
-	r.c.note("%s killed (SIGKILL) with %d entries pending for it", r.name, pending)
+	r.c.note("%s killed (SIG%s) with %d entries pending for it", r.name, sig, pending)
 	return pending
 }
 
