@@ -11,9 +11,7 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -22,13 +20,41 @@ import (
 )
 
 type config struct {
-	Sink             string   `json:"sink"`
-	LoginActions     []string `json:"login_actions"`
-	FailureOutcomes  []string `json:"failure_outcomes"`
-	Threshold        int      `json:"threshold"`
-	Window           string   `json:"window"`
-	MaxActors        int      `json:"max_actors"`
-	PrivilegeActions []string `json:"privilege_actions"`
+	Sink             string   // sink
+	LoginActions     []string // login_actions
+	FailureOutcomes  []string // failure_outcomes
+	Threshold        int      // threshold
+	Window           string   // window
+	MaxActors        int      // max_actors
+	PrivilegeActions []string // privilege_actions
+}
+
+// decodeConfig reads the configuration's JSON text over c; unknown keys are
+// an error.
+func decodeConfig(b []byte, c *config) error {
+	v, err := guest.ParseConfig(b)
+	if err != nil {
+		return err
+	}
+	return v.Object(func(name string, v guest.Value) error {
+		switch name {
+		case "sink":
+			return v.String(&c.Sink)
+		case "login_actions":
+			return v.Strings(&c.LoginActions)
+		case "failure_outcomes":
+			return v.Strings(&c.FailureOutcomes)
+		case "threshold":
+			return v.Int(&c.Threshold)
+		case "window":
+			return v.String(&c.Window)
+		case "max_actors":
+			return v.Int(&c.MaxActors)
+		case "privilege_actions":
+			return v.Strings(&c.PrivilegeActions)
+		}
+		return guest.UnknownField(name)
+	})
 }
 
 var defaults = config{
@@ -80,23 +106,21 @@ var d detector
 
 func parseConfig(b []byte) (detector, error) {
 	c := defaults
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return detector{}, fmt.Errorf("detect: config: %w", err)
+	if err := decodeConfig(b, &c); err != nil {
+		return detector{}, errors.New("detect: config: " + err.Error())
 	}
 	if c.Sink == "" {
-		return detector{}, fmt.Errorf("detect: config: sink is empty: name a sink granted to this plugin in plugins.yaml")
+		return detector{}, errors.New("detect: config: sink is empty: name a sink granted to this plugin in plugins.yaml")
 	}
 	if c.Threshold < 1 || c.Threshold > 1000 {
-		return detector{}, fmt.Errorf("detect: config: threshold %d: want 1 to 1000", c.Threshold)
+		return detector{}, errors.New("detect: config: threshold " + strconv.Itoa(c.Threshold) + ": want 1 to 1000")
 	}
 	window, err := time.ParseDuration(c.Window)
 	if err != nil || window <= 0 {
-		return detector{}, fmt.Errorf("detect: config: window %q: want a positive duration such as 5m", c.Window)
+		return detector{}, errors.New("detect: config: window " + strconv.Quote(c.Window) + ": want a positive duration such as 5m")
 	}
 	if c.MaxActors < 1 || c.MaxActors > 1_000_000 {
-		return detector{}, fmt.Errorf("detect: config: max_actors %d: want 1 to 1000000", c.MaxActors)
+		return detector{}, errors.New("detect: config: max_actors " + strconv.Itoa(c.MaxActors) + ": want 1 to 1000000")
 	}
 	out := detector{
 		sink: c.Sink, loginActions: c.LoginActions, failureOutcomes: c.FailureOutcomes,

@@ -8,11 +8,9 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
-	"maps"
+	"errors"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/auditproc/auditproc/abi/guest"
@@ -24,21 +22,67 @@ var severities = []string{"debug", "info", "notice", "warning", "error", "critic
 
 type config struct {
 	// MinSeverity drops events whose severity is below it (after the rules).
-	MinSeverity string `json:"min_severity"`
+	MinSeverity string // min_severity
 	// SeverityField is where the severity is; default "severity".
-	SeverityField string `json:"severity_field"`
-	Rules         []rule `json:"rules"`
+	SeverityField string // severity_field
+	Rules         []rule // rules
 	// Default is the verdict when no rule matched: "keep" (default) or "drop".
-	Default string `json:"default"`
+	Default string // default
 }
 
 type rule struct {
 	// Match maps a field path to the patterns one of which its string value
 	// must match; every field must match. A pattern's "*" matches any run
 	// of characters.
-	Match map[string][]string `json:"match"`
+	Match map[string][]string // match
 	// Then is "keep" or "drop".
-	Then string `json:"then"`
+	Then string // then
+}
+
+// decodeConfig reads the configuration's JSON text; unknown keys are an
+// error.
+func decodeConfig(b []byte) (config, error) {
+	var c config
+	v, err := guest.ParseConfig(b)
+	if err != nil {
+		return c, err
+	}
+	err = v.Object(func(name string, v guest.Value) error {
+		switch name {
+		case "min_severity":
+			return v.String(&c.MinSeverity)
+		case "severity_field":
+			return v.String(&c.SeverityField)
+		case "default":
+			return v.String(&c.Default)
+		case "rules":
+			c.Rules = nil
+			return v.Array(func(_ int, v guest.Value) error {
+				var r rule
+				err := v.Object(func(name string, v guest.Value) error {
+					switch name {
+					case "then":
+						return v.String(&r.Then)
+					case "match":
+						return v.Object(func(field string, v guest.Value) error {
+							if r.Match == nil {
+								r.Match = map[string][]string{}
+							}
+							pats := r.Match[field]
+							err := v.Strings(&pats)
+							r.Match[field] = pats
+							return err
+						})
+					}
+					return guest.UnknownField(name)
+				})
+				c.Rules = append(c.Rules, r)
+				return err
+			})
+		}
+		return guest.UnknownField(name)
+	})
+	return c, err
 }
 
 // compiled form, built once per instance.
@@ -59,11 +103,9 @@ type compiledRule struct {
 var f filter
 
 func parseConfig(b []byte) (filter, error) {
-	var c config
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return filter{}, fmt.Errorf("filter: config: %w", err)
+	c, err := decodeConfig(b)
+	if err != nil {
+		return filter{}, errors.New("filter: config: " + err.Error())
 	}
 	out := filter{minSeverity: -1, severityField: "severity"}
 	if c.SeverityField != "" {
@@ -72,7 +114,7 @@ func parseConfig(b []byte) (filter, error) {
 	if c.MinSeverity != "" {
 		out.minSeverity = slices.Index(severities, strings.ToLower(c.MinSeverity))
 		if out.minSeverity < 0 {
-			return filter{}, fmt.Errorf("filter: config: min_severity %q is not one of %s", c.MinSeverity, strings.Join(severities, ", "))
+			return filter{}, errors.New("filter: config: min_severity " + strconv.Quote(c.MinSeverity) + " is not one of " + strings.Join(severities, ", "))
 		}
 	}
 	switch c.Default {
@@ -80,31 +122,37 @@ func parseConfig(b []byte) (filter, error) {
 	case "drop":
 		out.dropByDefault = true
 	default:
-		return filter{}, fmt.Errorf("filter: config: default %q: want keep or drop", c.Default)
+		return filter{}, errors.New("filter: config: default " + strconv.Quote(c.Default) + ": want keep or drop")
 	}
 	for i, r := range c.Rules {
+		at := "filter: config: rules[" + strconv.Itoa(i) + "]"
 		cr := compiledRule{}
 		switch r.Then {
 		case "keep":
 		case "drop":
 			cr.drop = true
 		default:
-			return filter{}, fmt.Errorf("filter: config: rules[%d].then %q: want keep or drop", i, r.Then)
+			return filter{}, errors.New(at + ".then " + strconv.Quote(r.Then) + ": want keep or drop")
 		}
 		if len(r.Match) == 0 {
-			return filter{}, fmt.Errorf("filter: config: rules[%d].match is empty: name at least one field", i)
+			return filter{}, errors.New(at + ".match is empty: name at least one field")
 		}
 		var desc []string
-		for _, field := range slices.Sorted(maps.Keys(r.Match)) {
+		fields := make([]string, 0, len(r.Match))
+		for field := range r.Match {
+			fields = append(fields, field)
+		}
+		slices.Sort(fields)
+		for _, field := range fields {
 			pats := r.Match[field]
 			if field == "" || len(pats) == 0 {
-				return filter{}, fmt.Errorf("filter: config: rules[%d].match: field %q needs a non-empty list of patterns", i, field)
+				return filter{}, errors.New(at + ".match: field " + strconv.Quote(field) + " needs a non-empty list of patterns")
 			}
 			cr.fields = append(cr.fields, field)
 			cr.patterns = append(cr.patterns, pats)
 			desc = append(desc, field+"="+strings.Join(pats, "|"))
 		}
-		cr.reason = fmt.Sprintf("filter: rules[%d] (%s)", i, strings.Join(desc, " "))
+		cr.reason = "filter: rules[" + strconv.Itoa(i) + "] (" + strings.Join(desc, " ") + ")"
 		out.rules = append(out.rules, cr)
 	}
 	return out, nil

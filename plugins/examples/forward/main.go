@@ -9,7 +9,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 
 	"github.com/auditproc/auditproc/abi/guest"
@@ -19,16 +18,21 @@ var sink string
 
 func init() {
 	guest.Init(func(config []byte) error {
-		var c struct {
-			Sink string `json:"sink"`
+		v, err := guest.ParseConfig(config)
+		if err == nil {
+			err = v.Object(func(name string, v guest.Value) error {
+				if name == "sink" {
+					return v.String(&sink)
+				}
+				return nil // other keys are ignored
+			})
 		}
-		if err := json.Unmarshal(config, &c); err != nil {
+		if err != nil {
 			return errors.New("forward: config: " + err.Error())
 		}
-		if c.Sink == "" {
+		if sink == "" {
 			return errors.New(`forward: config: "sink" is required: the name of a sink granted to this plugin`)
 		}
-		sink = c.Sink
 		return nil
 	})
 	guest.Handle(func(ev *guest.Event) guest.Verdict {

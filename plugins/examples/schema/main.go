@@ -9,10 +9,9 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"fmt"
-	"maps"
+	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,9 +19,45 @@ import (
 )
 
 type config struct {
-	Required []string            `json:"required"`
-	Types    map[string]string   `json:"types"`
-	Enums    map[string][]string `json:"enums"`
+	Required []string            // required
+	Types    map[string]string   // types
+	Enums    map[string][]string // enums
+}
+
+// decodeConfig reads the configuration's JSON text into c; unknown keys are
+// an error.
+func decodeConfig(b []byte, c *config) error {
+	v, err := guest.ParseConfig(b)
+	if err != nil {
+		return err
+	}
+	return v.Object(func(name string, v guest.Value) error {
+		switch name {
+		case "required":
+			return v.Strings(&c.Required)
+		case "types":
+			return v.Object(func(path string, v guest.Value) error {
+				if c.Types == nil {
+					c.Types = map[string]string{}
+				}
+				k := c.Types[path]
+				err := v.String(&k)
+				c.Types[path] = k
+				return err
+			})
+		case "enums":
+			return v.Object(func(path string, v guest.Value) error {
+				if c.Enums == nil {
+					c.Enums = map[string][]string{}
+				}
+				vals := c.Enums[path]
+				err := v.Strings(&vals)
+				c.Enums[path] = vals
+				return err
+			})
+		}
+		return guest.UnknownField(name)
+	})
 }
 
 // defaultConfig is the audit event shape of docs/plugins.md.
@@ -50,10 +85,8 @@ func parseConfig(b []byte) ([]check, error) {
 	c := defaultConfig
 	if len(bytes.TrimSpace(b)) > 0 && !bytes.Equal(bytes.TrimSpace(b), []byte("{}")) {
 		c = config{}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&c); err != nil {
-			return nil, fmt.Errorf("schema: config: %w", err)
+		if err := decodeConfig(b, &c); err != nil {
+			return nil, errors.New("schema: config: " + err.Error())
 		}
 	}
 	byPath := map[string]*check{}
@@ -65,29 +98,30 @@ func parseConfig(b []byte) ([]check, error) {
 	}
 	for _, p := range c.Required {
 		if p == "" {
-			return nil, fmt.Errorf("schema: config: required: a field path is empty")
+			return nil, errors.New("schema: config: required: a field path is empty")
 		}
 		get(p).required = true
 	}
 	for p, k := range c.Types {
 		if !slices.Contains(kinds, k) {
-			return nil, fmt.Errorf("schema: config: types.%s: %q is not one of %s", p, k, strings.Join(kinds, ", "))
+			return nil, errors.New("schema: config: types." + p + ": " + strconv.Quote(k) + " is not one of " + strings.Join(kinds, ", "))
 		}
 		get(p).kind = k
 	}
 	for p, vals := range c.Enums {
 		if len(vals) == 0 {
-			return nil, fmt.Errorf("schema: config: enums.%s: the list of allowed values is empty", p)
+			return nil, errors.New("schema: config: enums." + p + ": the list of allowed values is empty")
 		}
 		get(p).enum = vals
 	}
 	if len(byPath) == 0 {
-		return nil, fmt.Errorf("schema: config: nothing to check: set required, types or enums")
+		return nil, errors.New("schema: config: nothing to check: set required, types or enums")
 	}
 	var out []check
-	for _, p := range slices.Sorted(maps.Keys(byPath)) {
-		out = append(out, *byPath[p])
+	for _, c := range byPath {
+		out = append(out, *c)
 	}
+	slices.SortFunc(out, func(a, b check) int { return strings.Compare(a.path, b.path) })
 	return out, nil
 }
 
