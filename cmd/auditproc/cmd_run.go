@@ -119,7 +119,11 @@ func runCommand() *command {
   auditproc run --consumer replica-b
 
   # process what is in the stream, print a summary, and exit
-  auditproc run --stop-when-idle --summary`,
+  auditproc run --stop-when-idle --summary
+
+  # auditproc keeps the Go heap's headroom at a quarter of the live heap
+  # (docs/configuration.md); GOGC or GOMEMLIMIT replaces that policy
+  GOMEMLIMIT=120MiB auditproc run`,
 		flags: func(fs *flag.FlagSet) {
 			cf = newConfigFlags(fs)
 			cf.key("consumer", "stream.consumer", "", "this replica's consumer name (default host name and pid)")
@@ -147,6 +151,11 @@ func runCommand() *command {
 
 func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenIdle, summary bool) error {
 	logger := newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
+	// Less GC headroom for a heap that is mostly long-lived plugin memory
+	// (gc.go); the operator's GOGC or GOMEMLIMIT wins.
+	if stop := tuneGC(os.Getenv); stop != nil {
+		defer stop()
+	}
 	keys, err := integrity.LoadKeyring(os.Getenv)
 	if err != nil {
 		return usageError{err}

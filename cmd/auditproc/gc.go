@@ -1,0 +1,86 @@
+package main
+
+import (
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync"
+)
+
+// The garbage collector's headroom while auditproc runs: at least a quarter
+// of the live heap, and at least gcMinHeadroom, but never more than Go's
+// default (GOGC=100, as much again as the live heap).
+//
+// Most of a running auditproc's heap lives as long as the process: the
+// plugins' linear memories (about 3 MB per standard-Go instance, one per
+// plugin and worker) and wazero's decoded modules. With Go's default the
+// heap grows to twice that before each collection: the default pipeline
+// with two workers kept about 56 MiB live and let the heap reach 110 MiB.
+// With a quarter it stays near 72 MiB, for a few more collections (each one
+// marks mostly pointer-free linear memory). A small heap (no plugins, C
+// plugins) keeps Go's default, so its collections are no more frequent.
+const (
+	gcMinHeadroom    = 16 << 20
+	gcMinPercent     = 25
+	gcDefaultPercent = 100
+	liveHeapMetric   = "/gc/heap/live:bytes"
+)
+
+// gcPercentFor returns the GOGC value that gives a live heap of live bytes
+// its headroom.
+func gcPercentFor(live uint64) int {
+	if live == 0 {
+		return gcDefaultPercent
+	}
+	headroom := max(live/4, gcMinHeadroom)
+	return int(min(max(headroom*100/live, gcMinPercent), gcDefaultPercent))
+}
+
+// tuneGC sets GOGC after every collection from the live heap it left (see
+// gcPercentFor), unless the operator set GOGC or GOMEMLIMIT in the
+// environment: their setting is then Go's, untouched, and tuneGC returns
+// nil. stop ends the tuning and restores Go's default.
+func tuneGC(getenv func(string) string) (stop func()) {
+	if getenv("GOGC") != "" || getenv("GOMEMLIMIT") != "" {
+		return nil
+	}
+	t := &gcTuner{sample: []metrics.Sample{{Name: liveHeapMetric}}}
+	t.arm()
+	return t.stop
+}
+
+type gcTuner struct {
+	mu      sync.Mutex
+	stopped bool
+	sample  []metrics.Sample
+}
+
+// gcSentinel is garbage as soon as it is made: its finalizer runs after the
+// next collection and arms a new one.
+type gcSentinel struct{ t *gcTuner }
+
+func (t *gcTuner) arm() {
+	runtime.SetFinalizer(&gcSentinel{t}, func(s *gcSentinel) { s.t.collected() })
+}
+
+func (t *gcTuner) collected() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return
+	}
+	metrics.Read(t.sample)
+	if v := t.sample[0].Value; v.Kind() == metrics.KindUint64 {
+		debug.SetGCPercent(gcPercentFor(v.Uint64()))
+	}
+	t.arm()
+}
+
+func (t *gcTuner) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.stopped {
+		t.stopped = true
+		debug.SetGCPercent(gcDefaultPercent)
+	}
+}
