@@ -137,7 +137,7 @@ func (k *Keyring) VerifyView(stream string, values map[string]any) (Envelope, er
 	_, hasKid := values[FieldKeyID]
 	_, hasSig := values[FieldSig]
 	if !hasKid && !hasSig {
-		return Envelope{}, &EnvelopeError{Problem: "no kid and no sig field", Err: ErrUnsigned}
+		return Envelope{}, errUnsigned()
 	}
 	v, err := stringField(values, FieldVersion)
 	if err != nil {
@@ -156,8 +156,95 @@ func (k *Keyring) VerifyView(stream string, values map[string]any) (Envelope, er
 		return Envelope{}, err
 	}
 	if len(values) != 4 {
-		return Envelope{}, extraFields(values)
+		var names []string
+		for name := range values {
+			names = append(names, name)
+		}
+		return Envelope{}, extraFields(names)
 	}
+	return k.verifyEnvelope(stream, v, kid, event, sig)
+}
+
+// VerifyFields is VerifyView for an entry's fields as Redis sends them: a
+// flat list of names and values (name, value, name, value, …), which a
+// reader can take straight from the reply without building a map. The
+// checks, their order and the errors are Verify's, and in addition a field
+// named twice (which XADD allows, and a map would silently collapse) or a
+// name without a value is ErrMalformed. The returned Envelope's Event, Sig
+// and EventID share the memory of fields' strings: never change it.
+func (k *Keyring) VerifyFields(stream string, fields []string) (Envelope, error) {
+	var (
+		vals  [4]string // by envelopeField
+		found [4]bool
+		extra bool
+		twice string
+	)
+	for i := 0; i < len(fields); i += 2 {
+		f := envelopeField(fields[i])
+		if f < 0 {
+			extra = true
+			continue
+		}
+		if found[f] && twice == "" {
+			twice = fields[i]
+		}
+		found[f] = true
+		if i+1 < len(fields) {
+			vals[f] = fields[i+1]
+		}
+	}
+	if !found[1] && !found[3] {
+		return Envelope{}, errUnsigned()
+	}
+	for f, name := range envelopeFields {
+		if !found[f] {
+			return Envelope{}, malformed(name, "missing")
+		}
+	}
+	if len(fields)%2 != 0 {
+		return Envelope{}, malformed(fields[len(fields)-1], "no value")
+	}
+	if twice != "" {
+		return Envelope{}, malformed(twice, "more than one field of this name")
+	}
+	if extra {
+		names := make([]string, 0, len(fields)/2)
+		for i := 0; i < len(fields); i += 2 {
+			names = append(names, fields[i])
+		}
+		return Envelope{}, extraFields(names)
+	}
+	return k.verifyEnvelope(stream, vals[0], vals[1], vals[2], vals[3])
+}
+
+// envelopeFields are the envelope's fields in the order Verify reports a
+// missing one.
+var envelopeFields = [4]string{FieldVersion, FieldKeyID, FieldEvent, FieldSig}
+
+// envelopeField returns name's index in envelopeFields, -1 for any other name.
+func envelopeField(name string) int {
+	switch name {
+	case FieldVersion:
+		return 0
+	case FieldKeyID:
+		return 1
+	case FieldEvent:
+		return 2
+	case FieldSig:
+		return 3
+	}
+	return -1
+}
+
+func errUnsigned() error {
+	return &EnvelopeError{Problem: "no kid and no sig field", Err: ErrUnsigned}
+}
+
+// verifyEnvelope runs Verify's checks 2 (values) to 5 on an envelope whose
+// four fields, and only those, are present. The Envelope's KeyID is the
+// keyring's own string; Event, Sig and EventID share event's and sig's
+// memory.
+func (k *Keyring) verifyEnvelope(stream, v, kid, event, sig string) (Envelope, error) {
 	if v != Version {
 		return Envelope{}, malformed(FieldVersion, fmt.Sprintf("unsupported version %q, want %q", truncate(v), Version))
 	}
@@ -190,7 +277,7 @@ func (k *Keyring) VerifyView(stream string, values map[string]any) (Envelope, er
 	if id.Type != gjson.String || id.Str == "" {
 		return Envelope{}, malformed(FieldEvent, "no top-level non-empty string event_id member")
 	}
-	return Envelope{KeyID: kid, EventID: id.Str, Event: stringAsBytes(event), Sig: sig}, nil
+	return Envelope{KeyID: key.id, EventID: id.Str, Event: stringAsBytes(event), Sig: sig}, nil
 }
 
 // mac computes the envelope MAC into st.sum:
@@ -228,13 +315,12 @@ func stringField(values map[string]any, name string) (string, error) {
 }
 
 // extraFields reports the fields of an envelope beyond v, kid, event, sig
-// (at most three, sorted, so that the message is stable).
-func extraFields(values map[string]any) error {
+// (at most three, sorted, so that the message is stable). names are all the
+// entry's field names.
+func extraFields(names []string) error {
 	var extra []string
-	for name := range values {
-		switch name {
-		case FieldVersion, FieldKeyID, FieldEvent, FieldSig:
-		default:
+	for _, name := range names {
+		if envelopeField(name) < 0 {
 			extra = append(extra, truncate(name))
 		}
 	}

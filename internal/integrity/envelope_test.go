@@ -3,8 +3,10 @@ package integrity
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -28,6 +30,7 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 			got, err := k.Verify(tc.stream, entry(env))
 			require.NoError(t, err)
 			assert.Equal(t, env, got)
+			requireFieldsAgree(t, k, tc.stream, entry(env), got, err)
 			assert.Equal(t, "", Reason(err))
 		})
 	}
@@ -37,6 +40,7 @@ func TestVerifyRejectsOtherStream(t *testing.T) {
 	k := testKeyring(t, "k1")
 	env := signed(t, k, "audit:stream", `{"a":1}`)
 	_, err := k.Verify("audit:other", entry(env))
+	requireFieldsAgree(t, k, "audit:other", entry(env), Envelope{}, err)
 	require.ErrorIs(t, err, ErrSignatureMismatch)
 	assert.Equal(t, "signature_mismatch", Reason(err))
 }
@@ -57,6 +61,7 @@ func TestKeyRotation(t *testing.T) {
 	retired, err := NewKeyring("2026-07", map[string][]byte{"2026-07": newKey})
 	require.NoError(t, err)
 	_, err = retired.Verify("s", entry(env))
+	requireFieldsAgree(t, retired, "s", entry(env), Envelope{}, err)
 	require.ErrorIs(t, err, ErrUnknownKeyID)
 	assert.Equal(t, "unknown_key_id", Reason(err))
 	assert.Contains(t, err.Error(), `"2026-01"`)
@@ -77,6 +82,7 @@ func TestVerifyFlippedBits(t *testing.T) {
 				vals[field] = string(b)
 				_, err := k.Verify("s", vals)
 				require.Error(t, err, "field %s byte %d bit %d", field, i, bit)
+				requireFieldsAgree(t, k, "s", vals, Envelope{}, err)
 				if field == FieldEvent {
 					require.ErrorIs(t, err, ErrSignatureMismatch)
 				} else {
@@ -126,6 +132,7 @@ func TestVerifyMalformed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := k.Verify("s", tc.values)
+			requireFieldsAgree(t, k, "s", tc.values, Envelope{}, err)
 			require.ErrorIs(t, err, ErrMalformed)
 			assert.Equal(t, "malformed_envelope", Reason(err))
 			var ee *EnvelopeError
@@ -149,6 +156,7 @@ func TestVerifyUnsigned(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := k.Verify("s", tc.values)
+			requireFieldsAgree(t, k, "s", tc.values, Envelope{}, err)
 			require.ErrorIs(t, err, ErrUnsigned)
 			assert.Equal(t, "unsigned", Reason(err))
 			assert.EqualError(t, err, "integrity: unsigned entry: no kid and no sig field")
@@ -163,6 +171,7 @@ func TestVerifyNamesExtraFields(t *testing.T) {
 		vals[f] = "x"
 	}
 	_, err := k.Verify("s", vals)
+	requireFieldsAgree(t, k, "s", vals, Envelope{}, err)
 	require.ErrorIs(t, err, ErrMalformed)
 	assert.EqualError(t, err, `integrity: malformed envelope: field "e1": unexpected field(s) ["e1" "e2" "e3"]; envelope v1 has only v, kid, event, sig`)
 }
@@ -187,4 +196,44 @@ func TestReason(t *testing.T) {
 func TestEnvelopeValuesOrder(t *testing.T) {
 	env := Envelope{KeyID: "k1", EventID: "e", Event: []byte(`{"event_id":"e"}`), Sig: strings.Repeat("0", 64)}
 	assert.Equal(t, []any{"v", "1", "kid", "k1", "event", []byte(`{"event_id":"e"}`), "sig", strings.Repeat("0", 64)}, env.Values())
+}
+
+// TestVerifyFields covers what only a field list can hold: a field named
+// twice, a name without a value; and that the envelope shares the fields'
+// memory.
+func TestVerifyFields(t *testing.T) {
+	k := testKeyring(t, "k1")
+	env := signed(t, k, "s", `{"a":1}`)
+	good := []string{FieldVersion, Version, FieldKeyID, env.KeyID, FieldEvent, string(env.Event), FieldSig, env.Sig}
+
+	got, err := k.VerifyFields("s", good)
+	require.NoError(t, err)
+	assert.Equal(t, env, got)
+	assert.Same(t, unsafe.StringData(good[5]), &got.Event[0], "the event is not copied")
+
+	for _, tc := range []struct {
+		name   string
+		fields []string
+		field  string
+		reason string
+	}{
+		// Redis keeps both values of a name written twice; a map would keep
+		// one of them. Neither is signed alone: the entry is refused.
+		{"event twice", append(slices.Clone(good), FieldEvent, `{"a":2}`), FieldEvent, "malformed_envelope"},
+		{"sig twice, same value", append(slices.Clone(good), FieldSig, env.Sig), FieldSig, "malformed_envelope"},
+		{"a name without a value", append(slices.Clone(good), "extra"), "extra", "malformed_envelope"},
+		{"sig without a value", append(slices.Clone(good[:6]), FieldSig), FieldSig, "malformed_envelope"},
+		{"no fields", nil, "", "unsigned"},
+		{"kid missing, sig present", []string{FieldVersion, Version, FieldEvent, string(env.Event), FieldSig, env.Sig}, FieldKeyID, "malformed_envelope"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := k.VerifyFields("s", tc.fields)
+			require.Error(t, err)
+			assert.Equal(t, Envelope{}, got)
+			assert.Equal(t, tc.reason, Reason(err), "%v", err)
+			var ee *EnvelopeError
+			require.ErrorAs(t, err, &ee)
+			assert.Equal(t, tc.field, ee.Field)
+		})
+	}
 }

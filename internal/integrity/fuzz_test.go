@@ -48,6 +48,7 @@ func FuzzVerify(f *testing.F) {
 			}
 		}
 		env, err := k.Verify(stream, values)
+		requireFieldsAgree(t, k, stream, values, env, err)
 		if err != nil {
 			require.Contains(t, []string{"signature_mismatch", "unknown_key_id", "malformed_envelope", "unsigned"}, Reason(err), "%v", err)
 			require.NotContains(t, err.Error(), hex.EncodeToString(key))

@@ -3,6 +3,7 @@ package integrity
 import (
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -57,3 +58,41 @@ func signed(t testing.TB, k *Keyring, stream, event string) Envelope {
 }
 
 func hexString(b []byte) string { return hex.EncodeToString(b) }
+
+// fieldList turns a values map into the flat name/value list Redis sends,
+// names sorted; ok is false when a value is not a string (Redis only sends
+// strings, so VerifyFields never sees one).
+func fieldList(values map[string]any) (fields []string, ok bool) {
+	names := make([]string, 0, len(values))
+	for name := range values {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		s, isString := values[name].(string)
+		if !isString {
+			return nil, false
+		}
+		fields = append(fields, name, s)
+	}
+	return fields, true
+}
+
+// requireFieldsAgree checks that VerifyFields, given values as a field
+// list, returns what Verify returned for them (env, err): the same
+// envelope, or an error of the same text.
+func requireFieldsAgree(t testing.TB, k *Keyring, stream string, values map[string]any, env Envelope, err error) {
+	t.Helper()
+	fields, ok := fieldList(values)
+	if !ok {
+		return
+	}
+	got, gotErr := k.VerifyFields(stream, fields)
+	if err != nil {
+		require.EqualError(t, gotErr, err.Error())
+		require.Equal(t, Envelope{}, got)
+		return
+	}
+	require.NoError(t, gotErr)
+	require.Equal(t, env, got)
+}

@@ -92,6 +92,7 @@ func TestVectors(t *testing.T) {
 				values[f] = s
 			}
 			env, err := k.Verify(v.Stream, values)
+			requireFieldsAgree(t, k, v.Stream, values, env, err)
 			assert.Equal(t, v.Expect, map[bool]string{true: "ok", false: Reason(err)}[err == nil], "error: %v", err)
 			if v.Expect == "ok" {
 				require.NoError(t, err)

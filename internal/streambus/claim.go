@@ -78,7 +78,7 @@ func (b *Bus) XAutoClaim(ctx context.Context, a AutoClaimArgs) (Batch, error) {
 
 func (b *Bus) claimed(ctx context.Context, op, stream, group, consumer string, msgs []redis.XMessage, deleted []string, cursor string) (Batch, error) {
 	batch := Batch{}
-	b.verifyMessages(stream, msgs, 0, false, &batch)
+	b.verify(stream, messageEntries(msgs), 0, false, &batch, &scratch{})
 	batch.Cursor, batch.Deleted = cursor, deleted
 	if err := b.fillDeliveries(ctx, stream, group, consumer, &batch); err != nil {
 		return Batch{}, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -77,7 +78,7 @@ func (b *Bus) XRead(ctx context.Context, a ReadArgs) (Batch, error) {
 		return Batch{}, fmt.Errorf("xread from stream %q: %w", a.Stream, err)
 	}
 	batch := Batch{Cursor: id}
-	b.verify(a.Stream, msgs, 0, false, &batch)
+	b.verify(a.Stream, streamEntries(msgs), 0, false, &batch, &scratch{})
 	b.reportTampered(ctx, "xread", "", "", batch.Tampered)
 	if batch.Len() > 0 {
 		b.log.LogAttrs(ctx, slog.LevelDebug, "stream_messages_read",
@@ -108,30 +109,43 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 	batch := Batch{Cursor: id}
 
 	// First round trip: the acks of the previous batch and a read that does
-	// not wait, pipelined. Under load it is the only one.
-	var msgs []redis.XStream
-	var err error
+	// not wait, pipelined. Under load it is the only one, so its reply is
+	// parsed lean (parseStreamsReply) rather than into go-redis's map per
+	// entry. A read that waits goes through go-redis's XReadGroup, which
+	// extends the connection's read timeout by the block time.
+	buf := &replyBuffer{b: make([]byte, 0, b.replySize(count))}
+	read := redis.NewRawWriteToCmd(ctx, buf, rawReadGroupArgs(a.Group, a.Consumer, count, a.Stream, id)...)
+	read.SetFirstKeyPos(7)
 	if len(a.Ack) > 0 {
 		pipe := b.rdb.Pipeline()
 		ack := pipe.XAck(ctx, a.Stream, a.Group, a.Ack...)
-		read := pipe.XReadGroup(ctx, args(-1))
+		_ = pipe.Process(ctx, read)
 		_, _ = pipe.Exec(ctx)
 		if err := ack.Err(); err != nil {
 			return Batch{}, fmt.Errorf("xack %d ids on stream %q group %q: %w", len(a.Ack), a.Stream, a.Group, err)
 		}
 		batch.Acked = ack.Val()
 		b.logAcked(ctx, a.Stream, a.Group, len(a.Ack), batch.Acked)
-		msgs, err = read.Result()
 	} else {
-		msgs, err = b.rdb.XReadGroup(ctx, args(-1)).Result()
+		_ = b.rdb.Process(ctx, read)
 	}
-	if errors.Is(err, redis.Nil) {
-		err = nil
+	sc, _ := b.scratch.Get().(*scratch)
+	if sc == nil {
+		sc = &scratch{}
 	}
-	if err == nil && len(msgs) == 0 && !history && block >= 0 {
+	defer func() { sc.reset(); b.scratch.Put(sc) }()
+	var entries []rawEntry
+	err := read.Err()
+	if err == nil {
+		entries, err = parseStreamsReply(buf.b, sc)
+		b.noteReplySize(count, len(entries), len(buf.b))
+	}
+	if err == nil && len(entries) == 0 && !history && block >= 0 {
+		var msgs []redis.XStream
 		msgs, err = b.blockLoop(ctx, block, func(block time.Duration) ([]redis.XStream, error) {
 			return b.rdb.XReadGroup(ctx, args(block)).Result()
 		})
+		entries = streamEntries(msgs)
 	}
 	if err != nil {
 		return batch, fmt.Errorf("xreadgroup from stream %q group %q consumer %q: %w", a.Stream, a.Group, a.Consumer, err)
@@ -141,7 +155,7 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 	if history {
 		deliveries = 0
 	}
-	b.verify(a.Stream, msgs, deliveries, history, &batch)
+	b.verify(a.Stream, entries, deliveries, history, &batch, sc)
 	if history {
 		if err := b.fillDeliveries(ctx, a.Stream, a.Group, a.Consumer, &batch); err != nil {
 			return Batch{}, err
@@ -187,36 +201,65 @@ func (b *Bus) blockLoop(ctx context.Context, block time.Duration, read func(time
 	}
 }
 
-// verify sorts the messages of a single-stream reply into batch, advancing
-// batch.Cursor. history marks a reply that may hold deleted entries (nil
-// values).
-func (b *Bus) verify(stream string, streams []redis.XStream, deliveries int64, history bool, batch *Batch) {
-	for _, s := range streams {
-		b.verifyMessages(stream, s.Messages, deliveries, history, batch)
+// replySize is the buffer to allocate for a raw read of count entries:
+// what the last full read took per entry, plus an eighth for larger
+// events; 4 KiB before any read (it grows as needed).
+func (b *Bus) replySize(count int64) int {
+	per := b.replyBytesPerEntry.Load()
+	if per == 0 {
+		return 4 << 10
+	}
+	return int(per*count + per*count/8)
+}
+
+// noteReplySize remembers the size per entry of a reply that filled a read
+// of count entries (a partial one says little about the next).
+func (b *Bus) noteReplySize(count int64, entries, size int) {
+	if int64(entries) == count {
+		b.replyBytesPerEntry.Store(int64(size) / count)
 	}
 }
 
-func (b *Bus) verifyMessages(stream string, msgs []redis.XMessage, deliveries int64, history bool, batch *Batch) {
-	verdicts := b.verifyAll(stream, msgs)
-	if batch.Entries == nil {
-		batch.Entries = make([]Entry, 0, len(msgs))
+// rawReadGroupArgs are the arguments of an XREADGROUP that does not block.
+// The stream is argument 7 (its first key position, for Redis Cluster).
+func rawReadGroupArgs(group, consumer string, count int64, stream, id string) []any {
+	return []any{"xreadgroup", "group", group, consumer, "count", count, "streams", stream, id}
+}
+
+// streamEntries are the entries of go-redis's parsed stream reply.
+func streamEntries(streams []redis.XStream) []rawEntry {
+	var out []rawEntry
+	for _, s := range streams {
+		out = append(out, messageEntries(s.Messages)...)
 	}
-	for i, m := range msgs {
-		batch.Cursor = m.ID
-		if m.Values == nil && history {
-			batch.Deleted = append(batch.Deleted, m.ID)
+	return out
+}
+
+// verify sorts the entries of a single-stream reply into batch, advancing
+// batch.Cursor. history marks a reply that may hold deleted entries.
+// sc provides the verdicts' slice.
+func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, history bool, batch *Batch, sc *scratch) {
+	verdicts := b.verifyAll(stream, entries, slices.Grow(sc.verdicts[:0], len(entries))[:len(entries)])
+	sc.verdicts = verdicts
+	if batch.Entries == nil {
+		batch.Entries = make([]Entry, 0, len(entries))
+	}
+	for i, m := range entries {
+		batch.Cursor = m.id
+		if m.deleted && history {
+			batch.Deleted = append(batch.Deleted, m.id)
 			continue
 		}
 		env, err := verdicts[i].env, verdicts[i].err
 		if err != nil {
 			batch.Tampered = append(batch.Tampered, Tampered{
-				ID: m.ID, Stream: stream, Reason: integrity.Reason(err), Err: err,
-				Deliveries: deliveries, Fields: m.Values,
+				ID: m.id, Stream: stream, Reason: integrity.Reason(err), Err: err,
+				Deliveries: deliveries, Fields: fieldMap(m.fields),
 			})
 			continue
 		}
 		batch.Entries = append(batch.Entries, Entry{
-			ID: m.ID, Stream: stream, KeyID: env.KeyID, EventID: env.EventID,
+			ID: m.id, Stream: stream, KeyID: env.KeyID, EventID: env.EventID,
 			Event: env.Event, Sig: env.Sig, Deliveries: deliveries,
 		})
 	}
@@ -232,24 +275,22 @@ type verdict struct {
 // while Redis, in a read loop, waits for the next request anyway.
 const parallelChunk = 128
 
-func (b *Bus) verifyAll(stream string, msgs []redis.XMessage) []verdict {
-	out := make([]verdict, len(msgs))
+// verifyAll verifies entries into out (of the same length).
+func (b *Bus) verifyAll(stream string, entries []rawEntry, out []verdict) []verdict {
 	verify := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			if msgs[i].Values != nil {
-				out[i].env, out[i].err = b.keys.VerifyView(stream, msgs[i].Values)
-			}
+			out[i].env, out[i].err = b.keys.VerifyFields(stream, entries[i].fields)
 		}
 	}
-	workers := min(runtime.GOMAXPROCS(0), len(msgs)/parallelChunk)
+	workers := min(runtime.GOMAXPROCS(0), len(entries)/parallelChunk)
 	if workers < 2 {
-		verify(0, len(msgs))
+		verify(0, len(entries))
 		return out
 	}
 	var wg sync.WaitGroup
-	size := (len(msgs) + workers - 1) / workers
-	for lo := 0; lo < len(msgs); lo += size {
-		wg.Go(func() { verify(lo, min(lo+size, len(msgs))) })
+	size := (len(entries) + workers - 1) / workers
+	for lo := 0; lo < len(entries); lo += size {
+		wg.Go(func() { verify(lo, min(lo+size, len(entries))) })
 	}
 	wg.Wait()
 	return out

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/redistest"
 	"github.com/auditproc/auditproc/internal/streambus"
 )
 
@@ -317,4 +318,66 @@ func TestBlockingReadsAreFinite(t *testing.T) {
 			assert.Less(t, time.Since(start), 600*time.Millisecond)
 		})
 	}
+}
+
+// TestXReadGroupRESP2 runs the group read on a client speaking RESP2, whose
+// replies the bus parses itself as well as RESP3's (go-redis's default).
+func TestXReadGroupRESP2(t *testing.T) {
+	opts := redistest.Shared(t).Options()
+	opts.Protocol = 2
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	f := newFixtureOn(t, rdb, streambus.Config{})
+	ctx := context.Background()
+	f.createGroup(t, "0")
+	added := f.add(t, 3)
+	bad := f.tamper(t, added[0])
+
+	b, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c1"})
+	require.NoError(t, err)
+	assert.Equal(t, added, withoutDeliveries(b.Entries))
+	require.Len(t, b.Tampered, 1)
+	assert.Equal(t, bad, b.Tampered[0].ID)
+
+	require.NoError(t, f.rdb.XDel(ctx, f.stream, added[1].ID).Err())
+	h, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c1", ID: "0", Ack: ids(added[:1])})
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, h.Acked)
+	assert.Equal(t, []string{added[2].ID}, ids(h.Entries))
+	assert.Equal(t, []string{added[1].ID}, h.Deleted)
+	assert.Equal(t, bad, h.Cursor)
+
+	_, err = f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: "missing", Consumer: "c"})
+	assert.True(t, redis.HasErrorPrefix(errors.Unwrap(err), "NOGROUP"), "%v", err)
+}
+
+// TestXReadGroupRefusesFieldNamedTwice: XADD accepts a field name twice and
+// Redis keeps both values; such an entry is not an envelope (which value
+// would be the signed one?) and is refused, whichever value is signed.
+func TestXReadGroupRefusesFieldNamedTwice(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	ctx := context.Background()
+	f.createGroup(t, "0")
+	e := f.add(t, 1)[0]
+	signedLast := f.rawAdd(t, f.stream, "v", "1", "kid", e.KeyID, "event", `{"event_id":"forged"}`, "sig", e.Sig, "event", e.Event)
+	signedFirst := f.rawAdd(t, f.stream, "v", "1", "kid", e.KeyID, "event", e.Event, "sig", e.Sig, "event", `{"event_id":"forged"}`)
+
+	b, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c1"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{e.ID}, ids(b.Entries))
+	require.Len(t, b.Tampered, 2)
+	for i, id := range []string{signedLast, signedFirst} {
+		assert.Equal(t, id, b.Tampered[i].ID)
+		assert.Equal(t, "malformed_envelope", b.Tampered[i].Reason)
+		assert.Equal(t, e.Sig, b.Tampered[i].Fields["sig"], "the fields are kept for forensics")
+	}
+}
+
+func withoutDeliveries(es []streambus.Entry) []streambus.Entry {
+	out := make([]streambus.Entry, len(es))
+	for i, e := range es {
+		e.Deliveries = 0
+		out[i] = e
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -75,6 +76,12 @@ type Bus struct {
 
 	mu       sync.Mutex
 	tampered map[string]uint64
+
+	// replyBytesPerEntry is the size of the last full raw read reply per
+	// entry it held, to size the next reply's buffer in one allocation.
+	replyBytesPerEntry atomic.Int64
+	// scratch is a pool of *scratch, a read's working slices.
+	scratch sync.Pool
 }
 
 // New returns a Bus on rdb that signs and verifies with keys. The Bus does
@@ -118,7 +125,8 @@ type Entry struct {
 	EventID string
 	// Event is the signed JSON object, byte for byte as the producer wrote it.
 	// It shares memory with the Redis reply (no copy per entry): read it,
-	// never change it; copy it to change it.
+	// never change it; copy it to change it. EventID and Sig share that
+	// memory too: keeping either for long keeps the whole batch's reply.
 	Event []byte
 	// Sig is the hex signature, kept so that the entry can be dead-lettered and
 	// replayed unchanged.
