@@ -220,10 +220,10 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 // concurrently, one per core (reading, checking, compiling or reading the
 // compile cache and the first instance are per plugin, tens of milliseconds
 // each for a standard-Go module), and the pipeline keeps the configured
-// order. A
-// plugin that cannot load is a configuration error (exit 2): the error is
-// that of the first such plugin in pipeline order, and every plugin that did
-// load is closed.
+// order. A plugin that cannot load is a configuration error (exit 2): the
+// error is that of the first such plugin in pipeline order, and every
+// plugin that did load is closed. Each plugin's load time is logged at
+// debug level (plugin_loaded).
 func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*host.Pipeline, error) {
 	hc := host.Config{CacheDir: cfg.Host.CacheDir, Logger: logger}
 	specs := make([]host.PluginSpec, len(cfg.Plugins))
@@ -251,7 +251,11 @@ func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
+			start := time.Now()
 			plugins[i], errs[i] = host.Load(ctx, specs[i], hc)
+			if errs[i] == nil {
+				logger.Debug("plugin_loaded", slog.String("plugin", specs[i].Name), slog.Duration("duration", time.Since(start)))
+			}
 		})
 	}
 	wg.Wait()
