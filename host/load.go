@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -242,7 +243,7 @@ func Load(ctx context.Context, spec PluginSpec, cfg Config) (*Plugin, error) {
 		}
 	}
 
-	c, err := compilePlugin(ctx, spec, cfg, wasm)
+	c, err := compilePlugin(ctx, spec, cfg, wasm, sum)
 	if err != nil {
 		return fail(err)
 	}
@@ -288,11 +289,21 @@ type compiled struct {
 // compilePlugin compiles wasm in a runtime of its own: instrumented by the
 // meter when the plugin is guarded, with wazero's guard when the module uses
 // what the meter does not know, and plain when trusted.
-func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte) (*compiled, error) {
+func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, sum string) (*compiled, error) {
 	if spec.Trusted {
 		return compileWith(ctx, spec, cfg, wasm, GuardOff)
 	}
+	cached := meteredPath(cfg.CacheDir, sum)
+	if metered, err := os.ReadFile(cached); err == nil {
+		if c, err := compileWith(ctx, spec, cfg, metered, GuardMetered); err == nil {
+			return c, nil
+		}
+		// A damaged cache file: instrument again below and replace it.
+	}
 	metered, err := meter.Instrument(wasm, meterPeriod)
+	if err == nil {
+		saveMetered(cached, metered)
+	}
 	if err != nil {
 		c, cerr := compileWith(ctx, spec, cfg, wasm, GuardWazero)
 		if cerr != nil {
@@ -312,6 +323,44 @@ func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte
 	}
 	c.fallback = err
 	return c, nil
+}
+
+// meteredVersion names the meter's output format in the cache: change it when
+// the instrumentation changes.
+const meteredVersion = "meter1"
+
+// meteredPath is where the instrumented module of the module with SHA-256
+// sum is kept in the compilation cache directory ("" without one):
+// instrumenting a standard-Go module costs 10–20 ms at every start
+// otherwise. The directory holds wazero's compiled native code too, so it is
+// already trusted as much as the modules themselves.
+func meteredPath(dir, sum string) string {
+	if dir == "" {
+		return ""
+	}
+	return filepath.Join(dir, fmt.Sprintf("%s-%d-%s.wasm", meteredVersion, meterPeriod, sum))
+}
+
+// saveMetered writes the instrumented module to path, whole or not at all;
+// a cache that cannot be written only costs the next start some time.
+func saveMetered(path string, metered []byte) {
+	if path == "" || os.MkdirAll(filepath.Dir(path), 0o700) != nil {
+		return
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".meter-*")
+	if err != nil {
+		return
+	}
+	_, err = tmp.Write(metered)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
 }
 
 func compileWith(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, guard Guard) (_ *compiled, err error) {

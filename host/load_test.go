@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -132,6 +133,47 @@ func TestLoadUsesTheCompilationCacheDir(t *testing.T) {
 	entries, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	assert.NotEmpty(t, entries)
+}
+
+// TestLoadKeepsTheMeteredModule: the instrumented module is kept in the
+// cache directory under the original's digest and used by the next load; a
+// damaged copy is instrumented again and replaced.
+func TestLoadKeepsTheMeteredModule(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache") // made by the first load
+	wasm := wasmtest.Bytes(t, "noop-c")
+	sum := sha256.Sum256(wasm)
+	spec := host.PluginSpec{Name: "noop-c", Wasm: wasm}
+	load := func() {
+		t.Helper()
+		p, err := host.Load(context.Background(), spec, host.Config{CacheDir: dir})
+		require.NoError(t, err)
+		defer p.Close(context.Background())
+		assert.Equal(t, host.GuardMetered, p.Guard())
+		w, err := host.NewPipeline(p).NewWorker(context.Background())
+		require.NoError(t, err)
+		defer w.Close()
+		assert.Equal(t, abi.VerdictOK, w.Process(context.Background(), testEvent(event300)).Verdict)
+	}
+	load()
+	kept, err := filepath.Glob(filepath.Join(dir, "meter*-"+hex.EncodeToString(sum[:])+".wasm"))
+	require.NoError(t, err)
+	require.Len(t, kept, 1, "the instrumented module is kept under the original's digest")
+	metered, err := os.ReadFile(kept[0])
+	require.NoError(t, err)
+	assert.NotEqual(t, wasm, metered)
+
+	info, err := os.Stat(kept[0])
+	require.NoError(t, err)
+	load()
+	again, err := os.Stat(kept[0])
+	require.NoError(t, err)
+	assert.Equal(t, info.ModTime(), again.ModTime(), "the second load used it as it was")
+
+	require.NoError(t, os.WriteFile(kept[0], metered[:len(metered)/2], 0o600))
+	load()
+	repaired, err := os.ReadFile(kept[0])
+	require.NoError(t, err)
+	assert.Equal(t, metered, repaired, "a damaged copy is replaced")
 }
 
 func TestInspect(t *testing.T) {
