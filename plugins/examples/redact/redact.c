@@ -6,11 +6,15 @@
  * JWTs. See README.md for the configuration.
  *
  * It scans the event's bytes once, without building a tree: a stack of one
- * byte per nesting level tracks where it is, string values are unescaped
- * before they are inspected (so "pass\u0077ord" is a password key) and
- * re-encoded only when something in them is masked. An event where nothing
- * matches is passed on untouched; otherwise the masked copy replaces it with
- * set_event.
+ * byte per nesting level tracks where it is. Strings are searched for their
+ * closing quote eight bytes at a time; a string without escapes is inspected
+ * where it lies, one with escapes is unescaped first (so "pass\u0077ord" is
+ * a password key) and re-encoded only when something in it is masked. A key
+ * is looked up in a hash table of the configured names and searched for the
+ * secret words in one pass; only strings long enough to hold a card number
+ * or a token are searched for them. An event where nothing matches is passed
+ * on untouched, with no host call; otherwise the masked copy replaces it
+ * with one set_event.
  */
 #define AUDITPROC_MAIN
 #include "auditproc.h"
@@ -23,6 +27,9 @@
  * not pass the event on. */
 #define MAX_DEPTH 512
 #define MAX_FIELDS 256
+/* Slots of the field-name hash table: a power of two, more than MAX_FIELDS,
+ * so a probe always ends at an empty slot. */
+#define FIELD_SLOTS 512
 
 /* ---- growable byte buffers ------------------------------------------ */
 
@@ -61,17 +68,29 @@ static struct {
 	char *fields[MAX_FIELDS]; /* lowercased field names */
 	size_t field_lens[MAX_FIELDS];
 	size_t nfields;
+	uint16_t slots[FIELD_SLOTS]; /* field index + 1; 0 is an empty slot */
+	uint64_t lens;               /* bit min(length, 63) of every field name */
 	struct buf mask_json; /* the mask as a JSON string, quotes included */
 	struct buf mask;      /* the mask's text */
 	bool secret_names, card_numbers, bearer_tokens;
 } cfg;
 
-static uint8_t lower(uint8_t c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
-static bool is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
-static bool is_alnum(uint8_t c) {
-	return is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+static uint8_t lower(uint8_t c) { return (uint8_t)(c - 'A') < 26 ? c + 32 : c; }
+static bool is_digit(uint8_t c) { return (uint8_t)(c - '0') < 10; }
+static bool is_alnum(uint8_t c) { return is_digit(c) || (uint8_t)((c | 0x20) - 'a') < 26; }
 static bool is_ws(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* norm_of: a key name's byte as secret_name compares it, built by the
+ * compiler: 0 for the separators _ - . and space (left out), lowercase for
+ * letters, 0xFF for NUL (kept, and no letter) and the byte otherwise. */
+#define NORM1(c)                                                                    \
+	(((c) == '_' || (c) == '-' || (c) == '.' || (c) == ' ') ? 0                     \
+	 : ((c) >= 'A' && (c) <= 'Z') ? (uint8_t)((c) + 32) : (c) == 0 ? 0xFF : (uint8_t)(c))
+#define TABLE4(f, c) f(c), f((c) + 1), f((c) + 2), f((c) + 3)
+#define TABLE16(f, c) TABLE4(f, c), TABLE4(f, (c) + 4), TABLE4(f, (c) + 8), TABLE4(f, (c) + 12)
+#define TABLE64(f, c) TABLE16(f, c), TABLE16(f, (c) + 16), TABLE16(f, (c) + 32), TABLE16(f, (c) + 48)
+#define TABLE256(f) TABLE64(f, 0), TABLE64(f, 64), TABLE64(f, 128), TABLE64(f, 192)
+static const uint8_t norm_of[256] = {TABLE256(NORM1)};
 
 /* ---- JSON strings ---------------------------------------------------- */
 
@@ -182,6 +201,43 @@ static size_t scan_string(const uint8_t *s, size_t n, size_t i, struct buf *out)
 	return 0;
 }
 
+#define ONES 0x0101010101010101ull
+#define HIGHS 0x8080808080808080ull
+
+/*
+ * string_end returns the index just past the closing quote of the JSON
+ * string starting at s[i] == '"', or 0 when it is malformed, and tells
+ * whether the string holds escapes. It reads eight bytes at a time until a
+ * quote, a backslash or a control character; a string with escapes is
+ * checked by scan_string.
+ */
+static size_t string_end(const uint8_t *s, size_t n, size_t i, bool *esc) {
+	size_t start = i++;
+	*esc = false;
+	while (n - i >= 8) {
+		uint64_t x;
+		memcpy(&x, s + i, 8);
+		uint64_t q = x ^ (ONES * '"'), b = x ^ (ONES * '\\');
+		/* The high bit of each byte that is '"', '\\' or below 0x20; bytes
+		 * above the first such byte may be flagged wrongly, the first
+		 * flagged byte is exact. */
+		uint64_t hit = (((q - ONES) & ~q) | ((b - ONES) & ~b) | ((x - ONES * 0x20) & ~x)) & HIGHS;
+		if (hit) {
+			i += (size_t)__builtin_ctzll(hit) >> 3;
+			break;
+		}
+		i += 8;
+	}
+	while (i < n && s[i] != '"' && s[i] != '\\' && s[i] >= 0x20)
+		i++;
+	if (i >= n || s[i] < 0x20)
+		return 0;
+	if (s[i] == '"')
+		return i + 1;
+	*esc = true;
+	return scan_string(s, n, start, NULL);
+}
+
 /* add_quoted appends text as a JSON string. */
 static bool add_quoted(struct buf *b, const uint8_t *t, size_t n) {
 	static const char hex[] = "0123456789abcdef";
@@ -215,51 +271,113 @@ static bool add_quoted(struct buf *b, const uint8_t *t, size_t n) {
 
 /* ---- what counts as a secret ----------------------------------------- */
 
-/* Substrings of a normalised key name (lowercase, without _ - . and
- * spaces) whose values are masked when secret_names is on. */
-static const char *const secret_words[] = {
-	"password", "passwd", "passphrase", "secret", "token", "apikey",
-	"privatekey", "accesskey", "credential", "authorization", "cookie",
-	"sessionid", "pin", "cvv", "cvc",
-};
+/* A member's value is masked when secret_names is on and its key name,
+ * lowercased and without _ - . and spaces, contains one of "password",
+ * "passwd", "passphrase", "secret", "token", "apikey", "privatekey",
+ * "accesskey", "credential", "authorization", "cookie", "sessionid", or is
+ * exactly "pin", "cvv" or "cvc" (secret_name). */
 
-static bool has_word(const uint8_t *s, size_t n, const char *w) {
-	size_t wl = strlen(w);
-	for (size_t i = 0; i + wl <= n; i++)
-		if (memcmp(s + i, w, wl) == 0)
-			return true;
-	return false;
+static uint32_t name_hash(const uint8_t *k, size_t n) {
+	uint32_t h = 2166136261u; /* FNV-1a over the lowercased name */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ lower(k[i])) * 16777619u;
+	return h;
 }
+
+/* is_field reports whether the name k (not lowercased) is a configured
+ * field name. */
+static bool is_field(const uint8_t *k, size_t n) {
+	if (!(cfg.lens >> (n < 63 ? n : 63) & 1))
+		return false;
+	for (uint32_t j = name_hash(k, n);; j++) {
+		unsigned f = cfg.slots[j & (FIELD_SLOTS - 1)];
+		if (f-- == 0)
+			return false;
+		if (cfg.field_lens[f] != n)
+			continue;
+		size_t i = 0;
+		while (i < n && lower(k[i]) == (uint8_t)cfg.fields[f][i])
+			i++;
+		if (i == n)
+			return true;
+	}
+}
+
+static void index_fields(void) {
+	for (size_t f = 0; f < cfg.nfields; f++) {
+		size_t n = cfg.field_lens[f];
+		cfg.lens |= 1ull << (n < 63 ? n : 63);
+		uint32_t j = name_hash((const uint8_t *)cfg.fields[f], n);
+		while (cfg.slots[j & (FIELD_SLOTS - 1)])
+			j++;
+		cfg.slots[j & (FIELD_SLOTS - 1)] = (uint16_t)(f + 1);
+	}
+}
+
+/* starts reports whether s[0:n] starts with the word w. */
+static bool starts(const uint8_t *s, size_t n, const char *w, size_t wl) {
+	if (n < wl)
+		return false;
+	for (size_t i = 0; i < wl; i++)
+		if (s[i] != (uint8_t)w[i])
+			return false;
+	return true;
+}
+#define STARTS(s, n, w) starts(s, n, w, sizeof(w) - 1)
 
 static struct buf keybuf, normbuf;
 
-/* key_matches reports whether the member named by the unescaped key in
- * keybuf must be masked. */
-static bool key_matches(void) {
-	for (size_t i = 0; i < keybuf.len; i++)
-		keybuf.p[i] = lower(keybuf.p[i]);
-	for (size_t f = 0; f < cfg.nfields; f++)
-		if (cfg.field_lens[f] == keybuf.len && memcmp(cfg.fields[f], keybuf.p, keybuf.len) == 0)
-			return true;
-	if (!cfg.secret_names)
-		return false;
-	normbuf.len = 0;
-	for (size_t i = 0; i < keybuf.len; i++) {
-		uint8_t c = keybuf.p[i];
-		if (c != '_' && c != '-' && c != '.' && c != ' ' && !buf_addc(&normbuf, c))
-			return true; /* out of memory: mask rather than leak */
+/* secret_name reports whether the name k looks secret. */
+static bool secret_name(const uint8_t *k, size_t n) {
+	if (!buf_reserve(&normbuf, n))
+		return true; /* out of memory: mask rather than leak */
+	uint8_t *d = normbuf.p;
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t c = norm_of[k[i]];
+		d[m] = c;
+		m += c != 0;
 	}
-	for (size_t w = 0; w < sizeof secret_words / sizeof *secret_words; w++) {
-		const char *word = secret_words[w];
-		/* Short words must be the whole name: "pin" but not "shipping". */
-		if (strlen(word) <= 3) {
-			if (normbuf.len == strlen(word) && memcmp(normbuf.p, word, normbuf.len) == 0)
+	/* Short words must be the whole name: "pin" but not "shipping". */
+	if (m == 3)
+		return STARTS(d, m, "pin") || STARTS(d, m, "cvv") || STARTS(d, m, "cvc");
+	/* The others anywhere: try the words that start with each byte. */
+	for (size_t i = 0; i + 5 <= m; i++) {
+		const uint8_t *w = d + i;
+		size_t r = m - i;
+		switch (w[0]) {
+		case 'a':
+			if (STARTS(w, r, "apikey") || STARTS(w, r, "accesskey") || STARTS(w, r, "authorization"))
 				return true;
-		} else if (has_word(normbuf.p, normbuf.len, word)) {
-			return true;
+			break;
+		case 'c':
+			if (STARTS(w, r, "credential") || STARTS(w, r, "cookie"))
+				return true;
+			break;
+		case 'p':
+			if (STARTS(w, r, "password") || STARTS(w, r, "passwd") || STARTS(w, r, "passphrase") ||
+			    STARTS(w, r, "privatekey"))
+				return true;
+			break;
+		case 's':
+			if (STARTS(w, r, "secret") || STARTS(w, r, "sessionid"))
+				return true;
+			break;
+		case 't':
+			if (STARTS(w, r, "token"))
+				return true;
+			break;
 		}
 	}
 	return false;
+}
+
+/* key_matches reports whether the member named k (unescaped) must be
+ * masked. */
+static bool key_matches(const uint8_t *k, size_t n) {
+	if (cfg.nfields && is_field(k, n))
+		return true;
+	return cfg.secret_names && secret_name(k, n);
 }
 
 /* card_prefix_ok reports whether d (digits only) starts like a card of a
@@ -362,7 +480,7 @@ static bool bearer_at(const uint8_t *t, size_t n, size_t i, struct span *sp) {
 /* jwt_at: a JSON Web Token (three base64url segments, the first starting
  * with "eyJ", the encoding of '{"') at t[i]. Returns the index past it. */
 static size_t jwt_at(const uint8_t *t, size_t n, size_t i) {
-	if (n - i < 3 || memcmp(t + i, "eyJ", 3) != 0)
+	if (n - i < 3 || t[i] != 'e' || t[i + 1] != 'y' || t[i + 2] != 'J')
 		return 0;
 	size_t j = i, dots = 0;
 	while (j < n && (is_b64url(t[j]) || (t[j] == '.' && dots < 2))) {
@@ -375,29 +493,82 @@ static size_t jwt_at(const uint8_t *t, size_t n, size_t i) {
 	return j;
 }
 
-/* find_spans lists what to mask in the text t. */
+/* No card number (13 digits), bearer token ("Bearer " and 8 bytes) or JWT
+ * (16 bytes) fits in a shorter text. */
+#define MIN_MATCH 13
+
+/* bytes_in: the high bit of each byte of x in [lo, hi] (both below 0x80). */
+static uint64_t bytes_in(uint64_t x, uint8_t lo, uint8_t hi) {
+	uint64_t x7 = x & ~HIGHS;
+	return (x7 + ONES * (uint8_t)(0x80 - lo)) & ~(x7 + ONES * (uint8_t)(0x7F - hi)) & ~x & HIGHS;
+}
+
+/* bytes_eq: the high bit of each byte of x equal to c. */
+static uint64_t bytes_eq(uint64_t x, uint8_t c) {
+	uint64_t y = x ^ (ONES * c);
+	return ~(((y & ~HIGHS) + ~HIGHS) | y) & HIGHS;
+}
+
+/* may_be_card: whether the 13 bytes at t[i] are digits, spaces and dashes,
+ * as the first 13 digits of a card number and what groups them are. */
+static bool may_be_card(const uint8_t *t, size_t n, size_t i) {
+	if (n - i < MIN_MATCH)
+		return false;
+	uint64_t a, b;
+	memcpy(&a, t + i, 8);
+	memcpy(&b, t + i + MIN_MATCH - 8, 8);
+	uint64_t ok = (bytes_in(a, '0', '9') | bytes_eq(a, ' ') | bytes_eq(a, '-')) &
+	              (bytes_in(b, '0', '9') | bytes_eq(b, ' ') | bytes_eq(b, '-'));
+	return ok == HIGHS;
+}
+
+/*
+ * find_spans lists what to mask in the text t (at most MAX_SPANS). A match
+ * starts at a boundary, the text's start or after a byte that is no letter
+ * or digit, and with its first byte: a digit (a card number), 'b' or 'B' (a
+ * bearer token) or 'e' (a JWT). Eight bytes at a time, it marks where such
+ * a start is, then tries the rule of each mark in order.
+ */
 static size_t find_spans(const uint8_t *t, size_t n, struct span *spans) {
-	size_t ns = 0;
-	for (size_t i = 0; i < n && ns < MAX_SPANS;) {
-		bool boundary = i == 0 || !is_alnum(t[i - 1]);
-		struct span sp;
-		size_t end;
-		if (!boundary) {
-			i++;
-			continue;
+	size_t ns = 0, i = 0;
+	uint64_t boundary = 0x80; /* the high bit: t[i - 1] is no letter or digit */
+	while (i < n && ns < MAX_SPANS) {
+		uint64_t x = 0;
+		size_t w = n - i < 8 ? n - i : 8;
+		if (w == 8)
+			memcpy(&x, t + i, 8);
+		else
+			for (size_t k = 0; k < w; k++)
+				x |= (uint64_t)t[i + k] << (8 * k); /* NUL bytes after the end start nothing */
+		uint64_t digit = bytes_in(x, '0', '9');
+		uint64_t alnum = digit | bytes_in(x | ONES * 0x20, 'a', 'z');
+		uint64_t start = 0;
+		if (cfg.card_numbers)
+			start |= digit;
+		if (cfg.bearer_tokens)
+			start |= bytes_eq(x | ONES * 0x20, 'b') | bytes_eq(x, 'e');
+		start &= ((~alnum & HIGHS) << 8) | boundary;
+		size_t next = i + w;
+		for (; start; start &= start - 1) {
+			size_t at = i + ((size_t)__builtin_ctzll(start) >> 3);
+			struct span sp = {at, 0};
+			if (is_digit(t[at]))
+				sp.to = may_be_card(t, n, at) ? card_at(t, n, at) : 0;
+			else if (t[at] == 'e')
+				sp.to = jwt_at(t, n, at);
+			else
+				bearer_at(t, n, at, &sp);
+			if (sp.to) {
+				spans[ns++] = sp;
+				next = sp.to;
+				break;
+			}
 		}
-		if (cfg.card_numbers && is_digit(t[i]) && (end = card_at(t, n, i))) {
-			spans[ns++] = (struct span){i, end};
-			i = end;
-		} else if (cfg.bearer_tokens && bearer_at(t, n, i, &sp)) {
-			spans[ns++] = sp;
-			i = sp.to;
-		} else if (cfg.bearer_tokens && (end = jwt_at(t, n, i))) {
-			spans[ns++] = (struct span){i, end};
-			i = end;
-		} else {
-			i++;
-		}
+		if (next == i + w)
+			boundary = (~alnum >> 56) & 0x80;
+		else
+			boundary = is_alnum(t[next - 1]) ? 0 : 0x80;
+		i = next;
 	}
 	return ns;
 }
@@ -428,7 +599,8 @@ static size_t skip_value(const uint8_t *s, size_t n, size_t i) {
 			return 0;
 		uint8_t c = s[i];
 		if (c == '"') {
-			if (!(i = scan_string(s, n, i, NULL)))
+			bool esc;
+			if (!(i = string_end(s, n, i, &esc)))
 				return 0;
 		} else if (c == '{' || c == '[') {
 			depth++, i++;
@@ -484,12 +656,39 @@ static size_t scan_number(const uint8_t *s, size_t n, size_t i, bool *plain_digi
 	return i;
 }
 
-/* mask_string inspects the string value s[from:to] (quotes included). */
-static bool mask_string(const uint8_t *s, size_t from, size_t to) {
+/* mask_string inspects the string value s[from:to] (quotes included),
+ * which holds escapes when esc. */
+static bool mask_string(const uint8_t *s, size_t from, size_t to, bool esc) {
+	if (to - from - 2 < MIN_MATCH || !(cfg.card_numbers || cfg.bearer_tokens))
+		return true; /* the unescaped text is no longer than this */
+	struct span spans[MAX_SPANS];
+	if (!esc) {
+		/* The text is the bytes between the quotes and re-encodes to
+		 * them: copy them around the masks. */
+		const uint8_t *t = s + from + 1;
+		size_t n = to - from - 2;
+		size_t ns = find_spans(t, n, spans);
+		if (ns == 0)
+			return true;
+		if (!buf_add(&out, s + copied, from + 1 - copied))
+			return false;
+		size_t at = 0;
+		for (size_t k = 0; k < ns; k++) {
+			if (!buf_add(&out, t + at, spans[k].from - at) ||
+			    !buf_add(&out, cfg.mask_json.p + 1, cfg.mask_json.len - 2))
+				return false;
+			at = spans[k].to;
+		}
+		if (!buf_add(&out, t + at, n - at) || !buf_addc(&out, '"'))
+			return false;
+		copied = to;
+		return true;
+	}
 	text.len = 0;
 	if (!scan_string(s, to, from, &text))
 		return false;
-	struct span spans[MAX_SPANS];
+	if (text.len < MIN_MATCH)
+		return true;
 	size_t ns = find_spans(text.p, text.len, spans);
 	if (ns == 0)
 		return true;
@@ -550,10 +749,11 @@ static enum result redact(const uint8_t *s, size_t n) {
 				continue;
 			}
 		} else if (c == '"') {
-			size_t end = scan_string(s, n, i, NULL);
+			bool esc;
+			size_t end = string_end(s, n, i, &esc);
 			if (!end)
 				return MALFORMED;
-			if (!mask_string(s, i, end))
+			if (!mask_string(s, i, end, esc))
 				return NO_MEMORY;
 			i = end;
 		} else if (c == '-' || is_digit(c)) {
@@ -601,11 +801,18 @@ static enum result redact(const uint8_t *s, size_t n) {
 			i++;
 		if (i >= n || s[i] != '"')
 			return MALFORMED;
-		keybuf.len = 0;
-		size_t end = scan_string(s, n, i, &keybuf);
+		bool esc;
+		size_t end = string_end(s, n, i, &esc);
 		if (!end)
 			return MALFORMED;
-		mask_next = key_matches();
+		if (esc) {
+			keybuf.len = 0;
+			if (!scan_string(s, n, i, &keybuf))
+				return MALFORMED;
+			mask_next = key_matches(keybuf.p, keybuf.len);
+		} else {
+			mask_next = key_matches(s + i + 1, end - i - 2);
+		}
 		i = end;
 		while (i < n && is_ws(s[i]))
 			i++;
@@ -783,6 +990,7 @@ int auditproc_on_init(const uint8_t *s, size_t n) {
 done:
 	if (ws(s, n, i) != n)
 		return refuse("trailing text after the object", NULL, 0);
+	index_fields();
 	cfg.mask_json.len = 0;
 	if (!add_quoted(&cfg.mask_json, cfg.mask.p, cfg.mask.len))
 		return refuse("out of memory", NULL, 0);
