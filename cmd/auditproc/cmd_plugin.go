@@ -187,6 +187,7 @@ func pluginCheck(ctx context.Context, sio stdio, f *pluginFlags, file string) er
 		return usagef("plugin check: %s is not loadable: %v", file, err)
 	}
 	defer p.Close(context.Background())
+	fmt.Fprintf(w, "guard:    %s\n", p.Guard())
 	fmt.Fprintf(w, "result:   loadable\n")
 	return nil
 }

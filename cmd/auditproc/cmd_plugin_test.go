@@ -44,8 +44,13 @@ func TestPluginCheck(t *testing.T) {
 	assert.Contains(t, out, "sha256:   "+hex.EncodeToString(sum[:])+"\n")
 	assert.Contains(t, out, "exports:  auditproc_abi_v1, auditproc_alloc, auditproc_init, auditproc_process, memory\n")
 	assert.Contains(t, out, "imports:  auditproc.set_message, auditproc.emit, auditproc.event_get, auditproc.event_set\n")
+	assert.Contains(t, out, "guard:    metered\n")
 	assert.Contains(t, out, "result:   loadable\n")
 	assert.Contains(t, out, "size:     "+pluginItoa(len(wasm))+" bytes\n")
+
+	code, out, _ = pluginRun(t, "", "plugin", "check", "--trusted", tag)
+	require.Equal(t, exitOK, code)
+	assert.Contains(t, out, "guard:    off\n")
 
 	code, out, _ = pluginRun(t, "", "plugin", "check", wasmtest.Path(t, "panic-go"))
 	require.Equal(t, exitOK, code)
