@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,7 +55,7 @@ func (f feeder) send(entries []streambus.Entry) bool {
 func (p *Processor) readLoop(ctx context.Context, feed feeder, stop context.CancelFunc) {
 	cursor := "0"
 	for ctx.Err() == nil {
-		batch, ok := p.read(ctx, cursor)
+		batch, ok := p.read(ctx, cursor, nil)
 		if !ok {
 			return
 		}
@@ -67,9 +68,14 @@ func (p *Processor) readLoop(ctx context.Context, feed feeder, stop context.Canc
 		cursor = batch.Cursor
 	}
 	for ctx.Err() == nil {
-		batch, ok := p.read(ctx, ">")
+		acks := p.acks.take()
+		batch, ok := p.read(ctx, ">", acks.ids)
 		if !ok {
+			p.acks.put(acks) // for the committer to send
 			return
+		}
+		if len(acks.ids) > 0 {
+			p.acked(acks, batch.Acked)
 		}
 		if batch.Len() == 0 {
 			if p.cfg.StopWhenIdle && feed.inflight.Load() == 0 && p.drained(ctx) {
@@ -85,9 +91,10 @@ func (p *Processor) readLoop(ctx context.Context, feed feeder, stop context.Canc
 	}
 }
 
-// read reads one batch, retrying through Redis outages and recreating a
-// deleted stream or group. ok is false once ctx ended.
-func (p *Processor) read(ctx context.Context, id string) (streambus.Batch, bool) {
+// read reads one batch, acknowledging ack in the same round trip, retrying
+// through Redis outages and recreating a deleted stream or group. ok is
+// false once ctx ended.
+func (p *Processor) read(ctx context.Context, id string, ack []string) (streambus.Batch, bool) {
 	var batch streambus.Batch
 	err := p.retry(ctx, "xreadgroup", func() error {
 		// Every read has a deadline of its own, whatever the client and
@@ -98,7 +105,7 @@ func (p *Processor) read(ctx context.Context, id string) (streambus.Batch, bool)
 		var err error
 		batch, err = p.bus.XReadGroup(rctx, streambus.GroupReadArgs{
 			Stream: p.cfg.Stream, Group: p.cfg.Group, Consumer: p.cfg.Consumer,
-			ID: id, Count: int64(p.cfg.BatchSize), Block: p.cfg.Block,
+			ID: id, Count: int64(p.cfg.BatchSize), Block: p.cfg.Block, Ack: ack,
 		})
 		p.lastRead.Store(time.Now().UnixNano())
 		if err != nil && redis.HasErrorPrefix(err, "NOGROUP") {
@@ -277,10 +284,27 @@ func reasonLabel(reason string) string {
 }
 
 // commitLoop commits verdicts in batches: whatever the workers finished
-// since the last commit goes out in one atomic step.
+// since the last commit goes out in one atomic step. Acks the reader has
+// not taken after ackDelay, and those left at the end, it sends itself.
 func (p *Processor) commitLoop(ctx context.Context, results <-chan *[]work, inflight *atomic.Int64) {
+	defer p.flushAcks(ctx)
+	flush := time.NewTimer(ackDelay)
+	flush.Stop()
+	armed := false
 	batch := make([]work, 0, p.cfg.BatchSize)
-	for first := range results {
+	for {
+		var first *[]work
+		select {
+		case <-flush.C:
+			armed = false
+			p.flushAcks(ctx)
+			continue
+		case w, ok := <-results:
+			if !ok {
+				return
+			}
+			first = w
+		}
 		batch = append(batch[:0], *first...)
 		p.release(first)
 	more:
@@ -300,7 +324,92 @@ func (p *Processor) commitLoop(ctx context.Context, results <-chan *[]work, infl
 		inflight.Add(-int64(len(batch)))
 		p.inflightIDs.removeWork(batch)
 		clear(batch) // drop references to entries and emits until reused
+		if !armed && p.acks.waiting() {
+			flush.Reset(ackDelay)
+			armed = true
+		}
 	}
+}
+
+// ackDelay is how long finished entries whose commit is a plain XACK wait
+// for the reader's next read before the committer sends them itself: a few
+// reads' time under load, short next to anything an operator watches, and
+// the bound when the reader waits in a blocking read on an idle stream.
+const ackDelay = 5 * time.Millisecond
+
+// ackQueue holds finished entries whose commit is acks only (no stream
+// emits: drop verdicts, ok verdicts of pipelines without stream sinks). The
+// read loop sends them as one XACK pipelined with its next XREADGROUP, as a
+// plain consumer loop does, which spares the committer a round trip per
+// batch; the committer sends what waited longer than ackDelay, and what is
+// left at shutdown. Entries are acknowledged only after their pipeline
+// finished either way; one whose ack is lost (Redis down until the shutdown
+// timeout) stays pending and is delivered again.
+type ackQueue struct {
+	mu      sync.Mutex
+	pending pendingAcks
+}
+
+// pendingAcks are entry ids to acknowledge, with how many of them ended ok
+// and dropped, counted once acknowledged.
+type pendingAcks struct {
+	ids         []string
+	ok, dropped int64
+}
+
+func (q *ackQueue) put(a pendingAcks) {
+	q.mu.Lock()
+	q.pending.ids = append(q.pending.ids, a.ids...)
+	q.pending.ok += a.ok
+	q.pending.dropped += a.dropped
+	q.mu.Unlock()
+}
+
+// take empties the queue and returns what it held.
+func (q *ackQueue) take() pendingAcks {
+	q.mu.Lock()
+	a := q.pending
+	q.pending = pendingAcks{}
+	q.mu.Unlock()
+	return a
+}
+
+func (q *ackQueue) waiting() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending.ids) > 0
+}
+
+// flushAcks sends the queued acks in a round trip of their own.
+func (p *Processor) flushAcks(ctx context.Context) {
+	a := p.acks.take()
+	if len(a.ids) == 0 {
+		return
+	}
+	var acked int64
+	err := p.retry(ctx, "commit", func() error {
+		var err error
+		acked, err = p.bus.XAck(ctx, p.cfg.Stream, p.cfg.Group, a.ids...)
+		return err
+	})
+	if err != nil {
+		return // shutdown timed out: left pending, said once by Run
+	}
+	p.acked(a, acked)
+}
+
+// acked accounts for acks sent: acked of a.ids were still pending.
+func (p *Processor) acked(a pendingAcks, acked int64) {
+	p.metrics.Acked.Add(float64(acked))
+	if late := int64(len(a.ids)) - acked; late > 0 {
+		// Finished elsewhere meanwhile (claimed by another replica), or
+		// a retried ack whose first attempt went through.
+		p.stats.LateAcks.Add(late)
+		p.metrics.LateAcks.Add(float64(late))
+	}
+	p.stats.Processed.Add(a.ok)
+	p.stats.Dropped.Add(a.dropped)
+	p.log.Debug("audit_events_acknowledged", slog.Int("count", len(a.ids)), slog.Int64("acked", acked), slog.Int("emitted", 0))
 }
 
 // commit applies one batch of verdicts:
@@ -364,7 +473,15 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 		p.stats.addEmitted(sink, int64(len(evs)))
 		p.metrics.Emitted.WithLabelValues(sink).Add(float64(len(evs)))
 	}
-	if len(items) > 0 {
+	if len(items) > 0 && adds == 0 {
+		// Acks only: they ride with the reader's next read (see ackQueue);
+		// the entries count as processed once acknowledged.
+		ids := make([]string, len(items))
+		for i := range items {
+			ids[i] = items[i].ID
+		}
+		p.acks.put(pendingAcks{ids: ids, ok: ok, dropped: dropped})
+	} else if len(items) > 0 {
 		var res streambus.CommitResult
 		err := p.retry(ctx, "commit", func() error {
 			var err error

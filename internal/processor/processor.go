@@ -145,6 +145,7 @@ type Processor struct {
 	stalled     atomic.Bool
 	failures    failureMemory
 	inflightIDs idSet
+	acks        ackQueue  // finished entries to acknowledge with the next read
 	chunks      sync.Pool // of *[]work: result chunks, reused once committed
 	stats       Stats
 }
