@@ -195,3 +195,32 @@ func TestAcksFlushedAtShutdown(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoReadsInFlight: the processor keeps two reads of new entries in
+// flight, so that Redis prepares a batch while the last one is verified;
+// on an idle stream both wait in Redis (blocked XREADGROUP clients).
+func TestTwoReadsInFlight(t *testing.T) {
+	f := newAckFixture(t)
+	f.add(t, 1)
+	p := f.processor(t, processor.Config{Block: 10 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	blocked := func() int {
+		list, err := f.rdb.ClientList(context.Background()).Result()
+		require.NoError(t, err)
+		n := 0
+		for line := range strings.SplitSeq(list, "\n") {
+			if strings.Contains(line, " cmd=xreadgroup") && strings.Contains(line, " flags=b") {
+				n++
+			}
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return blocked() == 2 }, 5*time.Second, 5*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	assert.Equal(t, 2, blocked(), "no more than two")
+	cancel()
+	require.NoError(t, <-done)
+	assert.EqualValues(t, 1, p.Stats().Processed.Load())
+}

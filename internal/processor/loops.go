@@ -51,7 +51,7 @@ func (f feeder) send(entries []streambus.Entry) bool {
 
 // readLoop first re-reads this consumer's own pending entries (a previous
 // run under the same name stopped before acking them), then reads new ones
-// until ctx ends.
+// with readers reads in flight until ctx ends.
 func (p *Processor) readLoop(ctx context.Context, feed feeder, stop context.CancelFunc) {
 	cursor := "0"
 	for ctx.Err() == nil {
@@ -67,15 +67,30 @@ func (p *Processor) readLoop(ctx context.Context, feed feeder, stop context.Canc
 		}
 		cursor = batch.Cursor
 	}
+	var wg sync.WaitGroup
+	for range readers {
+		wg.Go(func() { p.readNew(ctx, feed, stop) })
+	}
+	wg.Wait()
+}
+
+// readers is how many reads of new entries are in flight at once: while
+// this process verifies and hands on one batch, Redis prepares the next
+// instead of waiting for the request (a single read loop leaves Redis and
+// the reader idle in turn). Entries of two batches reach the workers
+// interleaved; their order was never kept past the workers anyway.
+const readers = 2
+
+// readNew reads entries never delivered to the group, sending the queued
+// acks with each read, until ctx ends or (StopWhenIdle) the stream is
+// drained.
+func (p *Processor) readNew(ctx context.Context, feed feeder, stop context.CancelFunc) {
 	for ctx.Err() == nil {
 		acks := p.acks.take()
-		batch, ok := p.read(ctx, ">", acks.ids)
+		batch, ok := p.read(ctx, ">", &acks)
 		if !ok {
-			p.acks.put(acks) // for the committer to send
+			p.acks.put(acks) // any not sent: for the committer to send
 			return
-		}
-		if len(acks.ids) > 0 {
-			p.acked(acks, batch.Acked)
 		}
 		if batch.Len() == 0 {
 			if p.cfg.StopWhenIdle && feed.inflight.Load() == 0 && p.drained(ctx) {
@@ -91,10 +106,11 @@ func (p *Processor) readLoop(ctx context.Context, feed feeder, stop context.Canc
 	}
 }
 
-// read reads one batch, acknowledging ack in the same round trip, retrying
-// through Redis outages and recreating a deleted stream or group. ok is
-// false once ctx ended.
-func (p *Processor) read(ctx context.Context, id string, ack []string) (streambus.Batch, bool) {
+// read reads one batch, acknowledging acks (if not nil) in the same round
+// trip, retrying through Redis outages and recreating a deleted stream or
+// group. Acks that went through are accounted for and cleared from acks,
+// also when the read then failed. ok is false once ctx ended.
+func (p *Processor) read(ctx context.Context, id string, acks *pendingAcks) (streambus.Batch, bool) {
 	var batch streambus.Batch
 	err := p.retry(ctx, "xreadgroup", func() error {
 		// Every read has a deadline of its own, whatever the client and
@@ -102,11 +118,21 @@ func (p *Processor) read(ctx context.Context, id string, ack []string) (streambu
 		// retried on a fresh one.
 		rctx, cancel := context.WithTimeout(ctx, p.cfg.Block+readGrace)
 		defer cancel()
+		// A read that sends acks does not wait: they are accounted for
+		// when it returns, and an idle stream would hold that up.
+		block := p.cfg.Block
+		if len(ackIDs(acks)) > 0 {
+			block = -1
+		}
 		var err error
 		batch, err = p.bus.XReadGroup(rctx, streambus.GroupReadArgs{
 			Stream: p.cfg.Stream, Group: p.cfg.Group, Consumer: p.cfg.Consumer,
-			ID: id, Count: int64(p.cfg.BatchSize), Block: p.cfg.Block, Ack: ack,
+			ID: id, Count: int64(p.cfg.BatchSize), Block: block, Ack: ackIDs(acks),
 		})
+		if batch.AcksSent {
+			p.acked(*acks, batch.Acked)
+			*acks = pendingAcks{}
+		}
 		p.lastRead.Store(time.Now().UnixNano())
 		if err != nil && redis.HasErrorPrefix(err, "NOGROUP") {
 			p.recreateGroup(ctx)
@@ -114,6 +140,13 @@ func (p *Processor) read(ctx context.Context, id string, ack []string) (streambu
 		return err
 	})
 	return batch, err == nil
+}
+
+func ackIDs(a *pendingAcks) []string {
+	if a == nil {
+		return nil
+	}
+	return a.ids
 }
 
 // recreateGroup answers NOGROUP: someone deleted the stream or the group.

@@ -113,21 +113,30 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 	// parsed lean (parseStreamsReply) rather than into go-redis's map per
 	// entry. A read that waits goes through go-redis's XReadGroup, which
 	// extends the connection's read timeout by the block time.
+	if err := ctx.Err(); err != nil {
+		return Batch{}, fmt.Errorf("xreadgroup from stream %q group %q consumer %q: %w", a.Stream, a.Group, a.Consumer, err)
+	}
+	// The first round trip does not wait, so it is short: it is not
+	// abandoned half-way when ctx is cancelled (ctx's deadline still
+	// bounds it), so that the acks it sent and the entries it delivered are
+	// always reported rather than left in doubt.
+	rt, cancel := roundTripContext(ctx)
+	defer cancel()
 	buf := &replyBuffer{b: make([]byte, 0, b.replySize(count))}
-	read := redis.NewRawWriteToCmd(ctx, buf, rawReadGroupArgs(a.Group, a.Consumer, count, a.Stream, id)...)
+	read := redis.NewRawWriteToCmd(rt, buf, rawReadGroupArgs(a.Group, a.Consumer, count, a.Stream, id)...)
 	read.SetFirstKeyPos(7)
 	if len(a.Ack) > 0 {
 		pipe := b.rdb.Pipeline()
-		ack := pipe.XAck(ctx, a.Stream, a.Group, a.Ack...)
-		_ = pipe.Process(ctx, read)
-		_, _ = pipe.Exec(ctx)
+		ack := pipe.XAck(rt, a.Stream, a.Group, a.Ack...)
+		_ = pipe.Process(rt, read)
+		_, _ = pipe.Exec(rt)
 		if err := ack.Err(); err != nil {
 			return Batch{}, fmt.Errorf("xack %d ids on stream %q group %q: %w", len(a.Ack), a.Stream, a.Group, err)
 		}
-		batch.Acked = ack.Val()
+		batch.Acked, batch.AcksSent = ack.Val(), true
 		b.logAcked(ctx, a.Stream, a.Group, len(a.Ack), batch.Acked)
 	} else {
-		_ = b.rdb.Process(ctx, read)
+		_ = b.rdb.Process(rt, read)
 	}
 	sc, _ := b.scratch.Get().(*scratch)
 	if sc == nil {
@@ -169,6 +178,15 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 			slog.Int("tampered", len(batch.Tampered)), slog.Int("deleted", len(batch.Deleted)))
 	}
 	return batch, nil
+}
+
+// roundTripContext is ctx without its cancellation, with its deadline.
+func roundTripContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	rt := context.WithoutCancel(ctx)
+	if d, ok := ctx.Deadline(); ok {
+		return context.WithDeadline(rt, d)
+	}
+	return rt, func() {}
 }
 
 // blockLoop runs read until it returns entries, block has elapsed or ctx is

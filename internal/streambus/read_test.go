@@ -381,3 +381,47 @@ func withoutDeliveries(es []streambus.Entry) []streambus.Entry {
 	}
 	return out
 }
+
+// TestXReadGroupCancelled: a read whose context is already cancelled sends
+// nothing; one under a deadline reads as usual (its first round trip is
+// not abandoned half-way by a cancellation, only bounded by the deadline).
+func TestXReadGroupCancelled(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	f.createGroup(t, "0")
+	added := f.add(t, 2)
+	ctx := context.Background()
+	first, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c", Count: 1})
+	require.NoError(t, err)
+
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = f.bus.XReadGroup(cancelled, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c", Ack: ids(first.Entries)})
+	require.ErrorIs(t, err, context.Canceled)
+	p, err := f.bus.XPending(ctx, f.stream, f.group)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, p.Count, "neither acked nor read")
+
+	timed, stop := context.WithTimeout(ctx, time.Minute)
+	defer stop()
+	b, err := f.bus.XReadGroup(timed, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c", Ack: ids(first.Entries)})
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, b.Acked)
+	assert.Equal(t, ids(added[1:]), ids(b.Entries))
+}
+
+// TestXReadGroupAcksSentBeforeAFailedWait: acks sent in the first round
+// trip are reported as sent even when the wait that followed is cancelled.
+func TestXReadGroupAcksSentBeforeAFailedWait(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	f.createGroup(t, "0")
+	f.add(t, 1)
+	first, err := f.bus.XReadGroup(context.Background(), streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c"})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	b, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c", Block: time.Minute, Ack: ids(first.Entries)})
+	require.ErrorIs(t, err, context.Canceled)
+	assert.True(t, b.AcksSent)
+	assert.EqualValues(t, 1, b.Acked)
+	assert.False(t, first.AcksSent, "no acks asked, none sent")
+}

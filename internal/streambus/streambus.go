@@ -177,6 +177,11 @@ type Batch struct {
 	Cursor string
 	// Acked is how many ids of GroupReadArgs.Ack were acknowledged.
 	Acked int64
+	// AcksSent says that the XACK of GroupReadArgs.Ack went through, with
+	// Acked its count — also in the Batch returned with an error of the
+	// read that followed (a failed read, a cancelled wait), so that the
+	// caller does not send them again.
+	AcksSent bool
 }
 
 // Len is the number of entries Redis returned: verified, tampered and deleted.
