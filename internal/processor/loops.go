@@ -469,7 +469,8 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 			for _, e := range r.Emits {
 				s := p.cfg.Sinks[e.Sink]
 				if s.Type == "stream" {
-					it.Adds = append(it.Adds, streambus.Add{Stream: s.Stream, Event: e.Event})
+					// checkEmits stamped every emit of an ok result.
+					it.Adds = append(it.Adds, streambus.Add{Stream: s.Stream, Event: e.Event, Stamped: true})
 					sinkOf[s.Stream] = e.Sink
 					adds++
 				} else {

@@ -201,7 +201,8 @@ func fill(b *testing.B, rdb *redis.Client, keys *integrity.Keyring, stream strin
 
 // BenchmarkRun drains a pre-filled stream through the whole loop (read,
 // verify, workers, commit) in this process, with no plugin, a guarded Go
-// no-op, and the default pipeline; it reports entries/s.
+// no-op, forward alone (every event emitted to a stream sink) and the
+// default pipeline; it reports entries/s.
 func BenchmarkRun(b *testing.B) {
 	const entries = 50_000
 	srv := redistest.Start(b)
@@ -225,6 +226,7 @@ func BenchmarkRun(b *testing.B) {
 	}{
 		{"verify", func() []*host.Plugin { return nil }},
 		{"noop-go", func() []*host.Plugin { return []*host.Plugin{loadNoop(b, "noop-go")} }},
+		{"forward", func() []*host.Plugin { p, _ := defaultPlugins(b, false); return p[len(p)-1:] }},
 		{"default", func() []*host.Plugin { p, _ := defaultPlugins(b, false); return p }},
 	} {
 		b.Run(sc.name, func(b *testing.B) {

@@ -43,6 +43,11 @@ func (b *Bus) seal(stream string, event []byte) (integrity.Envelope, error) {
 	if err != nil {
 		return integrity.Envelope{}, fmt.Errorf("stamp event for stream %q: %w", stream, err)
 	}
+	return b.sign(stream, stamped)
+}
+
+// sign signs a stamped event for stream.
+func (b *Bus) sign(stream string, stamped []byte) (integrity.Envelope, error) {
 	env, err := b.keys.Sign(stream, stamped)
 	if err != nil {
 		return integrity.Envelope{}, fmt.Errorf("sign event for stream %q: %w", stream, err)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/integrity"
 )
 
 // commitScript acknowledges entries and appends what their processing
@@ -220,6 +222,10 @@ type Add struct {
 	Event []byte
 	// MaxLen as in XAdd: 0 never trims.
 	MaxLen int64
+	// Stamped says Event already went through integrity.Stamp (a JSON
+	// object with an event id and a timestamp): Commit signs it as it is
+	// instead of checking and stamping it again.
+	Stamped bool
 }
 
 // Item is one processed entry for Commit: its id, and the events its
@@ -263,7 +269,13 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 			if a.Stream == "" || a.MaxLen < 0 {
 				return CommitResult{}, fmt.Errorf("%w: commit item %d add %d needs a stream and a non-negative maxlen", ErrInvalidArgs, i, j)
 			}
-			env, err := b.seal(a.Stream, a.Event)
+			var env integrity.Envelope
+			var err error
+			if a.Stamped {
+				env, err = b.sign(a.Stream, a.Event)
+			} else {
+				env, err = b.seal(a.Stream, a.Event)
+			}
 			if err != nil {
 				return CommitResult{}, err
 			}

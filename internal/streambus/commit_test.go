@@ -3,6 +3,7 @@ package streambus_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -158,6 +159,35 @@ func TestCommit(t *testing.T) {
 	res, err = f.bus.Commit(ctx, f.stream, f.group)
 	require.NoError(t, err)
 	assert.Zero(t, res.Acked)
+}
+
+// TestCommitStamped: an add marked Stamped is signed as it is, not stamped
+// again; an unmarked one gets an event id and a timestamp.
+func TestCommitStamped(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	ctx := context.Background()
+	sink := uniqueName(t, "sink")
+	f.createGroup(t, "0")
+	added := f.add(t, 2)
+	_, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c"})
+	require.NoError(t, err)
+
+	stamped, id, err := integrity.Stamp([]byte(`{"kind":"pre"}`), time.Now())
+	require.NoError(t, err)
+	res, err := f.bus.Commit(ctx, f.stream, f.group,
+		streambus.Item{ID: added[0].ID, Adds: []streambus.Add{{Stream: sink, Event: stamped, Stamped: true}}},
+		streambus.Item{ID: added[1].ID, Adds: []streambus.Add{{Stream: sink, Event: []byte(`{"kind":"raw"}`)}}},
+	)
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, res.Acked)
+
+	got, err := f.bus.XRead(ctx, streambus.ReadArgs{Stream: sink, ID: "0"})
+	require.NoError(t, err)
+	require.Len(t, got.Entries, 2, "both verify for the sink")
+	assert.Equal(t, string(stamped), string(got.Entries[0].Event), "signed byte for byte, not stamped again")
+	assert.Equal(t, id, got.Entries[0].EventID)
+	assert.Contains(t, string(got.Entries[1].Event), `"event_id":`)
+	assert.Contains(t, string(got.Entries[1].Event), `"timestamp":`)
 }
 
 func TestCommitManyAcks(t *testing.T) {
