@@ -52,7 +52,11 @@ for e = 1, nitems do
     local maxlen = tonumber(ARGV[i + 1])
     local nf = tonumber(ARGV[i + 2])
     i = i + 3
-    if ok == 1 then
+    if ok == 1 and nf == 4 and maxlen == 0 then
+      -- The envelope's four fields, the common case: no table to build.
+      added[#added + 1] = redis.call('XADD', key, '*', ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+        ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
+    elseif ok == 1 then
       local cmd = {'XADD', key}
       if maxlen > 0 then
         cmd[#cmd + 1] = 'MAXLEN'
