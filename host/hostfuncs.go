@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"unsafe"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -159,16 +160,24 @@ func hostEventGet(ctx context.Context, mod api.Module, stack []uint64) {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
-	segs, ok := splitPath(path)
-	if !ok {
-		setResult(stack, abi.ErrInvalid)
-		return
+	var gpath string
+	if simplePath(path) {
+		gpath = view(path)
+	} else {
+		segs, ok := splitPath(path)
+		if !ok {
+			setResult(stack, abi.ErrInvalid)
+			return
+		}
+		gpath = getPath(segs)
 	}
 	var raw []byte
-	if len(segs) == 0 {
+	if gpath == "" {
 		raw = inst.event
 	} else {
-		res := gjson.GetBytes(inst.event, getPath(segs))
+		// gjson.GetBytes would copy what it finds; the host needs only
+		// where it is.
+		res := gjson.Get(view(inst.event), gpath)
 		if !res.Exists() {
 			setResult(stack, abi.ErrNotFound)
 			return
@@ -179,6 +188,13 @@ func hostEventGet(ctx context.Context, mod api.Module, stack []uint64) {
 		inst.trapf("%s: output range [%d, %d+%d) is outside the guest's %d-byte memory", abi.FuncEventGet, outPtr, outPtr, len(raw), mod.Memory().Size())
 	}
 	setResult(stack, int32(len(raw)))
+}
+
+// view returns b's bytes as a string without copying them, for lookups
+// that do not keep the string: b (the call's event, or the guest's path
+// argument) does not change while a host function runs.
+func view(b []byte) string {
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // rawOf returns res's text as a slice of doc when gjson located it there.

@@ -66,6 +66,25 @@ func escapeSeg(b *strings.Builder, s string) {
 	}
 }
 
+// simplePath reports whether p is segments of letters, digits and '_'
+// joined by single dots: the common path, which is its own gjson path
+// (getPath of its segments gives it back unchanged), so event_get skips
+// splitting and rebuilding it.
+func simplePath(p []byte) bool {
+	if len(p) == 0 || p[0] == '.' || p[len(p)-1] == '.' {
+		return false
+	}
+	for i, c := range p {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_':
+		case c == '.' && p[i-1] != '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // getPath is the gjson path of segs. gjson reads a digits segment as an
 // index on an array and as a key on an object, as the ABI does.
 func getPath(segs []string) string {
