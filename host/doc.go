@@ -37,7 +37,7 @@
 //
 // Measured on the shared 2-core development machine (BenchmarkExamples,
 // BenchmarkProcess, BenchmarkPluginCall in internal/processor), a 300-byte
-// event:
+// event, when the meter replaced wazero's guard:
 //
 //	guest                          metered (default)   wazero's guard   trusted
 //	C no-op (SDK)                  0.18 µs             4.3 µs           0.18 µs
@@ -45,6 +45,9 @@
 //	redact (C, scans every byte)   8.0 µs              70 µs            6.7 µs
 //	normalize (Go, host calls)     8.8 µs              16 µs            7.6 µs
 //	the default 5-plugin pipeline  24 µs               114 µs           21–25 µs
+//
+// (redact has since been rewritten, 2.0 µs metered; the default pipeline
+// costs 14–16 µs metered, 12.5 µs trusted: docs/performance.md.)
 //
 // Extism's call costs 13–19 µs for a no-op on the same machine. A guest that
 // exports the auditproc_alloc_reuse marker (abi/README.md; both SDKs do)
