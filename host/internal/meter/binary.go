@@ -84,6 +84,30 @@ func (r *reader) s64() {
 	r.fail("signed LEB128 longer than 10 bytes at byte %d", r.pos)
 }
 
+// s32 decodes a signed LEB128 of at most 5 bytes.
+func (r *reader) s32() int32 {
+	var v int64
+	for shift := 0; shift < 35; shift += 7 {
+		c := r.byte()
+		if r.err != nil {
+			return 0
+		}
+		v |= int64(c&0x7F) << shift
+		if c&0x80 == 0 {
+			if shift < 28 && c&0x40 != 0 {
+				v |= -1 << (shift + 7) // sign-extend
+			}
+			if v < -1<<31 || v > 1<<31-1 {
+				r.fail("s32 overflows at byte %d", r.pos)
+				return 0
+			}
+			return int32(v)
+		}
+	}
+	r.fail("s32 longer than 5 bytes at byte %d", r.pos)
+	return 0
+}
+
 func (r *reader) name() string {
 	return string(r.bytes(r.u32()))
 }

@@ -54,6 +54,7 @@ const (
 	secStart     = 8
 	secElement   = 9
 	secCode      = 10
+	secData      = 11
 	secDataCount = 12
 	secTag       = 13
 )
@@ -96,6 +97,8 @@ func Instrument(wasm []byte, period uint32) ([]byte, error) {
 			err = m.readImports(s.payload)
 		case secFunction:
 			err = m.readFunctions(s.payload)
+		case secDataCount:
+			m.dataIndexed = true
 		}
 		if err != nil {
 			return nil, err
@@ -168,6 +171,9 @@ type module struct {
 	funcs    []uint32 // type of each defined function
 	counter  uint32   // index of the new global
 	tick     uint32   // function index of the new import
+	// dataIndexed: the module names data segments by index (a data count
+	// section, memory.init or data.drop), so they are not merged.
+	dataIndexed bool
 }
 
 func (m *module) readTypes(b []byte) error {
@@ -262,6 +268,8 @@ func (m *module) rewrite(s section) (payload []byte, keep bool, err error) {
 		payload, err = m.rewriteElements(s.payload)
 	case secCode:
 		payload, err = m.rewriteCode(s.payload)
+	case secData:
+		payload = m.mergeData(s.payload)
 	case secCustom:
 		return m.rewriteCustom(s.payload)
 	default:
@@ -528,6 +536,9 @@ func (m *module) instructions(r *reader, out []byte, scratch uint32, constant bo
 			default:
 				return nil, fmt.Errorf("%w: instruction 0xFC %d", ErrUnsupported, sub)
 			}
+			if sub == 8 || sub == 9 {
+				m.dataIndexed = true
+			}
 			if !constant && (sub == 8 || sub == 10 || sub == 11) {
 				out = m.charge(out, scratch)
 			}
@@ -556,6 +567,70 @@ func (m *module) instructions(r *reader, out []byte, scratch uint32, constant bo
 		return nil, fmt.Errorf("%w: constant expression without end", ErrMalformed)
 	}
 	return out, r.err
+}
+
+// maxDataGap is the longest run of zeros mergeData writes to join two
+// data segments.
+const maxDataGap = 1024
+
+// mergeData joins consecutive active data segments that are at most
+// maxDataGap bytes apart in memory into one segment, the gap filled with
+// zeros. Instantiation writes the same bytes: memory starts zeroed, a later
+// segment still overwrites an earlier one, and a gap is filled only when no
+// earlier segment wrote into it. A standard-Go module has 20,000-30,000
+// segments a few dozen bytes apart; wazero keeps each as objects of its own
+// for the module's life and copies them one by one into every instance.
+// Modules laid out otherwise keep their segments.
+func (m *module) mergeData(b []byte) []byte {
+	if m.dataIndexed {
+		return b
+	}
+	type segment struct {
+		at   uint64
+		data []byte
+	}
+	end := func(s segment) uint64 { return s.at + uint64(len(s.data)) }
+	r := reader{b: b}
+	n := r.u32()
+	var merged []segment
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		if r.u32() != 0 || r.byte() != 0x41 { // active, memory 0, i32.const
+			return b
+		}
+		at := uint64(uint32(r.s32()))
+		if r.byte() != 0x0B {
+			return b
+		}
+		data := r.bytes(r.u32())
+		if k := len(merged) - 1; k >= 0 && at >= end(merged[k]) && at-end(merged[k]) <= maxDataGap {
+			from := end(merged[k])
+			free := true
+			for _, e := range merged[:k] {
+				free = free && (end(e) <= from || e.at >= at)
+			}
+			if free {
+				merged[k].data = append(merged[k].data, make([]byte, at-from)...)
+				merged[k].data = append(merged[k].data, data...)
+				continue
+			}
+		}
+		if len(merged) == 4096 {
+			return b // not a layout that merges well
+		}
+		merged = append(merged, segment{at, append([]byte(nil), data...)})
+	}
+	if r.end() != nil {
+		return b
+	}
+	out := appendU32(nil, uint32(len(merged)))
+	for _, s := range merged {
+		out = append(out, 0x00, 0x41)
+		out = appendS32(out, int32(uint32(s.at)))
+		out = append(out, 0x0B)
+		out = appendU32(out, uint32(len(s.data)))
+		out = append(out, s.data...)
+	}
+	return out
 }
 
 // rewriteCustom keeps custom sections, renumbers the "name" section's

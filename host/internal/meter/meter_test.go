@@ -1,7 +1,9 @@
 package meter_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -85,6 +87,70 @@ func TestInstrumentKeepsBehaviour(t *testing.T) {
 
 	_, err = inst.mod.ExportedFunction("indirect").Call(context.Background(), 4, 1)
 	assert.ErrorContains(t, err, "invalid table access", "traps stay traps")
+}
+
+// TestInstrumentMergesDataSegments: active data segments a short gap apart
+// become one (the gap zero-filled), so a standard-Go module's tens of
+// thousands of segments cost wazero a handful of objects; the memory the
+// module starts with is the same byte for byte.
+func TestInstrumentMergesDataSegments(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"metered", "noop-go", "schema", "redact"} {
+		t.Run(name, func(t *testing.T) {
+			wasm := wasmtest.Bytes(t, name)
+			out, err := meter.Instrument(wasm, 100)
+			require.NoError(t, err)
+			before, after := dataSegments(t, wasm), dataSegments(t, out)
+			assert.LessOrEqual(t, after, before)
+			if before > 100 {
+				assert.Less(t, after, before/100, "segments merged")
+			}
+			t.Logf("%d data segments -> %d", before, after)
+
+			// The memory before any code runs (no start functions).
+			mem := func(wasm []byte) []byte {
+				rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+				t.Cleanup(func() { _ = rt.Close(ctx) })
+				wasi_snapshot_preview1.MustInstantiate(ctx, rt)
+				for _, host := range []string{"env", meter.ImportModule, "auditproc"} {
+					b := rt.NewHostModuleBuilder(host)
+					compiled, err := rt.CompileModule(ctx, wasm)
+					require.NoError(t, err)
+					for _, def := range compiled.ImportedFunctions() {
+						if mod, fn, _ := def.Import(); mod == host {
+							b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(func(context.Context, api.Module, []uint64) {}),
+								def.ParamTypes(), def.ResultTypes()).Export(fn)
+						}
+					}
+					_, err = b.Instantiate(ctx)
+					require.NoError(t, err)
+				}
+				mod, err := rt.InstantiateWithConfig(ctx, wasm, wazero.NewModuleConfig().WithStartFunctions())
+				require.NoError(t, err)
+				b, ok := mod.Memory().Read(0, mod.Memory().Size())
+				require.True(t, ok)
+				return b
+			}
+			require.True(t, bytes.Equal(mem(wasm), mem(out)), "the initial memory differs")
+		})
+	}
+}
+
+// dataSegments counts a module's data segments.
+func dataSegments(t *testing.T, wasm []byte) int {
+	t.Helper()
+	i := 8
+	for i < len(wasm) {
+		id := wasm[i]
+		size, n := binary.Uvarint(wasm[i+1:])
+		i += 1 + n
+		if id == 11 {
+			count, _ := binary.Uvarint(wasm[i:])
+			return int(count)
+		}
+		i += int(size)
+	}
+	return 0
 }
 
 // TestInstrumentTickCount checks the metering exactly: with period p, the
