@@ -7,8 +7,8 @@ import (
 	"sync"
 )
 
-// The garbage collector's headroom while auditproc runs: at least a quarter
-// of the live heap, and at least gcMinHeadroom, but never more than Go's
+// The garbage collector's headroom while auditproc runs: at least half of
+// the live heap, and at least gcMinHeadroom, but never more than Go's
 // default (GOGC=100, as much again as the live heap).
 //
 // Most of a running auditproc's heap lives as long as the process: the
@@ -16,12 +16,14 @@ import (
 // plugin and worker) and wazero's decoded modules. With Go's default the
 // heap grows to twice that before each collection: the default pipeline
 // with two workers kept about 56 MiB live and let the heap reach 110 MiB.
-// With a quarter it stays near 72 MiB, for a few more collections (each one
-// marks mostly pointer-free linear memory). A small heap (no plugins, C
-// plugins) keeps Go's default, so its collections are no more frequent.
+// With half it stays near 84 MiB, for a few more collections (each one
+// marks mostly pointer-free linear memory). A quarter kept it lower still,
+// but doubled the p99 latency at 10,000 events/s (docs/performance.md). A
+// small heap (no plugins, C plugins) keeps Go's default, so its collections
+// are no more frequent.
 const (
 	gcMinHeadroom    = 16 << 20
-	gcMinPercent     = 25
+	gcMinPercent     = 50
 	gcDefaultPercent = 100
 	liveHeapMetric   = "/gc/heap/live:bytes"
 )
@@ -32,7 +34,7 @@ func gcPercentFor(live uint64) int {
 	if live == 0 {
 		return gcDefaultPercent
 	}
-	headroom := max(live/4, gcMinHeadroom)
+	headroom := max(live/2, gcMinHeadroom)
 	return int(min(max(headroom*100/live, gcMinPercent), gcDefaultPercent))
 }
 

@@ -20,11 +20,11 @@ func TestGCPercentFor(t *testing.T) {
 		{0, 100},         // nothing measured yet: Go's default
 		{4 * MiB, 100},   // a small heap keeps the default (16 MiB floor > live)
 		{16 * MiB, 100},  // the floor equals the default's headroom
-		{32 * MiB, 50},   // 16 MiB of headroom
-		{56 * MiB, 28},   // the default pipeline with two workers
-		{64 * MiB, 25},   // from here on a quarter of the live heap
-		{1024 * MiB, 25}, // never below a quarter
-		{100 * MiB, 25},
+		{24 * MiB, 66},   // 16 MiB of headroom
+		{32 * MiB, 50},   // from here on half of the live heap
+		{56 * MiB, 50},   // the default pipeline with two workers
+		{1024 * MiB, 50}, // never below half
+		{100 * MiB, 50},
 	} {
 		assert.Equal(t, tt.want, gcPercentFor(tt.live), "live %d MiB", tt.live/MiB)
 	}
