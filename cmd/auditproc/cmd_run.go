@@ -121,7 +121,7 @@ func runCommand() *command {
   # process what is in the stream, print a summary, and exit
   auditproc run --stop-when-idle --summary
 
-  # auditproc keeps the Go heap's headroom at half of the live heap
+  # auditproc keeps the Go heap's headroom at half of the live heap, at least 24 MiB
   # (docs/configuration.md); GOGC or GOMEMLIMIT replaces that policy
   GOMEMLIMIT=120MiB auditproc run`,
 		flags: func(fs *flag.FlagSet) {
