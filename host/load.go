@@ -327,7 +327,7 @@ func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte
 
 // meteredVersion names the meter's output format in the cache: change it when
 // the instrumentation changes.
-const meteredVersion = "meter2"
+const meteredVersion = "meter3"
 
 // meteredPath is where the instrumented module of the module with SHA-256
 // sum is kept in the compilation cache directory ("" without one):

@@ -9,8 +9,9 @@
 // host function ImportModule.ImportName, which checks the running call's
 // deadline and traps the guest when it is past, and the counter starts again
 // from the period. Bulk memory instructions (memory.fill, memory.copy,
-// memory.init) take one unit per 64 KiB they touch, so a loop of large fills
-// is stopped as promptly as a loop of small steps.
+// memory.init) take one unit per 64 KiB they touch and bulk table
+// instructions (table.fill, table.copy, table.init) one per 4,096 elements,
+// so a loop of large fills is stopped as promptly as a loop of small steps.
 //
 // Function entries are metered too, so a guest recursing without loops (which
 // wazero's guard does not see) is stopped at its deadline as well.
@@ -36,6 +37,9 @@ const (
 
 	// BulkShift: a bulk memory instruction on n bytes costs n>>BulkShift units.
 	BulkShift = 16
+	// TableShift: a bulk table instruction on n elements costs n>>TableShift
+	// units (an element costs more than a byte).
+	TableShift = 12
 )
 
 // ErrUnsupported reports a module the rewrite cannot instrument exactly.
@@ -436,15 +440,15 @@ func (m *module) meter(out []byte) []byte {
 	return append(out, 0x0B)                      // end
 }
 
-// charge appends, before a bulk instruction whose byte count n is on top of
-// the stack: scratch = n; counter -= n >> BulkShift; n back on the stack.
-func (m *module) charge(out []byte, scratch uint32) []byte {
-	out = appendU32(append(out, 0x21), scratch)    // local.set
-	out = appendU32(append(out, 0x23), m.counter)  // global.get
-	out = appendU32(append(out, 0x20), scratch)    // local.get
-	out = append(out, 0x41, BulkShift, 0x76, 0x6B) // i32.const shift, i32.shr_u, i32.sub
-	out = appendU32(append(out, 0x24), m.counter)  // global.set
-	return appendU32(append(out, 0x20), scratch)   // local.get
+// charge appends, before a bulk instruction whose count n is on top of the
+// stack: scratch = n; counter -= n >> shift; n back on the stack.
+func (m *module) charge(out []byte, scratch uint32, shift byte) []byte {
+	out = appendU32(append(out, 0x21), scratch)   // local.set
+	out = appendU32(append(out, 0x23), m.counter) // global.get
+	out = appendU32(append(out, 0x20), scratch)   // local.get
+	out = append(out, 0x41, shift, 0x76, 0x6B)    // i32.const shift, i32.shr_u, i32.sub
+	out = appendU32(append(out, 0x24), m.counter) // global.set
+	return appendU32(append(out, 0x20), scratch)  // local.get
 }
 
 // constExpr copies a constant expression (up to and with its end),
@@ -539,8 +543,12 @@ func (m *module) instructions(r *reader, out []byte, scratch uint32, constant bo
 			if sub == 8 || sub == 9 {
 				m.dataIndexed = true
 			}
-			if !constant && (sub == 8 || sub == 10 || sub == 11) {
-				out = m.charge(out, scratch)
+			switch {
+			case constant:
+			case sub == 8 || sub == 10 || sub == 11: // memory.init, memory.copy, memory.fill
+				out = m.charge(out, scratch, BulkShift)
+			case sub == 12 || sub == 14 || sub == 17: // table.init, table.copy, table.fill
+				out = m.charge(out, scratch, TableShift)
 			}
 			out = append(out, r.b[at:r.pos]...)
 		case op == 0xFD:

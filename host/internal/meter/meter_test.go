@@ -184,6 +184,12 @@ func TestInstrumentTickCount(t *testing.T) {
 	assert.Equal(t, n+1, s2.ticks, "the next point does")
 	s2.call(t, "nop")
 	assert.Equal(t, n+1, s2.ticks, "and the counter starts again from the period")
+
+	// A table fill of 40 x 4096 elements, the same.
+	s2.call(t, "tfill", 40*4096)
+	assert.Equal(t, n+1, s2.ticks)
+	s2.call(t, "nop")
+	assert.Equal(t, n+2, s2.ticks, "a large table fill is charged too")
 }
 
 // TestInstrumentBuiltModules instruments every module the build makes
