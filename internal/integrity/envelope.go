@@ -168,25 +168,22 @@ func (k *Keyring) VerifyView(stream string, values map[string]any) (Envelope, er
 // VerifyFields is VerifyView for an entry's fields as Redis sends them: a
 // flat list of names and values (name, value, name, value, …), which a
 // reader can take straight from the reply without building a map. The
-// checks, their order and the errors are Verify's, and in addition a field
-// named twice (which XADD allows, and a map would silently collapse) or a
-// name without a value is ErrMalformed. The returned Envelope's Event, Sig
+// checks, their order and the errors are Verify's, and in addition a name
+// without a value is ErrMalformed. A field named twice (XADD allows it)
+// counts with its last value, as it does in the map go-redis builds for the
+// other reads, so an entry gets the same verdict however it is read. The returned Envelope's Event, Sig
 // and EventID share the memory of fields' strings: never change it.
 func (k *Keyring) VerifyFields(stream string, fields []string) (Envelope, error) {
 	var (
 		vals  [4]string // by envelopeField
 		found [4]bool
 		extra bool
-		twice string
 	)
 	for i := 0; i < len(fields); i += 2 {
 		f := envelopeField(fields[i])
 		if f < 0 {
 			extra = true
 			continue
-		}
-		if found[f] && twice == "" {
-			twice = fields[i]
 		}
 		found[f] = true
 		if i+1 < len(fields) {
@@ -203,9 +200,6 @@ func (k *Keyring) VerifyFields(stream string, fields []string) (Envelope, error)
 	}
 	if len(fields)%2 != 0 {
 		return Envelope{}, malformed(fields[len(fields)-1], "no value")
-	}
-	if twice != "" {
-		return Envelope{}, malformed(twice, "more than one field of this name")
 	}
 	if extra {
 		names := make([]string, 0, len(fields)/2)

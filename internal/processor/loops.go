@@ -353,9 +353,11 @@ func (p *Processor) commitLoop(ctx context.Context, results <-chan *[]work, infl
 				break more
 			}
 		}
-		p.commit(ctx, batch)
+		queued := p.commit(ctx, batch)
 		inflight.Add(-int64(len(batch)))
-		p.inflightIDs.removeWork(batch)
+		// Entries whose acks wait in the queue stay in flight until the
+		// XACK went out: still pending in Redis, they must not be claimed.
+		p.inflightIDs.removeWork(batch, queued)
 		clear(batch) // drop references to entries and emits until reused
 		if !armed && p.acks.waiting() {
 			flush.Reset(ackDelay)
@@ -433,6 +435,7 @@ func (p *Processor) flushAcks(ctx context.Context) {
 
 // acked accounts for acks sent: acked of a.ids were still pending.
 func (p *Processor) acked(a pendingAcks, acked int64) {
+	p.inflightIDs.removeIDs(a.ids)
 	p.metrics.Acked.Add(float64(acked))
 	if late := int64(len(a.ids)) - acked; late > 0 {
 		// Finished elsewhere meanwhile (claimed by another replica), or
@@ -451,7 +454,10 @@ func (p *Processor) acked(a pendingAcks, acked int64) {
 //   - drop: acked, emits discarded;
 //   - reject: dead-lettered with the plugin's message, atomically with the ack;
 //   - retry: nothing; the entry stays pending and the reclaimer runs it again.
-func (p *Processor) commit(ctx context.Context, batch []work) {
+//
+// It returns the ids it put in the ack queue (acks only), which stay in
+// flight until acknowledged.
+func (p *Processor) commit(ctx context.Context, batch []work) (queued map[string]struct{}) {
 	var (
 		items   []streambus.Item
 		lines   = map[string][][]byte{}
@@ -511,8 +517,10 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 		// Acks only: they ride with the reader's next read (see ackQueue);
 		// the entries count as processed once acknowledged.
 		ids := make([]string, len(items))
+		queued = make(map[string]struct{}, len(items))
 		for i := range items {
 			ids[i] = items[i].ID
+			queued[ids[i]] = struct{}{}
 		}
 		p.acks.put(pendingAcks{ids: ids, ok: ok, dropped: dropped})
 	} else if len(items) > 0 {
@@ -543,6 +551,7 @@ func (p *Processor) commit(ctx context.Context, batch []work) {
 		p.log.Debug("audit_events_acknowledged", slog.Int("count", len(items)), slog.Int64("acked", res.Acked), slog.Int("emitted", adds))
 	}
 	p.deadLetter(ctx, letters)
+	return queued
 }
 
 // observers records results' per-plugin verdicts and latencies, with the

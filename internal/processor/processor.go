@@ -483,10 +483,21 @@ func (s *idSet) remove(entries []streambus.Entry) {
 	s.mu.Unlock()
 }
 
-func (s *idSet) removeWork(batch []work) {
+// removeWork removes the batch's entries, except those in keep.
+func (s *idSet) removeWork(batch []work, keep map[string]struct{}) {
 	s.mu.Lock()
 	for i := range batch {
-		delete(s.ids, batch[i].entry.ID)
+		if _, kept := keep[batch[i].entry.ID]; !kept {
+			delete(s.ids, batch[i].entry.ID)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *idSet) removeIDs(ids []string) {
+	s.mu.Lock()
+	for _, id := range ids {
+		delete(s.ids, id)
 	}
 	s.mu.Unlock()
 }

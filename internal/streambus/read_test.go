@@ -351,28 +351,6 @@ func TestXReadGroupRESP2(t *testing.T) {
 	assert.True(t, redis.HasErrorPrefix(errors.Unwrap(err), "NOGROUP"), "%v", err)
 }
 
-// TestXReadGroupRefusesFieldNamedTwice: XADD accepts a field name twice and
-// Redis keeps both values; such an entry is not an envelope (which value
-// would be the signed one?) and is refused, whichever value is signed.
-func TestXReadGroupRefusesFieldNamedTwice(t *testing.T) {
-	f := newFixture(t, streambus.Config{})
-	ctx := context.Background()
-	f.createGroup(t, "0")
-	e := f.add(t, 1)[0]
-	signedLast := f.rawAdd(t, f.stream, "v", "1", "kid", e.KeyID, "event", `{"event_id":"forged"}`, "sig", e.Sig, "event", e.Event)
-	signedFirst := f.rawAdd(t, f.stream, "v", "1", "kid", e.KeyID, "event", e.Event, "sig", e.Sig, "event", `{"event_id":"forged"}`)
-
-	b, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c1"})
-	require.NoError(t, err)
-	assert.Equal(t, []string{e.ID}, ids(b.Entries))
-	require.Len(t, b.Tampered, 2)
-	for i, id := range []string{signedLast, signedFirst} {
-		assert.Equal(t, id, b.Tampered[i].ID)
-		assert.Equal(t, "malformed_envelope", b.Tampered[i].Reason)
-		assert.Equal(t, e.Sig, b.Tampered[i].Fields["sig"], "the fields are kept for forensics")
-	}
-}
-
 func withoutDeliveries(es []streambus.Entry) []streambus.Entry {
 	out := make([]streambus.Entry, len(es))
 	for i, e := range es {

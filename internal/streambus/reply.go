@@ -198,8 +198,11 @@ func (p *respParser) bulk() (string, error) {
 	if kind != '$' || n < 0 {
 		return "", p.unexpected(kind)
 	}
+	if n > len(p.b)-p.pos-2 {
+		return "", fmt.Errorf("%w: truncated string at byte %d", errReply, p.pos)
+	}
 	end := p.pos + n
-	if end+2 > len(p.b) || p.b[end] != '\r' || p.b[end+1] != '\n' {
+	if p.b[end] != '\r' || p.b[end+1] != '\n' {
 		return "", fmt.Errorf("%w: truncated string at byte %d", errReply, p.pos)
 	}
 	s := unsafe.String(unsafe.SliceData(p.b[p.pos:]), n)
@@ -216,6 +219,11 @@ func (p *respParser) entries(out []rawEntry) ([]rawEntry, error) {
 	}
 	if kind != '*' || n < 0 {
 		return out, p.unexpected(kind)
+	}
+	// An entry takes at least 4 bytes ("*2\r\n"): a larger count than the
+	// rest of the reply can hold is not believed (nor allocated for).
+	if n > (len(p.b)-p.pos)/4 {
+		return out, fmt.Errorf("%w: %d entries announced at byte %d, more than the reply holds", errReply, n, p.pos)
 	}
 	out = slices.Grow(out, n)
 	// One backing array for the fields of the whole batch (an envelope has

@@ -94,7 +94,7 @@ func (r *reader) s32() int32 {
 		}
 		v |= int64(c&0x7F) << shift
 		if c&0x80 == 0 {
-			if shift < 28 && c&0x40 != 0 {
+			if c&0x40 != 0 {
 				v |= -1 << (shift + 7) // sign-extend
 			}
 			if v < -1<<31 || v > 1<<31-1 {
