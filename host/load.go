@@ -302,21 +302,15 @@ func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte
 	}
 	metered, err := meter.Instrument(wasm, meterPeriod)
 	if err == nil {
-		saveMetered(cached, metered)
-	}
-	if err != nil {
-		c, cerr := compileWith(ctx, spec, cfg, wasm, GuardWazero)
-		if cerr != nil {
-			return nil, cerr
+		var c *compiled
+		if c, err = compileWith(ctx, spec, cfg, metered, GuardMetered); err == nil {
+			saveMetered(cached, metered) // only what compiled is kept
+			return c, nil
 		}
-		c.fallback = err
-		return c, nil
 	}
-	c, err := compileWith(ctx, spec, cfg, metered, GuardMetered)
-	if err == nil {
-		return c, nil
-	}
-	// Report what is wrong with the module as written, not as instrumented.
+	// The meter refused the module, or what it made did not compile:
+	// wazero's guard on the module as written, whose errors are the ones to
+	// report.
 	c, cerr := compileWith(ctx, spec, cfg, wasm, GuardWazero)
 	if cerr != nil {
 		return nil, cerr

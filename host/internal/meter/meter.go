@@ -29,6 +29,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 const (
@@ -161,7 +162,7 @@ func ensure(secs []section, id byte) []section {
 			at = i
 		}
 	}
-	return append(secs[:at], append([]section{{id, []byte{0}}}, secs[at:]...)...)
+	return slices.Insert(secs, at, section{id, []byte{0}})
 }
 
 // module is what the rewrite knows of the module being instrumented.
@@ -386,7 +387,7 @@ func (m *module) rewriteCode(b []byte) ([]byte, error) {
 		var err error
 		body, err = m.rewriteBody(code, m.funcs[i], body[:0])
 		if err != nil {
-			return nil, fmt.Errorf("function %d: %w", m.tick+1+i, err)
+			return nil, fmt.Errorf("function %d (code section entry %d): %w", m.funcImps+i, i, err)
 		}
 		out = appendU32(out, uint32(len(body)))
 		out = append(out, body...)
