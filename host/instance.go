@@ -14,8 +14,6 @@ import (
 	"github.com/auditproc/auditproc/abi"
 )
 
-const abiInitialize = abi.ExportInitialize
-
 type phase uint8
 
 const (
@@ -55,6 +53,7 @@ type instance struct {
 	regionLen uint32
 
 	stack   [2]uint64
+	work    uint64 // host work since the last deadline check, see charge
 	events  int
 	baseMem uint32
 	stdout  *lineWriter
@@ -97,11 +96,34 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 
 	inst.begin(ctx, p.now(), p.spec.InitDeadline)
 	inst.phase = phaseInit
+	if err := inst.initialize(); err != nil {
+		inst.close(-1)
+		return nil, err
+	}
+	inst.phase = phaseIdle
+	inst.message = inst.message[:0]
+	return inst, nil
+}
+
+// initStartSection names the module's start function (the Wasm start
+// section, which runs as the module is instantiated) in errors.
+const initStartSection = "the start function"
+
+// initialize instantiates the module (running its start function), then
+// calls _initialize and auditproc_init when exported, all within the
+// running call's deadline (begin was called). An error names the step that
+// failed, and a module that closed itself (proc_exit, even with code 0) is
+// refused: it could process no event.
+func (inst *instance) initialize() error {
+	p := inst.p
+	step := initStartSection
+	fail := func(err error) error {
+		killed := !inst.end()
+		return inStep(step, inst.classify(err, killed))
+	}
 	mod, err := p.rt.InstantiateModule(inst.ctx, p.compiled, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
 	if err != nil {
-		killed := !inst.end()
-		inst.close(-1)
-		return nil, fmt.Errorf("instantiate plugin %q: %w", p.spec.Name, inst.classify(err, killed))
+		return fail(err)
 	}
 	inst.mod = mod
 	inst.mem = mod.ExportedMemory(abi.ExportMemory)
@@ -111,33 +133,56 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	inst.baseMem = inst.mem.Size()
 	inst.reuse = mod.ExportedFunction(abi.ExportAllocReuse) != nil
 
+	if initialize := mod.ExportedFunction(abi.ExportInitialize); initialize != nil {
+		step = abi.ExportInitialize
+		if err := initialize.CallWithStack(inst.ctx, nil); err != nil || mod.IsClosed() {
+			return fail(inst.exited(err))
+		}
+	}
+	status := uint64(0)
 	if inst.init != nil {
-		var status uint64
+		step = abi.ExportAlloc
 		ptr, n, err := inst.put(p.spec.Config)
-		if err == nil {
+		if err == nil && !mod.IsClosed() {
+			step = abi.ExportInit
 			inst.stack[0], inst.stack[1] = uint64(ptr), uint64(n)
 			err = inst.init.CallWithStack(inst.ctx, inst.stack[:])
 			status = inst.stack[0]
 		}
-		killed := !inst.end()
-		if err != nil || killed {
-			inst.close(-1)
-			return nil, fmt.Errorf("%s of plugin %q: %w", abi.ExportInit, p.spec.Name, inst.classify(err, killed))
+		if err != nil || mod.IsClosed() {
+			return fail(inst.exited(err))
 		}
-		if int32(status) != 0 {
-			msg := string(inst.message)
-			inst.close(-1)
-			if msg == "" {
-				msg = "no message"
-			}
-			return nil, fmt.Errorf("%w: %s returned %d: %s", ErrInitRefused, abi.ExportInit, int32(status), msg)
-		}
-	} else {
-		inst.end()
 	}
-	inst.phase = phaseIdle
-	inst.message = inst.message[:0]
-	return inst, nil
+	if !inst.end() {
+		// Every step returned, the last past the deadline.
+		return inStep(step, inst.classify(nil, true))
+	}
+	if int32(status) != 0 {
+		msg := string(inst.message)
+		if msg == "" {
+			msg = "no message"
+		}
+		return fmt.Errorf("%w: %s returned %d: %s", ErrInitRefused, abi.ExportInit, int32(status), msg)
+	}
+	return nil
+}
+
+// inStep names the export (or the start function) whose call failed with
+// err; ErrGuestMemory errors name auditproc_alloc already.
+func inStep(step string, err error) error {
+	if errors.Is(err, ErrGuestMemory) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", step, err)
+}
+
+// exited is err, or for a call that returned with its module closed, the
+// exit that closed it.
+func (inst *instance) exited(err error) error {
+	if err == nil {
+		return fmt.Errorf("%w: the module closed itself", ErrExit)
+	}
+	return err
 }
 
 // begin marks a call as running with its deadline: timeout from now, or
@@ -155,9 +200,20 @@ func (inst *instance) begin(ctx context.Context, now int64, timeout time.Duratio
 	inst.state.Store(inst.seq<<2 | 1)
 }
 
-// end marks the call as finished and reports whether it was not killed.
+// end marks the call as finished and reports whether it kept its deadline:
+// it was not killed, and it did not return past its deadline.
+//
+// The second test is the worker's own and does not wait for the ticker: a
+// guest running compiled code cannot be preempted by the Go scheduler, so
+// while a garbage collection waits to stop the world for it, every other
+// goroutine (the ticker too) stands still, and the call can return and be
+// ended before the ticker has run once. A call that overran is a deadline
+// failure however it returned.
 func (inst *instance) end() bool {
-	return inst.state.CompareAndSwap(inst.seq<<2|1, inst.seq<<2)
+	if !inst.state.CompareAndSwap(inst.seq<<2|1, inst.seq<<2) {
+		return false
+	}
+	return inst.p.spec.Trusted || inst.p.now() <= inst.deadline.Load()
 }
 
 // expire kills the running call when it is past its deadline (ticker side).
@@ -316,8 +372,10 @@ func (inst *instance) process(ctx context.Context, ev *Event, cur []byte, start 
 	inst.event = cur
 	inst.begin(ctx, int64(start.Sub(inst.p.epoch)), spec.Deadline)
 
+	step := abi.ExportAlloc
 	view, ptr, err := inst.region(n)
 	if err == nil {
+		step = abi.ExportProcess
 		putInput(view, ev, cur)
 		inst.phase = phaseProcess
 		inst.stack[0], inst.stack[1] = uint64(ptr), uint64(n)
@@ -328,7 +386,11 @@ func (inst *instance) process(ctx context.Context, ev *Event, cur []byte, start 
 	if err != nil || killed {
 		// Killed even when the call finished as the ticker fired: its
 		// context is cancelled, so the instance cannot be used again.
-		return outcome{verdict: abi.VerdictRetry, err: inst.classify(err, killed), discard: true}
+		err = inst.classify(err, killed)
+		if step == abi.ExportAlloc {
+			err = inStep(step, err)
+		}
+		return outcome{verdict: abi.VerdictRetry, err: err, discard: true}
 	}
 	v := abi.Verdict(int32(uint32(inst.stack[0])))
 	if !v.Valid() {

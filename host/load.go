@@ -118,7 +118,11 @@ var (
 // from (WASI and auditproc) and returns the signature of every function a
 // plugin may import.
 func offerImports(ctx context.Context, rt wazero.Runtime) (map[Import]signature, error) {
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+	wasi, err := wasiModuleBuilder(ctx, rt)
+	if err == nil {
+		_, err = wasi.Instantiate(ctx)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("host: instantiate WASI: %w", err)
 	}
 	if _, err := hostModule(rt).Instantiate(ctx); err != nil {

@@ -76,7 +76,10 @@ func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiled) *Plugin {
 	logger = logger.With("plugin", spec.Name)
 	modCfg := wazero.NewModuleConfig().
 		WithName(""). // many instances of one module in one runtime
-		WithStartFunctions(abiInitialize).
+		// _initialize is called by newInstance, which names it in errors and
+		// refuses a module that exits in it (wazero takes proc_exit(0) there
+		// for success).
+		WithStartFunctions().
 		// Real randomness: wazero's default is a fixed sequence, which would
 		// give every instance the same "random" ids.
 		WithRandSource(rand.Reader)
