@@ -318,7 +318,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		w, err := p.pipeline.NewWorker(workCtx)
 		if err != nil {
 			for _, w := range workers[:i] {
-				w.Close()
+				w.Release()
 			}
 			return fmt.Errorf("start worker %d: %w", i, err)
 		}
@@ -335,7 +335,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		pool.Add(1)
 		go func() {
 			defer pool.Done()
-			defer w.Close()
+			defer w.Release()
 			for chunk := range jobs {
 				out := p.chunk(len(chunk))
 				for i := range chunk {
