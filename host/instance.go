@@ -52,6 +52,7 @@ type instance struct {
 	regionPtr uint32
 	regionLen uint32
 
+	memory  *guestMemory // nil until wazero allocates it
 	stack   [2]uint64
 	work    uint64 // host work since the last deadline check, see charge
 	events  int
@@ -84,7 +85,7 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	}
 	inst := &instance{p: p}
 	base, cancel := context.WithCancel(context.Background())
-	inst.ctx = context.WithValue(base, instanceKey{}, inst)
+	inst.ctx = context.WithValue(inst.withMemory(base), instanceKey{}, inst)
 	inst.cancel = cancel
 	inst.stdout = &lineWriter{p: p, stream: "stdout"}
 	inst.stderr = &lineWriter{p: p, stream: "stderr"}
@@ -123,6 +124,11 @@ func (inst *instance) initialize() error {
 	}
 	mod, err := p.rt.InstantiateModule(inst.ctx, p.compiled, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
 	if err != nil {
+		// wazero keeps no module that failed to instantiate, and so
+		// never frees a memory it made for it.
+		if inst.memory != nil {
+			inst.memory.Free()
+		}
 		return fail(err)
 	}
 	inst.mod = mod
@@ -316,6 +322,9 @@ func (inst *instance) close(cause Cause) {
 	inst.cancel()
 	if inst.mod != nil {
 		_ = inst.mod.Close(context.Background())
+	}
+	if inst.memory != nil {
+		inst.memory.release()
 	}
 	inst.stdout.flush()
 	inst.stderr.flush()

@@ -139,10 +139,16 @@ func (p *Plugin) Close(ctx context.Context) error {
 	for inst := range p.live {
 		inst.cancel()
 	}
+	idle := p.idle
 	p.live = nil
 	p.idle = nil
 	p.mu.Unlock()
 	err := p.rt.Close(ctx)
+	// No call runs in an idle instance: its memory can go now. An instance a
+	// worker holds is closed when the worker gives it back.
+	for _, inst := range idle {
+		inst.close(-1)
+	}
 	if p.cache != nil {
 		_ = p.cache.Close(ctx)
 	}
