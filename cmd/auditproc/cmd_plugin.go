@@ -345,7 +345,7 @@ func pluginTest(ctx context.Context, sio stdio, f *pluginFlags, file, events str
 	if err != nil {
 		return fmt.Errorf("plugin test: %w", err)
 	}
-	defer w.Close()
+	defer w.Release()
 
 	enc := json.NewEncoder(sio.out)
 	enc.SetEscapeHTML(false)

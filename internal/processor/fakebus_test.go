@@ -49,7 +49,7 @@ func newFakeBus(stream string, n int) *fakeBus {
 // tamper makes entry i fail verification.
 func (b *fakeBus) tamper(i int) {
 	e := b.entries[i]
-	b.tampered[e.ID] = streambus.Tampered{ID: e.ID, Stream: e.Stream, Reason: "signature_mismatch", Fields: map[string]any{"kid": "k"}}
+	b.tampered[e.ID] = streambus.Tampered{ID: e.ID, Stream: e.Stream, Reason: "signature_mismatch", Fields: []string{"kid", "k"}}
 }
 
 // deliver makes a batch of entries as a read returns them, the pending

@@ -118,7 +118,7 @@ func BenchmarkPluginCall(b *testing.B) {
 	run := func(b *testing.B, plugins ...*host.Plugin) {
 		w, err := host.NewPipeline(plugins...).NewWorker(context.Background())
 		require.NoError(b, err)
-		defer w.Close()
+		defer w.Release()
 		ctx := context.Background()
 		b.ReportAllocs()
 		for b.Loop() {

@@ -21,7 +21,7 @@ func (p *Processor) startWorkers(ctx context.Context) ([]*host.Worker, error) {
 		w, err := p.pipeline.NewWorker(ctx)
 		if err != nil {
 			for _, w := range workers[:i] {
-				w.Close()
+				w.Release()
 			}
 			return nil, fmt.Errorf("start worker %d: %w", i, err)
 		}
@@ -33,7 +33,7 @@ func (p *Processor) startWorkers(ctx context.Context) ([]*host.Worker, error) {
 // runWorker runs the pipeline over every chunk of entries it receives and
 // sends the results on, until jobs is closed; then it closes w.
 func (p *Processor) runWorker(ctx context.Context, w *host.Worker, obs observers, jobs <-chan []streambus.Entry, results chan<- *[]work) {
-	defer w.Close()
+	defer w.Release()
 	for chunk := range jobs {
 		out := p.chunk(len(chunk))
 		for i := range chunk {

@@ -171,7 +171,8 @@ type Letter struct {
 	Deliveries int64
 	// KeyID is the key id the entry names, "" when it names none.
 	KeyID string
-	// Fields are the entry's fields as stored, as field, value pairs.
+	// Fields are the entry's fields as stored, as field, value pairs, in
+	// stream order (a field named twice appears twice).
 	Fields []any
 }
 
@@ -183,15 +184,18 @@ func (e Entry) Letter(reason Reason) Letter {
 // Letter returns the dead letter of an entry that failed verification, with
 // its verification reason.
 func (t Tampered) Letter() Letter {
-	kid, _ := t.Fields["kid"].(string)
-	keys := make([]string, 0, len(t.Fields))
-	for k := range t.Fields {
-		keys = append(keys, k)
+	// The key id the entry names: its first kid field (the entry was
+	// refused if it named more than one).
+	var kid string
+	fields := make([]any, 0, len(t.Fields))
+	for i := 0; i+1 < len(t.Fields); i += 2 {
+		if t.Fields[i] == integrity.FieldKeyID && kid == "" {
+			kid = t.Fields[i+1]
+		}
+		fields = append(fields, t.Fields[i], t.Fields[i+1])
 	}
-	slices.Sort(keys)
-	fields := make([]any, 0, 2*len(keys))
-	for _, k := range keys {
-		fields = append(fields, k, t.Fields[k])
+	if len(t.Fields)%2 != 0 { // a name without a value: kept, with an empty one
+		fields = append(fields, t.Fields[len(t.Fields)-1], "")
 	}
 	return Letter{ID: t.ID, Reason: Reason{Kind: ReasonKind(t.Reason)}, Deliveries: t.Deliveries, KeyID: kid, Fields: fields}
 }

@@ -84,6 +84,9 @@ type Bus struct {
 	replyBytesPerEntry atomic.Int64
 	// scratch is a pool of *scratch, a read's working slices.
 	scratch sync.Pool
+	// slice is the longest BLOCK of one blocking read: blockSlice, or less
+	// when the client's read timeout would not wait that long.
+	slice time.Duration
 }
 
 // New returns a Bus on rdb that signs and verifies with keys. The Bus does
@@ -102,7 +105,23 @@ func New(cfg Config, logger *slog.Logger, rdb redis.UniversalClient, keys *integ
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Bus{rdb: rdb, keys: keys, log: logger, cfg: cfg, tampered: map[string]uint64{}}, nil
+	return &Bus{rdb: rdb, keys: keys, log: logger, cfg: cfg, tampered: map[string]uint64{}, slice: sliceFor(rdb)}, nil
+}
+
+// sliceFor is the block slice for rdb: blockSlice, or half its read
+// timeout when that is shorter, so that a blocking read is never cut by it.
+func sliceFor(rdb redis.UniversalClient) time.Duration {
+	var rt time.Duration
+	switch c := rdb.(type) {
+	case *redis.Client:
+		rt = c.Options().ReadTimeout
+	case *redis.ClusterClient:
+		rt = c.Options().ReadTimeout
+	}
+	if rt > 0 && rt/2 < blockSlice {
+		return max(rt/2, time.Millisecond)
+	}
+	return blockSlice
 }
 
 // TamperedCounts returns how many entries failed verification, by reason
@@ -156,8 +175,10 @@ type Tampered struct {
 	Err error
 	// Deliveries as in Entry.
 	Deliveries int64
-	// Fields are the entry's fields as stored, for forensics and dead-lettering.
-	Fields map[string]any
+	// Fields are the entry's fields as stored, for forensics and
+	// dead-lettering: name, value, name, value, … in stream order, a field
+	// named twice included (copies, not views of the reply).
+	Fields []string
 }
 
 // Batch is what a read or a claim returns.
