@@ -185,7 +185,7 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 	metrics.WatchPlugins(pipeline.Plugins())
 	sinks := map[string]processor.Sink{}
 	for name, s := range cfg.Sinks {
-		sinks[name] = processor.Sink{Type: s.Type, Stream: s.Stream, Path: s.Path}
+		sinks[name] = processor.Sink{Type: processor.SinkKind(s.Type), Stream: s.Stream, Path: s.Path}
 	}
 	proc, err := processor.New(processor.Config{
 		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
@@ -193,7 +193,7 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
 		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout,
 		Sinks: sinks, StopWhenIdle: stopWhenIdle,
-	}, logger, bus, rdb, pipeline, metrics)
+	}, logger, bus, pipeline, metrics)
 	if err != nil {
 		return err
 	}
