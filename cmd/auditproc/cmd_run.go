@@ -212,7 +212,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	metrics.WatchPlugins(pipeline.Plugins())
 	sinks := map[string]processor.Sink{}
 	for name, s := range cfg.Sinks {
-		sinks[name] = processor.Sink{Type: s.Type, Stream: s.Stream, Path: s.Path}
+		sinks[name] = processor.Sink{Type: processor.SinkKind(s.Type), Stream: s.Stream, Path: s.Path}
 	}
 	proc, err := processor.New(processor.Config{
 		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
@@ -220,7 +220,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
 		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout,
 		Sinks: sinks, StopWhenIdle: stopWhenIdle,
-	}, logger, bus, rdb, pipeline, metrics)
+	}, logger, bus, pipeline, metrics)
 	if err != nil {
 		return err
 	}

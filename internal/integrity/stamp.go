@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -34,6 +35,9 @@ func Stamp(event []byte, now time.Time) ([]byte, string, error) {
 	open := bytes.IndexByte(event, '{')
 	if open < 0 || len(bytes.TrimSpace(event[:open])) != 0 {
 		return nil, "", fmt.Errorf("%w: not a JSON object", ErrInvalidEvent)
+	}
+	if name, dup := duplicateMember(bytesAsString(event)); dup {
+		return nil, "", fmt.Errorf("%w: top-level member %q appears twice", ErrInvalidEvent, truncate(name))
 	}
 	res := gjson.GetManyBytes(event, EventIDMember, TimestampMember)
 	id, ts := res[0], res[1]
@@ -95,4 +99,45 @@ func newEventID(now time.Time) string {
 	s[23] = '-'
 	hex.Encode(s[24:36], u[10:16])
 	return string(s[:])
+}
+
+// duplicateMember returns the first top-level member name of the JSON
+// object event that appears twice (compared after unescaping, so "a" and
+// "\u0061" are one name), and whether there is one. JSON parsers disagree on
+// which of two members wins, so a signed event must not hold one twice.
+func duplicateMember(event string) (string, bool) {
+	var (
+		small [16]string
+		names = small[:0]
+		seen  map[string]struct{}
+		dup   string
+		found bool
+	)
+	obj := gjson.Parse(event)
+	if !obj.IsObject() {
+		return "", false
+	}
+	obj.ForEach(func(key, _ gjson.Result) bool {
+		if seen == nil && len(names) < len(small) {
+			if slices.Contains(names, key.Str) {
+				dup, found = key.Str, true
+				return false
+			}
+			names = append(names, key.Str)
+			return true
+		}
+		if seen == nil {
+			seen = make(map[string]struct{}, 2*len(names))
+			for _, n := range names {
+				seen[n] = struct{}{}
+			}
+		}
+		if _, ok := seen[key.Str]; ok {
+			dup, found = key.Str, true
+			return false
+		}
+		seen[key.Str] = struct{}{}
+		return true
+	})
+	return dup, found
 }
