@@ -22,8 +22,8 @@ const hostileDeadline = 100 * time.Millisecond
 // (plugins/fixtures/hostile) against a 100 ms deadline: each call must stop
 // as a deadline failure. The host charges what it copies, scans and
 // generates and checks the deadline itself; before it did, these calls ran
-// 6 s to minutes. The bound asserted here is loose (a shared CI machine
-// stalls); the times measured are logged for the record.
+// 6 s to minutes. The bound asserted here is loose (30 deadlines: a shared
+// CI machine stalls); the times measured are logged for the record.
 func TestHostCallsCharged(t *testing.T) {
 	for _, name := range []string{
 		"fd-write-iovecs", "random-get", "poll-oneoff", "path-open",
@@ -39,7 +39,7 @@ func TestHostCallsCharged(t *testing.T) {
 				t.Logf("%s: stopped after %v against a %v deadline: %v", name, took.Round(time.Millisecond), hostileDeadline, res.Err)
 				assert.Equal(t, abi.VerdictRetry, res.Verdict)
 				require.ErrorIs(t, res.Err, host.ErrDeadline)
-				assert.Less(t, took, 10*hostileDeadline)
+				assert.Less(t, took, 30*hostileDeadline)
 			}
 			res := w.Process(context.Background(), testEvent([]byte(`{"x":"fine"}`)))
 			require.NoError(t, res.Err)

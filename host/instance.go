@@ -275,16 +275,21 @@ func (inst *instance) guestMemory(ptr, n uint32) error {
 
 // classify turns a failed call into an error wrapping one of the cause
 // sentinels.
+//
+// killed says the call was stopped or returned past its deadline: that is
+// a deadline failure, unless the guest had trapped on its own (a trap
+// names what went wrong; an exit or a stop does not).
 func (inst *instance) classify(err error, killed bool) error {
 	var exit *sys.ExitError
+	isExit := errors.As(err, &exit)
 	switch {
-	case killed:
+	case killed && (err == nil || isExit):
 		return fmt.Errorf("%w of %s", ErrDeadline, inst.timeout)
 	case errors.Is(err, ErrGuestMemory):
 		return err
 	case inst.fault != nil:
 		return fmt.Errorf("%w: %w", ErrTrap, inst.fault)
-	case errors.As(err, &exit):
+	case isExit:
 		if inst.p.isClosed() {
 			return ErrClosed
 		}
