@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/auditproc/auditproc/internal/config"
+	"github.com/auditproc/auditproc/internal/redisconn"
 )
 
 func configCommand() *command {
@@ -39,6 +40,16 @@ own check of its config), unless --skip-plugins is given.`,
 			}
 			cfg, err := config.Load(config.Source{File: args[0], Getenv: os.Getenv})
 			if err != nil {
+				return usageError{err}
+			}
+			// The Redis settings and the stream layout are checked here,
+			// without contacting Redis: a layout that cannot work in the
+			// chosen mode (keys of one commit in different cluster slots)
+			// would otherwise fail every commit at run time.
+			if _, err := redisconn.Resolve(cfg.Redis, cfg.RedisPassword); err != nil {
+				return usageError{err}
+			}
+			if err := redisconn.CheckLayout(&cfg); err != nil {
 				return usageError{err}
 			}
 			if !skipPlugins {
