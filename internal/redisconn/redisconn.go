@@ -293,22 +293,22 @@ func (t Target) Client(to Timeouts) redis.UniversalClient {
 		to.IO = config.DefaultIOTimeout
 	}
 	o := &redis.UniversalOptions{
-		Addrs:                 t.Addrs,
-		DB:                    t.DB,
-		Username:              t.Username,
-		Password:              t.Password,
-		MasterName:            t.MasterName,
-		TLSConfig:             t.TLS,
-		DialTimeout:           to.Dial,
-		ReadTimeout:           to.IO,
-		WriteTimeout:          to.IO,
-		PoolTimeout:           to.IO + time.Second,
-		MaxRetries:            1,
+		Addrs:        t.Addrs,
+		DB:           t.DB,
+		Username:     t.Username,
+		Password:     t.Password,
+		MasterName:   t.MasterName,
+		TLSConfig:    t.TLS,
+		DialTimeout:  to.Dial,
+		ReadTimeout:  to.IO,
+		WriteTimeout: to.IO,
+		PoolTimeout:  to.IO + time.Second,
+		MaxRetries:   1,
 		// One dial per attempt: callers retry with their own backoff, and
 		// go-redis's default of five dials makes a dead server slow to
 		// report.
-		DialerRetries:      1,
-		DialerRetryTimeout: min(to.Dial/10, 100*time.Millisecond),
+		DialerRetries:         1,
+		DialerRetryTimeout:    min(to.Dial/10, 100*time.Millisecond),
 		ContextTimeoutEnabled: true,
 		Dialer:                dialer(to.Dial, t.TLS),
 	}

@@ -56,18 +56,18 @@ plugins:
 // hash to different slots, config check and run exit 2 naming every key
 // and its slot, without waiting for Redis (the cluster address is closed).
 func TestClusterLayoutIsRefusedUpFront(t *testing.T) {
-	e := &env{t: t, dir: t.TempDir(), wasm: t.TempDir(), cache: t.TempDir()}
+	e := newEnvWith(t)
 	redisYAML := fmt.Sprintf("  cluster: {addrs: [%q]}", closedPort(t))
 	bad := e.modeConfig(redisYAML, "audit:stream", "audit:dead", "audit:out")
 	for _, cmd := range [][]string{{"config", "check", "--skip-plugins", bad}, {"run", "--config", bad, "--stop-when-idle"}} {
-		code, _, stderr := runBinary(t, 20*time.Second, cmd...)
+		code, _, stderr := e.run(20*time.Second, cmd...)
 		assert.Equal(t, 2, code, stderr)
 		for _, want := range []string{"stream.name", `"audit:stream"`, "dead_letter.stream", "sinks.out.stream", "slot", "hash tag"} {
 			assert.Contains(t, stderr, want, cmd[0])
 		}
 	}
 	good := e.modeConfig(redisYAML, "{audit}:stream", "{audit}:dead", "{audit}:out")
-	code, stdout, stderr := runBinary(t, 20*time.Second, "config", "check", "--skip-plugins", good)
+	code, stdout, stderr := e.run(20*time.Second, "config", "check", "--skip-plugins", good)
 	assert.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "ok")
 }
