@@ -34,7 +34,8 @@ func TestChainedAppendsAndCheckpoints(t *testing.T) {
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { chained.RunCheckpoints(rctx); close(done) }()
-	time.Sleep(500 * time.Millisecond) // idle: one interval checkpoint at least
+	// Idle: a checkpoint by time (after the one by count).
+	require.Eventually(t, func() bool { return f.rdb.XLen(ctx, f.stream).Val() >= 6 }, 10*time.Second, 20*time.Millisecond)
 	stop()
 	<-done
 	require.NoError(t, chained.CloseChain(ctx))
@@ -61,7 +62,8 @@ func TestChainedAppendsAndCheckpoints(t *testing.T) {
 
 	strict, err := streambus.New(streambus.Config{RequireChain: true}, slog.New(slog.DiscardHandler), f.rdb, f.keys)
 	require.NoError(t, err)
-	all, err := strict.XRead(ctx, streambus.ReadArgs{Stream: f.stream, ID: "0", Count: 100, Block: -1})
+	require.NoError(t, f.rdb.XGroupCreate(ctx, f.stream, "strict", "0").Err())
+	all, err := strict.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: "strict", Consumer: "c", Count: 100, Block: -1})
 	require.NoError(t, err)
 	require.Len(t, all.Tampered, 1)
 	assert.Equal(t, v1.ID, all.Tampered[0].ID)

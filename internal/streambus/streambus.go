@@ -33,6 +33,8 @@ var (
 	// ErrInvalidArgs: a required argument (stream, group, consumer, ids) is
 	// missing or out of range.
 	ErrInvalidArgs = errors.New("streambus: invalid arguments")
+	// ErrNoGroup: the consumer group does not exist on the stream.
+	ErrNoGroup = errors.New("streambus: no such consumer group")
 )
 
 // Config tunes a Bus. The zero value is usable.
@@ -183,7 +185,7 @@ type Entry struct {
 	Sig string
 	// Deliveries is how many times the group delivered the entry, this time
 	// included: 1 for a new entry (XReadGroup with ">"), the XPENDING count
-	// for re-read and claimed entries, 0 outside a group (XRead).
+	// for re-read and claimed entries.
 	Deliveries int64
 	// Link is the entry's place in its source's chain: zero for an
 	// envelope version 1 entry (Source "").
@@ -233,7 +235,7 @@ type Batch struct {
 	// them from the pending list (XAUTOCLAIM) or keeps them (XREADGROUP
 	// history) until they are acknowledged.
 	Deleted []string
-	// Cursor is where to continue: for XRead and XReadGroup the id of the last
+	// Cursor is where to continue: for XReadGroup the id of the last
 	// entry Redis returned (verified or not), or the request's id when none
 	// came back; for XAutoClaim the next start id, "0-0" once the whole
 	// pending list has been scanned.
