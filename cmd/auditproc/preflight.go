@@ -29,6 +29,12 @@ type preflight struct {
 	rdb      redis.UniversalClient // not connected yet
 	mode     redisconn.Mode        // how rdb reaches Redis
 	pipeline *host.Pipeline        // nil without loadPlugins
+
+	// For run: the flags to load the configuration again on a reload
+	// (nil: no reloads), and whether to watch the files.
+	cf    *configFlags
+	watch bool
+	hup   <-chan os.Signal
 }
 
 // close releases what preflight opened (the pipeline and the Redis client).
