@@ -1,11 +1,14 @@
 package host
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/tetratelabs/wazero"
 
 	"github.com/auditproc/auditproc/abi"
 )
@@ -30,7 +33,12 @@ const wasmPageSize = 64 << 10
 type Config struct {
 	// CacheDir is where compiled modules are cached between runs. Empty keeps
 	// the cache in memory only (a module is then compiled once per Load).
+	// Ignored when Cache is set, which has its own.
 	CacheDir string
+	// Cache, when set, is the compilation cache every plugin loaded with
+	// this Config shares (one per process: a module loaded twice is
+	// compiled once). Its owner closes it after the plugins.
+	Cache *Cache
 	// Logger receives plugin log lines (host function log, stdout, stderr)
 	// and instance restarts. Nil discards them.
 	Logger *slog.Logger
@@ -158,4 +166,51 @@ func (s PluginSpec) memoryLimitPages() uint32 {
 // guest is stopped within its deadline plus one tick.
 func tick(deadline time.Duration) time.Duration {
 	return min(max(deadline/8, time.Millisecond), 25*time.Millisecond)
+}
+
+// Cache is a compilation cache that plugins share (Config.Cache): wazero's
+// compiled native code, in memory and, with a directory, on disk.
+type Cache struct {
+	c   wazero.CompilationCache
+	dir string
+}
+
+// NewCache returns a compilation cache kept in dir, or in memory only when
+// dir is empty.
+func NewCache(dir string) (*Cache, error) {
+	c, err := newCompilationCache(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Cache{c, dir}, nil
+}
+
+// Close releases the cache; close it after every plugin that uses it.
+func (c *Cache) Close(ctx context.Context) error { return c.c.Close(ctx) }
+
+// dir is where instrumented modules are kept: the shared cache's
+// directory, or CacheDir.
+func (cfg Config) dir() string {
+	if cfg.Cache != nil {
+		return cfg.Cache.dir
+	}
+	return cfg.CacheDir
+}
+
+func (c *Cache) shared() wazero.CompilationCache {
+	if c == nil {
+		return nil
+	}
+	return c.c
+}
+
+func newCompilationCache(dir string) (wazero.CompilationCache, error) {
+	if dir == "" {
+		return wazero.NewCompilationCache(), nil
+	}
+	c, err := wazero.NewCompilationCacheWithDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("compilation cache: %w", err)
+	}
+	return c, nil
 }

@@ -168,7 +168,14 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 	// finishes and acks what it read, then the plugins close, then Redis.
 	defer rdb.Close()
 
-	pipeline, err := loadPipeline(ctx, cfg, logger)
+	// One compilation cache for every plugin of the process, closed after
+	// them.
+	cache, err := host.NewCache(cfg.Host.CacheDir)
+	if err != nil {
+		return usageError{fmt.Errorf("host.cache_dir: %w", err)}
+	}
+	defer cache.Close(context.WithoutCancel(ctx))
+	pipeline, err := loadPipelineWith(ctx, cfg, logger, cache)
 	if err != nil {
 		return err
 	}
@@ -225,7 +232,13 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 // plugin that did load is closed. Each plugin's load time is logged at
 // debug level (plugin_loaded).
 func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*host.Pipeline, error) {
-	hc := host.Config{CacheDir: cfg.Host.CacheDir, Logger: logger}
+	return loadPipelineWith(ctx, cfg, logger, nil)
+}
+
+// loadPipelineWith is loadPipeline with the plugins sharing cache (nil:
+// one cache per plugin, in cfg.Host.CacheDir).
+func loadPipelineWith(ctx context.Context, cfg *config.Config, logger *slog.Logger, cache *host.Cache) (*host.Pipeline, error) {
+	hc := host.Config{CacheDir: cfg.Host.CacheDir, Cache: cache, Logger: logger}
 	specs := make([]host.PluginSpec, len(cfg.Plugins))
 	for i, p := range cfg.Plugins {
 		conf, err := json.Marshal(p.Config)
