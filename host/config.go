@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -36,8 +37,8 @@ type Config struct {
 	// Ignored when Cache is set, which has its own.
 	CacheDir string
 	// Cache, when set, is the compilation cache every plugin loaded with
-	// this Config shares (one per process: a module loaded twice is
-	// compiled once). Its owner closes it after the plugins.
+	// this Config shares (one per pipeline: a module loaded twice is
+	// compiled once).
 	Cache *Cache
 	// Logger receives plugin log lines (host function log, stdout, stderr)
 	// and instance restarts. Nil discards them.
@@ -169,10 +170,17 @@ func tick(deadline time.Duration) time.Duration {
 }
 
 // Cache is a compilation cache that plugins share (Config.Cache): wazero's
-// compiled native code, in memory and, with a directory, on disk.
+// compiled native code, in memory and, with a directory, on disk. Every
+// plugin loaded with it keeps it open until the plugin is closed, so its
+// creator may Close it as soon as the plugins are loaded: the last of them
+// to close releases it.
 type Cache struct {
 	c   wazero.CompilationCache
 	dir string
+
+	mu          sync.Mutex
+	refs        int  // the creator's reference and one per plugin
+	creatorGone bool // Close was called
 }
 
 // NewCache returns a compilation cache kept in dir, or in memory only when
@@ -182,11 +190,44 @@ func NewCache(dir string) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Cache{c, dir}, nil
+	return &Cache{c: c, dir: dir, refs: 1}, nil
 }
 
-// Close releases the cache; close it after every plugin that uses it.
-func (c *Cache) Close(ctx context.Context) error { return c.c.Close(ctx) }
+// Close gives up the creator's reference; the cache is released once every
+// plugin that uses it is closed too. Calling it more than once is a no-op.
+func (c *Cache) Close(ctx context.Context) error {
+	c.mu.Lock()
+	if c.refs > 0 && !c.creatorGone {
+		c.creatorGone = true
+		c.mu.Unlock()
+		return c.release(ctx)
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// acquire takes a plugin's reference; false when the cache is released.
+func (c *Cache) acquire() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refs == 0 {
+		return false
+	}
+	c.refs++
+	return true
+}
+
+// release gives up one reference and releases the cache with the last.
+func (c *Cache) release(ctx context.Context) error {
+	c.mu.Lock()
+	c.refs--
+	last := c.refs == 0
+	c.mu.Unlock()
+	if last {
+		return c.c.Close(ctx)
+	}
+	return nil
+}
 
 // dir is where instrumented modules are kept: the shared cache's
 // directory, or CacheDir.
@@ -195,13 +236,6 @@ func (cfg Config) dir() string {
 		return cfg.Cache.dir
 	}
 	return cfg.CacheDir
-}
-
-func (c *Cache) shared() wazero.CompilationCache {
-	if c == nil {
-		return nil
-	}
-	return c.c
 }
 
 func newCompilationCache(dir string) (wazero.CompilationCache, error) {

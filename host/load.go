@@ -291,7 +291,8 @@ const meterPeriod = 1 << 12
 // compiledPlugin is a plugin's runtime and compiled module.
 type compiledPlugin struct {
 	rt       wazero.Runtime
-	cache    wazero.CompilationCache // nil when shared (Config.Cache)
+	cache    wazero.CompilationCache // the plugin's own, or nil
+	shared   *Cache                  // the shared one it holds a reference of, or nil
 	module   wazero.CompiledModule
 	offered  map[Import]signature
 	guard    Guard
@@ -376,6 +377,18 @@ func saveMetered(path string, metered []byte) {
 	}
 }
 
+// close closes the runtime, then the cache it used (or its reference).
+func (c *compiledPlugin) close(ctx context.Context) error {
+	err := c.rt.Close(ctx)
+	if c.cache != nil {
+		_ = c.cache.Close(ctx)
+	}
+	if c.shared != nil {
+		_ = c.shared.release(ctx)
+	}
+	return err
+}
+
 // validate compiles wasm with wazero's interpreter, which checks a module
 // as the compiler does without generating code.
 func validate(ctx context.Context, wasm []byte) error {
@@ -390,8 +403,14 @@ func validate(ctx context.Context, wasm []byte) error {
 
 func compileWith(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, guard Guard) (_ *compiledPlugin, err error) {
 	c := &compiledPlugin{guard: guard}
-	cache := cfg.Cache.shared()
-	if cache == nil {
+	var cache wazero.CompilationCache
+	switch {
+	case cfg.Cache != nil:
+		if !cfg.Cache.acquire() {
+			return nil, errors.New("compilation cache: closed")
+		}
+		c.shared, cache = cfg.Cache, cfg.Cache.c
+	default:
 		if c.cache, err = newCompilationCache(cfg.CacheDir); err != nil {
 			return nil, err
 		}
@@ -403,10 +422,7 @@ func compileWith(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, 
 		WithCloseOnContextDone(guard == GuardWazero))
 	defer func() {
 		if err != nil {
-			_ = c.rt.Close(context.Background())
-			if c.cache != nil {
-				_ = c.cache.Close(context.Background())
-			}
+			c.close(context.Background())
 		}
 	}()
 	if c.offered, err = offerImports(ctx, c.rt); err != nil {

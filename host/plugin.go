@@ -22,7 +22,7 @@ type Plugin struct {
 	sha256 string
 	logger *slog.Logger
 	rt     wazero.Runtime
-	cache  wazero.CompilationCache
+	comp   *compiledPlugin // closed with the plugin
 	module wazero.CompiledModule
 	guard  Guard
 	modCfg wazero.ModuleConfig
@@ -91,7 +91,7 @@ func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiledPlugin) *Plug
 		sha256: sum,
 		logger: logger,
 		rt:     c.rt,
-		cache:  c.cache,
+		comp:   c,
 		module: c.module,
 		guard:  c.guard,
 		modCfg: modCfg,
@@ -141,11 +141,7 @@ func (p *Plugin) Close(ctx context.Context) error {
 	p.live = nil
 	p.idle = nil
 	p.mu.Unlock()
-	err := p.rt.Close(ctx)
-	if p.cache != nil {
-		_ = p.cache.Close(ctx)
-	}
-	return err
+	return p.comp.close(ctx)
 }
 
 func (p *Plugin) now() int64 { return int64(time.Since(p.epoch)) }

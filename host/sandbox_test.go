@@ -128,8 +128,9 @@ func TestMeterCounterUnreachable(t *testing.T) {
 	require.ErrorIs(t, err, meter.ErrMalformed)
 }
 
-// TestSharedCache: plugins loaded with one Config.Cache share it; closing
-// them leaves it usable, and it is closed after them.
+// TestSharedCache: plugins loaded with one Config.Cache share it; its
+// creator may close it once they are loaded, and the last plugin to close
+// releases it.
 func TestSharedCache(t *testing.T) {
 	ctx := context.Background()
 	cache, err := host.NewCache(t.TempDir())
@@ -141,6 +142,7 @@ func TestSharedCache(t *testing.T) {
 		require.NoError(t, err)
 		plugins = append(plugins, p)
 	}
+	require.NoError(t, cache.Close(ctx))
 	require.NoError(t, plugins[0].Close(ctx))
 	w, err := host.NewPipeline(plugins[1:]...).NewWorker(ctx)
 	require.NoError(t, err)
@@ -150,5 +152,6 @@ func TestSharedCache(t *testing.T) {
 	for _, p := range plugins[1:] {
 		require.NoError(t, p.Close(ctx))
 	}
-	require.NoError(t, cache.Close(ctx))
+	_, err = host.Load(ctx, host.PluginSpec{Name: "late", Path: wasmtest.Path(t, "tag")}, cfg)
+	require.ErrorContains(t, err, "compilation cache: closed", "released with the last plugin")
 }

@@ -12,42 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ClaimArgs are the arguments of XClaim.
-type ClaimArgs struct {
-	Stream   string
-	Group    string
-	Consumer string
-	// MinIdle: only entries idle at least this long change owner.
-	MinIdle time.Duration
-	// IDs to claim.
-	IDs []string
-}
-
-// XClaim moves the given pending entries, when idle at least a.MinIdle, to
-// a.Consumer and returns them verified, with their delivery counts (XCLAIM
-// counts this delivery). Redis silently drops ids whose entries were deleted
-// from the pending list; use XAutoClaim to learn them.
-func (b *Bus) XClaim(ctx context.Context, a ClaimArgs) (Batch, error) {
-	if a.Stream == "" || a.Group == "" || a.Consumer == "" || len(a.IDs) == 0 {
-		return Batch{}, fmt.Errorf("%w: xclaim needs stream, group, consumer and ids", ErrInvalidArgs)
-	}
-	args := append(make([]any, 0, 5+len(a.IDs)), "xclaim", a.Stream, a.Group, a.Consumer, max(a.MinIdle, 0).Milliseconds())
-	for _, id := range a.IDs {
-		args = append(args, id)
-	}
-	sc := b.getScratch()
-	defer b.putScratch(sc)
-	raw, err := b.raw(ctx, args...)
-	var entries []rawEntry
-	if err == nil {
-		entries, err = parseEntriesReply(raw, sc)
-	}
-	if err != nil {
-		return Batch{}, fmt.Errorf("xclaim %d ids on stream %q group %q: %w", len(a.IDs), a.Stream, a.Group, err)
-	}
-	return b.claimed(ctx, "xclaim", a.Stream, a.Group, a.Consumer, entries, nil, "", sc)
-}
-
 // AutoClaimArgs are the arguments of XAutoClaim.
 type AutoClaimArgs struct {
 	Stream   string

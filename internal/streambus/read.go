@@ -14,20 +14,6 @@ import (
 	"github.com/auditproc/auditproc/internal/integrity"
 )
 
-// ReadArgs are the arguments of XRead.
-type ReadArgs struct {
-	// Stream to read.
-	Stream string
-	// ID: return entries after this id. "$" (the default) returns only
-	// entries added after the call started; "0" reads from the beginning.
-	ID string
-	// Count caps the entries returned. Default: Config.Count.
-	Count int64
-	// Block is how long to wait for an entry when none is there: 0 means
-	// Config.Block, a negative value means do not wait.
-	Block time.Duration
-}
-
 // GroupReadArgs are the arguments of XReadGroup.
 type GroupReadArgs struct {
 	Stream   string
@@ -39,61 +25,12 @@ type GroupReadArgs struct {
 	ID string
 	// Count caps the entries returned. Default: Config.Count.
 	Count int64
-	// Block as in ReadArgs.
+	// Block is how long to wait for an entry when none is there: 0 means
+	// Config.Block, a negative value means do not wait.
 	Block time.Duration
 	// Ack lists ids to acknowledge (XACK) in the same round trip, before the
 	// read: the previous batch of a read loop. Batch.Acked reports the count.
 	Ack []string
-}
-
-// XRead reads entries after a.ID and returns the verified ones. Entries that
-// fail verification are logged as security_audit_tampered_message, counted
-// and reported in Batch.Tampered. Batch.Cursor is the id to pass next time.
-// A read that waited a.Block without an entry returns an empty Batch and no
-// error; a cancelled ctx returns its error promptly.
-func (b *Bus) XRead(ctx context.Context, a ReadArgs) (Batch, error) {
-	if a.Stream == "" {
-		return Batch{}, fmt.Errorf("%w: empty stream name", ErrInvalidArgs)
-	}
-	id, count, block := a.ID, b.count(a.Count), b.block(a.Block)
-	if id == "" {
-		id = "$"
-	}
-	if id == "$" {
-		// Read in slices, "$" must become a fixed id: the stream's last one.
-		last, err := b.rdb.XRevRangeN(ctx, a.Stream, "+", "-", 1).Result()
-		if err != nil {
-			return Batch{}, fmt.Errorf("xread from stream %q: find last entry: %w", a.Stream, err)
-		}
-		id = "0-0"
-		if len(last) > 0 {
-			id = last[0].ID
-		}
-	}
-	sc := b.getScratch()
-	defer b.putScratch(sc)
-	entries, err := b.blockLoop(ctx, block, func(block time.Duration) ([]rawEntry, error) {
-		args := []any{"xread", "count", count}
-		pos := 4
-		if block >= 0 {
-			args = append(args, "block", block.Milliseconds())
-			pos = 6
-		}
-		args = append(args, "streams", a.Stream, id)
-		return b.rawStreams(ctx, sc, pos, args...)
-	})
-	if err != nil {
-		return Batch{}, fmt.Errorf("xread from stream %q: %w", a.Stream, err)
-	}
-	batch := Batch{Cursor: id}
-	b.verify(a.Stream, entries, 0, false, &batch, sc)
-	b.reportTampered(ctx, "xread", "", "", batch.Tampered)
-	if batch.Len() > 0 {
-		b.log.LogAttrs(ctx, slog.LevelDebug, "stream_messages_read",
-			slog.String("stream", a.Stream), slog.Int("count", len(batch.Entries)),
-			slog.Int("tampered", len(batch.Tampered)), slog.String("cursor", batch.Cursor))
-	}
-	return batch, nil
 }
 
 // XReadGroup reads for a consumer of a group and returns the verified
@@ -269,6 +206,9 @@ func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, histor
 			continue
 		}
 		env, err := verdicts[i].env, verdicts[i].err
+		if err == nil && b.cfg.RequireChain && !env.Chained() {
+			err = errUnchained
+		}
 		if err != nil {
 			batch.Tampered = append(batch.Tampered, Tampered{
 				ID: m.id, Stream: stream, Reason: integrity.Reason(err), Err: err,
@@ -276,12 +216,21 @@ func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, histor
 			})
 			continue
 		}
-		batch.Entries = append(batch.Entries, Entry{
+		e := Entry{
 			ID: m.id, Stream: stream, KeyID: env.KeyID, EventID: env.EventID,
-			Event: env.Event, Sig: env.Sig, Deliveries: deliveries,
-		})
+			Event: env.Event, Sig: env.Sig, Deliveries: deliveries, Link: env.Link,
+		}
+		if env.IsCheckpoint() {
+			batch.Checkpoints = append(batch.Checkpoints, e)
+			continue
+		}
+		batch.Entries = append(batch.Entries, e)
 	}
 }
+
+// errUnchained refuses a version 1 entry under Config.RequireChain.
+var errUnchained = &integrity.EnvelopeError{Field: integrity.FieldVersion,
+	Problem: "envelope version 1 (no chain) refused: integrity.require_chain is set", Err: integrity.ErrMalformed}
 
 type verdict struct {
 	env integrity.Envelope
