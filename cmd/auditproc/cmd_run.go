@@ -235,6 +235,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		return err
 	}
 	metrics := processor.NewMetrics()
+	registerBuildInfo(metrics.Registry)
 	metrics.WatchPlugins(pipeline.Plugins())
 	sinks := map[string]processor.Sink{}
 	for name, s := range cfg.Sinks {
