@@ -139,7 +139,8 @@ func TestRunEmitStatusOnClusterAndSentinel(t *testing.T) {
 			assert.Zero(t, pend.Count)
 			code, stdout, stderr = e.run(20*time.Second, "status", "--config", cfg, "--json")
 			require.Equal(t, 0, code, stderr)
-			assert.Contains(t, stdout, `"length": 50,`)
+			assert.Contains(t, stdout, `"lag": 0,`)
+			assert.Contains(t, stdout, `"pending": 0,`)
 		})
 	}
 }
