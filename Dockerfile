@@ -38,6 +38,7 @@ COPY --chown=65532:65532 build/image/cache/ /var/cache/auditproc/
 # keys: a mounted plugins.yaml or the environment may change them.
 ENV AUDITPROC_CONFIG=/etc/auditproc/plugins.yaml \
     AUDITPROC_HOST_CACHE_DIR=/var/cache/auditproc \
+    AUDITPROC_CONSUMER_STATE_DIR=/var/cache/auditproc/state \
     AUDITPROC_METRICS_ADDRESS=0.0.0.0:9464
 
 USER 65532:65532

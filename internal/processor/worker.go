@@ -31,17 +31,20 @@ func (p *Processor) startWorkers(ctx context.Context) ([]*host.Worker, error) {
 }
 
 // runWorker runs the pipeline over every chunk of entries it receives and
-// sends the results on, until jobs is closed; then it closes w.
-func (p *Processor) runWorker(ctx context.Context, w *host.Worker, obs observers, jobs <-chan []streambus.Entry, results chan<- *[]work) {
+// sends the results on, until jobs is closed; then it releases w. slot is
+// its slot in the crash journal.
+func (p *Processor) runWorker(ctx context.Context, slot int, w *host.Worker, obs observers, jobs <-chan []streambus.Entry, results chan<- *[]work) {
 	defer w.Release()
 	for chunk := range jobs {
 		out := p.chunk(len(chunk))
 		for i := range chunk {
 			e := &chunk[i]
+			p.journal.begin(slot, e.ID)
 			res := w.Process(ctx, host.Event{
 				EntryID: e.ID, Stream: e.Stream, KeyID: e.KeyID, EventID: e.EventID,
 				Deliveries: uint32(min(e.Deliveries, 1<<31)), Data: e.Event,
 			})
+			p.journal.end(slot)
 			p.checkEmits(&res)
 			obs.observe(&res)
 			// The worker reuses Event and Timings on its next call;
