@@ -204,7 +204,8 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	if err := checkDurability(ctx, rdb, logger, cfg.Safety.RequireDurableRedis); err != nil {
 		return err
 	}
-	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize)}, logger, rdb, keys)
+	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize),
+		RequireChain: cfg.Integrity.RequireChain}, logger, rdb, keys)
 	if err != nil {
 		return err
 	}
