@@ -122,7 +122,7 @@ func (inst *instance) initialize() error {
 		killed := !inst.end()
 		return inStep(step, inst.classify(err, killed))
 	}
-	mod, err := p.rt.InstantiateModule(inst.ctx, p.compiled, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
+	mod, err := p.rt.InstantiateModule(inst.ctx, p.module, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
 	if err != nil {
 		// wazero keeps no module that failed to instantiate, and so
 		// never frees a memory it made for it.

@@ -16,16 +16,16 @@ import (
 // its memory limit and deadline guard. It is safe for concurrent use; the
 // instances it makes are not, and each Worker keeps its own.
 type Plugin struct {
-	spec     PluginSpec
-	sha256   string
-	logger   *slog.Logger
-	rt       wazero.Runtime
-	cache    wazero.CompilationCache
-	compiled wazero.CompiledModule
-	guard    Guard
-	modCfg   wazero.ModuleConfig
-	epoch    time.Time // deadlines are nanoseconds since epoch (monotonic)
-	logs     *rateLimiter
+	spec   PluginSpec
+	sha256 string
+	logger *slog.Logger
+	rt     wazero.Runtime
+	comp   *compiledPlugin // closed with the plugin
+	module wazero.CompiledModule
+	guard  Guard
+	modCfg wazero.ModuleConfig
+	epoch  time.Time // deadlines are nanoseconds since epoch (monotonic)
+	logs   *rateLimiter
 
 	mu     sync.Mutex
 	live   map[*instance]struct{} // instances the deadline ticker watches
@@ -68,7 +68,7 @@ type Stats struct {
 	Restarts       map[Cause]uint64 // instances discarded or recycled, by cause
 }
 
-func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiled) *Plugin {
+func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiledPlugin) *Plugin {
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -88,18 +88,18 @@ func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiled) *Plugin {
 		modCfg = modCfg.WithSysWalltime().WithSysNanotime()
 	}
 	return &Plugin{
-		spec:     spec,
-		sha256:   sum,
-		logger:   logger,
-		rt:       c.rt,
-		cache:    c.cache,
-		compiled: c.compiled,
-		guard:    c.guard,
-		modCfg:   modCfg,
-		epoch:    time.Now(),
-		logs:     newRateLimiter(spec.LogLinesPerSecond),
-		live:     map[*instance]struct{}{},
-		stop:     make(chan struct{}),
+		spec:   spec,
+		sha256: sum,
+		logger: logger,
+		rt:     c.rt,
+		comp:   c,
+		module: c.module,
+		guard:  c.guard,
+		modCfg: modCfg,
+		epoch:  time.Now(),
+		logs:   newRateLimiter(spec.LogLinesPerSecond),
+		live:   map[*instance]struct{}{},
+		stop:   make(chan struct{}),
 	}
 }
 
@@ -143,14 +143,11 @@ func (p *Plugin) Close(ctx context.Context) error {
 	p.live = nil
 	p.idle = nil
 	p.mu.Unlock()
-	err := p.rt.Close(ctx)
+	err := p.comp.close(ctx)
 	// No call runs in an idle instance: its memory can go now. An instance a
 	// worker holds is closed when the worker gives it back.
 	for _, inst := range idle {
 		inst.close(-1)
-	}
-	if p.cache != nil {
-		_ = p.cache.Close(ctx)
 	}
 	return err
 }
