@@ -132,3 +132,19 @@ func TestInitializeExitRefused(t *testing.T) {
 		})
 	}
 }
+
+// A trap's stack trace names the function by its index in the module as
+// written, as it would without the meter (whose import shifts every
+// defined function's index by one), and the plugin's name once.
+func TestTrapNamesTheModulesOwnFunction(t *testing.T) {
+	var msgs []string
+	for _, trusted := range []bool{false, true} {
+		p := load(t, "trap-process", host.PluginSpec{Trusted: trusted})
+		res := worker(t, p).Process(context.Background(), testEvent([]byte(`{"x":"boom"}`)))
+		require.ErrorIs(t, res.Err, host.ErrTrap)
+		assert.Contains(t, res.Message, ".$4(i32,i32) i32", "auditproc_process is function 4 of trap-process.wat")
+		assert.Equal(t, 1, strings.Count(res.Message, "trap-process"), res.Message)
+		msgs = append(msgs, res.Message)
+	}
+	assert.Equal(t, msgs[0], msgs[1], "metered and trusted report the same trap")
+}

@@ -345,7 +345,7 @@ func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte
 
 // meteredVersion names the meter's output format in the cache: change it when
 // the instrumentation changes.
-const meteredVersion = "meter4"
+const meteredVersion = "meter5"
 
 // meteredPath is where the instrumented module of the module with SHA-256
 // sum is kept in the compilation cache directory ("" without one):

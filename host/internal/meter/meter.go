@@ -78,6 +78,12 @@ func Instrument(wasm []byte, period uint32) ([]byte, error) {
 			out = append(out, payload...)
 		}
 	}
+	if !m.named {
+		names := m.nameSection()
+		out = append(out, secCustom)
+		out = wasmbin.AppendU32(out, uint32(len(names)))
+		out = append(out, names...)
+	}
 	return out, nil
 }
 
@@ -95,4 +101,5 @@ type module struct {
 	// dataIndexed: the module names data segments by index (a data count
 	// section, memory.init or data.drop), so they are not merged.
 	dataIndexed bool
+	named       bool // the name section is written
 }
