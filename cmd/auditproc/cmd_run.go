@@ -245,7 +245,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
 		DeadLetter: cfg.DeadLetter.Stream, BatchSize: cfg.Consumer.BatchSize, Block: cfg.Consumer.Block,
 		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
-		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout,
+		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout, StateDir: cfg.Consumer.StateDir,
 		Sinks: sinks, StopWhenIdle: stopWhenIdle,
 	}, logger, bus, pipeline, metrics)
 	if err != nil {
@@ -305,10 +305,20 @@ func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 // loadPlugins loads cfg's plugins concurrently; errs[i] is plugins[i]'s
 // error, plugins[i] nil where it failed.
 func loadPlugins(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]*host.Plugin, []error) {
-	hc := host.Config{CacheDir: cfg.Host.CacheDir, Logger: logger}
 	specs := make([]host.PluginSpec, len(cfg.Plugins))
 	plugins := make([]*host.Plugin, len(specs))
 	errs := make([]error, len(specs))
+	// One compilation cache for all the plugins: a module named twice is
+	// compiled once. The plugins keep it open; the last one closes it.
+	cache, err := host.NewCache(cfg.Host.CacheDir)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return plugins, errs
+	}
+	defer cache.Close(context.WithoutCancel(ctx))
+	hc := host.Config{Cache: cache, Logger: logger}
 	for i, p := range cfg.Plugins {
 		conf, err := json.Marshal(p.Config)
 		if err != nil {

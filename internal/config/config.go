@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,9 @@ const (
 	DefaultBlock           = 2 * time.Second
 	DefaultWorkers         = 2
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultStateDirName is the state directory's name under the system's
+	// temporary directory (os.TempDir) when consumer.state_dir is not set.
+	DefaultStateDirName    = "auditproc-state"
 	DefaultReclaimInterval = 5 * time.Second
 	DefaultMinIdle         = 60 * time.Second
 	DefaultMaxDeliveries   = 5
@@ -117,6 +121,12 @@ type Consumer struct {
 	// ShutdownTimeout bounds the drain of in-flight events on SIGTERM.
 	// Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	// StateDir holds the crash journal: the entries each worker is running,
+	// so that after a crash only those are charged an attempt. It should
+	// survive a restart of the process (a volume in a container). Empty
+	// turns crash containment off. Default: DefaultStateDirName under
+	// os.TempDir().
+	StateDir string `koanf:"state_dir"`
 }
 
 // Reclaim governs pending entries of failed or dead consumers.
@@ -126,8 +136,10 @@ type Reclaim struct {
 	// MinIdle is how long an entry must be pending before it is claimed.
 	// Default DefaultMinIdle.
 	MinIdle time.Duration `koanf:"min_idle"`
-	// MaxDeliveries moves an entry to the dead-letter stream once delivered
-	// this many times without success. Default DefaultMaxDeliveries.
+	// MaxDeliveries moves an entry to the dead-letter stream once it had this
+	// many real attempts without success (failed runs, and runs during which
+	// the process died; claims and reads do not count). Default
+	// DefaultMaxDeliveries.
 	MaxDeliveries int `koanf:"max_deliveries"`
 }
 
@@ -262,6 +274,7 @@ func Default() Config {
 			Block:           DefaultBlock,
 			Workers:         DefaultWorkers,
 			ShutdownTimeout: DefaultShutdownTimeout,
+			StateDir:        filepath.Join(os.TempDir(), DefaultStateDirName),
 		},
 		Reclaim: Reclaim{
 			Interval:      DefaultReclaimInterval,

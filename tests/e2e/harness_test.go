@@ -93,18 +93,29 @@ func newEnv(t *testing.T, opts ...redistest.Option) *env {
 // settings) and body, and returns its path.
 func (e *env) config(body string) string {
 	e.t.Helper()
+	return e.configWith("consumer: {block: 200ms, batch_size: 64, shutdown_timeout: 10s}\n"+
+		"reclaim: {interval: 200ms, min_idle: 1s, max_deliveries: 3}\n", body)
+}
+
+// configWith is config with consumer and reclaim settings of the test's
+// own (YAML lines); the crash journal goes to the test's directory either
+// way.
+func (e *env) configWith(settings, body string) string {
+	e.t.Helper()
 	head := fmt.Sprintf(`redis: {url: %q}
-consumer: {block: 200ms, batch_size: 64, shutdown_timeout: 10s}
-reclaim: {interval: 200ms, min_idle: 1s, max_deliveries: 3}
 host: {cache_dir: %q}
 log: {format: json, level: info}
 metrics: {address: ""}
-`, e.redis.URL(), e.cache)
+`, e.redis.URL(), e.cache) + settings
+	head = strings.Replace(head, "consumer: {", fmt.Sprintf("consumer: {state_dir: %q, ", e.stateDir()), 1)
 	path := filepath.Join(e.dir, fmt.Sprintf("plugins-%d.yaml", time.Now().UnixNano()))
 	body = strings.ReplaceAll(body, "$WASM", e.wasm)
 	require.NoError(e.t, os.WriteFile(path, []byte(head+body), 0o600))
 	return path
 }
+
+// stateDir is the crash-journal directory of the test's processes.
+func (e *env) stateDir() string { return filepath.Join(e.dir, "state") }
 
 // emit appends signed events and returns their entry ids.
 func (e *env) emit(stream string, events ...string) []string {
