@@ -74,16 +74,25 @@ type env struct {
 
 func newEnv(t *testing.T, opts ...redistest.Option) *env {
 	t.Helper()
+	e := newEnvWith(t, opts...)
+	e.rdb = e.redis.Client(t)
+	var err error
+	e.bus, err = streambus.New(streambus.Config{}, slog.New(slog.DiscardHandler), e.rdb, e.keys)
+	require.NoError(t, err)
+	return e
+}
+
+// newEnvWith is newEnv without a client of its own to the server (which may
+// want a password).
+func newEnvWith(t *testing.T, opts ...redistest.Option) *env {
+	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), wasm: wasmtest.Dir(t)}
 	e.redis = redistest.Start(t, opts...)
-	e.rdb = e.redis.Client(t)
 	key, err := integrity.GenerateKey()
 	require.NoError(t, err)
 	e.keysFile = filepath.Join(e.dir, "keys")
 	require.NoError(t, os.WriteFile(e.keysFile, []byte(integrity.FormatKeyLine("e2e", key)+"\n"), 0o600))
 	e.keys, err = integrity.NewKeyring("e2e", map[string][]byte{"e2e": key})
-	require.NoError(t, err)
-	e.bus, err = streambus.New(streambus.Config{}, slog.New(slog.DiscardHandler), e.rdb, e.keys)
 	require.NoError(t, err)
 	e.cache = filepath.Join(os.TempDir(), "auditproc-e2e-cache")
 	return e
@@ -165,9 +174,15 @@ type proc struct {
 // start runs `auditproc args...` with the test's keyring in the environment.
 func (e *env) start(args ...string) *proc {
 	e.t.Helper()
+	return e.startEnv(nil, args...)
+}
+
+// startEnv is start with extra environment variables ("KEY=value").
+func (e *env) startEnv(extra []string, args ...string) *proc {
+	e.t.Helper()
 	p := &proc{t: e.t, stderr: &syncBuffer{}, stdout: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = append(os.Environ(), "AUDITPROC_HMAC_KEYS_FILE="+e.keysFile)
+	p.cmd.Env = append(append(os.Environ(), "AUDITPROC_HMAC_KEYS_FILE="+e.keysFile), extra...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	require.NoError(e.t, p.cmd.Start())
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
