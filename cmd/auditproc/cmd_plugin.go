@@ -156,11 +156,11 @@ func pluginCheck(ctx context.Context, sio stdio, f *pluginFlags, file string) er
 		return usagef("plugin check: %v", err)
 	}
 	info, err := host.Inspect(ctx, wasm)
-	if errors.Is(err, host.ErrModuleRefused) {
-		fmt.Fprintf(sio.out, "file:     %s\nsize:     %d bytes\nresult:   refused\n", file, len(wasm))
-		return usagef("plugin check: %s: %v", file, err)
-	}
 	if err != nil {
+		fmt.Fprintf(sio.out, "file:     %s\nsize:     %d bytes\nresult:   refused\n", file, len(wasm))
+		if errors.Is(err, host.ErrModuleRefused) {
+			return usagef("plugin check: %s: %v", file, err)
+		}
 		return usagef("plugin check: %s is not a valid WebAssembly module: %v", file, err)
 	}
 	w := sio.out
