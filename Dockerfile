@@ -38,7 +38,8 @@ COPY --chown=65532:65532 build/image/cache/ /var/cache/auditproc/
 # set in that file, not in the environment, so a mounted plugins.yaml keeps
 # its own metrics.address (the environment would win over the file).
 ENV AUDITPROC_CONFIG=/etc/auditproc/plugins.yaml \
-    AUDITPROC_HOST_CACHE_DIR=/var/cache/auditproc
+    AUDITPROC_HOST_CACHE_DIR=/var/cache/auditproc \
+    AUDITPROC_CONSUMER_STATE_DIR=/var/cache/auditproc/state
 
 USER 65532:65532
 WORKDIR /etc/auditproc
