@@ -16,6 +16,7 @@ func rootCommands() []*command {
 	return []*command{
 		runCommand(),
 		emitCommand(),
+		spoolCommand(),
 		statusCommand(),
 		dlqCommand(),
 		configCommand(),

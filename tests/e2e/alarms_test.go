@@ -80,7 +80,7 @@ func TestEmitStatusAndKeygenCommands(t *testing.T) {
 	require.NoError(t, writeFile(bad, "{\"actor\":\"a\"}\n[1,2]\n"))
 	code, _, stderr := e.run(20*time.Second, "emit", "--config", cfg, "--file", bad)
 	assert.Equal(t, 2, code)
-	assert.Contains(t, stderr, "line 2: not a JSON object")
+	assert.Contains(t, stderr, "line 2: rule object: not a JSON object")
 	assert.Zero(t, e.xlen(stream), "nothing was written")
 
 	good := e.dir + "/good.jsonl"
