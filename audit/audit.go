@@ -177,18 +177,20 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate reports a configuration New cannot use.
+// Validate reports a configuration New cannot use. Zero values are valid:
+// New replaces them with their defaults.
 func (c Config) Validate() error {
 	var errs []error
 	if c.Keys == nil {
 		errs = append(errs, fmt.Errorf("%w: no keys: load them with LoadKeyring", ErrInvalidConfig))
 	}
-	for name, d := range map[string]time.Duration{
-		"WriteTimeout": c.WriteTimeout, "Block": c.Block, "ClaimMinIdle": c.ClaimMinIdle, "RetryDelay": c.RetryDelay,
-		"RetryWindow": c.RetryWindow, "DedupWindow": c.DedupWindow,
-	} {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("%w: %s %s must be positive", ErrInvalidConfig, name, d))
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{{"WriteTimeout", c.WriteTimeout}, {"Block", c.Block}, {"ClaimMinIdle", c.ClaimMinIdle}, {"RetryDelay", c.RetryDelay},
+		{"RetryWindow", c.RetryWindow}, {"DedupWindow", c.DedupWindow}} {
+		if d.d < 0 {
+			errs = append(errs, fmt.Errorf("%w: %s %s must not be negative (zero means the default)", ErrInvalidConfig, d.name, d.d))
 		}
 	}
 	if c.QueueSize < 0 || c.BatchSize < 0 || c.Pipeline < 0 || c.SpoolMaxBytes < 0 {

@@ -79,6 +79,7 @@ func TestNewValidation(t *testing.T) {
 			assert.NotContains(t, err.Error(), "secret")
 		})
 	}
+	require.NoError(t, audit.Config{Keys: keys}.Validate(), "zero values are the defaults New fills in")
 	bus, err := audit.New(audit.Config{Keys: keys}, nil)
 	require.NoError(t, err, "defaults need no server at construction")
 	require.NoError(t, bus.Close())

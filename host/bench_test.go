@@ -60,7 +60,7 @@ func BenchmarkProcess(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				defer w.Close()
+				defer w.Release()
 				ctx := context.Background()
 				b.ReportAllocs()
 				var worst time.Duration
@@ -197,7 +197,7 @@ func BenchmarkExamples(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				defer w.Close()
+				defer w.Release()
 				ctx := context.Background()
 				b.ReportAllocs()
 				for b.Loop() {

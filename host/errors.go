@@ -3,10 +3,16 @@ package host
 import (
 	"errors"
 	"fmt"
+
+	"github.com/auditproc/auditproc/host/internal/precheck"
 )
 
 // Load errors. A *LoadError wraps one of them with the plugin's name.
 var (
+	// ErrModuleRefused: the module declares more than the host bounds
+	// (locals of a function, table sizes, globals, vector counts, the name
+	// section; see docs/plugins.md), so it is not handed to wazero.
+	ErrModuleRefused = precheck.ErrRefused
 	// ErrDigestMismatch: the module's SHA-256 is not the pinned one.
 	ErrDigestMismatch = errors.New("host: module digest does not match the pinned sha256")
 	// ErrABIVersion: the module is built for another ABI version, or for none.

@@ -39,7 +39,7 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	defer w.Close()
+	defer w.Release()
 
 	res := w.Process(ctx, host.Event{
 		EntryID: "1700000000000-0", Stream: "audit:stream", KeyID: "k1", EventID: "e-1", Deliveries: 1,
@@ -73,7 +73,7 @@ func Example_runawayGuest() {
 		fmt.Println(err)
 		return
 	}
-	defer w.Close()
+	defer w.Release()
 
 	start := time.Now()
 	res := w.Process(ctx, host.Event{EntryID: "1-0", Deliveries: 1, Data: []byte(`{"x":"boom"}`)})

@@ -61,7 +61,7 @@ func worker(t testing.TB, plugins ...*host.Plugin) *host.Worker {
 	t.Helper()
 	w, err := host.NewPipeline(plugins...).NewWorker(context.Background())
 	require.NoError(t, err)
-	t.Cleanup(w.Close)
+	t.Cleanup(w.Release)
 	return w
 }
 

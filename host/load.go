@@ -19,6 +19,7 @@ import (
 
 	"github.com/auditproc/auditproc/abi"
 	"github.com/auditproc/auditproc/host/internal/meter"
+	"github.com/auditproc/auditproc/host/internal/precheck"
 )
 
 const wasiModule = wasi_snapshot_preview1.ModuleName
@@ -42,10 +43,14 @@ type ModuleInfo struct {
 	Problems   []error  // why Load would refuse it; each wraps ErrABIVersion, ErrExports or ErrImports
 }
 
-// Inspect compiles wasm (with wazero's interpreter, which only validates)
-// and reports what Load would check. The error is for a module that does not
+// Inspect checks wasm against the host's limits (ErrModuleRefused), compiles
+// it (with wazero's interpreter, which only validates) and reports what Load
+// would check. The error is for a module that does not
 // even decode; a module that decodes but breaks the ABI has Problems.
 func Inspect(ctx context.Context, wasm []byte) (ModuleInfo, error) {
+	if err := precheck.Check(wasm); err != nil {
+		return ModuleInfo{}, err
+	}
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
 	defer rt.Close(ctx)
 	offered, err := offerImports(ctx, rt)
@@ -243,6 +248,13 @@ func Load(ctx context.Context, spec PluginSpec, cfg Config) (*Plugin, error) {
 		}
 	}
 
+	// Nothing reaches wazero before it is known to be bounded: wazero sizes
+	// its allocations by the counts a module declares.
+	if err := precheck.Check(wasm); err != nil {
+		return fail(err)
+	}
+	wasm = precheck.BoundTables(wasm)
+
 	c, err := compilePlugin(ctx, spec, cfg, wasm, sum)
 	if err != nil {
 		return fail(err)
@@ -321,7 +333,7 @@ func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte
 
 // meteredVersion names the meter's output format in the cache: change it when
 // the instrumentation changes.
-const meteredVersion = "meter3"
+const meteredVersion = "meter4"
 
 // meteredPath is where the instrumented module of the module with SHA-256
 // sum is kept in the compilation cache directory ("" without one):

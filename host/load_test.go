@@ -127,7 +127,7 @@ func TestLoadUsesTheCompilationCacheDir(t *testing.T) {
 		w, err := host.NewPipeline(p).NewWorker(context.Background())
 		require.NoError(t, err)
 		assert.Equal(t, abi.VerdictOK, w.Process(context.Background(), testEvent(event300)).Verdict)
-		w.Close()
+		w.Release()
 		require.NoError(t, p.Close(context.Background()))
 	}
 	entries, err := os.ReadDir(dir)
@@ -151,7 +151,7 @@ func TestLoadKeepsTheMeteredModule(t *testing.T) {
 		assert.Equal(t, host.GuardMetered, p.Guard())
 		w, err := host.NewPipeline(p).NewWorker(context.Background())
 		require.NoError(t, err)
-		defer w.Close()
+		defer w.Release()
 		assert.Equal(t, abi.VerdictOK, w.Process(context.Background(), testEvent(event300)).Verdict)
 	}
 	load()

@@ -94,7 +94,7 @@ func (p *Pipeline) NewWorker(ctx context.Context) (*Worker, error) {
 	for i, pl := range p.plugins {
 		inst, err := pl.getInstance(ctx)
 		if err != nil {
-			w.Close()
+			w.Release()
 			return nil, err
 		}
 		w.insts[i] = inst
@@ -102,9 +102,9 @@ func (p *Pipeline) NewWorker(ctx context.Context) (*Worker, error) {
 	return w, nil
 }
 
-// Close gives the worker's healthy instances back to their plugins for the
-// next worker.
-func (w *Worker) Close() {
+// Release gives the worker's healthy instances back to their plugins for
+// the next worker; the worker is not used after it.
+func (w *Worker) Release() {
 	for i, inst := range w.insts {
 		if inst != nil {
 			w.pipeline.plugins[i].putIdle(inst)

@@ -318,7 +318,7 @@ func TestWorkersRunConcurrently(t *testing.T) {
 			if !assert.NoError(t, err) {
 				return
 			}
-			defer w.Close()
+			defer w.Release()
 			for i := range 50 {
 				data := fmt.Appendf(nil, `{"g":%d,"i":%d}`, g, i)
 				res := w.Process(context.Background(), testEvent(data))
@@ -410,7 +410,7 @@ func TestCloseStopsTheTickerAndInstances(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, abi.VerdictOK, w.Process(context.Background(), testEvent(event300)).Verdict)
 	assert.Equal(t, 1, p.Stats().Live)
-	w.Close()
+	w.Release()
 	require.NoError(t, p.Close(context.Background()))
 	assert.Equal(t, 0, p.Stats().Live)
 	assert.Eventually(t, func() bool { return !ticking(p) }, time.Second, 10*time.Millisecond)

@@ -5,6 +5,10 @@
 #     main.go  -> standard Go, GOOS=wasip1 GOARCH=wasm -buildmode=c-shared
 #     *.c      -> clang --target=wasm32-wasi -mexec-model=reactor (with abi/c)
 #   plugins/fixtures/<name>.wat -> wat2wasm (its default features: the standardised ones)
+#   plugins/fixtures/hostile/<name>.wat -> <out>/hostile/<name>.wasm, with the
+#     wat2wasm flags of its ";; build:" line (--no-check for invalid modules)
+#   plugins/fixtures/hostile/<name>.hex -> <out>/hostile/<name>.wasm, the bytes
+#     written in hex (";;" starts a comment), for what text format cannot say
 # A module is rebuilt only when a source it depends on is newer than it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,5 +49,21 @@ for wat in plugins/fixtures/*.wat; do
     wat2wasm -o "$target" "$wat"
     built=$((built + 1))
   fi
+done
+mkdir -p "$out/hostile"
+for src in plugins/fixtures/hostile/*.wat plugins/fixtures/hostile/*.hex; do
+  [ -f "$src" ] || continue
+  name=$(basename "$src")
+  target="$out/hostile/${name%.*}.wasm"
+  newer "$target" "$src" || continue
+  case "$src" in
+  *.wat)
+    # shellcheck disable=SC2046 # the build line holds several flags
+    wat2wasm $(sed -n 's/^;; build: *//p' "$src" | head -n 1) -o "$target" "$src" ;;
+  *.hex)
+    perl -ne 's/;;.*//; s/\s+//g; print pack("H*", $_)' "$src" >"$target.tmp"
+    mv "$target.tmp" "$target" ;;
+  esac
+  built=$((built + 1))
 done
 echo "plugins: $built module(s) built into $out" >&2

@@ -120,8 +120,8 @@ func (v Value) Array(elem func(i int, v Value) error) error {
 	}
 }
 
-// String stores the string v in dst.
-func (v Value) String(dst *string) error {
+// StringTo stores the string v in dst.
+func (v Value) StringTo(dst *string) error {
 	if v.IsNull() {
 		return nil
 	}
@@ -172,7 +172,7 @@ func (v Value) Strings(dst *[]string) error {
 	out := []string{}
 	err := v.Array(func(_ int, e Value) error {
 		var s string // null is "", as encoding/json makes it
-		if err := e.String(&s); err != nil {
+		if err := e.StringTo(&s); err != nil {
 			return err
 		}
 		out = append(out, s)

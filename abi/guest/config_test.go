@@ -61,7 +61,7 @@ func decodeTestConfig(b []byte) (testConfig, error) {
 	err = v.Object(func(name string, v guest.Value) error {
 		switch name {
 		case "name":
-			return v.String(&c.name)
+			return v.StringTo(&c.name)
 		case "count":
 			return v.Int(&c.count)
 		case "on":
@@ -71,7 +71,7 @@ func decodeTestConfig(b []byte) (testConfig, error) {
 		case "nested":
 			return v.Object(func(name string, v guest.Value) error {
 				if name == "level" {
-					return v.String(&c.nested.level)
+					return v.StringTo(&c.nested.level)
 				}
 				return guest.UnknownField(name)
 			})
@@ -82,7 +82,7 @@ func decodeTestConfig(b []byte) (testConfig, error) {
 				err := v.Object(func(name string, v guest.Value) error {
 					switch name {
 					case "then":
-						return v.String(&r.then)
+						return v.StringTo(&r.then)
 					case "match":
 						return v.Object(func(field string, v guest.Value) error {
 							var pats []string

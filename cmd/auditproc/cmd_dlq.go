@@ -10,7 +10,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
 
 	"github.com/auditproc/auditproc/internal/integrity"
@@ -34,19 +33,46 @@ type deadLetter struct {
 	Deliveries     string            `json:"deliveries"`
 	KeyID          string            `json:"kid,omitempty"`
 	EventID        string            `json:"event_id,omitempty"`
-	Entry          map[string]string `json:"entry"` // the original entry's fields
+	Entry          map[string]string `json:"entry"` // the original entry's fields (the first value of a repeated one)
+	// EntryFields are the original entry's fields as stored: name, value,
+	// … in stream order, a field named twice included.
+	EntryFields []string `json:"entry_fields"`
+	// Repeated names a field that appears twice (in the entry or in the
+	// dead letter itself): such a letter is never replayed.
+	Repeated string `json:"repeated_field,omitempty"`
 }
 
-func parseDeadLetter(m redis.XMessage) deadLetter {
-	str := func(k string) string { s, _ := m.Values[k].(string); return s }
-	d := deadLetter{
-		ID: m.ID, OriginalID: str(streambus.DeadLetterOriginalID), OriginalStream: str(streambus.DeadLetterOriginalStream),
-		Reason: str(streambus.DeadLetterReason), Deliveries: str(streambus.DeadLetterDeliveries), KeyID: str(streambus.DeadLetterKeyID),
-		Entry: map[string]string{},
-	}
-	for k, v := range m.Values {
+func parseDeadLetter(m streambus.RawEntry) deadLetter {
+	d := deadLetter{ID: m.ID, Entry: map[string]string{}, EntryFields: []string{}}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(m.Fields); i += 2 {
+		k, v := m.Fields[i], m.Fields[i+1]
+		if seen[k] && d.Repeated == "" {
+			d.Repeated = k
+		}
+		seen[k] = true
 		if name, ok := strings.CutPrefix(k, streambus.DeadLetterFieldPrefix); ok {
-			d.Entry[name], _ = v.(string)
+			d.EntryFields = append(d.EntryFields, name, v)
+			if _, dup := d.Entry[name]; !dup {
+				d.Entry[name] = v
+			}
+			continue
+		}
+		var dst *string
+		switch k {
+		case streambus.DeadLetterOriginalID:
+			dst = &d.OriginalID
+		case streambus.DeadLetterOriginalStream:
+			dst = &d.OriginalStream
+		case streambus.DeadLetterReason:
+			dst = &d.Reason
+		case streambus.DeadLetterDeliveries:
+			dst = &d.Deliveries
+		case streambus.DeadLetterKeyID:
+			dst = &d.KeyID
+		}
+		if dst != nil && *dst == "" {
+			*dst = v
 		}
 	}
 	if ev := d.Entry[integrity.FieldEvent]; ev != "" {
@@ -85,7 +111,12 @@ func dlqListCommand() *command {
 				return usageError{err}
 			}
 			defer rdb.Close()
-			msgs, err := rdb.XRangeN(ctx, cfg.DeadLetter.Stream, "-", "+", count).Result()
+			// Listing verifies nothing: any keyring will do.
+			bus, err := streambus.New(streambus.Config{}, slog.New(slog.DiscardHandler), rdb, listKeyring())
+			if err != nil {
+				return err
+			}
+			msgs, err := bus.XRange(ctx, cfg.DeadLetter.Stream, "-", "+", count)
 			if err != nil {
 				return fmt.Errorf("dlq list %s: %w", cfg.DeadLetter.Stream, err)
 			}
@@ -153,13 +184,13 @@ between the two steps, the entry may be replayed twice (same event_id).`,
 			if err != nil {
 				return err
 			}
-			var msgs []redis.XMessage
+			var msgs []streambus.RawEntry
 			if all {
-				msgs, err = rdb.XRange(ctx, cfg.DeadLetter.Stream, "-", "+").Result()
+				msgs, err = xrangeAll(ctx, bus, cfg.DeadLetter.Stream)
 			} else {
 				for _, id := range ids {
-					var one []redis.XMessage
-					one, err = rdb.XRange(ctx, cfg.DeadLetter.Stream, id, id).Result()
+					var one []streambus.RawEntry
+					one, err = bus.XRange(ctx, cfg.DeadLetter.Stream, id, id, 1)
 					if err == nil && len(one) == 0 {
 						return usagef("dlq replay: no entry %s in %s", id, cfg.DeadLetter.Stream)
 					}
@@ -172,11 +203,13 @@ between the two steps, the entry may be replayed twice (same event_id).`,
 			replayed, refused := 0, 0
 			for _, m := range msgs {
 				d := parseDeadLetter(m)
-				values := make(map[string]any, len(d.Entry))
-				for k, v := range d.Entry {
-					values[k] = v
+				if d.Repeated != "" {
+					refused++
+					fmt.Fprintf(sio.err, "refused %s (original %s): field %q is named twice (malformed_envelope); ambiguous entries are never replayed\n",
+						d.ID, d.OriginalID, d.Repeated)
+					continue
 				}
-				env, err := keys.Verify(d.OriginalStream, values)
+				env, err := keys.VerifyFields(d.OriginalStream, d.EntryFields)
 				if err != nil {
 					refused++
 					fmt.Fprintf(sio.err, "refused %s (original %s): its signature does not verify (%s); tampered entries are never replayed\n",
@@ -200,6 +233,30 @@ between the two steps, the entry may be replayed twice (same event_id).`,
 			return nil
 		},
 	}
+}
+
+// xrangeAll reads a whole stream in pages.
+func xrangeAll(ctx context.Context, bus *streambus.Bus, stream string) ([]streambus.RawEntry, error) {
+	var out []streambus.RawEntry
+	start := "-"
+	for {
+		page, err := bus.XRange(ctx, stream, start, "+", 1000)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if len(page) < 1000 {
+			return out, nil
+		}
+		start = "(" + page[len(page)-1].ID
+	}
+}
+
+// listKeyring is a keyring for commands that read without verifying.
+func listKeyring() *integrity.Keyring {
+	key, _ := integrity.GenerateKey()
+	k, _ := integrity.NewKeyring("list", map[string][]byte{"list": key})
+	return k
 }
 
 func orDash(s string) string {

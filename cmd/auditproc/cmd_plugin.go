@@ -153,6 +153,10 @@ func pluginCheck(ctx context.Context, sio stdio, f *pluginFlags, file string) er
 		return usagef("plugin check: %v", err)
 	}
 	info, err := host.Inspect(ctx, wasm)
+	if errors.Is(err, host.ErrModuleRefused) {
+		fmt.Fprintf(sio.out, "file:     %s\nsize:     %d bytes\nresult:   refused\n", file, len(wasm))
+		return usagef("plugin check: %s: %v", file, err)
+	}
 	if err != nil {
 		return usagef("plugin check: %s is not a valid WebAssembly module: %v", file, err)
 	}
@@ -345,7 +349,7 @@ func pluginTest(ctx context.Context, sio stdio, f *pluginFlags, file, events str
 	if err != nil {
 		return fmt.Errorf("plugin test: %w", err)
 	}
-	defer w.Close()
+	defer w.Release()
 
 	enc := json.NewEncoder(sio.out)
 	enc.SetEscapeHTML(false)

@@ -71,26 +71,48 @@ func (c *configFlags) load() (config.Config, error) { return c.loadFor(false) }
 func (c *configFlags) loadNoPipeline() (config.Config, error) { return c.loadFor(true) }
 
 func (c *configFlags) loadFor(noPipeline bool) (config.Config, error) {
-	flags := map[string]any{}
-	explicit := os.Getenv("AUDITPROC_CONFIG") != ""
-	c.fs.Visit(func(f *flag.Flag) {
-		if key, ok := c.keys[f.Name]; ok {
-			flags[key] = f.Value.(flag.Getter).Get()
-		}
-		explicit = explicit || f.Name == "config"
-	})
-	if v, ok := flags["metrics.address"]; ok && v == "off" {
-		flags["metrics.address"] = ""
-	}
-	path := *c.file
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && !explicit {
-		path = ""
-	}
-	cfg, err := config.Load(config.Source{File: path, Getenv: os.Getenv, Flags: flags, NoPipeline: noPipeline})
+	cfg, _, err := c.loadOrigins(noPipeline)
 	if err != nil {
 		return cfg, usageError{err}
 	}
 	return cfg, nil
+}
+
+// loadOrigins is load that also says where each value came from; its error
+// joins every problem found (see config.Problems).
+func (c *configFlags) loadOrigins(noPipeline bool) (config.Config, config.Origins, error) {
+	flags := map[string]any{}
+	names := map[string]string{}
+	explicit := os.Getenv("AUDITPROC_CONFIG") != ""
+	c.fs.Visit(func(f *flag.Flag) {
+		if key, ok := c.keys[f.Name]; ok {
+			flags[key] = f.Value.(flag.Getter).Get()
+			names[key] = f.Name
+		}
+		explicit = explicit || f.Name == "config"
+	})
+	path := *c.file
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && !explicit {
+		path = ""
+	}
+	return config.LoadOrigins(config.Source{
+		File: path, Getenv: os.Getenv, Environ: os.Environ,
+		Flags: flags, FlagNames: names, NoPipeline: noPipeline,
+	})
+}
+
+// runConfigFlags are run's configuration flags; config check takes the same,
+// so that it checks what run would use.
+func runConfigFlags(fs *flag.FlagSet) *configFlags {
+	cf := newConfigFlags(fs)
+	cf.key("consumer", "stream.consumer", "", "this replica's consumer name (default host name and pid)")
+	cf.key("workers", "consumer.workers", 0, "pipeline workers")
+	cf.key("batch-size", "consumer.batch_size", 0, "entries per read")
+	cf.key("metrics-addr", "metrics.address", "", "listen address of /metrics, /healthz and /readyz; \"off\" disables")
+	cf.key("log-format", "log.format", "", "json, text or auto")
+	cf.key("log-level", "log.level", "", "debug, info, warn or error")
+	cf.key("require-durable-redis", "safety.require_durable_redis", false, "refuse to start when Redis may evict keys or keeps no AOF")
+	return cf
 }
 
 func envOr(name, def string) string {
@@ -125,14 +147,7 @@ func runCommand() *command {
   # (docs/configuration.md); GOGC or GOMEMLIMIT replaces that policy
   GOMEMLIMIT=120MiB auditproc run`,
 		flags: func(fs *flag.FlagSet) {
-			cf = newConfigFlags(fs)
-			cf.key("consumer", "stream.consumer", "", "this replica's consumer name (default host name and pid)")
-			cf.key("workers", "consumer.workers", 0, "pipeline workers")
-			cf.key("batch-size", "consumer.batch_size", 0, "entries per read")
-			cf.key("metrics-addr", "metrics.address", "", "listen address of /metrics, /healthz and /readyz; \"off\" disables")
-			cf.key("log-format", "log.format", "", "json, text or auto")
-			cf.key("log-level", "log.level", "", "debug, info, warn or error")
-			cf.key("require-durable-redis", "safety.require_durable_redis", false, "refuse to start when Redis may evict keys or keeps no AOF")
+			cf = runConfigFlags(fs)
 			fs.BoolVar(&stopWhenIdle, "stop-when-idle", false, "exit once nothing is left to read or pending")
 			fs.BoolVar(&summary, "summary", false, "print a summary table on stdout when the run ends")
 		},
@@ -140,22 +155,21 @@ func runCommand() *command {
 			if len(args) > 0 {
 				return usagef("run takes no arguments, got %q", args)
 			}
-			cfg, err := cf.load()
+			pf, err := runPreflight(ctx, cf, true, func(cfg *config.Config) *slog.Logger {
+				return newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
+			})
 			if err != nil {
 				return err
 			}
-			return runProcessor(ctx, sio, &cfg, stopWhenIdle, summary)
+			return startProcessor(ctx, sio, pf, stopWhenIdle, summary)
 		},
 	}
 }
 
+// runProcessor runs the processor on a configuration already loaded (bench
+// builds its own): the keyring, the Redis client and the pipeline are
+// prepared here as runPreflight prepares them for run.
 func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenIdle, summary bool) error {
-	logger := newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
-	// Less GC headroom for a heap that is mostly long-lived plugin memory
-	// (gc.go); the operator's GOGC or GOMEMLIMIT wins.
-	if stop := tuneGC(os.Getenv); stop != nil {
-		defer stop()
-	}
 	keys, err := integrity.LoadKeyring(os.Getenv)
 	if err != nil {
 		return usageError{err}
@@ -164,14 +178,27 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 	if err != nil {
 		return usageError{err}
 	}
+	pipeline, err := loadPipeline(ctx, cfg, newLogger(sio.err, cfg.Log.Format, cfg.Log.Level))
+	if err != nil {
+		_ = rdb.Close()
+		return err
+	}
+	return startProcessor(ctx, sio, &preflight{cfg: *cfg, keys: keys, rdb: rdb, pipeline: pipeline}, stopWhenIdle, summary)
+}
+
+// startProcessor runs the processor on what preflight prepared, and closes
+// it when the run ends.
+func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle, summary bool) error {
+	cfg, keys, rdb, pipeline := &pf.cfg, pf.keys, pf.rdb, pf.pipeline
+	logger := newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
+	// Less GC headroom for a heap that is mostly long-lived plugin memory
+	// (gc.go); the operator's GOGC or GOMEMLIMIT wins.
+	if stop := tuneGC(os.Getenv); stop != nil {
+		defer stop()
+	}
 	// Shutdown order (reverse of start): the processor stops reading,
 	// finishes and acks what it read, then the plugins close, then Redis.
 	defer rdb.Close()
-
-	pipeline, err := loadPipeline(ctx, cfg, logger)
-	if err != nil {
-		return err
-	}
 	defer pipeline.Close(context.WithoutCancel(ctx))
 
 	if err := checkDurability(ctx, rdb, logger, cfg.Safety.RequireDurableRedis); err != nil {
@@ -185,7 +212,7 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 	metrics.WatchPlugins(pipeline.Plugins())
 	sinks := map[string]processor.Sink{}
 	for name, s := range cfg.Sinks {
-		sinks[name] = processor.Sink{Type: s.Type, Stream: s.Stream, Path: s.Path}
+		sinks[name] = processor.Sink{Type: processor.SinkKind(s.Type), Stream: s.Stream, Path: s.Path}
 	}
 	proc, err := processor.New(processor.Config{
 		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
@@ -193,7 +220,7 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
 		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout,
 		Sinks: sinks, StopWhenIdle: stopWhenIdle,
-	}, logger, bus, rdb, pipeline, metrics)
+	}, logger, bus, pipeline, metrics)
 	if err != nil {
 		return err
 	}
@@ -221,16 +248,36 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 // compile cache and the first instance are per plugin, tens of milliseconds
 // each for a standard-Go module), and the pipeline keeps the configured
 // order. A plugin that cannot load is a configuration error (exit 2): the
-// error is that of the first such plugin in pipeline order, and every
-// plugin that did load is closed. Each plugin's load time is logged at
-// debug level (plugin_loaded).
+// error names every such plugin in pipeline order, and every plugin that
+// did load is closed. Each plugin's load time is logged at debug level
+// (plugin_loaded).
 func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*host.Pipeline, error) {
+	plugins, errs := loadPlugins(ctx, cfg, logger)
+	var bad []error
+	for i, err := range errs {
+		if err != nil {
+			bad = append(bad, fmt.Errorf("plugins[%d] (%s): %w", i, cfg.Plugins[i].Name, err))
+		}
+	}
+	if len(bad) > 0 {
+		closePlugins(ctx, plugins)
+		return nil, usageError{errors.Join(bad...)}
+	}
+	return host.NewPipeline(plugins...), nil
+}
+
+// loadPlugins loads cfg's plugins concurrently; errs[i] is plugins[i]'s
+// error, plugins[i] nil where it failed.
+func loadPlugins(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]*host.Plugin, []error) {
 	hc := host.Config{CacheDir: cfg.Host.CacheDir, Logger: logger}
 	specs := make([]host.PluginSpec, len(cfg.Plugins))
+	plugins := make([]*host.Plugin, len(specs))
+	errs := make([]error, len(specs))
 	for i, p := range cfg.Plugins {
 		conf, err := json.Marshal(p.Config)
 		if err != nil {
-			return nil, usagef("plugins[%d].config: %v", i, err)
+			errs[i] = fmt.Errorf("config: %w", err)
+			continue
 		}
 		if p.Config == nil {
 			conf = []byte("{}")
@@ -241,13 +288,14 @@ func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 			Sinks: p.Sinks, MaxEventsPerInstance: p.MaxEventsPerInstance,
 		}
 	}
-	plugins := make([]*host.Plugin, len(specs))
-	errs := make([]error, len(specs))
 	// At most one load per core: more would not finish sooner, and a load
 	// that compiles (cold cache) holds tens of MiB until it is done.
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
 	for i := range specs {
+		if errs[i] != nil {
+			continue
+		}
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
@@ -259,18 +307,16 @@ func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		})
 	}
 	wg.Wait()
-	for i, err := range errs {
-		if err == nil {
-			continue
+	return plugins, errs
+}
+
+// closePlugins closes the plugins that loaded.
+func closePlugins(ctx context.Context, plugins []*host.Plugin) {
+	for _, pl := range plugins {
+		if pl != nil {
+			_ = pl.Close(context.WithoutCancel(ctx))
 		}
-		for _, pl := range plugins {
-			if pl != nil {
-				_ = pl.Close(context.WithoutCancel(ctx))
-			}
-		}
-		return nil, usageError{fmt.Errorf("plugins[%d] (%s): %w", i, cfg.Plugins[i].Name, err)}
 	}
-	return host.NewPipeline(plugins...), nil
 }
 
 // checkDurability warns (or, when required, refuses) when Redis could lose

@@ -25,6 +25,7 @@ func rootCommands() []*command {
 		versionCommand(),
 		healthCommand(),
 		benchCommand(),
+		pipelineTestCommand(),
 	}
 }
 

@@ -145,12 +145,12 @@ func Load(tb testing.TB, spec host.PluginSpec, cfg host.Config) *host.Plugin {
 	return p
 }
 
-// NewWorker makes a worker of pipe and closes it when the test ends.
+// NewWorker makes a worker of pipe and releases it when the test ends.
 func NewWorker(tb testing.TB, pipe *host.Pipeline) *host.Worker {
 	tb.Helper()
 	w, err := pipe.NewWorker(context.Background())
 	require.NoError(tb, err, "new worker")
-	tb.Cleanup(w.Close)
+	tb.Cleanup(w.Release)
 	return w
 }
 
@@ -401,7 +401,7 @@ func (s *suite) checkNoLeakage(tb testing.TB) {
 		// A worker whose only instance has run nothing but auditproc_init.
 		fresh := NewWorker(tb, s.fresh)
 		alone := process(fresh, Event(fmt.Sprint(i), b))
-		fresh.Close()
+		fresh.Release()
 		assert.True(tb, after.same(alone), "batch event %d: the result depends on the event before it (declare hosttest.Stateful() if that is by design)\n after another: %s\n fresh:         %s", i, after, alone)
 	}
 }

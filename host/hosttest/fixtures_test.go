@@ -95,7 +95,8 @@ func TestNotWasmRefused(t *testing.T) {
 	_, err := host.Load(context.Background(), host.PluginSpec{Name: "garbage", Wasm: []byte("\x00asm but not really")}, host.Config{})
 	var le *host.LoadError
 	require.ErrorAs(t, err, &le)
-	assert.Contains(t, err.Error(), "compile")
+	require.ErrorIs(t, err, host.ErrModuleRefused)
+	assert.Contains(t, err.Error(), "not a valid WebAssembly module")
 }
 
 // recursionStalls explains why recursion.wat may disturb other workers.

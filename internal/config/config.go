@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -263,23 +264,50 @@ func (c *Config) applyPluginDefaults() {
 	}
 }
 
-// FieldError is a configuration error naming the key it is about.
+// FieldError is a configuration error naming the key it is about and where
+// its value came from.
 type FieldError struct {
-	Key string // dotted path, e.g. "plugins[1].deadline"
+	Key string // dotted path, e.g. "plugins[1].deadline"; "" for a whole file or variable
 	Msg string
+	// Origin is where the value was set: "plugins.yaml:23",
+	// "AUDITPROC_CONSUMER_BLOCK", "--workers"; "" when not known, "default"
+	// for a default value.
+	Origin string
 }
 
-func (e *FieldError) Error() string { return e.Key + ": " + e.Msg }
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	if e.Origin != "" {
+		b.WriteString(e.Origin)
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
 
 // ErrInvalid is wrapped by every validation error.
 var ErrInvalid = errors.New("config: invalid configuration")
 
 // Validate checks every field and the rules across fields; the error joins
 // one *FieldError per problem.
-func (c *Config) Validate() error { return c.validate(true) }
-
-func (c *Config) validate(pipeline bool) error {
+func (c *Config) Validate() error {
 	var errs []error
+	for _, e := range c.problems(true) {
+		errs = append(errs, e)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
+}
+
+// problems returns one *FieldError per broken rule.
+func (c *Config) problems(pipeline bool) []*FieldError {
+	var errs []*FieldError
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
@@ -401,10 +429,14 @@ func (c *Config) validate(pipeline bool) error {
 	default:
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
-	if len(errs) == 0 {
-		return nil
+	if a := c.Metrics.Address; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil {
+			bad("metrics.address", "%q is not host:port (use %q to turn metrics off): %v", a, MetricsOff, err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad("metrics.address", "%q: port %q is not a number from 0 to 65535", a, port)
+		}
 	}
-	return fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
+	return errs
 }
 
 func isHex64(s string) bool {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -14,12 +15,13 @@ import (
 // Rules CheckEvent applies, in the order it applies them. EventError.Rule
 // is one of them, so that a tool can say which rule a line broke.
 const (
-	RuleSize      = "size"      // the stamped event fits the limit (1 MiB by default)
-	RuleJSON      = "json"      // valid JSON (RFC 8259)
-	RuleUTF8      = "utf8"      // valid UTF-8
-	RuleObject    = "object"    // a JSON object at the top
-	RuleEventID   = "event_id"  // event_id, when present, is a non-empty string, given once
-	RuleTimestamp = "timestamp" // timestamp, when present, is an RFC 3339 string, given once
+	RuleSize      = "size"             // the stamped event fits the limit (1 MiB by default)
+	RuleJSON      = "json"             // valid JSON (RFC 8259)
+	RuleUTF8      = "utf8"             // valid UTF-8
+	RuleObject    = "object"           // a JSON object at the top
+	RuleDuplicate = "duplicate_member" // no top-level member named twice (parsers disagree on which wins)
+	RuleEventID   = "event_id"         // event_id, when present, is a non-empty string
+	RuleTimestamp = "timestamp"        // timestamp, when present, is an RFC 3339 string
 )
 
 // GeneratedIDLen is the length of an event id Stamp generates (a UUID).
@@ -95,33 +97,53 @@ func CheckEvent(event []byte, maxBytes int) (EventInfo, error) {
 		return info, eventError(RuleObject, "not a JSON object")
 	}
 	var (
-		ids, stamps int
-		idOK, tsOK  = true, true
+		idOK, tsOK = true, true
+		small      [16]string
+		names      = small[:0]
+		seen       map[string]struct{}
+		dup        string
+		found      bool
 	)
 	info.Empty = true
 	gjson.Parse(view).ForEach(func(key, value gjson.Result) bool {
 		info.Empty = false
+		// The same duplicate check as duplicateMember, in the same pass.
+		if seen == nil && len(names) < len(small) {
+			if slices.Contains(names, key.Str) {
+				dup, found = key.Str, true
+				return false
+			}
+			names = append(names, key.Str)
+		} else {
+			if seen == nil {
+				seen = make(map[string]struct{}, 2*len(names))
+				for _, n := range names {
+					seen[n] = struct{}{}
+				}
+			}
+			if _, ok := seen[key.Str]; ok {
+				dup, found = key.Str, true
+				return false
+			}
+			seen[key.Str] = struct{}{}
+		}
 		switch key.Str {
 		case EventIDMember:
-			ids++
 			info.ID = value.Str
 			idOK = value.Type == gjson.String && value.Str != ""
 		case TimestampMember:
-			stamps++
 			info.HasTimestamp = true
 			tsOK = value.Type == gjson.String && validTimestamp(value.Str)
 		}
 		return true
 	})
 	switch {
+	case found:
+		return info, eventError(RuleDuplicate, "top-level member %q appears twice", truncate(dup))
 	case !idOK:
 		return info, eventError(RuleEventID, "%q must be a non-empty string", EventIDMember)
-	case ids > 1:
-		return info, eventError(RuleEventID, "%q is given %d times", EventIDMember, ids)
 	case !tsOK:
 		return info, eventError(RuleTimestamp, "%q must be an RFC 3339 string", TimestampMember)
-	case stamps > 1:
-		return info, eventError(RuleTimestamp, "%q is given %d times", TimestampMember, stamps)
 	}
 	if n := info.StampedLen(len(event), GeneratedIDLen); maxBytes > 0 && n > maxBytes {
 		return info, eventError(RuleSize, "the event is %d bytes once %s and %s are added, more than the limit of %s",

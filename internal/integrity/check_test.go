@@ -21,10 +21,12 @@ func TestCheckEventRules(t *testing.T) {
 		{"invalid UTF-8", "{\"a\":\"\xff\"}", RuleUTF8, "not valid UTF-8"},
 		{"numeric id", `{"event_id":5}`, RuleEventID, `"event_id" must be a non-empty string`},
 		{"empty id", `{"event_id":""}`, RuleEventID, `"event_id" must be a non-empty string`},
-		{"id twice", `{"event_id":"a","event_id":"b"}`, RuleEventID, `"event_id" is given 2 times`},
-		{"escaped id twice", `{"event_id":"a","event\u005fid":"b"}`, RuleEventID, `"event_id" is given 2 times`},
+		{"id twice", `{"event_id":"a","event_id":"b"}`, RuleDuplicate, `"event_id" appears twice`},
+		{"escaped id twice", `{"event_id":"a","event\u005fid":"b"}`, RuleDuplicate, `"event_id" appears twice`},
+		{"any member twice", `{"a":1,"b":2,"a":3}`, RuleDuplicate, `"a" appears twice`},
+		{"twice after many", `{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"r":18,"q":19}`, RuleDuplicate, `"q" appears twice`},
 		{"bad timestamp", `{"timestamp":"yesterday"}`, RuleTimestamp, "RFC 3339"},
-		{"timestamp twice", `{"timestamp":"2026-01-01T00:00:00Z","timestamp":"2026-01-01T00:00:00Z"}`, RuleTimestamp, "given 2 times"},
+		{"timestamp twice", `{"timestamp":"2026-01-01T00:00:00Z","timestamp":"2026-01-01T00:00:00Z"}`, RuleDuplicate, "appears twice"},
 		{"over the limit", `{"a":"` + strings.Repeat("x", DefaultMaxEventBytes) + `"}`, RuleSize, "1 MiB"},
 		{"over the limit once stamped", long, RuleSize, "once event_id and timestamp are added"},
 	} {
@@ -93,6 +95,9 @@ func FuzzCheckEvent(f *testing.F) {
 			return
 		}
 		require.True(t, jsonOK, "CheckEvent took invalid JSON %q", in)
+		if name, dup := duplicateMember(string(in)); dup {
+			require.Error(t, err, "member %q twice", name)
+		}
 		if err != nil {
 			return
 		}

@@ -76,7 +76,8 @@ func malformed(field, problem string) error {
 
 // Sign signs event for stream with the active key. The event must be a JSON
 // object that already carries a string event_id and an RFC 3339 timestamp
-// (use Stamp); it is not copied and must not change afterwards.
+// (use Stamp) and names no top-level member twice; it is not copied and
+// must not change afterwards.
 func (k *Keyring) Sign(stream string, event []byte) (Envelope, error) {
 	if len(event) == 0 || len(event) > k.maxEventBytes {
 		return Envelope{}, fmt.Errorf("%w: event is %d bytes, want 1 to %d", ErrInvalidEvent, len(event), k.maxEventBytes)
@@ -85,6 +86,9 @@ func (k *Keyring) Sign(stream string, event []byte) (Envelope, error) {
 		return Envelope{}, fmt.Errorf("%w: event is not valid UTF-8", ErrInvalidEvent)
 	}
 	view := bytesAsString(event)
+	if name, dup := duplicateMember(view); dup {
+		return Envelope{}, fmt.Errorf("%w: top-level member %q appears twice", ErrInvalidEvent, truncate(name))
+	}
 	id := gjson.Get(view, EventIDMember)
 	if id.Type != gjson.String || id.Str == "" {
 		return Envelope{}, fmt.Errorf("%w: no top-level string %q member (use Stamp)", ErrInvalidEvent, EventIDMember)
@@ -169,10 +173,13 @@ func (k *Keyring) VerifyView(stream string, values map[string]any) (Envelope, er
 // flat list of names and values (name, value, name, value, …), which a
 // reader can take straight from the reply without building a map. The
 // checks, their order and the errors are Verify's, and in addition a name
-// without a value is ErrMalformed. A field named twice (XADD allows it)
-// counts with its last value, as it does in the map go-redis builds for the
-// other reads, so an entry gets the same verdict however it is read. The returned Envelope's Event, Sig
-// and EventID share the memory of fields' strings: never change it.
+// without a value is ErrMalformed, and so is a field named twice (XADD
+// allows it): readers disagree on which of two values counts (a map keeps
+// the last, XRANGE shows both, a first-value reader the first), so an
+// ambiguous entry is refused whatever its version and whichever value is
+// signed. Only a reader that sees the field list as stored can tell; every
+// read path of auditproc does. The returned Envelope's Event, Sig and
+// EventID share the memory of fields' strings: never change it.
 func (k *Keyring) VerifyFields(stream string, fields []string) (Envelope, error) {
 	var (
 		vals  [4]string // by envelopeField
@@ -184,6 +191,9 @@ func (k *Keyring) VerifyFields(stream string, fields []string) (Envelope, error)
 		if f < 0 {
 			extra = true
 			continue
+		}
+		if found[f] {
+			return Envelope{}, malformed(fields[i], "named twice: an entry must name each field once")
 		}
 		found[f] = true
 		if i+1 < len(fields) {

@@ -3,7 +3,10 @@ package integrity
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"slices"
 	"time"
+
+	"github.com/tidwall/gjson"
 )
 
 // TimestampLayout is how Stamp writes the timestamp member: RFC 3339 in
@@ -46,4 +49,45 @@ func newEventID(now time.Time) string {
 	binary.BigEndian.PutUint16(u[6:8], 0x7000|subMS)
 	u[8] = u[8]&0x3f | 0x80
 	return formatUUID(u[:])
+}
+
+// duplicateMember returns the first top-level member name of the JSON
+// object event that appears twice (compared after unescaping, so "a" and
+// "\u0061" are one name), and whether there is one. JSON parsers disagree on
+// which of two members wins, so a signed event must not hold one twice.
+func duplicateMember(event string) (string, bool) {
+	var (
+		small [16]string
+		names = small[:0]
+		seen  map[string]struct{}
+		dup   string
+		found bool
+	)
+	obj := gjson.Parse(event)
+	if !obj.IsObject() {
+		return "", false
+	}
+	obj.ForEach(func(key, _ gjson.Result) bool {
+		if seen == nil && len(names) < len(small) {
+			if slices.Contains(names, key.Str) {
+				dup, found = key.Str, true
+				return false
+			}
+			names = append(names, key.Str)
+			return true
+		}
+		if seen == nil {
+			seen = make(map[string]struct{}, 2*len(names))
+			for _, n := range names {
+				seen[n] = struct{}{}
+			}
+		}
+		if _, ok := seen[key.Str]; ok {
+			dup, found = key.Str, true
+			return false
+		}
+		seen[key.Str] = struct{}{}
+		return true
+	})
+	return dup, found
 }

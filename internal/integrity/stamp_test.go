@@ -138,3 +138,43 @@ func rawSigned(t *testing.T, k *Keyring, stream, event string) map[string]any {
 	key.mac(st, stream, []byte(event))
 	return entry(Envelope{KeyID: key.id, Event: []byte(event), Sig: hexString(st.sum[:])})
 }
+
+// TestDuplicateMemberRefused: a producer never signs an event that names a
+// top-level member twice (parsers disagree on which one wins); nested
+// objects may repeat their parents' names.
+func TestDuplicateMemberRefused(t *testing.T) {
+	k := testKeyring(t, "k1")
+	base := `"event_id":"e1","timestamp":"2026-07-01T10:30:45Z"`
+	many := ""
+	for i := range 40 {
+		many += fmt.Sprintf(`,"m%d":%d`, i, i)
+	}
+	for _, tc := range []struct {
+		name, event, dup string
+	}{
+		{"action twice", `{` + base + `,"action":"a","action":"b"}`, "action"},
+		{"event_id twice", `{` + base + `,"event_id":"e2"}`, "event_id"},
+		{"escaped name", `{` + base + `,"a":1,"\u0061":2}`, "a"},
+		{"empty name twice", `{` + base + `,"":1,"":2}`, ""},
+		{"after many members", `{` + base + many + `,"m3":0}`, "m3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name, dup := duplicateMember(tc.event)
+			require.True(t, dup)
+			assert.Equal(t, tc.dup, name)
+			_, err := k.Sign("s", []byte(tc.event))
+			require.ErrorIs(t, err, ErrInvalidEvent)
+			assert.Contains(t, err.Error(), "appears twice")
+			_, _, err = Stamp([]byte(tc.event), time.Now())
+			require.ErrorIs(t, err, ErrInvalidEvent)
+		})
+	}
+	for _, ok := range []string{`{` + base + `,"a":{"a":1,"b":{"a":2}}}`, `{` + base + many + `}`} {
+		_, dup := duplicateMember(ok)
+		assert.False(t, dup, ok)
+		_, err := k.Sign("s", []byte(ok))
+		assert.NoError(t, err)
+	}
+	_, dup := duplicateMember(`[1,2,3]`)
+	assert.False(t, dup, "not an object")
+}

@@ -59,7 +59,7 @@ func (f *ackFixture) add(t *testing.T, n int) {
 func (f *ackFixture) processor(t *testing.T, cfg processor.Config) *processor.Processor {
 	t.Helper()
 	cfg.Stream, cfg.Group, cfg.Consumer, cfg.DeadLetter = f.stream, "g", "c", "acks:dead"
-	p, err := processor.New(cfg, nil, f.bus, f.rdb, host.NewPipeline(), nil)
+	p, err := processor.New(cfg, nil, f.bus, host.NewPipeline(), nil)
 	require.NoError(t, err)
 	return p
 }

@@ -23,6 +23,7 @@ type Metrics struct {
 	DeletedPending prometheus.Counter
 	Emitted        *prometheus.CounterVec // by sink
 	RedisErrors    *prometheus.CounterVec // by operation
+	SinkErrors     *prometheus.CounterVec // by sink
 	LateAcks       prometheus.Counter
 	GroupRecreated prometheus.Counter
 	Pending        prometheus.Gauge
@@ -70,6 +71,9 @@ func NewMetrics() *Metrics {
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditproc_redis_errors_total", Help: "Failed Redis operations, by operation.",
 		}, []string{"op"}),
+		SinkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "auditproc_sink_errors_total", Help: "Failed writes to file and stdout sinks, by sink (each is retried; the entries wait unacknowledged).",
+		}, []string{"sink"}),
 		LateAcks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "auditproc_late_acks_total", Help: "Acks that found the entry no longer pending for this consumer (claimed by another replica meanwhile).",
 		}),
@@ -88,7 +92,7 @@ func NewMetrics() *Metrics {
 	}
 	r.MustRegister(m.Read, m.Verified, m.Tampered, m.Verdicts, m.PluginLatency, m.Acked,
 		m.DeadLettered, m.Reclaimed, m.DeletedPending, m.Emitted,
-		m.RedisErrors, m.LateAcks, m.GroupRecreated, m.Pending, m.Lag, m.Ready,
+		m.RedisErrors, m.SinkErrors, m.LateAcks, m.GroupRecreated, m.Pending, m.Lag, m.Ready,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

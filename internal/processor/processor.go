@@ -5,17 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
-	"github.com/auditproc/auditproc/abi"
 	"github.com/auditproc/auditproc/host"
-	"github.com/auditproc/auditproc/internal/integrity"
 	"github.com/auditproc/auditproc/internal/streambus"
 )
 
@@ -31,8 +25,6 @@ const (
 
 	// readGrace is added to a read's block time for its own deadline.
 	readGrace = 15 * time.Second
-	// maxBackoff caps the wait between retries of a failing Redis call.
-	maxBackoff = 5 * time.Second
 	// maxRemembered bounds the last-failure memory used for dead letters.
 	maxRemembered = 100_000
 )
@@ -64,17 +56,6 @@ type Config struct {
 	// StopWhenIdle makes Run return once the stream is drained: nothing new
 	// to read, nothing pending for the group (used by the demo and tests).
 	StopWhenIdle bool
-}
-
-// Sink is where a plugin's emits go.
-type Sink struct {
-	// Type is "stream", "file" or "stdout".
-	Type string
-	// Stream for a stream sink: entries are signed and committed in the same
-	// atomic step as the ack (exactly once per processed entry).
-	Stream string
-	// Path for a file sink (JSON lines, at least once).
-	Path string
 }
 
 func (c *Config) setDefaults() {
@@ -111,23 +92,11 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("processor: batch size, workers, max deliveries, block, min idle and reclaim interval must be positive"))
 	}
 	for name, s := range c.Sinks {
-		switch s.Type {
-		case "stream", "file", "stdout":
-		default:
-			errs = append(errs, fmt.Errorf("processor: sink %q: unknown type %q", name, s.Type))
+		if err := s.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("processor: sink %q: %w", name, err))
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// bus is what the loop needs of Redis (a *streambus.Bus).
-type bus interface {
-	XGroupCreate(ctx context.Context, stream, group, start string) (bool, error)
-	XReadGroup(ctx context.Context, a streambus.GroupReadArgs) (streambus.Batch, error)
-	XAutoClaim(ctx context.Context, a streambus.AutoClaimArgs) (streambus.Batch, error)
-	XAck(ctx context.Context, stream, group string, ids ...string) (int64, error)
-	Commit(ctx context.Context, stream, group string, items ...streambus.Item) (streambus.CommitResult, error)
-	DeadLetter(ctx context.Context, stream, group, dlq string, letters ...streambus.Letter) ([]string, error)
 }
 
 // Processor is the run loop. Create it with New and call Run once.
@@ -135,82 +104,32 @@ type Processor struct {
 	cfg      Config
 	log      *slog.Logger
 	bus      bus
-	rdb      redis.UniversalClient
 	pipeline *host.Pipeline
 	metrics  *Metrics
-	lines    map[string]*lineSink // file and stdout sinks by name
+	sinks    map[string]*sink // by name
+	outcomes outcomes
 
-	ready       atomic.Bool
-	lastRead    atomic.Int64 // unix nanoseconds when a read last returned
-	stalled     atomic.Bool
-	failures    failureMemory
-	inflightIDs idSet
+	readyMu  sync.Mutex // orders ready's changes with the gauge's
+	ready    atomic.Bool
+	lastRead atomic.Int64 // unix nanoseconds when a read last returned
+	stalled  atomic.Bool
+	failures failureMemory
+	// held are the entries this process holds: read and not yet finished
+	// in Redis (queued for a worker, running, or waiting for their ack).
+	// The reclaimer leaves them alone.
+	held heldSet
+	// uncommitted counts the entries handed to the workers whose verdict
+	// is not committed yet. An entry leaves it when its commit was planned
+	// (its ack may still wait in acks, where it stays held).
+	uncommitted atomic.Int64
 	acks        ackQueue  // finished entries to acknowledge with the next read
 	chunks      sync.Pool // of *[]work: result chunks, reused once committed
 	stats       Stats
 }
 
-// Stats are the loop's totals since start, for summaries.
-type Stats struct {
-	Processed    atomic.Int64 // pipeline ended in ok and the entry was acked
-	Dropped      atomic.Int64 // a plugin dropped the entry; acked
-	Retried      atomic.Int64 // a plugin asked for a retry (or failed); left pending
-	Rejected     atomic.Int64 // dead-lettered because a plugin rejected it
-	Exhausted    atomic.Int64 // dead-lettered after max deliveries
-	Tampered     atomic.Int64 // deliveries refused by verification (an entry counts each time)
-	TamperedDLQ  atomic.Int64 // tampered entries dead-lettered after max deliveries
-	Reclaimed    atomic.Int64 // entries claimed from idle consumers
-	DeletedAlarm atomic.Int64 // pending entries found deleted or trimmed
-	LateAcks     atomic.Int64 // acks that found the entry already acknowledged
-
-	mu             sync.Mutex
-	emitted        map[string]int64    // committed emits by sink name
-	tamperedIDs    map[string]struct{} // distinct tampered entry ids (bounded)
-	tamperedUnique int64
-}
-
-// Emitted returns the emits committed per sink name.
-func (s *Stats) Emitted() map[string]int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return maps.Clone(s.emitted)
-}
-
-// TamperedEntries is how many distinct entries failed verification.
-func (s *Stats) TamperedEntries() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.tamperedUnique
-}
-
-func (s *Stats) addEmitted(sink string, n int64) {
-	s.mu.Lock()
-	if s.emitted == nil {
-		s.emitted = map[string]int64{}
-	}
-	s.emitted[sink] += n
-	s.mu.Unlock()
-}
-
-func (s *Stats) addTampered(id string) {
-	s.Tampered.Add(1)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.tamperedIDs == nil {
-		s.tamperedIDs = map[string]struct{}{}
-	}
-	if _, seen := s.tamperedIDs[id]; seen {
-		return
-	}
-	s.tamperedUnique++
-	if len(s.tamperedIDs) < maxRemembered {
-		s.tamperedIDs[id] = struct{}{}
-	}
-}
-
-// New checks cfg and opens the line sinks. rdb is the client behind b, used
-// for the health and gauge queries.
-func New(cfg Config, logger *slog.Logger, b bus, rdb redis.UniversalClient, pipeline *host.Pipeline, metrics *Metrics) (*Processor, error) {
+// New checks cfg and opens the line sinks. b is the processor's only way to
+// Redis (a *streambus.Bus).
+func New(cfg Config, logger *slog.Logger, b bus, pipeline *host.Pipeline, metrics *Metrics) (*Processor, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -221,25 +140,19 @@ func New(cfg Config, logger *slog.Logger, b bus, rdb redis.UniversalClient, pipe
 	if metrics == nil {
 		metrics = NewMetrics()
 	}
-	p := &Processor{cfg: cfg, log: logger, bus: b, rdb: rdb, pipeline: pipeline, metrics: metrics, lines: map[string]*lineSink{}}
+	p := &Processor{cfg: cfg, log: logger, bus: b, pipeline: pipeline, metrics: metrics}
+	p.outcomes = outcomes{stats: &p.stats, m: metrics}
 	p.failures.m = map[string]failure{}
-	for name, s := range cfg.Sinks {
-		switch s.Type {
-		case "file":
-			ls, err := openFileSink(name, s.Path)
-			if err != nil {
-				p.closeSinks()
-				return nil, err
-			}
-			p.lines[name] = ls
-		case "stdout":
-			p.lines[name] = newWriterSink(name, stdoutWriter{})
-		}
+	sinks, err := openSinks(cfg.Sinks)
+	if err != nil {
+		return nil, err
 	}
+	p.sinks = sinks
 	return p, nil
 }
 
-// Ready reports whether Redis answers and the loop runs (for /readyz).
+// Ready reports whether Redis answers and the loop runs (for /readyz and
+// the auditproc_ready gauge).
 func (p *Processor) Ready() bool { return p.ready.Load() }
 
 // Healthy reports whether the read loop is alive (for /healthz): false
@@ -249,125 +162,87 @@ func (p *Processor) Healthy() bool { return !p.stalled.Load() }
 // Stats returns the loop's totals.
 func (p *Processor) Stats() *Stats { return &p.stats }
 
-func (p *Processor) closeSinks() {
-	for _, s := range p.lines {
-		_ = s.close()
-	}
-}
-
-// work is one entry on its way through a worker to the committer. entry
-// points into the batch read from Redis, which lives until committed.
-type work struct {
-	entry  *streambus.Entry
-	result host.Result
-}
-
-// chunk returns an empty result chunk with room for n entries.
-func (p *Processor) chunk(n int) *[]work {
-	if c, ok := p.chunks.Get().(*[]work); ok && cap(*c) >= n {
-		*c = (*c)[:0]
-		return c
-	}
-	c := make([]work, 0, max(n, maxChunk))
-	return &c
-}
-
-// release gives a committed chunk back for reuse.
-func (p *Processor) release(c *[]work) {
-	clear(*c) // drop references to entries and emits
-	p.chunks.Put(c)
-}
-
 // Run runs the loop until ctx is cancelled (or, with StopWhenIdle, until the
-// stream is drained). Shutdown order: stop reading and claiming → finish the
-// entries already read, within ShutdownTimeout → commit their verdicts →
-// return; the caller then closes the plugins and Redis.
+// stream is drained), and returns once every goroutine it started has
+// returned. The caller then closes the plugins and Redis.
 func (p *Processor) Run(ctx context.Context) error {
-	defer p.closeSinks()
+	defer closeSinks(p.sinks)
 	if err := p.ensureGroup(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before Redis ever answered: nothing was read
 		}
 		return err
 	}
-	p.ready.Store(true)
-	defer p.ready.Store(false)
+	p.setReady(true)
+	defer p.setReady(false)
 
 	// Work outlives ctx by up to ShutdownTimeout, so that what was read is
 	// finished and acked.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	var shutdownTimer *time.Timer
+	var timerMu sync.Mutex
 	stopTimer := context.AfterFunc(ctx, func() {
 		p.log.Info("shutdown_started", slog.Duration("timeout", p.cfg.ShutdownTimeout))
-		time.AfterFunc(p.cfg.ShutdownTimeout, cancelWork)
+		timerMu.Lock()
+		shutdownTimer = time.AfterFunc(p.cfg.ShutdownTimeout, cancelWork)
+		timerMu.Unlock()
 	})
-	defer stopTimer()
+	defer func() {
+		stopTimer()
+		timerMu.Lock()
+		if shutdownTimer != nil {
+			shutdownTimer.Stop()
+		}
+		timerMu.Unlock()
+	}()
 
 	readCtx, stopReading := context.WithCancel(ctx)
 	defer stopReading()
+
+	workers, err := p.startWorkers(workCtx)
+	if err != nil {
+		return err
+	}
 
 	// Entries travel in chunks (see feeder.send), results likewise: one
 	// channel operation per chunk, not per entry. The reader runs ahead of
 	// the workers by about one batch.
 	jobs := make(chan []streambus.Entry, max(2*p.cfg.Workers, p.cfg.BatchSize/maxChunk))
 	results := make(chan *[]work, 2*p.cfg.Workers)
-	var inflight atomic.Int64 // entries handed to workers and not yet committed
-
-	workers := make([]*host.Worker, p.cfg.Workers)
-	for i := range workers {
-		w, err := p.pipeline.NewWorker(workCtx)
-		if err != nil {
-			for _, w := range workers[:i] {
-				w.Close()
-			}
-			return fmt.Errorf("start worker %d: %w", i, err)
-		}
-		workers[i] = w
-	}
+	feed := feeder{jobs: jobs, uncommitted: &p.uncommitted, held: &p.held, sendCtx: workCtx, workers: p.cfg.Workers}
 	obs := newObservers(p.metrics, p.pipeline)
 
-	var producers, pool, committer sync.WaitGroup
-	producers.Add(2)
-	feed := feeder{jobs: jobs, inflight: &inflight, ids: &p.inflightIDs, sendCtx: workCtx, workers: p.cfg.Workers}
-	go func() { defer producers.Done(); p.readLoop(readCtx, feed, stopReading) }()
-	go func() { defer producers.Done(); p.reclaimLoop(readCtx, feed) }()
+	var producers, pool, committer, watchers sync.WaitGroup
+	producers.Go(func() { p.readLoop(readCtx, feed, stopReading) })
+	producers.Go(func() { p.reclaimLoop(readCtx, feed) })
 	for _, w := range workers {
-		pool.Add(1)
-		go func() {
-			defer pool.Done()
-			defer w.Close()
-			for chunk := range jobs {
-				out := p.chunk(len(chunk))
-				for i := range chunk {
-					e := &chunk[i]
-					res := w.Process(workCtx, host.Event{
-						EntryID: e.ID, Stream: e.Stream, KeyID: e.KeyID, EventID: e.EventID,
-						Deliveries: uint32(min(e.Deliveries, 1<<31)), Data: e.Event,
-					})
-					p.checkEmits(&res)
-					obs.observe(&res)
-					// The worker reuses Event and Timings on its next call;
-					// Timings were observed just above.
-					res.Event, res.Timings = nil, nil
-					*out = append(*out, work{entry: e, result: res})
-				}
-				results <- out
-			}
-		}()
+		pool.Go(func() { p.runWorker(workCtx, w, obs, jobs, results) })
 	}
-	committer.Add(1)
-	go func() { defer committer.Done(); p.commitLoop(workCtx, results, &inflight) }()
+	committer.Go(func() { p.commitLoop(workCtx, results) })
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	watchers.Go(func() { p.gaugeLoop(watchCtx) })
+	watchers.Go(func() { p.watchLoop(watchCtx) })
 
-	gaugeCtx, stopGauges := context.WithCancel(ctx)
-	go p.gaugeLoop(gaugeCtx)
-	go p.watchLoop(gaugeCtx)
-	defer stopGauges()
-
+	// Shutdown, in order; each step waits for the one before:
+	//  1. ctx is cancelled (or the stream drained): reading and claiming
+	//     stop, and the shutdown timer starts;
 	producers.Wait()
+	//  2. no more entries for the workers: they finish what they were
+	//     handed (cut short when ShutdownTimeout ends) and close their
+	//     plugin instances;
 	close(jobs)
 	pool.Wait()
+	//  3. no more results: the committer commits the last verdicts and
+	//     sends the queued acks;
 	close(results)
 	committer.Wait()
+	//  4. the gauges and the stall watch, which also use Redis, stop;
+	stopWatching()
+	watchers.Wait()
+	//  5. the sinks close (deferred above) and Run returns: no goroutine of
+	//     Run's uses Redis or the plugins any more.
 	if err := workCtx.Err(); err != nil && ctx.Err() != nil {
 		p.log.Warn("shutdown_timed_out", slog.String("detail", "entries still in flight stay pending and are redelivered"))
 	}
@@ -377,162 +252,15 @@ func (p *Processor) Run(ctx context.Context) error {
 	return nil
 }
 
-type stdoutWriter struct{}
-
-func (stdoutWriter) Write(b []byte) (int, error) { return os.Stdout.Write(b) }
-
 // ensureGroup creates the consumer group (from the start of the stream, so
 // entries written before the first start are processed too), retrying while
 // Redis is unreachable.
 func (p *Processor) ensureGroup(ctx context.Context) error {
-	return p.retry(ctx, "xgroup_create", func() error {
+	return p.retryRedis(ctx, "xgroup_create", func() error {
 		created, err := p.bus.XGroupCreate(ctx, p.cfg.Stream, p.cfg.Group, "0")
 		if err == nil && created {
 			p.log.Info("audit_consumer_group_initialized", slog.String("stream", p.cfg.Stream), slog.String("group", p.cfg.Group))
 		}
 		return err
 	})
-}
-
-// retry runs op until it succeeds or ctx ends, backing off (capped) between
-// failures, logging the first failure and then at most one line a minute.
-func (p *Processor) retry(ctx context.Context, opName string, op func() error) error {
-	backoff := 50 * time.Millisecond
-	var lastLog time.Time
-	failures := 0
-	for {
-		err := op()
-		if err == nil {
-			if failures > 0 {
-				p.log.Info("redis_recovered", slog.String("op", opName), slog.Int("failures", failures))
-				p.ready.Store(true)
-			}
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		failures++
-		p.ready.Store(false)
-		p.metrics.RedisErrors.WithLabelValues(opName).Inc()
-		if time.Since(lastLog) > time.Minute {
-			p.log.Error("redis_operation_failed", slog.String("op", opName), slog.Int("failures", failures),
-				slog.Duration("retry_in", backoff), slog.String("error", err.Error()))
-			lastLog = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, maxBackoff)
-	}
-}
-
-// failureMemory remembers why an entry last failed, for its dead letter.
-type failureMemory struct {
-	mu sync.Mutex
-	m  map[string]failure
-}
-
-type failure struct{ plugin, message string }
-
-func (f *failureMemory) set(id string, v failure) {
-	f.mu.Lock()
-	if len(f.m) >= maxRemembered {
-		for k := range f.m { // forget an arbitrary one: memory stays bounded
-			delete(f.m, k)
-			break
-		}
-	}
-	f.m[id] = v
-	f.mu.Unlock()
-}
-
-func (f *failureMemory) take(id string) (failure, bool) {
-	f.mu.Lock()
-	v, ok := f.m[id]
-	delete(f.m, id)
-	f.mu.Unlock()
-	return v, ok
-}
-
-// idSet is the set of entry ids in flight in this process: handed to a
-// worker and not yet committed.
-type idSet struct {
-	mu  sync.Mutex
-	ids map[string]struct{}
-}
-
-func (s *idSet) add(entries []streambus.Entry) {
-	s.mu.Lock()
-	if s.ids == nil {
-		s.ids = make(map[string]struct{}, len(entries))
-	}
-	for i := range entries {
-		s.ids[entries[i].ID] = struct{}{}
-	}
-	s.mu.Unlock()
-}
-
-func (s *idSet) remove(entries []streambus.Entry) {
-	s.mu.Lock()
-	for i := range entries {
-		delete(s.ids, entries[i].ID)
-	}
-	s.mu.Unlock()
-}
-
-// removeWork removes the batch's entries, except those in keep.
-func (s *idSet) removeWork(batch []work, keep map[string]struct{}) {
-	s.mu.Lock()
-	for i := range batch {
-		if _, kept := keep[batch[i].entry.ID]; !kept {
-			delete(s.ids, batch[i].entry.ID)
-		}
-	}
-	s.mu.Unlock()
-}
-
-func (s *idSet) removeIDs(ids []string) {
-	s.mu.Lock()
-	for _, id := range ids {
-		delete(s.ids, id)
-	}
-	s.mu.Unlock()
-}
-
-// without returns entries less those in flight.
-func (s *idSet) without(entries []streambus.Entry) []streambus.Entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := entries[:0:0]
-	for _, e := range entries {
-		if _, busy := s.ids[e.ID]; !busy {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-// checkEmits stamps every emit of an ok result as the sink will store it
-// and turns the result into a reject when one cannot be: an emit that is
-// not a JSON object, or whose event_id or timestamp is malformed, could
-// never be committed, and retrying it would stall every entry behind it.
-func (p *Processor) checkEmits(r *host.Result) {
-	if r.Verdict != abi.VerdictOK {
-		return
-	}
-	now := time.Now()
-	for i := range r.Emits {
-		stamped, _, err := integrity.Stamp(r.Emits[i].Event, now)
-		if err != nil {
-			r.Verdict = abi.VerdictReject
-			r.Plugin = r.Emits[i].Plugin
-			r.Message = fmt.Sprintf("emitted an invalid event for sink %q: %v", r.Emits[i].Sink, err)
-			r.Emits = nil
-			return
-		}
-		r.Emits[i].Event = stamped
-	}
 }

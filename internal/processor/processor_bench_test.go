@@ -118,7 +118,7 @@ func BenchmarkPluginCall(b *testing.B) {
 	run := func(b *testing.B, plugins ...*host.Plugin) {
 		w, err := host.NewPipeline(plugins...).NewWorker(context.Background())
 		require.NoError(b, err)
-		defer w.Close()
+		defer w.Release()
 		ctx := context.Background()
 		b.ReportAllocs()
 		for b.Loop() {
@@ -217,7 +217,7 @@ func BenchmarkRun(b *testing.B) {
 	require.NoError(b, err)
 	sinks := map[string]processor.Sink{}
 	for name, s := range defCfg.Sinks {
-		sinks[name] = processor.Sink{Type: s.Type, Stream: s.Stream, Path: s.Path}
+		sinks[name] = processor.Sink{Type: processor.SinkKind(s.Type), Stream: s.Stream, Path: s.Path}
 	}
 	groups := 0
 	for _, sc := range []struct {
@@ -237,7 +237,7 @@ func BenchmarkRun(b *testing.B) {
 				proc, err := processor.New(processor.Config{
 					Stream: stream, Group: fmt.Sprintf("g%d", groups), Consumer: "c", DeadLetter: "run:dead",
 					Block: 100 * time.Millisecond, Sinks: sinks, StopWhenIdle: true,
-				}, nil, bus, rdb, pipeline, nil)
+				}, nil, bus, pipeline, nil)
 				require.NoError(b, err)
 				start := time.Now()
 				require.NoError(b, proc.Run(context.Background()))

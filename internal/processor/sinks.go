@@ -2,11 +2,94 @@ package processor
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"sync"
 )
+
+// SinkKind is the type of a sink.
+type SinkKind string
+
+// Sink kinds.
+const (
+	// SinkStream is a Redis stream: emits are signed and committed in the
+	// same atomic step as the ack (exactly once per processed entry).
+	SinkStream SinkKind = "stream"
+	// SinkFile appends JSON lines to a file, synced before the ack (at
+	// least once).
+	SinkFile SinkKind = "file"
+	// SinkStdout writes JSON lines to standard output (at least once).
+	SinkStdout SinkKind = "stdout"
+)
+
+// Sink is where a plugin's emits go.
+type Sink struct {
+	Type SinkKind
+	// Stream for a stream sink.
+	Stream string
+	// Path for a file sink.
+	Path string
+}
+
+func (s Sink) validate() error {
+	switch s.Type {
+	case SinkStream:
+		if s.Stream == "" {
+			return errors.New("a stream sink needs a stream")
+		}
+	case SinkFile:
+		if s.Path == "" {
+			return errors.New("a file sink needs a path")
+		}
+	case SinkStdout:
+	default:
+		return fmt.Errorf("unknown type %q", s.Type)
+	}
+	return nil
+}
+
+// sink is an open sink.
+type sink struct {
+	name   string
+	kind   SinkKind
+	stream string    // SinkStream
+	line   *lineSink // SinkFile, SinkStdout
+}
+
+// openSinks opens the line sinks of cfg.
+func openSinks(cfg map[string]Sink) (map[string]*sink, error) {
+	sinks := make(map[string]*sink, len(cfg))
+	for name, c := range cfg {
+		s := &sink{name: name, kind: c.Type, stream: c.Stream}
+		switch c.Type {
+		case SinkFile:
+			ls, err := openFileSink(name, c.Path)
+			if err != nil {
+				closeSinks(sinks)
+				return nil, err
+			}
+			s.line = ls
+		case SinkStdout:
+			s.line = newWriterSink(name, stdoutWriter{})
+		}
+		sinks[name] = s
+	}
+	return sinks, nil
+}
+
+func closeSinks(sinks map[string]*sink) {
+	for _, s := range sinks {
+		if s.line != nil {
+			_ = s.line.close()
+		}
+	}
+}
+
+type stdoutWriter struct{}
+
+func (stdoutWriter) Write(b []byte) (int, error) { return os.Stdout.Write(b) }
 
 // lineSink appends derived events as JSON lines to a file or to stdout. Such
 // sinks are at-least-once: a line is written (and, for files, synced) before

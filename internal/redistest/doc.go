@@ -20,6 +20,15 @@
 // Container when a Docker engine answers. When the needed backend is not
 // available the test skips (SkipOrFail), or fails under AUDITPROC_NO_SKIP=1.
 //
+// StartCluster starts a Redis Cluster of redis-server processes (three
+// masters with one replica each, `redis-cli --cluster create`), with helpers
+// to move a slot (MigrateSlot), fail over (Failover, or Kill a master) and
+// wait for the cluster to settle (WaitHealthy). StartSentinel starts a
+// master, a replica and three sentinels. A Link is a relay a test can cut
+// like a network partition (open connections go silent for good); with
+// WithLinks every cluster node announces its link, so a client can be cut
+// off a node while the cluster itself keeps working.
+//
 // Packages that only need *a* Redis use Shared, with Main in their TestMain,
 // and unique key/stream names per test.
 package redistest

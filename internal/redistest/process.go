@@ -48,11 +48,26 @@ func newProcess(cfg config, dir string) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &process{bin: bin, cfg: cfg, dir: dir, logPath: filepath.Join(dir, "redis.log"),
+	return &process{bin: bin, cfg: cfg, dir: dir, port: cfg.port, logPath: filepath.Join(dir, "redis.log"),
 		outPath: filepath.Join(dir, "redis.stdout")}, nil
 }
 
 func (p *process) args() []string {
+	if p.cfg.sentinel != "" {
+		conf := filepath.Join(p.dir, "sentinel.conf")
+		if _, err := os.Stat(conf); err != nil {
+			// Sentinel rewrites its file; write it only once, so a restart
+			// keeps what it learnt.
+			_ = os.WriteFile(conf, []byte(p.cfg.sentinel), 0o600)
+		}
+		return append([]string{conf, "--sentinel",
+			"--port", strconv.Itoa(p.port),
+			"--bind", "127.0.0.1",
+			"--dir", p.dir,
+			"--logfile", p.logPath,
+			"--daemonize", "no",
+		}, p.cfg.args...)
+	}
 	a := []string{
 		"--port", strconv.Itoa(p.port),
 		"--bind", "127.0.0.1",

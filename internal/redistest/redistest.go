@@ -66,6 +66,10 @@ type config struct {
 	network string
 	alias   string
 	args    []string
+	port    int // process backend: this port instead of a free one
+	// sentinel runs redis-server --sentinel with this monitor line
+	// (process backend; the rest of the arguments do not apply).
+	sentinel string
 }
 
 // WithBackend asks for a specific backend (a test that needs a container:

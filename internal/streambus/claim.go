@@ -12,34 +12,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// ClaimArgs are the arguments of XClaim.
-type ClaimArgs struct {
-	Stream   string
-	Group    string
-	Consumer string
-	// MinIdle: only entries idle at least this long change owner.
-	MinIdle time.Duration
-	// IDs to claim.
-	IDs []string
-}
-
-// XClaim moves the given pending entries, when idle at least a.MinIdle, to
-// a.Consumer and returns them verified, with their delivery counts (XCLAIM
-// counts this delivery). Redis silently drops ids whose entries were deleted
-// from the pending list; use XAutoClaim to learn them.
-func (b *Bus) XClaim(ctx context.Context, a ClaimArgs) (Batch, error) {
-	if a.Stream == "" || a.Group == "" || a.Consumer == "" || len(a.IDs) == 0 {
-		return Batch{}, fmt.Errorf("%w: xclaim needs stream, group, consumer and ids", ErrInvalidArgs)
-	}
-	msgs, err := b.rdb.XClaim(ctx, &redis.XClaimArgs{
-		Stream: a.Stream, Group: a.Group, Consumer: a.Consumer, MinIdle: max(a.MinIdle, 0), Messages: a.IDs,
-	}).Result()
-	if err != nil {
-		return Batch{}, fmt.Errorf("xclaim %d ids on stream %q group %q: %w", len(a.IDs), a.Stream, a.Group, err)
-	}
-	return b.claimed(ctx, "xclaim", a.Stream, a.Group, a.Consumer, msgs, nil, "")
-}
-
 // AutoClaimArgs are the arguments of XAutoClaim.
 type AutoClaimArgs struct {
 	Stream   string
@@ -66,20 +38,28 @@ func (b *Bus) XAutoClaim(ctx context.Context, a AutoClaimArgs) (Batch, error) {
 	if a.Start == "" {
 		a.Start = "0-0"
 	}
-	msgs, next, deleted, err := b.rdb.XAutoClaimWithDeleted(ctx, &redis.XAutoClaimArgs{
-		Stream: a.Stream, Group: a.Group, Consumer: a.Consumer, MinIdle: max(a.MinIdle, 0),
-		Start: a.Start, Count: b.count(a.Count),
-	}).Result()
+	sc := b.getScratch()
+	defer b.putScratch(sc)
+	raw, err := b.raw(ctx, "xautoclaim", a.Stream, a.Group, a.Consumer, max(a.MinIdle, 0).Milliseconds(),
+		a.Start, "count", b.count(a.Count))
+	var (
+		next    string
+		entries []rawEntry
+		deleted []string
+	)
+	if err == nil {
+		next, entries, deleted, err = parseAutoClaimReply(raw, sc)
+	}
 	if err != nil {
 		return Batch{}, fmt.Errorf("xautoclaim on stream %q group %q from %q: %w", a.Stream, a.Group, a.Start, err)
 	}
-	return b.claimed(ctx, "xautoclaim", a.Stream, a.Group, a.Consumer, msgs, deleted, next)
+	return b.claimed(ctx, "xautoclaim", a.Stream, a.Group, a.Consumer, entries, deleted, next, sc)
 }
 
-func (b *Bus) claimed(ctx context.Context, op, stream, group, consumer string, msgs []redis.XMessage, deleted []string, cursor string) (Batch, error) {
+func (b *Bus) claimed(ctx context.Context, op, stream, group, consumer string, entries []rawEntry, deleted []string, cursor string, sc *scratch) (Batch, error) {
 	batch := Batch{}
-	b.verify(stream, messageEntries(msgs), 0, false, &batch, &scratch{})
-	batch.Cursor, batch.Deleted = cursor, deleted
+	b.verify(stream, entries, 0, true, &batch, sc)
+	batch.Cursor, batch.Deleted = cursor, append(batch.Deleted, deleted...)
 	if err := b.fillDeliveries(ctx, stream, group, consumer, &batch); err != nil {
 		return Batch{}, err
 	}

@@ -77,22 +77,24 @@ end
 return {acked, added}
 `)
 
-// add is one entry to append in commitScript.
-type add struct {
+// scriptAdd is one signed entry to append in commitScript: the wire form of
+// an Add (or of a dead letter).
+type scriptAdd struct {
 	stream string
 	maxLen int64
 	fields []any
 }
 
-// item is one entry to acknowledge with the entries to append for it.
-type item struct {
+// scriptItem is one entry to acknowledge in commitScript with the entries to
+// append for it: the wire form of an Item (or of a Letter).
+type scriptItem struct {
 	id   string
-	adds []add
+	adds []scriptAdd
 }
 
 // runCommit runs commitScript. ids holds, per item, the new ids of its adds,
 // or nil when the item was no longer pending (already acknowledged).
-func (b *Bus) runCommit(ctx context.Context, stream, group string, items []item) (ids [][]string, acked int64, err error) {
+func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scriptItem) (ids [][]string, acked int64, err error) {
 	keys := []string{stream}
 	argv := []any{group, len(items)}
 	for _, it := range items {
@@ -128,40 +130,74 @@ func (b *Bus) runCommit(ctx context.Context, stream, group string, items []item)
 	return ids, acked, nil
 }
 
+// ReasonKind names why an entry was dead-lettered: one of the constants
+// below or a verification reason (integrity.Reason: "signature_mismatch",
+// "unknown_key_id", "malformed_envelope", "unsigned"). It is the metric
+// label of a dead letter.
+type ReasonKind string
+
+// Reasons given by the processor.
+const (
+	// ReasonRejected: a plugin rejected the entry.
+	ReasonRejected ReasonKind = "rejected"
+	// ReasonMaxDeliveries: the entry failed its pipeline max_deliveries times.
+	ReasonMaxDeliveries ReasonKind = "max_deliveries"
+)
+
+// Reason says why an entry is dead-lettered.
+type Reason struct {
+	Kind ReasonKind
+	// Detail, when not empty, is what a reader needs to know beyond Kind:
+	// the plugin and its message, the delivery count.
+	Detail string
+}
+
+// String is the reason as stored in the dead letter's reason field: Kind,
+// then ": " and Detail when there is one.
+func (r Reason) String() string {
+	if r.Detail == "" {
+		return string(r.Kind)
+	}
+	return string(r.Kind) + ": " + r.Detail
+}
+
 // Letter is an entry to move to a dead-letter stream.
 type Letter struct {
 	// ID is the entry's id in the source stream.
 	ID string
-	// Reason says why it is dead-lettered, for example "max_deliveries" or a
-	// verification reason such as "signature_mismatch".
-	Reason string
+	// Reason says why it is dead-lettered.
+	Reason Reason
 	// Deliveries is how many times it was delivered.
 	Deliveries int64
 	// KeyID is the key id the entry names, "" when it names none.
 	KeyID string
-	// Fields are the entry's fields as stored, as field, value pairs.
+	// Fields are the entry's fields as stored, as field, value pairs, in
+	// stream order (a field named twice appears twice).
 	Fields []any
 }
 
 // Letter returns the dead letter of a verified entry.
-func (e Entry) Letter(reason string) Letter {
+func (e Entry) Letter(reason Reason) Letter {
 	return Letter{ID: e.ID, Reason: reason, Deliveries: e.Deliveries, KeyID: e.KeyID, Fields: e.Envelope().Values()}
 }
 
 // Letter returns the dead letter of an entry that failed verification, with
 // its verification reason.
 func (t Tampered) Letter() Letter {
-	kid, _ := t.Fields["kid"].(string)
-	keys := make([]string, 0, len(t.Fields))
-	for k := range t.Fields {
-		keys = append(keys, k)
+	// The key id the entry names: its first kid field (the entry was
+	// refused if it named more than one).
+	var kid string
+	fields := make([]any, 0, len(t.Fields))
+	for i := 0; i+1 < len(t.Fields); i += 2 {
+		if t.Fields[i] == integrity.FieldKeyID && kid == "" {
+			kid = t.Fields[i+1]
+		}
+		fields = append(fields, t.Fields[i], t.Fields[i+1])
 	}
-	slices.Sort(keys)
-	fields := make([]any, 0, 2*len(keys))
-	for _, k := range keys {
-		fields = append(fields, k, t.Fields[k])
+	if len(t.Fields)%2 != 0 { // a name without a value: kept, with an empty one
+		fields = append(fields, t.Fields[len(t.Fields)-1], "")
 	}
-	return Letter{ID: t.ID, Reason: t.Reason, Deliveries: t.Deliveries, KeyID: kid, Fields: fields}
+	return Letter{ID: t.ID, Reason: Reason{Kind: ReasonKind(t.Reason)}, Deliveries: t.Deliveries, KeyID: kid, Fields: fields}
 }
 
 // Fields of a dead-letter entry. The original entry's fields follow, each
@@ -188,17 +224,17 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 	if len(letters) == 0 {
 		return nil, nil
 	}
-	items := make([]item, len(letters))
+	items := make([]scriptItem, len(letters))
 	for i, l := range letters {
 		fields := []any{
 			DeadLetterOriginalID, l.ID, DeadLetterOriginalStream, stream,
-			DeadLetterReason, l.Reason, DeadLetterDeliveries, strconv.FormatInt(l.Deliveries, 10),
+			DeadLetterReason, l.Reason.String(), DeadLetterDeliveries, strconv.FormatInt(l.Deliveries, 10),
 			DeadLetterKeyID, l.KeyID,
 		}
 		for j := 0; j+1 < len(l.Fields); j += 2 {
 			fields = append(fields, DeadLetterFieldPrefix+fmt.Sprint(l.Fields[j]), l.Fields[j+1])
 		}
-		items[i] = item{id: l.ID, adds: []add{{stream: dlq, fields: fields}}}
+		items[i] = scriptItem{id: l.ID, adds: []scriptAdd{{stream: dlq, fields: fields}}}
 	}
 	added, acked, err := b.runCommit(ctx, stream, group, items)
 	if err != nil {
@@ -213,7 +249,7 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 		b.log.LogAttrs(ctx, slog.LevelWarn, "message_dead_lettered",
 			slog.String("stream", stream), slog.String("group", group), slog.String("entry_id", l.ID),
 			slog.String("dead_letter_stream", dlq), slog.String("dead_letter_id", ids[i]),
-			slog.String("reason", l.Reason), slog.Int64("deliveries", l.Deliveries))
+			slog.String("reason", l.Reason.String()), slog.Int64("deliveries", l.Deliveries))
 	}
 	b.logAcked(ctx, stream, group, len(letters), acked)
 	return ids, nil
@@ -262,7 +298,7 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 	if len(items) == 0 {
 		return CommitResult{}, nil
 	}
-	sealed := make([]item, len(items))
+	sealed := make([]scriptItem, len(items))
 	nadds := 0
 	for i, it := range items {
 		if it.ID == "" {
@@ -283,21 +319,11 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 			if err != nil {
 				return CommitResult{}, err
 			}
-			sealed[i].adds = append(sealed[i].adds, add{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values()})
+			sealed[i].adds = append(sealed[i].adds, scriptAdd{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values()})
 			nadds++
 		}
 	}
-	var ids [][]string
-	var acked int64
-	var err error
-	if nadds == 0 {
-		// Acks only: one XACK does what the script would, at a fraction of
-		// Redis's time (no script call per id).
-		acked, err = b.rdb.XAck(ctx, stream, group, ackIDs(items)...).Result()
-		ids = make([][]string, len(items))
-	} else {
-		ids, acked, err = b.runCommit(ctx, stream, group, sealed)
-	}
+	ids, acked, err := b.runCommit(ctx, stream, group, sealed)
 	if err != nil {
 		return CommitResult{}, fmt.Errorf("commit %d entries with %d events on stream %q group %q: %w", len(items), nadds, stream, group, err)
 	}
@@ -305,12 +331,4 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 		slog.String("stream", stream), slog.String("group", group),
 		slog.Int("entries", len(items)), slog.Int64("acked", acked), slog.Int("events", nadds))
 	return CommitResult{Acked: acked, IDs: ids}, nil
-}
-
-func ackIDs(items []Item) []string {
-	ids := make([]string, len(items))
-	for i, it := range items {
-		ids[i] = it.ID
-	}
-	return ids
 }

@@ -7,14 +7,14 @@
 //
 //   - XAdd stamps, signs and appends an event. Trimming (MAXLEN ~) happens only
 //     when the caller asks for it: an audit stream is permanent by default.
-//   - XRead and XReadGroup return verified entries. An entry that fails
+//   - XReadGroup returns verified entries. An entry that fails
 //     verification is never returned as an Entry: it is logged as
 //     security_audit_tampered_message with its id, stream and reason, counted
 //     (TamperedCounts), reported in Batch.Tampered, and in a group it is left
 //     pending, not acknowledged.
-//   - XGroupCreate is idempotent; XAck, XPending, XPendingEntries, XClaim and
-//     XAutoClaim are the consumer-group bookkeeping, XAutoClaim reporting the
-//     ids of entries deleted or trimmed while they were pending.
+//   - XGroupCreate is idempotent; XAck, XPending, XInfoGroup and XAutoClaim
+//     are the consumer-group bookkeeping, XAutoClaim reporting the ids of
+//     entries deleted or trimmed while they were pending.
 //   - DeadLetter and Commit are the atomic moves the processor makes: "copy
 //     to the dead-letter stream and acknowledge", and "append the emitted
 //     events and acknowledge". Each is one Lua script rather than MULTI/EXEC,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -84,53 +83,29 @@ func (b *Bus) XPending(ctx context.Context, stream, group string) (PendingInfo, 
 	return info, nil
 }
 
-// PendingArgs select pending entries for XPendingEntries.
-type PendingArgs struct {
-	Stream string
-	Group  string
-	// Consumer, when set, keeps only that consumer's entries.
-	Consumer string
-	// MinIdle, when positive, keeps only entries idle at least that long.
-	MinIdle time.Duration
-	// Start and End bound the ids, inclusive ("(" before an id excludes it).
-	// Defaults: "-" and "+".
-	Start, End string
-	// Count caps the entries returned. Default: Config.Count.
-	Count int64
+// GroupInfo is a consumer group's state (XINFO GROUPS).
+type GroupInfo struct {
+	// Pending is the number of entries delivered and not acknowledged.
+	Pending int64
+	// Lag is the number of entries in the stream not yet delivered to the
+	// group.
+	Lag int64
 }
 
-// PendingEntry is one pending entry (extended XPENDING).
-type PendingEntry struct {
-	ID       string
-	Consumer string
-	// Idle is the time since the entry was last delivered.
-	Idle time.Duration
-	// Deliveries is how many times it was delivered.
-	Deliveries int64
-}
-
-// XPendingEntries lists pending entries with their consumer, idle time and
-// delivery count, in id order.
-func (b *Bus) XPendingEntries(ctx context.Context, a PendingArgs) ([]PendingEntry, error) {
-	if a.Stream == "" || a.Group == "" {
-		return nil, fmt.Errorf("%w: xpending needs stream and group", ErrInvalidArgs)
+// XInfoGroup returns the state of group on stream. A missing stream or
+// group is an error (Redis's "no such key" or ErrNoGroup).
+func (b *Bus) XInfoGroup(ctx context.Context, stream, group string) (GroupInfo, error) {
+	if stream == "" || group == "" {
+		return GroupInfo{}, fmt.Errorf("%w: xinfo groups needs stream and group", ErrInvalidArgs)
 	}
-	if a.Start == "" {
-		a.Start = "-"
-	}
-	if a.End == "" {
-		a.End = "+"
-	}
-	ps, err := b.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
-		Stream: a.Stream, Group: a.Group, Consumer: a.Consumer, Idle: max(a.MinIdle, 0),
-		Start: a.Start, End: a.End, Count: b.count(a.Count),
-	}).Result()
+	groups, err := b.rdb.XInfoGroups(ctx, stream).Result()
 	if err != nil {
-		return nil, fmt.Errorf("xpending entries on stream %q group %q: %w", a.Stream, a.Group, err)
+		return GroupInfo{}, fmt.Errorf("xinfo groups on stream %q: %w", stream, err)
 	}
-	out := make([]PendingEntry, len(ps))
-	for i, p := range ps {
-		out[i] = PendingEntry{ID: p.ID, Consumer: p.Consumer, Idle: p.Idle, Deliveries: p.RetryCount}
+	for _, g := range groups {
+		if g.Name == group {
+			return GroupInfo{Pending: g.Pending, Lag: g.Lag}, nil
+		}
 	}
-	return out, nil
+	return GroupInfo{}, fmt.Errorf("xinfo groups on stream %q: %w", stream, ErrNoGroup)
 }

@@ -101,37 +101,20 @@ func TestXPending(t *testing.T) {
 		Consumers: map[string]int64{"c1": 2, "c2": 3},
 	}, p)
 
-	all, err := f.bus.XPendingEntries(ctx, streambus.PendingArgs{Stream: f.stream, Group: f.group})
-	require.NoError(t, err)
-	require.Len(t, all, 5)
-	for i, e := range all {
-		assert.Equal(t, added[i].ID, e.ID)
-		assert.EqualValues(t, 1, e.Deliveries)
-	}
-	assert.Equal(t, "c1", all[0].Consumer)
-	assert.Equal(t, "c2", all[4].Consumer)
-	assert.GreaterOrEqual(t, all[0].Idle, 50*time.Millisecond)
-
-	mine, err := f.bus.XPendingEntries(ctx, streambus.PendingArgs{Stream: f.stream, Group: f.group, Consumer: "c2", Count: 2})
-	require.NoError(t, err)
-	assert.Equal(t, []string{added[2].ID, added[3].ID}, pendingIDs(mine))
-
-	idle, err := f.bus.XPendingEntries(ctx, streambus.PendingArgs{Stream: f.stream, Group: f.group, MinIdle: 40 * time.Millisecond})
-	require.NoError(t, err)
-	assert.Equal(t, []string{added[0].ID, added[1].ID}, pendingIDs(idle), "only c1's entries are idle that long")
-
-	ranged, err := f.bus.XPendingEntries(ctx, streambus.PendingArgs{Stream: f.stream, Group: f.group, Start: "(" + added[0].ID, End: added[2].ID})
-	require.NoError(t, err)
-	assert.Equal(t, []string{added[1].ID, added[2].ID}, pendingIDs(ranged))
-
 	_, err = f.bus.XPending(ctx, f.stream, "missing")
 	require.Error(t, err)
 }
 
-func pendingIDs(ps []streambus.PendingEntry) []string {
-	out := make([]string, len(ps))
-	for i, p := range ps {
-		out[i] = p.ID
-	}
-	return out
+func TestXInfoGroup(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	ctx := context.Background()
+	f.createGroup(t, "0")
+	f.add(t, 5)
+	_, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c1", Count: 2})
+	require.NoError(t, err)
+	info, err := f.bus.XInfoGroup(ctx, f.stream, f.group)
+	require.NoError(t, err)
+	assert.Equal(t, streambus.GroupInfo{Pending: 2, Lag: 3}, info)
+	_, err = f.bus.XInfoGroup(ctx, f.stream, "missing")
+	require.ErrorIs(t, err, streambus.ErrNoGroup)
 }

@@ -2,7 +2,6 @@ package streambus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -15,20 +14,6 @@ import (
 	"github.com/auditproc/auditproc/internal/integrity"
 )
 
-// ReadArgs are the arguments of XRead.
-type ReadArgs struct {
-	// Stream to read.
-	Stream string
-	// ID: return entries after this id. "$" (the default) returns only
-	// entries added after the call started; "0" reads from the beginning.
-	ID string
-	// Count caps the entries returned. Default: Config.Count.
-	Count int64
-	// Block is how long to wait for an entry when none is there: 0 means
-	// Config.Block, a negative value means do not wait.
-	Block time.Duration
-}
-
 // GroupReadArgs are the arguments of XReadGroup.
 type GroupReadArgs struct {
 	Stream   string
@@ -40,52 +25,12 @@ type GroupReadArgs struct {
 	ID string
 	// Count caps the entries returned. Default: Config.Count.
 	Count int64
-	// Block as in ReadArgs.
+	// Block is how long to wait for an entry when none is there: 0 means
+	// Config.Block, a negative value means do not wait.
 	Block time.Duration
 	// Ack lists ids to acknowledge (XACK) in the same round trip, before the
 	// read: the previous batch of a read loop. Batch.Acked reports the count.
 	Ack []string
-}
-
-// XRead reads entries after a.ID and returns the verified ones. Entries that
-// fail verification are logged as security_audit_tampered_message, counted
-// and reported in Batch.Tampered. Batch.Cursor is the id to pass next time.
-// A read that waited a.Block without an entry returns an empty Batch and no
-// error; a cancelled ctx returns its error promptly.
-func (b *Bus) XRead(ctx context.Context, a ReadArgs) (Batch, error) {
-	if a.Stream == "" {
-		return Batch{}, fmt.Errorf("%w: empty stream name", ErrInvalidArgs)
-	}
-	id, count, block := a.ID, b.count(a.Count), b.block(a.Block)
-	if id == "" {
-		id = "$"
-	}
-	if id == "$" {
-		// Read in slices, "$" must become a fixed id: the stream's last one.
-		last, err := b.rdb.XRevRangeN(ctx, a.Stream, "+", "-", 1).Result()
-		if err != nil {
-			return Batch{}, fmt.Errorf("xread from stream %q: find last entry: %w", a.Stream, err)
-		}
-		id = "0-0"
-		if len(last) > 0 {
-			id = last[0].ID
-		}
-	}
-	msgs, err := b.blockLoop(ctx, block, func(block time.Duration) ([]redis.XStream, error) {
-		return b.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{a.Stream, id}, Count: count, Block: block}).Result()
-	})
-	if err != nil {
-		return Batch{}, fmt.Errorf("xread from stream %q: %w", a.Stream, err)
-	}
-	batch := Batch{Cursor: id}
-	b.verify(a.Stream, streamEntries(msgs), 0, false, &batch, &scratch{})
-	b.reportTampered(ctx, "xread", "", "", batch.Tampered)
-	if batch.Len() > 0 {
-		b.log.LogAttrs(ctx, slog.LevelDebug, "stream_messages_read",
-			slog.String("stream", a.Stream), slog.Int("count", len(batch.Entries)),
-			slog.Int("tampered", len(batch.Tampered)), slog.String("cursor", batch.Cursor))
-	}
-	return batch, nil
 }
 
 // XReadGroup reads for a consumer of a group and returns the verified
@@ -103,16 +48,13 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 		id = ">"
 	}
 	history := id != ">"
-	args := func(block time.Duration) *redis.XReadGroupArgs {
-		return &redis.XReadGroupArgs{Group: a.Group, Consumer: a.Consumer, Streams: []string{a.Stream, id}, Count: count, Block: block}
-	}
 	batch := Batch{Cursor: id}
 
 	// First round trip: the acks of the previous batch and a read that does
-	// not wait, pipelined. Under load it is the only one, so its reply is
-	// parsed lean (parseStreamsReply) rather than into go-redis's map per
-	// entry. A read that waits goes through go-redis's XReadGroup, which
-	// extends the connection's read timeout by the block time.
+	// not wait, pipelined. Under load it is the only one. Every reply, this
+	// one and those of a read that waits, is parsed from its raw bytes
+	// (parseStreamsReply) rather than into go-redis's map per entry: the
+	// map would cost allocations and, worse, hide a field named twice.
 	if err := ctx.Err(); err != nil {
 		return Batch{}, fmt.Errorf("xreadgroup from stream %q group %q consumer %q: %w", a.Stream, a.Group, a.Consumer, err)
 	}
@@ -138,11 +80,8 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 	} else {
 		_ = b.rdb.Process(rt, read)
 	}
-	sc, _ := b.scratch.Get().(*scratch)
-	if sc == nil {
-		sc = &scratch{}
-	}
-	defer func() { sc.reset(); b.scratch.Put(sc) }()
+	sc := b.getScratch()
+	defer b.putScratch(sc)
 	var entries []rawEntry
 	err := read.Err()
 	if err == nil {
@@ -150,11 +89,10 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 		b.noteReplySize(count, len(entries), len(buf.b))
 	}
 	if err == nil && len(entries) == 0 && !history && block >= 0 {
-		var msgs []redis.XStream
-		msgs, err = b.blockLoop(ctx, block, func(block time.Duration) ([]redis.XStream, error) {
-			return b.rdb.XReadGroup(ctx, args(block)).Result()
+		entries, err = b.blockLoop(ctx, block, func(block time.Duration) ([]rawEntry, error) {
+			return b.rawStreams(ctx, sc, 9, "xreadgroup", "group", a.Group, a.Consumer, "count", count,
+				"block", block.Milliseconds(), "streams", a.Stream, id)
 		})
-		entries = streamEntries(msgs)
 	}
 	if err != nil {
 		return batch, fmt.Errorf("xreadgroup from stream %q group %q consumer %q: %w", a.Stream, a.Group, a.Consumer, err)
@@ -191,32 +129,40 @@ func roundTripContext(ctx context.Context) (context.Context, context.CancelFunc)
 
 // blockLoop runs read until it returns entries, block has elapsed or ctx is
 // done. block < 0 reads once without waiting; otherwise each call blocks at
-// most blockSlice, never zero (go-redis sends BLOCK 0, "forever", for it).
-func (b *Bus) blockLoop(ctx context.Context, block time.Duration, read func(time.Duration) ([]redis.XStream, error)) ([]redis.XStream, error) {
+// most b.slice, never zero (Redis reads BLOCK 0 as "forever").
+func (b *Bus) blockLoop(ctx context.Context, block time.Duration, read func(time.Duration) ([]rawEntry, error)) ([]rawEntry, error) {
 	if block < 0 {
-		msgs, err := read(-1)
-		if errors.Is(err, redis.Nil) {
-			return nil, nil
-		}
-		return msgs, err
+		return read(-1)
 	}
 	deadline := time.Now().Add(block)
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		slice := min(time.Until(deadline), blockSlice)
+		slice := min(time.Until(deadline), b.slice)
 		if slice <= 0 {
 			return nil, nil
 		}
-		msgs, err := read(max(slice, time.Millisecond))
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil || len(msgs) > 0 {
-			return msgs, err
+		entries, err := read(max(slice, time.Millisecond))
+		if err != nil || len(entries) > 0 {
+			return entries, err
 		}
 	}
+}
+
+// rawStreams sends an XREAD or XREADGROUP (args, the stream name at
+// position keyPos for Redis Cluster) and parses its raw reply into sc. A
+// blocking read's BLOCK must stay within the client's read timeout (b.slice
+// sees to it): a raw command does not extend it as go-redis's XRead does.
+func (b *Bus) rawStreams(ctx context.Context, sc *scratch, keyPos int, args ...any) ([]rawEntry, error) {
+	buf := &replyBuffer{b: make([]byte, 0, 512)} // handed-out entries point into it: never reused
+	cmd := redis.NewRawWriteToCmd(ctx, buf, args...)
+	cmd.SetFirstKeyPos(int8(keyPos))
+	_ = b.rdb.Process(ctx, cmd)
+	if err := cmd.Err(); err != nil {
+		return nil, err
+	}
+	return parseStreamsReply(buf.b, sc)
 }
 
 // replySize is the buffer to allocate for a raw read of count entries:
@@ -244,15 +190,6 @@ func rawReadGroupArgs(group, consumer string, count int64, stream, id string) []
 	return []any{"xreadgroup", "group", group, consumer, "count", count, "streams", stream, id}
 }
 
-// streamEntries are the entries of go-redis's parsed stream reply.
-func streamEntries(streams []redis.XStream) []rawEntry {
-	var out []rawEntry
-	for _, s := range streams {
-		out = append(out, messageEntries(s.Messages)...)
-	}
-	return out
-}
-
 // verify sorts the entries of a single-stream reply into batch, advancing
 // batch.Cursor. history marks a reply that may hold deleted entries.
 // sc provides the verdicts' slice.
@@ -272,7 +209,7 @@ func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, histor
 		if err != nil {
 			batch.Tampered = append(batch.Tampered, Tampered{
 				ID: m.id, Stream: stream, Reason: integrity.Reason(err), Err: err,
-				Deliveries: deliveries, Fields: fieldMap(m.fields),
+				Deliveries: deliveries, Fields: ownFields(m.fields),
 			})
 			continue
 		}
@@ -345,4 +282,65 @@ func (b *Bus) block(d time.Duration) time.Duration {
 		return b.cfg.Block
 	}
 	return d
+}
+
+func (b *Bus) getScratch() *scratch {
+	sc, _ := b.scratch.Get().(*scratch)
+	if sc == nil {
+		sc = &scratch{}
+	}
+	return sc
+}
+
+func (b *Bus) putScratch(sc *scratch) {
+	sc.reset()
+	b.scratch.Put(sc)
+}
+
+// raw sends a command whose first key is its argument 1 and returns its
+// raw reply, in a buffer of its own (parsed entries point into it).
+func (b *Bus) raw(ctx context.Context, args ...any) ([]byte, error) {
+	buf := &replyBuffer{b: make([]byte, 0, 512)}
+	cmd := redis.NewRawWriteToCmd(ctx, buf, args...)
+	cmd.SetFirstKeyPos(1)
+	_ = b.rdb.Process(ctx, cmd)
+	return buf.b, cmd.Err()
+}
+
+// RawEntry is a stream entry as stored: its id and its fields as the flat
+// name/value list Redis sends, in stream order, a field named twice
+// included. Fields share the memory of the reply they came from.
+type RawEntry struct {
+	ID     string
+	Fields []string
+}
+
+// XRange returns up to count entries of stream from start to end
+// (inclusive ids, or "-" and "+"; "(" before an id excludes it), unverified,
+// with their fields as stored. count <= 0 means Config.Count. It only
+// reads; a missing stream has no entries.
+func (b *Bus) XRange(ctx context.Context, stream, start, end string, count int64) ([]RawEntry, error) {
+	if stream == "" {
+		return nil, fmt.Errorf("%w: empty stream name", ErrInvalidArgs)
+	}
+	raw, err := b.raw(ctx, "xrange", stream, start, end, "count", b.count(count))
+	if err != nil {
+		return nil, fmt.Errorf("xrange %s %s on stream %q: %w", start, end, stream, err)
+	}
+	var sc scratch
+	entries, err := parseEntriesReply(raw, &sc)
+	if err != nil {
+		return nil, fmt.Errorf("xrange %s %s on stream %q: %w", start, end, stream, err)
+	}
+	out := make([]RawEntry, len(entries))
+	for i, e := range entries {
+		out[i] = RawEntry{ID: e.id, Fields: e.fields}
+	}
+	return out, nil
+}
+
+// VerifyRaw verifies a raw entry read from stream, as every read of the Bus
+// does (a field named twice included).
+func (b *Bus) VerifyRaw(stream string, e RawEntry) (integrity.Envelope, error) {
+	return b.keys.VerifyFields(stream, e.Fields)
 }

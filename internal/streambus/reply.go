@@ -4,9 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"unsafe"
 
 	"github.com/redis/go-redis/v9"
@@ -113,30 +113,73 @@ func ownIDs(entries []rawEntry) {
 	}
 }
 
-// messageEntries turns go-redis's parsed messages (XCLAIM, XAUTOCLAIM) into
-// entries, fields sorted by name. go-redis returns every value as a string
-// (a deleted entry as nil Values).
-func messageEntries(msgs []redis.XMessage) []rawEntry {
-	out := make([]rawEntry, len(msgs))
-	for i, m := range msgs {
-		fields := make([]string, 0, 2*len(m.Values))
-		for _, name := range slices.Sorted(maps.Keys(m.Values)) {
-			s, _ := m.Values[name].(string)
-			fields = append(fields, name, s)
-		}
-		out[i] = rawEntry{id: m.ID, fields: fields, deleted: m.Values == nil}
+// ownFields copies an entry's fields out of the reply, in stream order,
+// repeated names included, for a tampered entry's forensics.
+func ownFields(fields []string) []string {
+	out := make([]string, len(fields))
+	for i, f := range fields {
+		out[i] = strings.Clone(f)
 	}
 	return out
 }
 
-// fieldMap is an entry's fields as a map of copies (last value of a name
-// written twice), for a tampered entry's forensics.
-func fieldMap(fields []string) map[string]any {
-	m := make(map[string]any, len(fields)/2)
-	for i := 0; i+1 < len(fields); i += 2 {
-		m[string([]byte(fields[i]))] = string([]byte(fields[i+1]))
+// parseEntriesReply parses the raw reply of XRANGE or XCLAIM: an array of
+// entries. Ids are owned (see parseStreamsReply).
+func parseEntriesReply(raw []byte, sc *scratch) ([]rawEntry, error) {
+	p := respParser{b: raw, sc: sc}
+	entries, err := p.entries(sc.entries[:0])
+	if err != nil {
+		return nil, err
 	}
-	return m
+	if err := p.end(); err != nil {
+		return nil, err
+	}
+	ownIDs(entries)
+	sc.entries = entries
+	return entries, nil
+}
+
+// parseAutoClaimReply parses the raw reply of XAUTOCLAIM: the next cursor,
+// the claimed entries and (Redis 7 and later) the ids of pending entries
+// that no longer exist.
+func parseAutoClaimReply(raw []byte, sc *scratch) (cursor string, entries []rawEntry, deleted []string, err error) {
+	p := respParser{b: raw, sc: sc}
+	kind, n, err := p.header()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if kind != '*' || n < 2 || n > 3 {
+		return "", nil, nil, fmt.Errorf("%w: xautoclaim reply of %q %d elements", errReply, kind, n)
+	}
+	if cursor, err = p.bulk(); err != nil {
+		return "", nil, nil, err
+	}
+	cursor = strings.Clone(cursor)
+	if entries, err = p.entries(sc.entries[:0]); err != nil {
+		return "", nil, nil, err
+	}
+	if n == 3 {
+		kind, nd, err := p.header()
+		if err != nil {
+			return "", nil, nil, err
+		}
+		if kind != '*' || nd < 0 || nd > len(p.b)-p.pos {
+			return "", nil, nil, p.unexpected(kind)
+		}
+		for range nd {
+			id, err := p.bulk()
+			if err != nil {
+				return "", nil, nil, err
+			}
+			deleted = append(deleted, strings.Clone(id))
+		}
+	}
+	if err := p.end(); err != nil {
+		return "", nil, nil, err
+	}
+	ownIDs(entries)
+	sc.entries = entries
+	return cursor, entries, deleted, nil
 }
 
 // respParser reads RESP from a complete reply.

@@ -106,15 +106,25 @@ func TestParseStreamsReplyMalformed(t *testing.T) {
 	}
 }
 
-func TestMessageEntries(t *testing.T) {
-	got := messageEntries([]redis.XMessage{
-		{ID: "1-0", Values: map[string]any{"sig": "s", "kid": "k", "v": "1"}},
-		{ID: "2-0"},
-	})
+func TestParseAutoClaimAndEntriesReplies(t *testing.T) {
+	reply := "*3\r\n$3\r\n0-0\r\n*2\r\n*2\r\n$3\r\n1-0\r\n*4\r\n$1\r\nv\r\n$1\r\n1\r\n$1\r\nv\r\n$1\r\n2\r\n*2\r\n$3\r\n2-0\r\n*-1\r\n*1\r\n$3\r\n3-0\r\n"
+	cursor, entries, deleted, err := parseAutoClaimReply([]byte(reply), &scratch{})
+	require.NoError(t, err)
+	assert.Equal(t, "0-0", cursor)
 	assert.Equal(t, []rawEntry{
-		{id: "1-0", fields: []string{"kid", "k", "sig", "s", "v", "1"}},
-		{id: "2-0", fields: []string{}, deleted: true},
-	}, got, "fields sorted by name; nil values is a deleted entry")
+		{id: "1-0", fields: []string{"v", "1", "v", "2"}},
+		{id: "2-0", deleted: true},
+	}, entries, "fields as stored, a repeated name kept; a null is a deleted entry")
+	assert.Equal(t, []string{"3-0"}, deleted)
+
+	entries, err = parseEntriesReply([]byte("*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nv\r\n$1\r\n1\r\n"), &scratch{})
+	require.NoError(t, err)
+	assert.Equal(t, []rawEntry{{id: "1-0", fields: []string{"v", "1"}}}, entries)
+
+	for _, bad := range []string{"*1\r\n$3\r\n0-0\r\n", "*3\r\n$3\r\n0-0\r\n*0\r\n*99\r\n", ":1\r\n"} {
+		_, _, _, err := parseAutoClaimReply([]byte(bad), &scratch{})
+		assert.ErrorIs(t, err, errReply, "%q", bad)
+	}
 }
 
 func TestReplyBuffer(t *testing.T) {

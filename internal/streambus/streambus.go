@@ -33,6 +33,8 @@ var (
 	// ErrInvalidArgs: a required argument (stream, group, consumer, ids) is
 	// missing or out of range.
 	ErrInvalidArgs = errors.New("streambus: invalid arguments")
+	// ErrNoGroup: the consumer group does not exist on the stream.
+	ErrNoGroup = errors.New("streambus: no such consumer group")
 )
 
 // Config tunes a Bus. The zero value is usable.
@@ -82,6 +84,9 @@ type Bus struct {
 	replyBytesPerEntry atomic.Int64
 	// scratch is a pool of *scratch, a read's working slices.
 	scratch sync.Pool
+	// slice is the longest BLOCK of one blocking read: blockSlice, or less
+	// when the client's read timeout would not wait that long.
+	slice time.Duration
 }
 
 // New returns a Bus on rdb that signs and verifies with keys. The Bus does
@@ -100,7 +105,23 @@ func New(cfg Config, logger *slog.Logger, rdb redis.UniversalClient, keys *integ
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Bus{rdb: rdb, keys: keys, log: logger, cfg: cfg, tampered: map[string]uint64{}}, nil
+	return &Bus{rdb: rdb, keys: keys, log: logger, cfg: cfg, tampered: map[string]uint64{}, slice: sliceFor(rdb)}, nil
+}
+
+// sliceFor is the block slice for rdb: blockSlice, or half its read
+// timeout when that is shorter, so that a blocking read is never cut by it.
+func sliceFor(rdb redis.UniversalClient) time.Duration {
+	var rt time.Duration
+	switch c := rdb.(type) {
+	case *redis.Client:
+		rt = c.Options().ReadTimeout
+	case *redis.ClusterClient:
+		rt = c.Options().ReadTimeout
+	}
+	if rt > 0 && rt/2 < blockSlice {
+		return max(rt/2, time.Millisecond)
+	}
+	return blockSlice
 }
 
 // TamperedCounts returns how many entries failed verification, by reason
@@ -133,7 +154,7 @@ type Entry struct {
 	Sig string
 	// Deliveries is how many times the group delivered the entry, this time
 	// included: 1 for a new entry (XReadGroup with ">"), the XPENDING count
-	// for re-read and claimed entries, 0 outside a group (XRead).
+	// for re-read and claimed entries.
 	Deliveries int64
 }
 
@@ -154,8 +175,10 @@ type Tampered struct {
 	Err error
 	// Deliveries as in Entry.
 	Deliveries int64
-	// Fields are the entry's fields as stored, for forensics and dead-lettering.
-	Fields map[string]any
+	// Fields are the entry's fields as stored, for forensics and
+	// dead-lettering: name, value, name, value, … in stream order, a field
+	// named twice included (copies, not views of the reply).
+	Fields []string
 }
 
 // Batch is what a read or a claim returns.
@@ -170,7 +193,7 @@ type Batch struct {
 	// them from the pending list (XAUTOCLAIM) or keeps them (XREADGROUP
 	// history) until they are acknowledged.
 	Deleted []string
-	// Cursor is where to continue: for XRead and XReadGroup the id of the last
+	// Cursor is where to continue: for XReadGroup the id of the last
 	// entry Redis returned (verified or not), or the request's id when none
 	// came back; for XAutoClaim the next start id, "0-0" once the whole
 	// pending list has been scanned.

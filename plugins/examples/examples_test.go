@@ -55,7 +55,7 @@ func worker(t *testing.T, plugins ...*host.Plugin) *host.Worker {
 	t.Helper()
 	w, err := host.NewPipeline(plugins...).NewWorker(context.Background())
 	require.NoError(t, err)
-	t.Cleanup(w.Close)
+	t.Cleanup(w.Release)
 	return w
 }
 

@@ -115,7 +115,7 @@ func TestEmitFileRefusedWhole(t *testing.T) {
 		{"null", `null`, []string{"rule object"}},
 		{"numeric event id", `{"event_id":5}`, []string{"rule event_id", "non-empty string"}},
 		{"empty event id", `{"event_id":""}`, []string{"rule event_id"}},
-		{"event id twice", `{"event_id":"a","event_id":"b"}`, []string{"rule event_id", "2 times"}},
+		{"event id twice", `{"event_id":"a","event_id":"b"}`, []string{"rule duplicate_member", "appears twice"}},
 		{"bad timestamp", `{"timestamp":"last tuesday"}`, []string{"rule timestamp", "RFC 3339"}},
 		{"invalid UTF-8", "{\"a\":\"\xff\xfe\"}", []string{"rule utf8"}},
 		{"not JSON", `{"a":`, []string{"rule json"}},

@@ -27,9 +27,10 @@ package meter
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/auditproc/auditproc/host/internal/wasmbin"
 )
 
 const (
@@ -44,10 +45,10 @@ const (
 )
 
 // ErrUnsupported reports a module the rewrite cannot instrument exactly.
-var ErrUnsupported = errors.New("meter: module not supported")
+var ErrUnsupported = wasmbin.ErrUnsupported
 
 // ErrMalformed reports a module that is not valid WebAssembly binary format.
-var ErrMalformed = errors.New("meter: malformed module")
+var ErrMalformed = wasmbin.ErrMalformed
 
 const (
 	secCustom    = 0
@@ -117,7 +118,7 @@ func Instrument(wasm []byte, period uint32) ([]byte, error) {
 		}
 		if keep {
 			out = append(out, s.id)
-			out = appendU32(out, uint32(len(payload)))
+			out = wasmbin.AppendU32(out, uint32(len(payload)))
 			out = append(out, payload...)
 		}
 	}
@@ -128,13 +129,13 @@ func Instrument(wasm []byte, period uint32) ([]byte, error) {
 func split(b []byte) ([]section, error) {
 	var secs []section
 	last := 0
-	r := reader{b: b}
-	for !r.done() {
-		id := r.byte()
-		n := r.u32()
-		payload := r.bytes(n)
-		if r.err != nil {
-			return nil, r.err
+	r := wasmbin.Reader{B: b}
+	for !r.Done() {
+		id := r.Byte()
+		n := r.U32()
+		payload := r.Bytes(n)
+		if r.Err != nil {
+			return nil, r.Err
 		}
 		if id != secCustom {
 			o, ok := order[id]
@@ -182,23 +183,23 @@ type module struct {
 }
 
 func (m *module) readTypes(b []byte) error {
-	r := reader{b: b}
-	n := r.u32()
+	r := wasmbin.Reader{B: b}
+	n := r.U32()
 	found := false
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		if form := r.byte(); form != 0x60 {
+	for i := uint32(0); i < n && r.Err == nil; i++ {
+		if form := r.Byte(); form != 0x60 {
 			return fmt.Errorf("%w: type %d has form 0x%02x", ErrUnsupported, i, form)
 		}
-		np := r.u32()
-		r.valtypes(np)
-		nr := r.u32()
-		r.valtypes(nr)
+		np := r.U32()
+		r.ValTypes(np)
+		nr := r.U32()
+		r.ValTypes(nr)
 		m.params = append(m.params, np)
 		if np == 0 && nr == 0 && !found {
 			found, m.tickType = true, i
 		}
 	}
-	if err := r.end(); err != nil {
+	if err := r.End(); err != nil {
 		return err
 	}
 	if !found {
@@ -208,42 +209,42 @@ func (m *module) readTypes(b []byte) error {
 }
 
 func (m *module) readImports(b []byte) error {
-	r := reader{b: b}
-	n := r.u32()
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		mod := r.name()
-		r.name()
+	r := wasmbin.Reader{B: b}
+	n := r.U32()
+	for i := uint32(0); i < n && r.Err == nil; i++ {
+		mod := r.Name()
+		r.Name()
 		if mod == ImportModule {
 			return fmt.Errorf("%w: the module already imports from %q", ErrUnsupported, ImportModule)
 		}
-		switch kind := r.byte(); kind {
+		switch kind := r.Byte(); kind {
 		case 0x00:
-			r.u32()
+			r.U32()
 			m.funcImps++
 		case 0x01:
-			r.reftype()
-			r.limits()
+			r.RefType()
+			r.Limits()
 		case 0x02:
-			r.limits()
+			r.Limits()
 		case 0x03:
-			r.valtypes(1)
-			r.byte()
+			r.ValTypes(1)
+			r.Byte()
 			m.globals++
 		default:
 			return fmt.Errorf("%w: import kind 0x%02x", ErrUnsupported, kind)
 		}
 	}
 	m.tick = m.funcImps
-	return r.end()
+	return r.End()
 }
 
 func (m *module) readFunctions(b []byte) error {
-	r := reader{b: b}
-	n := r.u32()
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		m.funcs = append(m.funcs, r.u32())
+	r := wasmbin.Reader{B: b}
+	n := r.U32()
+	for i := uint32(0); i < n && r.Err == nil; i++ {
+		m.funcs = append(m.funcs, r.U32())
 	}
-	return r.end()
+	return r.End()
 }
 
 // fn renumbers a function index for the new import.
@@ -266,9 +267,9 @@ func (m *module) rewrite(s section) (payload []byte, keep bool, err error) {
 	case secExport:
 		payload, err = m.rewriteExports(s.payload)
 	case secStart:
-		r := reader{b: s.payload}
-		payload = appendU32(nil, m.fn(r.u32()))
-		err = r.end()
+		r := wasmbin.Reader{B: s.payload}
+		payload = wasmbin.AppendU32(nil, m.fn(r.U32()))
+		err = r.End()
 	case secElement:
 		payload, err = m.rewriteElements(s.payload)
 	case secCode:
@@ -287,101 +288,101 @@ func (m *module) rewriteTypes(b []byte) ([]byte, error) {
 	if !m.addType {
 		return b, nil
 	}
-	r := reader{b: b}
-	n := r.u32()
-	out := appendU32(nil, n+1)
-	out = append(out, b[r.pos:]...)
-	return append(out, 0x60, 0x00, 0x00), r.err
+	r := wasmbin.Reader{B: b}
+	n := r.U32()
+	out := wasmbin.AppendU32(nil, n+1)
+	out = append(out, b[r.Pos:]...)
+	return append(out, 0x60, 0x00, 0x00), r.Err
 }
 
 func (m *module) rewriteImports(b []byte) ([]byte, error) {
-	r := reader{b: b}
-	n := r.u32()
-	out := appendU32(nil, n+1)
-	out = append(out, b[r.pos:]...)
-	out = appendName(out, ImportModule)
-	out = appendName(out, ImportName)
+	r := wasmbin.Reader{B: b}
+	n := r.U32()
+	out := wasmbin.AppendU32(nil, n+1)
+	out = append(out, b[r.Pos:]...)
+	out = wasmbin.AppendName(out, ImportModule)
+	out = wasmbin.AppendName(out, ImportName)
 	out = append(out, 0x00)
-	return appendU32(out, m.tickType), r.err
+	return wasmbin.AppendU32(out, m.tickType), r.Err
 }
 
 func (m *module) rewriteGlobals(b []byte) ([]byte, error) {
-	r := reader{b: b}
-	n := r.u32()
-	out := appendU32(nil, n+1)
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		start := r.pos
-		r.valtypes(1)
-		r.byte()
-		out = append(out, b[start:r.pos]...)
+	r := wasmbin.Reader{B: b}
+	n := r.U32()
+	out := wasmbin.AppendU32(nil, n+1)
+	for i := uint32(0); i < n && r.Err == nil; i++ {
+		start := r.Pos
+		r.ValTypes(1)
+		r.Byte()
+		out = append(out, b[start:r.Pos]...)
 		out = m.constExpr(&r, out)
 	}
 	m.counter = m.globals + n
 	out = append(out, 0x7F, 0x01, 0x41) // mut i32 = i32.const period
-	out = appendS32(out, int32(m.period))
-	return append(out, 0x0B), r.end()
+	out = wasmbin.AppendS32(out, int32(m.period))
+	return append(out, 0x0B), r.End()
 }
 
 func (m *module) rewriteExports(b []byte) ([]byte, error) {
-	r := reader{b: b}
-	n := r.u32()
-	out := appendU32(nil, n)
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		out = appendName(out, r.name())
-		kind := r.byte()
-		idx := r.u32()
+	r := wasmbin.Reader{B: b}
+	n := r.U32()
+	out := wasmbin.AppendU32(nil, n)
+	for i := uint32(0); i < n && r.Err == nil; i++ {
+		out = wasmbin.AppendName(out, r.Name())
+		kind := r.Byte()
+		idx := r.U32()
 		if kind == 0x00 {
 			idx = m.fn(idx)
 		}
-		out = appendU32(append(out, kind), idx)
+		out = wasmbin.AppendU32(append(out, kind), idx)
 	}
-	return out, r.end()
+	return out, r.End()
 }
 
 func (m *module) rewriteElements(b []byte) ([]byte, error) {
-	r := reader{b: b}
-	n := r.u32()
-	out := appendU32(nil, n)
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		flags := r.u32()
+	r := wasmbin.Reader{B: b}
+	n := r.U32()
+	out := wasmbin.AppendU32(nil, n)
+	for i := uint32(0); i < n && r.Err == nil; i++ {
+		flags := r.U32()
 		if flags > 7 {
 			return nil, fmt.Errorf("%w: element segment %d has flags %d", ErrUnsupported, i, flags)
 		}
-		out = appendU32(out, flags)
+		out = wasmbin.AppendU32(out, flags)
 		if flags&2 != 0 && flags&1 == 0 { // explicit table index
-			out = appendU32(out, r.u32())
+			out = wasmbin.AppendU32(out, r.U32())
 		}
 		if flags&1 == 0 { // active: offset expression
 			out = m.constExpr(&r, out)
 		}
 		if flags&3 != 0 { // elemkind or reftype
-			out = append(out, r.byte())
+			out = append(out, r.Byte())
 		}
-		count := r.u32()
-		out = appendU32(out, count)
-		for j := uint32(0); j < count && r.err == nil; j++ {
+		count := r.U32()
+		out = wasmbin.AppendU32(out, count)
+		for j := uint32(0); j < count && r.Err == nil; j++ {
 			if flags&4 != 0 {
 				out = m.constExpr(&r, out)
 			} else {
-				out = appendU32(out, m.fn(r.u32()))
+				out = wasmbin.AppendU32(out, m.fn(r.U32()))
 			}
 		}
 	}
-	return out, r.end()
+	return out, r.End()
 }
 
 func (m *module) rewriteCode(b []byte) ([]byte, error) {
-	r := reader{b: b}
-	n := r.u32()
+	r := wasmbin.Reader{B: b}
+	n := r.U32()
 	if int(n) != len(m.funcs) {
 		return nil, fmt.Errorf("%w: %d function bodies for %d functions", ErrMalformed, n, len(m.funcs))
 	}
-	out := appendU32(nil, n)
+	out := wasmbin.AppendU32(nil, n)
 	var body []byte
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		size := r.u32()
-		code := r.bytes(size)
-		if r.err != nil {
+	for i := uint32(0); i < n && r.Err == nil; i++ {
+		size := r.U32()
+		code := r.Bytes(size)
+		if r.Err != nil {
 			break
 		}
 		var err error
@@ -389,10 +390,10 @@ func (m *module) rewriteCode(b []byte) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("function %d (code section entry %d): %w", m.funcImps+i, i, err)
 		}
-		out = appendU32(out, uint32(len(body)))
+		out = wasmbin.AppendU32(out, uint32(len(body)))
 		out = append(out, body...)
 	}
-	return out, r.end()
+	return out, r.End()
 }
 
 // rewriteBody adds the function-entry meter, a meter at every loop header
@@ -402,62 +403,62 @@ func (m *module) rewriteBody(code []byte, typ uint32, out []byte) ([]byte, error
 	if typ >= uint32(len(m.params)) {
 		return nil, fmt.Errorf("%w: type index %d out of range", ErrMalformed, typ)
 	}
-	r := reader{b: code}
-	groups := r.u32()
+	r := wasmbin.Reader{B: code}
+	groups := r.U32()
 	locals := uint64(m.params[typ])
-	out = appendU32(out, groups+1)
-	for g := uint32(0); g < groups && r.err == nil; g++ {
-		count := r.u32()
+	out = wasmbin.AppendU32(out, groups+1)
+	for g := uint32(0); g < groups && r.Err == nil; g++ {
+		count := r.U32()
 		locals += uint64(count)
-		out = appendU32(out, count)
-		start := r.pos
-		r.valtypes(1)
-		out = append(out, code[start:r.pos]...)
+		out = wasmbin.AppendU32(out, count)
+		start := r.Pos
+		r.ValTypes(1)
+		out = append(out, code[start:r.Pos]...)
 	}
 	if locals >= 50000 {
 		return nil, fmt.Errorf("%w: %d locals", ErrUnsupported, locals)
 	}
 	scratch := uint32(locals)
-	out = append(appendU32(out, 1), 0x7F)
+	out = append(wasmbin.AppendU32(out, 1), 0x7F)
 	out = m.meter(out)
 	out, err := m.instructions(&r, out, scratch, false)
 	if err != nil {
 		return nil, err
 	}
-	return out, r.end()
+	return out, r.End()
 }
 
 // meter appends: counter -= 1; if counter < 0 { tick(); counter = period }.
 func (m *module) meter(out []byte) []byte {
-	out = appendU32(append(out, 0x23), m.counter)   // global.get
-	out = append(out, 0x41, 0x01, 0x6B)             // i32.const 1, i32.sub
-	out = appendU32(append(out, 0x24), m.counter)   // global.set
-	out = appendU32(append(out, 0x23), m.counter)   // global.get
-	out = append(out, 0x41, 0x00, 0x48, 0x04, 0x40) // i32.const 0, i32.lt_s, if
-	out = appendU32(append(out, 0x10), m.tick)      // call tick
-	out = append(out, 0x41)                         // i32.const period
-	out = appendS32(out, int32(m.period))
-	out = appendU32(append(out, 0x24), m.counter) // global.set
-	return append(out, 0x0B)                      // end
+	out = wasmbin.AppendU32(append(out, 0x23), m.counter) // global.get
+	out = append(out, 0x41, 0x01, 0x6B)                   // i32.const 1, i32.sub
+	out = wasmbin.AppendU32(append(out, 0x24), m.counter) // global.set
+	out = wasmbin.AppendU32(append(out, 0x23), m.counter) // global.get
+	out = append(out, 0x41, 0x00, 0x48, 0x04, 0x40)       // i32.const 0, i32.lt_s, if
+	out = wasmbin.AppendU32(append(out, 0x10), m.tick)    // call tick
+	out = append(out, 0x41)                               // i32.const period
+	out = wasmbin.AppendS32(out, int32(m.period))
+	out = wasmbin.AppendU32(append(out, 0x24), m.counter) // global.set
+	return append(out, 0x0B)                              // end
 }
 
 // charge appends, before a bulk instruction whose count n is on top of the
 // stack: scratch = n; counter -= n >> shift; n back on the stack.
 func (m *module) charge(out []byte, scratch uint32, shift byte) []byte {
-	out = appendU32(append(out, 0x21), scratch)   // local.set
-	out = appendU32(append(out, 0x23), m.counter) // global.get
-	out = appendU32(append(out, 0x20), scratch)   // local.get
-	out = append(out, 0x41, shift, 0x76, 0x6B)    // i32.const shift, i32.shr_u, i32.sub
-	out = appendU32(append(out, 0x24), m.counter) // global.set
-	return appendU32(append(out, 0x20), scratch)  // local.get
+	out = wasmbin.AppendU32(append(out, 0x21), scratch)   // local.set
+	out = wasmbin.AppendU32(append(out, 0x23), m.counter) // global.get
+	out = wasmbin.AppendU32(append(out, 0x20), scratch)   // local.get
+	out = append(out, 0x41, shift, 0x76, 0x6B)            // i32.const shift, i32.shr_u, i32.sub
+	out = wasmbin.AppendU32(append(out, 0x24), m.counter) // global.set
+	return wasmbin.AppendU32(append(out, 0x20), scratch)  // local.get
 }
 
 // constExpr copies a constant expression (up to and with its end),
 // renumbering ref.func.
-func (m *module) constExpr(r *reader, out []byte) []byte {
+func (m *module) constExpr(r *wasmbin.Reader, out []byte) []byte {
 	out, err := m.instructions(r, out, 0, true)
-	if err != nil && r.err == nil {
-		r.err = err
+	if err != nil && r.Err == nil {
+		r.Err = err
 	}
 	return out
 }
@@ -465,79 +466,79 @@ func (m *module) constExpr(r *reader, out []byte) []byte {
 // instructions copies instructions from r to out: a whole function body, or
 // with constant set, one constant expression up to its end. Outside constant
 // expressions it meters loops and charges bulk memory instructions.
-func (m *module) instructions(r *reader, out []byte, scratch uint32, constant bool) ([]byte, error) {
-	for !r.done() && r.err == nil {
-		at := r.pos
-		op := r.byte()
+func (m *module) instructions(r *wasmbin.Reader, out []byte, scratch uint32, constant bool) ([]byte, error) {
+	for !r.Done() && r.Err == nil {
+		at := r.Pos
+		op := r.Byte()
 		switch {
 		case op == 0x0B: // end
 			out = append(out, op)
 			if constant {
-				return out, r.err
+				return out, r.Err
 			}
 		case op == 0x02 || op == 0x04: // block, if
-			r.s64()
-			out = append(out, r.b[at:r.pos]...)
+			r.S64()
+			out = append(out, r.B[at:r.Pos]...)
 		case op == 0x03: // loop
-			r.s64()
-			out = append(out, r.b[at:r.pos]...)
+			r.S64()
+			out = append(out, r.B[at:r.Pos]...)
 			if !constant {
 				out = m.meter(out)
 			}
 		case op == 0x10 || op == 0x12 || op == 0xD2: // call, return_call, ref.func
-			out = appendU32(append(out, op), m.fn(r.u32()))
+			out = wasmbin.AppendU32(append(out, op), m.fn(r.U32()))
 		case op == 0x0E: // br_table
-			n := r.u32()
-			for i := uint32(0); i <= n && r.err == nil; i++ {
-				r.u32()
+			n := r.U32()
+			for i := uint32(0); i <= n && r.Err == nil; i++ {
+				r.U32()
 			}
-			out = append(out, r.b[at:r.pos]...)
+			out = append(out, r.B[at:r.Pos]...)
 		case op == 0x11 || op == 0x13: // call_indirect, return_call_indirect
-			r.u32()
-			r.u32()
-			out = append(out, r.b[at:r.pos]...)
+			r.U32()
+			r.U32()
+			out = append(out, r.B[at:r.Pos]...)
 		case op == 0x1C: // select t*
-			r.valtypes(r.u32())
-			out = append(out, r.b[at:r.pos]...)
+			r.ValTypes(r.U32())
+			out = append(out, r.B[at:r.Pos]...)
 		case op == 0x0C || op == 0x0D || (op >= 0x20 && op <= 0x26) || op == 0x3F || op == 0x40:
 			// br, br_if, local.*, global.*, table.get/set, memory.size/grow
-			r.u32()
-			out = append(out, r.b[at:r.pos]...)
+			r.U32()
+			out = append(out, r.B[at:r.Pos]...)
 		case op >= 0x28 && op <= 0x3E: // loads and stores
-			r.memarg()
-			out = append(out, r.b[at:r.pos]...)
+			r.MemArg()
+			out = append(out, r.B[at:r.Pos]...)
 		case op == 0x41 || op == 0x42: // i32.const, i64.const
-			r.s64()
-			out = append(out, r.b[at:r.pos]...)
+			r.S64()
+			out = append(out, r.B[at:r.Pos]...)
 		case op == 0x43:
-			r.bytes(4)
-			out = append(out, r.b[at:r.pos]...)
+			r.Bytes(4)
+			out = append(out, r.B[at:r.Pos]...)
 		case op == 0x44:
-			r.bytes(8)
-			out = append(out, r.b[at:r.pos]...)
+			r.Bytes(8)
+			out = append(out, r.B[at:r.Pos]...)
 		case op == 0xD0: // ref.null
-			r.s64()
-			out = append(out, r.b[at:r.pos]...)
+			r.S64()
+			out = append(out, r.B[at:r.Pos]...)
 		case op == 0x00 || op == 0x01 || op == 0x05 || op == 0x0F || op == 0x1A || op == 0x1B ||
 			(op >= 0x45 && op <= 0xC4) || op == 0xD1:
 			out = append(out, op)
 		case op == 0xFC:
-			sub := r.u32()
+			sub := r.U32()
 			switch {
 			case sub <= 7: // saturating truncations
 			case sub == 8: // memory.init data mem
-				r.u32()
-				r.u32()
+				r.U32()
+				r.U32()
 			case sub == 10: // memory.copy mem mem
-				r.u32()
-				r.u32()
+				r.U32()
+				r.U32()
 			case sub == 11: // memory.fill mem
-				r.u32()
+				r.U32()
 			case sub == 9 || sub == 13 || (sub >= 15 && sub <= 17): // data.drop, elem.drop, table.grow/size/fill
-				r.u32()
+				r.U32()
 			case sub == 12 || sub == 14: // table.init, table.copy
-				r.u32()
-				r.u32()
+				r.U32()
+				r.U32()
 			default:
 				return nil, fmt.Errorf("%w: instruction 0xFC %d", ErrUnsupported, sub)
 			}
@@ -551,31 +552,31 @@ func (m *module) instructions(r *reader, out []byte, scratch uint32, constant bo
 			case sub == 12 || sub == 14 || sub == 17: // table.init, table.copy, table.fill
 				out = m.charge(out, scratch, TableShift)
 			}
-			out = append(out, r.b[at:r.pos]...)
+			out = append(out, r.B[at:r.Pos]...)
 		case op == 0xFD:
-			sub := r.u32()
+			sub := r.U32()
 			switch {
 			case sub <= 11 || sub == 92 || sub == 93: // loads and stores
-				r.memarg()
+				r.MemArg()
 			case sub == 12 || sub == 13: // v128.const, i8x16.shuffle
-				r.bytes(16)
+				r.Bytes(16)
 			case sub >= 21 && sub <= 34: // lane extract and replace
-				r.byte()
+				r.Byte()
 			case sub >= 84 && sub <= 91: // lane loads and stores
-				r.memarg()
-				r.byte()
+				r.MemArg()
+				r.Byte()
 			case sub > 0x113:
 				return nil, fmt.Errorf("%w: instruction 0xFD %d", ErrUnsupported, sub)
 			}
-			out = append(out, r.b[at:r.pos]...)
+			out = append(out, r.B[at:r.Pos]...)
 		default:
 			return nil, fmt.Errorf("%w: instruction 0x%02x at byte %d", ErrUnsupported, op, at)
 		}
 	}
-	if constant && r.err == nil {
+	if constant && r.Err == nil {
 		return nil, fmt.Errorf("%w: constant expression without end", ErrMalformed)
 	}
-	return out, r.err
+	return out, r.Err
 }
 
 // maxDataGap is the longest run of zeros mergeData writes to join two
@@ -599,18 +600,18 @@ func (m *module) mergeData(b []byte) []byte {
 		data []byte
 	}
 	end := func(s segment) uint64 { return s.at + uint64(len(s.data)) }
-	r := reader{b: b}
-	n := r.u32()
+	r := wasmbin.Reader{B: b}
+	n := r.U32()
 	var merged []segment
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		if r.u32() != 0 || r.byte() != 0x41 { // active, memory 0, i32.const
+	for i := uint32(0); i < n && r.Err == nil; i++ {
+		if r.U32() != 0 || r.Byte() != 0x41 { // active, memory 0, i32.const
 			return b
 		}
-		at := uint64(uint32(r.s32()))
-		if r.byte() != 0x0B {
+		at := uint64(uint32(r.S32()))
+		if r.Byte() != 0x0B {
 			return b
 		}
-		data := r.bytes(r.u32())
+		data := r.Bytes(r.U32())
 		if k := len(merged) - 1; k >= 0 && at >= end(merged[k]) && at-end(merged[k]) <= maxDataGap {
 			from := end(merged[k])
 			free := true
@@ -628,15 +629,15 @@ func (m *module) mergeData(b []byte) []byte {
 		}
 		merged = append(merged, segment{at, append([]byte(nil), data...)})
 	}
-	if r.end() != nil {
+	if r.End() != nil {
 		return b
 	}
-	out := appendU32(nil, uint32(len(merged)))
+	out := wasmbin.AppendU32(nil, uint32(len(merged)))
 	for _, s := range merged {
 		out = append(out, 0x00, 0x41)
-		out = appendS32(out, int32(uint32(s.at)))
+		out = wasmbin.AppendS32(out, int32(uint32(s.at)))
 		out = append(out, 0x0B)
-		out = appendU32(out, uint32(len(s.data)))
+		out = wasmbin.AppendU32(out, uint32(len(s.data)))
 		out = append(out, s.data...)
 	}
 	return out
@@ -645,10 +646,10 @@ func (m *module) mergeData(b []byte) []byte {
 // rewriteCustom keeps custom sections, renumbers the "name" section's
 // function and local names and drops what would no longer be exact.
 func (m *module) rewriteCustom(b []byte) ([]byte, bool, error) {
-	r := reader{b: b}
-	name := r.name()
-	if r.err != nil {
-		return nil, false, r.err
+	r := wasmbin.Reader{B: b}
+	name := r.Name()
+	if r.Err != nil {
+		return nil, false, r.Err
 	}
 	if len(name) > 7 && name[:7] == ".debug_" {
 		return nil, false, nil // DWARF addresses code offsets, which moved
@@ -656,47 +657,47 @@ func (m *module) rewriteCustom(b []byte) ([]byte, bool, error) {
 	if name != "name" {
 		return b, true, nil
 	}
-	out := appendName(nil, name)
-	for !r.done() && r.err == nil {
-		id := r.byte()
-		sub := reader{b: r.bytes(r.u32())}
+	out := wasmbin.AppendName(nil, name)
+	for !r.Done() && r.Err == nil {
+		id := r.Byte()
+		sub := wasmbin.Reader{B: r.Bytes(r.U32())}
 		var content []byte
 		switch id {
 		case 0: // module name
-			content = sub.b
+			content = sub.B
 		case 1: // function names
-			n := sub.u32()
-			content = appendU32(nil, n)
-			for i := uint32(0); i < n && sub.err == nil; i++ {
-				content = appendU32(content, m.fn(sub.u32()))
-				content = appendName(content, sub.name())
+			n := sub.U32()
+			content = wasmbin.AppendU32(nil, n)
+			for i := uint32(0); i < n && sub.Err == nil; i++ {
+				content = wasmbin.AppendU32(content, m.fn(sub.U32()))
+				content = wasmbin.AppendName(content, sub.Name())
 			}
 		case 2: // local names, by function
-			n := sub.u32()
-			content = appendU32(nil, n)
-			for i := uint32(0); i < n && sub.err == nil; i++ {
-				content = appendU32(content, m.fn(sub.u32()))
-				start := sub.pos
-				locals := sub.u32()
-				for j := uint32(0); j < locals && sub.err == nil; j++ {
-					sub.u32()
-					sub.name()
+			n := sub.U32()
+			content = wasmbin.AppendU32(nil, n)
+			for i := uint32(0); i < n && sub.Err == nil; i++ {
+				content = wasmbin.AppendU32(content, m.fn(sub.U32()))
+				start := sub.Pos
+				locals := sub.U32()
+				for j := uint32(0); j < locals && sub.Err == nil; j++ {
+					sub.U32()
+					sub.Name()
 				}
-				content = append(content, sub.b[start:sub.pos]...)
+				content = append(content, sub.B[start:sub.Pos]...)
 			}
 		default:
 			continue // label, type and other names: dropped
 		}
-		if err := sub.end(); err != nil {
+		if err := sub.End(); err != nil {
 			// A name section is only a debugging aid: drop it rather
 			// than refuse the module.
 			return nil, false, nil
 		}
 		out = append(out, id)
-		out = appendU32(out, uint32(len(content)))
+		out = wasmbin.AppendU32(out, uint32(len(content)))
 		out = append(out, content...)
 	}
-	if r.err != nil {
+	if r.Err != nil {
 		return nil, false, nil
 	}
 	return out, true, nil

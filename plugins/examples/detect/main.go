@@ -39,7 +39,7 @@ func decodeConfig(b []byte, c *config) error {
 	return v.Object(func(name string, v guest.Value) error {
 		switch name {
 		case "sink":
-			return v.String(&c.Sink)
+			return v.StringTo(&c.Sink)
 		case "login_actions":
 			return v.Strings(&c.LoginActions)
 		case "failure_outcomes":
@@ -47,7 +47,7 @@ func decodeConfig(b []byte, c *config) error {
 		case "threshold":
 			return v.Int(&c.Threshold)
 		case "window":
-			return v.String(&c.Window)
+			return v.StringTo(&c.Window)
 		case "max_actors":
 			return v.Int(&c.MaxActors)
 		case "privilege_actions":

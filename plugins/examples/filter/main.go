@@ -50,11 +50,11 @@ func decodeConfig(b []byte) (config, error) {
 	err = v.Object(func(name string, v guest.Value) error {
 		switch name {
 		case "min_severity":
-			return v.String(&c.MinSeverity)
+			return v.StringTo(&c.MinSeverity)
 		case "severity_field":
-			return v.String(&c.SeverityField)
+			return v.StringTo(&c.SeverityField)
 		case "default":
-			return v.String(&c.Default)
+			return v.StringTo(&c.Default)
 		case "rules":
 			c.Rules = nil
 			return v.Array(func(_ int, v guest.Value) error {
@@ -62,7 +62,7 @@ func decodeConfig(b []byte) (config, error) {
 				err := v.Object(func(name string, v guest.Value) error {
 					switch name {
 					case "then":
-						return v.String(&r.Then)
+						return v.StringTo(&r.Then)
 					case "match":
 						return v.Object(func(field string, v guest.Value) error {
 							if r.Match == nil {

@@ -22,7 +22,7 @@ func init() {
 		if err == nil {
 			err = v.Object(func(name string, v guest.Value) error {
 				if name == "sink" {
-					return v.String(&sink)
+					return v.StringTo(&sink)
 				}
 				return nil // other keys are ignored
 			})

@@ -41,7 +41,7 @@ func decodeConfig(b []byte, c *config) error {
 					c.Types = map[string]string{}
 				}
 				k := c.Types[path]
-				err := v.String(&k)
+				err := v.StringTo(&k)
 				c.Types[path] = k
 				return err
 			})

@@ -1,4 +1,4 @@
-package meter
+package wasmbin
 
 import "testing"
 
@@ -15,10 +15,10 @@ func TestS32(t *testing.T) {
 		{[]byte{0x7F}, -1},
 		{[]byte{0xC0, 0xBB, 0x78}, -123456},
 	} {
-		r := reader{b: c.b}
-		got := r.s32()
-		if r.err != nil || got != c.want {
-			t.Errorf("s32(% x) = %d, %v; want %d", c.b, got, r.err, c.want)
+		r := Reader{B: c.b}
+		got := r.S32()
+		if r.Err != nil || got != c.want {
+			t.Errorf("s32(% x) = %d, %v; want %d", c.b, got, r.Err, c.want)
 		}
 	}
 }
@@ -29,9 +29,9 @@ func TestS32OutOfRange(t *testing.T) {
 		{0xFF, 0xFF, 0xFF, 0xFF, 0x4F},       // below -2^31
 		{0x80, 0x80, 0x80, 0x80, 0x80, 0x00}, // longer than 5 bytes
 	} {
-		r := reader{b: b}
-		r.s32()
-		if r.err == nil {
+		r := Reader{B: b}
+		r.S32()
+		if r.Err == nil {
 			t.Errorf("s32(% x): no error", b)
 		}
 	}

@@ -1,0 +1,25 @@
+package processor
+
+import (
+	"context"
+
+	"github.com/auditproc/auditproc/internal/streambus"
+)
+
+// bus is all the processor asks of Redis: a *streambus.Bus, or a fake one
+// in the tests of the processor's decisions. Nothing else in the package
+// talks to Redis.
+type bus interface {
+	XGroupCreate(ctx context.Context, stream, group, start string) (bool, error)
+	XReadGroup(ctx context.Context, a streambus.GroupReadArgs) (streambus.Batch, error)
+	XAutoClaim(ctx context.Context, a streambus.AutoClaimArgs) (streambus.Batch, error)
+	XAck(ctx context.Context, stream, group string, ids ...string) (int64, error)
+	Commit(ctx context.Context, stream, group string, items ...streambus.Item) (streambus.CommitResult, error)
+	DeadLetter(ctx context.Context, stream, group, dlq string, letters ...streambus.Letter) ([]string, error)
+	// XPending tells StopWhenIdle whether anything is left pending.
+	XPending(ctx context.Context, stream, group string) (streambus.PendingInfo, error)
+	// XInfoGroup feeds the pending and lag gauges.
+	XInfoGroup(ctx context.Context, stream, group string) (streambus.GroupInfo, error)
+}
+
+var _ bus = (*streambus.Bus)(nil)

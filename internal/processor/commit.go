@@ -1,0 +1,196 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/auditproc/auditproc/abi"
+	"github.com/auditproc/auditproc/internal/streambus"
+)
+
+// commitPlan is what one batch of verdicts asks of the sinks and Redis,
+// decided by planCommit without any I/O and carried out by applyCommit:
+//   - ok: line-sink emits are written and synced first (at least once); then
+//     the ack and the stream-sink emits go out in one atomic script;
+//   - drop: acked, emits discarded;
+//   - reject: dead-lettered with the plugin's message, atomically with the ack;
+//   - retry (and every failure): nothing; the entry stays pending and the
+//     reclaimer runs it again.
+//
+// When no entry of the batch emitted to a stream sink, its acks are plain
+// XACKs: they go to the ack queue and ride with the reader's next read.
+type commitPlan struct {
+	// lines are the emits for line sinks, by sink name.
+	lines map[string][][]byte
+	// queue holds the acks of the ok and dropped entries when the batch
+	// has no stream emits; items is empty then.
+	queue pendingAcks
+	// items are the ok and dropped entries, with their stream emits, when
+	// the batch has stream emits: one atomic Commit.
+	items []streambus.Item
+	// ok and dropped count the verdicts of items.
+	ok, dropped int64
+	// adds counts the stream emits of items; sinkOf names the sink of each
+	// stream they go to.
+	adds   int
+	sinkOf map[string]string
+	// letters are the rejected entries.
+	letters []streambus.Letter
+	// retries are the entries left pending for another attempt.
+	retries []*work
+}
+
+// planCommit decides what to do with a batch of verdicts. It is a pure
+// function of the batch and the sinks.
+func planCommit(batch []work, sinks map[string]*sink) commitPlan {
+	var plan commitPlan
+	for i := range batch {
+		w := &batch[i]
+		r := &w.result
+		switch r.Verdict {
+		case abi.VerdictOK:
+			it := streambus.Item{ID: w.entry.ID}
+			for _, e := range r.Emits {
+				s := sinks[e.Sink]
+				if s.kind == SinkStream {
+					// checkEmits stamped every emit of an ok result.
+					it.Adds = append(it.Adds, streambus.Add{Stream: s.stream, Event: e.Event, Stamped: true})
+					if plan.sinkOf == nil {
+						plan.sinkOf = map[string]string{}
+					}
+					plan.sinkOf[s.stream] = e.Sink
+					plan.adds++
+					continue
+				}
+				if plan.lines == nil {
+					plan.lines = map[string][][]byte{}
+				}
+				plan.lines[e.Sink] = append(plan.lines[e.Sink], e.Event)
+			}
+			plan.items = append(plan.items, it)
+			plan.ok++
+		case abi.VerdictDrop:
+			plan.items = append(plan.items, streambus.Item{ID: w.entry.ID})
+			plan.dropped++
+		case abi.VerdictReject:
+			plan.letters = append(plan.letters, w.entry.Letter(streambus.Reason{
+				Kind: streambus.ReasonRejected, Detail: fmt.Sprintf("plugin %q: %s", r.Plugin, r.Message),
+			}))
+		default:
+			plan.retries = append(plan.retries, w)
+		}
+	}
+	if len(plan.items) > 0 && plan.adds == 0 {
+		// Acks only: they ride with the reader's next read (see ackQueue);
+		// the entries count as processed once acknowledged.
+		ids := make([]string, len(plan.items))
+		for i := range plan.items {
+			ids[i] = plan.items[i].ID
+		}
+		plan.queue = pendingAcks{ids: ids, ok: plan.ok, dropped: plan.dropped}
+		plan.items, plan.ok, plan.dropped = nil, 0, 0
+	}
+	return plan
+}
+
+// applyCommit carries out a plan. It reports whether it put acks in the
+// queue: those entries stay held until the acks are sent.
+func (p *Processor) applyCommit(ctx context.Context, plan *commitPlan) (queued bool) {
+	for _, w := range plan.retries {
+		r := &w.result
+		p.outcomes.retried()
+		p.failures.set(w.entry.ID, failure{plugin: r.Plugin, message: r.Message})
+		if ctx.Err() != nil {
+			continue // shutdown timed out: left pending, said once by Run
+		}
+		p.log.Warn("audit_event_retry_scheduled",
+			slog.String("entry_id", w.entry.ID), slog.String("event_id", w.entry.EventID),
+			slog.String("plugin", r.Plugin), slog.String("message", r.Message),
+			slog.Int64("deliveries", w.entry.Deliveries))
+	}
+	p.failures.forget(plan)
+	for name, evs := range plan.lines {
+		s := p.sinks[name]
+		if err := p.retrySink(ctx, s, func() error { return s.line.write(evs) }); err != nil {
+			return false // nothing acked: every entry of the batch is redelivered
+		}
+		p.outcomes.emitted(name, len(evs))
+	}
+	if len(plan.queue.ids) > 0 {
+		p.acks.put(plan.queue)
+		queued = true
+	}
+	if len(plan.items) > 0 {
+		var res streambus.CommitResult
+		err := p.retryRedis(ctx, "commit", func() error {
+			var err error
+			res, err = p.bus.Commit(ctx, p.cfg.Stream, p.cfg.Group, plan.items...)
+			return err
+		})
+		if err != nil {
+			return queued
+		}
+		p.outcomes.acked(len(plan.items), res.Acked, plan.ok, plan.dropped)
+		for i, it := range plan.items {
+			for j := range res.IDs[i] {
+				p.outcomes.emitted(plan.sinkOf[it.Adds[j].Stream], 1)
+			}
+		}
+		p.log.Debug("audit_events_acknowledged", slog.Int("count", len(plan.items)), slog.Int64("acked", res.Acked), slog.Int("emitted", plan.adds))
+	}
+	p.deadLetter(ctx, plan.letters)
+	return queued
+}
+
+// commitLoop commits verdicts in batches: whatever the workers finished
+// since the last commit goes out in one step. Acks the reader has not
+// taken after ackDelay, and those left at the end, it sends itself.
+func (p *Processor) commitLoop(ctx context.Context, results <-chan *[]work) {
+	defer p.flushAcks(ctx)
+	flush := time.NewTimer(ackDelay)
+	flush.Stop()
+	armed := false
+	batch := make([]work, 0, p.cfg.BatchSize)
+	for {
+		var first *[]work
+		select {
+		case <-flush.C:
+			armed = false
+			p.flushAcks(ctx)
+			continue
+		case w, ok := <-results:
+			if !ok {
+				return
+			}
+			first = w
+		}
+		batch = append(batch[:0], *first...)
+		p.release(first)
+	more:
+		for len(batch) < p.cfg.BatchSize {
+			select {
+			case w, ok := <-results:
+				if !ok {
+					break more
+				}
+				batch = append(batch, *w...)
+				p.release(w)
+			default:
+				break more
+			}
+		}
+		plan := planCommit(batch, p.sinks)
+		queued := p.applyCommit(ctx, &plan)
+		p.uncommitted.Add(-int64(len(batch)))
+		// Entries whose acks wait in the queue stay held until the XACK
+		// went out: still pending in Redis, they must not be claimed.
+		p.held.removeWork(batch, queued)
+		clear(batch) // drop references to entries and emits until reused
+		if !armed && p.acks.waiting() {
+			flush.Reset(ackDelay)
+			armed = true
+		}
+	}
+}

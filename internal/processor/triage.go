@@ -1,0 +1,67 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/auditproc/auditproc/internal/streambus"
+)
+
+// triage accounts for a batch and returns the entries to run: entries past
+// their delivery budget and tampered entries past it are dead-lettered;
+// entries deleted while pending raise the integrity alarm; tampered entries
+// under the budget stay pending (the reclaimer brings them back until the
+// budget is spent, so they are kept for forensics without looping forever).
+// redelivered marks a batch of entries delivered before (re-read or
+// claimed).
+func (p *Processor) triage(ctx context.Context, batch streambus.Batch, redelivered bool) []streambus.Entry {
+	if redelivered {
+		// The reclaimer also claims this consumer's own entries once they
+		// are idle long enough, including entries still held here: those
+		// are not run twice nor dead-lettered for it.
+		batch.Entries = p.held.without(batch.Entries)
+	}
+	p.outcomes.read(batch)
+	if len(batch.Deleted) > 0 {
+		p.log.Error("pending_entries_deleted",
+			slog.String("stream", p.cfg.Stream), slog.String("group", p.cfg.Group),
+			slog.Any("entry_ids", batch.Deleted),
+			slog.String("detail", "entries were deleted or trimmed from the stream before they were processed"))
+		// A history read keeps deleted ids pending until acked; nothing
+		// remains to process, so clear them.
+		_ = p.retryRedis(ctx, "xack", func() error {
+			_, err := p.bus.XAck(ctx, p.cfg.Stream, p.cfg.Group, batch.Deleted...)
+			return err
+		})
+	}
+	var letters []streambus.Letter
+	for _, t := range batch.Tampered {
+		if t.Deliveries > int64(p.cfg.MaxDeliveries) {
+			letters = append(letters, t.Letter())
+		}
+	}
+	run := batch.Entries
+	if redelivered {
+		run = run[:0:0]
+		for _, e := range batch.Entries {
+			if e.Deliveries <= int64(p.cfg.MaxDeliveries) {
+				run = append(run, e)
+				continue
+			}
+			letters = append(letters, e.Letter(p.exhausted(e)))
+		}
+	}
+	p.deadLetter(ctx, letters)
+	return run
+}
+
+// exhausted is the dead-letter reason of an entry past its delivery budget,
+// with its last failure when this process saw it.
+func (p *Processor) exhausted(e streambus.Entry) streambus.Reason {
+	detail := fmt.Sprintf("delivered %d times (limit %d)", e.Deliveries, p.cfg.MaxDeliveries)
+	if f, ok := p.failures.take(e.ID); ok {
+		detail += fmt.Sprintf("; last failure: plugin %q: %s", f.plugin, f.message)
+	}
+	return streambus.Reason{Kind: streambus.ReasonMaxDeliveries, Detail: detail}
+}

@@ -1,0 +1,116 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/auditproc/auditproc/abi"
+	"github.com/auditproc/auditproc/host"
+	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/streambus"
+)
+
+// startWorkers opens one pipeline worker (its plugin instances) per
+// configured worker.
+func (p *Processor) startWorkers(ctx context.Context) ([]*host.Worker, error) {
+	workers := make([]*host.Worker, p.cfg.Workers)
+	for i := range workers {
+		w, err := p.pipeline.NewWorker(ctx)
+		if err != nil {
+			for _, w := range workers[:i] {
+				w.Release()
+			}
+			return nil, fmt.Errorf("start worker %d: %w", i, err)
+		}
+		workers[i] = w
+	}
+	return workers, nil
+}
+
+// runWorker runs the pipeline over every chunk of entries it receives and
+// sends the results on, until jobs is closed; then it closes w.
+func (p *Processor) runWorker(ctx context.Context, w *host.Worker, obs observers, jobs <-chan []streambus.Entry, results chan<- *[]work) {
+	defer w.Release()
+	for chunk := range jobs {
+		out := p.chunk(len(chunk))
+		for i := range chunk {
+			e := &chunk[i]
+			res := w.Process(ctx, host.Event{
+				EntryID: e.ID, Stream: e.Stream, KeyID: e.KeyID, EventID: e.EventID,
+				Deliveries: uint32(min(e.Deliveries, 1<<31)), Data: e.Event,
+			})
+			p.checkEmits(&res)
+			obs.observe(&res)
+			// The worker reuses Event and Timings on its next call;
+			// Timings were observed just above.
+			res.Event, res.Timings = nil, nil
+			*out = append(*out, work{entry: e, result: res})
+		}
+		results <- out
+	}
+}
+
+// checkEmits stamps every emit of an ok result as the sink will store it
+// and turns the result into a reject when one cannot be: an emit that is
+// not a JSON object, or whose event_id or timestamp is malformed, could
+// never be committed, and retrying it would stall every entry behind it.
+func (p *Processor) checkEmits(r *host.Result) {
+	if r.Verdict != abi.VerdictOK {
+		return
+	}
+	now := time.Now()
+	for i := range r.Emits {
+		stamped, _, err := integrity.Stamp(r.Emits[i].Event, now)
+		if err != nil {
+			r.Verdict = abi.VerdictReject
+			r.Plugin = r.Emits[i].Plugin
+			r.Message = fmt.Sprintf("emitted an invalid event for sink %q: %v", r.Emits[i].Sink, err)
+			r.Emits = nil
+			return
+		}
+		r.Emits[i].Event = stamped
+	}
+}
+
+// observers records results' per-plugin verdicts and latencies, with the
+// metric children looked up once per plugin rather than once per event.
+type observers map[string]*pluginObserver
+
+type pluginObserver struct {
+	latency  prometheus.Observer
+	verdicts [4]prometheus.Counter // by abi.Verdict: ok, drop, retry, reject
+}
+
+func newObservers(m *Metrics, pipeline *host.Pipeline) observers {
+	o := observers{}
+	for _, pl := range pipeline.Plugins() {
+		po := &pluginObserver{latency: m.PluginLatency.WithLabelValues(pl.Name())}
+		for v := range po.verdicts {
+			po.verdicts[v] = m.Verdicts.WithLabelValues(pl.Name(), abi.Verdict(v).String())
+		}
+		o[pl.Name()] = po
+	}
+	return o
+}
+
+// observe records a result's per-plugin verdicts and latencies. It is safe
+// for concurrent use (the map is read only).
+func (o observers) observe(r *host.Result) {
+	for _, t := range r.Timings {
+		po := o[t.Plugin]
+		if po == nil {
+			continue
+		}
+		po.latency.Observe(t.Duration.Seconds())
+		v := abi.VerdictOK
+		if t.Plugin == r.Plugin {
+			v = r.Verdict
+		}
+		if v >= 0 && int(v) < len(po.verdicts) {
+			po.verdicts[v].Inc()
+		}
+	}
+}
