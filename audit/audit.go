@@ -9,6 +9,7 @@ import (
 	"iter"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -95,6 +96,19 @@ type Config struct {
 	// again, and a Producer's first wait before sending again (doubling up
 	// to DefaultMaxRetryDelay). Default: DefaultRetryDelay.
 	RetryDelay time.Duration
+	// Source is this producer's stable name (1-64 characters of
+	// [A-Za-z0-9._-]), for example the service's name. Events are signed
+	// with envelope version 2: one chain per Bus (source id
+	// "<Source>/<random session>"), with signed checkpoints every
+	// CheckpointEvery events or CheckpointInterval, also when idle, and a
+	// closing one in Close, so that a reader can prove no event of this
+	// producer was deleted or replayed (docs/trail.md). Default: the host
+	// name, its other characters replaced by "-" ("producer" without one).
+	Source string
+	// CheckpointEvery: a checkpoint after this many events. Default: 1000.
+	CheckpointEvery int
+	// CheckpointInterval: a checkpoint at least this often. Default: 60 s.
+	CheckpointInterval time.Duration
 	// RetryWindow is how long Redis remembers an event id Audit wrote (a key
 	// of about 100 bytes per event, next to the stream), so that a retry
 	// after ErrOutcomeUnknown is not stored twice. Default:
@@ -132,6 +146,22 @@ type Config struct {
 	SpoolMaxBytes int64
 }
 
+// DefaultSource is the default Config.Source: the host name made a valid
+// source name.
+func DefaultSource() string {
+	host, _ := os.Hostname()
+	name := []byte(host)
+	for i, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			name[i] = '-'
+		}
+	}
+	if len(name) == 0 {
+		return "producer"
+	}
+	return string(name[:min(len(name), integrity.MaxKeyIDLen)])
+}
+
 func (c *Config) setDefaults() {
 	if c.RedisURL == "" && c.Client == nil {
 		c.RedisURL = DefaultRedisURL
@@ -156,6 +186,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = DefaultRetryDelay
+	}
+	if c.Source == "" {
+		c.Source = DefaultSource()
 	}
 	if c.RetryWindow == 0 {
 		c.RetryWindow = DefaultRetryWindow
@@ -214,6 +247,9 @@ type Bus struct {
 	bus *streambus.Bus
 	log *slog.Logger
 
+	stopCheckpoints context.CancelFunc
+	checkpointsDone chan struct{}
+
 	durableOnce sync.Once
 }
 
@@ -244,23 +280,45 @@ func New(cfg Config, logger *slog.Logger) (*Bus, error) {
 		opts.ContextTimeoutEnabled = true
 		rdb, own = redis.NewClient(opts), true
 	}
-	bus, err := streambus.New(streambus.Config{Block: cfg.Block, Count: cfg.Count}, logger, rdb, cfg.Keys.k)
+	bus, err := streambus.New(streambus.Config{Block: cfg.Block, Count: cfg.Count, Source: cfg.Source,
+		Checkpoint: integrity.ChainConfig{CheckpointEvery: cfg.CheckpointEvery, CheckpointInterval: cfg.CheckpointInterval}},
+		logger, rdb, cfg.Keys.k)
 	if err != nil {
 		if own {
 			_ = rdb.Close()
 		}
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	return &Bus{cfg: cfg, rdb: rdb, own: own, bus: bus, log: logger}, nil
+	ctx, stop := context.WithCancel(context.Background())
+	b := &Bus{cfg: cfg, rdb: rdb, own: own, bus: bus, log: logger, stopCheckpoints: stop, checkpointsDone: make(chan struct{})}
+	go func() {
+		defer close(b.checkpointsDone)
+		bus.RunCheckpoints(ctx)
+	}()
+	return b, nil
 }
 
-// Close releases the Redis client the Bus created; a Config.Client stays
-// open.
+// Source returns the source id the Bus signs as: "<Config.Source>/<session>".
+func (b *Bus) Source() string { return b.bus.Source() }
+
+// Close appends the closing checkpoint of the chain (within WriteTimeout),
+// stops the periodic checkpoints and releases the Redis client the Bus
+// created; a Config.Client stays open. A Bus that could not write its
+// closing checkpoint still closes and returns the error: a reader will
+// report the source's tail as missing.
 func (b *Bus) Close() error {
-	if b.own {
-		return b.rdb.Close()
+	b.stopCheckpoints()
+	<-b.checkpointsDone
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.WriteTimeout)
+	defer cancel()
+	err := b.bus.CloseChain(ctx)
+	if err != nil {
+		err = classify("close", err)
 	}
-	return nil
+	if b.own {
+		err = errors.Join(err, b.rdb.Close())
+	}
+	return err
 }
 
 // Audit signs event and appends it to the audit stream, returning the new
@@ -292,28 +350,34 @@ func (b *Bus) Audit(ctx context.Context, event any) (string, error) {
 		return "", err
 	}
 	b.durableOnce.Do(func() { go b.warnNotDurable(context.WithoutCancel(ctx)) })
-	stamped, eventID, err := integrity.Stamp(raw, time.Now())
-	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidEvent, err)
-	}
-	env, err := b.cfg.Keys.k.Sign(b.cfg.Stream, stamped)
-	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidEvent, err)
-	}
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("audit: %w (the event was not sent)", err)
+	}
+	env, err := b.bus.Seal(b.cfg.Stream, raw)
+	if err != nil {
+		return "", classify("audit", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
 	defer cancel()
 	id, dup, err := b.bus.AppendOnce(ctx, b.cfg.Stream, env, b.cfg.MaxLen, b.cfg.RetryWindow)
 	if err != nil {
+		// The link Seal signed may or may not be in the stream: the chain
+		// goes on in a new session rather than past a possible hole.
+		b.bus.ChainBroken(ctx, b.cfg.Stream, err)
 		if notSent(err) {
 			return "", classify("audit", err)
 		}
-		return "", &OutcomeUnknownError{EventID: eventID, Event: stamped, Err: err}
+		return "", &OutcomeUnknownError{EventID: env.EventID, Event: env.Event, Err: err}
+	}
+	if dup {
+		// A retry: the event is there already, under its first link; the
+		// link signed now was not written.
+		b.bus.ChainBroken(ctx, b.cfg.Stream, fmt.Errorf("event %s was written before", env.EventID))
+	} else {
+		_ = b.bus.Checkpoint(ctx) // by count; failures are logged there
 	}
 	b.log.LogAttrs(ctx, slog.LevelDebug, "audit_event_written",
-		slog.String("stream", b.cfg.Stream), slog.String("entry_id", id), slog.String("event_id", eventID), slog.Bool("retry", dup))
+		slog.String("stream", b.cfg.Stream), slog.String("entry_id", id), slog.String("event_id", env.EventID), slog.Bool("retry", dup))
 	return id, nil
 }
 
@@ -500,6 +564,7 @@ func (b *Bus) Consume(ctx context.Context, consumer string) iter.Seq2[Message, e
 				}
 				b.dropDeleted(ctx, batch.Deleted)
 			}
+			b.ackCheckpoints(ctx, batch.Checkpoints)
 			b.log.LogAttrs(ctx, slog.LevelDebug, "audit_events_consumed",
 				slog.String("consumer", consumer), slog.Int("count", len(batch.Entries)))
 			for _, e := range batch.Entries {
@@ -519,6 +584,21 @@ func (b *Bus) dropDeleted(ctx context.Context, ids []string) {
 	}
 	b.log.LogAttrs(ctx, slog.LevelWarn, "audit_pending_deleted",
 		slog.String("stream", b.cfg.Stream), slog.String("group", b.cfg.Group), slog.Any("entry_ids", ids))
+	if _, err := b.Ack(ctx, ids...); err != nil {
+		b.log.LogAttrs(ctx, slog.LevelWarn, "audit_ack_failed", slog.String("error", err.Error()))
+	}
+}
+
+// ackCheckpoints acknowledges the checkpoints of chained producers: they
+// prove the trail whole to a reader of the stream and carry no event.
+func (b *Bus) ackCheckpoints(ctx context.Context, cps []streambus.Entry) {
+	if len(cps) == 0 {
+		return
+	}
+	ids := make([]string, len(cps))
+	for i, c := range cps {
+		ids[i] = c.ID
+	}
 	if _, err := b.Ack(ctx, ids...); err != nil {
 		b.log.LogAttrs(ctx, slog.LevelWarn, "audit_ack_failed", slog.String("error", err.Error()))
 	}
@@ -593,6 +673,7 @@ func (b *Bus) ClaimStale(ctx context.Context, consumer string) ([]Message, error
 		for _, e := range batch.Entries {
 			out = append(out, message(e))
 		}
+		b.ackCheckpoints(ctx, batch.Checkpoints)
 		if len(batch.Deleted) > 0 {
 			b.log.LogAttrs(ctx, slog.LevelWarn, "audit_pending_deleted",
 				slog.String("stream", b.cfg.Stream), slog.String("group", b.cfg.Group), slog.Any("entry_ids", batch.Deleted))

@@ -354,3 +354,15 @@ func (p *progress) done() {
 		fmt.Fprintln(p.w)
 	}
 }
+
+// hostSource is "<prefix>.<host name>", made a valid source name.
+func hostSource(prefix string) string {
+	host, _ := os.Hostname()
+	name := []byte(prefix + "." + host)
+	for i, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			name[i] = '-'
+		}
+	}
+	return string(name[:min(len(name), integrity.MaxKeyIDLen)])
+}

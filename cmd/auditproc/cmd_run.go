@@ -11,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -83,20 +85,14 @@ func (c *configFlags) loadFor(noPipeline bool) (config.Config, error) {
 func (c *configFlags) loadOrigins(noPipeline bool) (config.Config, config.Origins, error) {
 	flags := map[string]any{}
 	names := map[string]string{}
-	explicit := os.Getenv("AUDITPROC_CONFIG") != ""
 	c.fs.Visit(func(f *flag.Flag) {
 		if key, ok := c.keys[f.Name]; ok {
 			flags[key] = f.Value.(flag.Getter).Get()
 			names[key] = f.Name
 		}
-		explicit = explicit || f.Name == "config"
 	})
-	path := *c.file
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && !explicit {
-		path = ""
-	}
 	return config.LoadOrigins(config.Source{
-		File: path, Getenv: os.Getenv, Environ: os.Environ,
+		File: c.path(), Getenv: os.Getenv, Environ: os.Environ,
 		Flags: flags, FlagNames: names, NoPipeline: noPipeline,
 	})
 }
@@ -115,6 +111,18 @@ func runConfigFlags(fs *flag.FlagSet) *configFlags {
 	return cf
 }
 
+// path is the configuration file to read: --config (or AUDITPROC_CONFIG),
+// or "" when the default plugins.yaml was not asked for explicitly and does
+// not exist (defaults, environment and flags are then used alone).
+func (c *configFlags) path() string {
+	explicit := os.Getenv("AUDITPROC_CONFIG") != ""
+	c.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	if _, err := os.Stat(*c.file); errors.Is(err, os.ErrNotExist) && !explicit {
+		return ""
+	}
+	return *c.file
+}
+
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -127,6 +135,7 @@ func runCommand() *command {
 		cf           *configFlags
 		stopWhenIdle bool
 		summary      bool
+		watch        bool
 	)
 	return &command{
 		name:    "run",
@@ -140,6 +149,9 @@ func runCommand() *command {
   auditproc run --consumer replica-a
   auditproc run --consumer replica-b
 
+  # reload the pipeline (plugins.yaml's plugins, module files) without a restart
+  kill -HUP $(pidof auditproc)          # or: auditproc run --watch
+
   # process what is in the stream, print a summary, and exit
   auditproc run --stop-when-idle --summary
 
@@ -149,18 +161,23 @@ func runCommand() *command {
 		flags: func(fs *flag.FlagSet) {
 			cf = runConfigFlags(fs)
 			fs.BoolVar(&stopWhenIdle, "stop-when-idle", false, "exit once nothing is left to read or pending")
+			fs.BoolVar(&watch, "watch", false, "reload the pipeline when the configuration file or a plugin module changes (as on SIGHUP)")
 			fs.BoolVar(&summary, "summary", false, "print a summary table on stdout when the run ends")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if len(args) > 0 {
 				return usagef("run takes no arguments, got %q", args)
 			}
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			pf, err := runPreflight(ctx, cf, true, func(cfg *config.Config) *slog.Logger {
 				return newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
 			})
 			if err != nil {
 				return err
 			}
+			pf.cf, pf.watch, pf.hup = cf, watch, hup
 			return startProcessor(ctx, sio, pf, stopWhenIdle, summary)
 		},
 	}
@@ -199,12 +216,21 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	// Shutdown order (reverse of start): the processor stops reading,
 	// finishes and acks what it read, then the plugins close, then Redis.
 	defer rdb.Close()
-	defer pipeline.Close(context.WithoutCancel(ctx))
+	var proc *processor.Processor
+	defer func() {
+		// The pipeline running at the end: the first one, or the last
+		// reload's (the processor closed the ones it replaced).
+		if proc != nil {
+			pipeline = proc.Pipeline()
+		}
+		_ = pipeline.Close(context.WithoutCancel(ctx))
+	}()
 
 	if err := checkDurability(ctx, rdb, logger, cfg.Safety.RequireDurableRedis); err != nil {
 		return err
 	}
-	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize)}, logger, rdb, keys)
+	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize),
+		RequireChain: cfg.Integrity.RequireChain}, logger, rdb, keys)
 	if err != nil {
 		return err
 	}
@@ -214,7 +240,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	for name, s := range cfg.Sinks {
 		sinks[name] = processor.Sink{Type: processor.SinkKind(s.Type), Stream: s.Stream, Path: s.Path}
 	}
-	proc, err := processor.New(processor.Config{
+	proc, err = processor.New(processor.Config{
 		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
 		DeadLetter: cfg.DeadLetter.Stream, BatchSize: cfg.Consumer.BatchSize, Block: cfg.Consumer.Block,
 		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
@@ -234,6 +260,15 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	logger.Info("processor_started", slog.String("stream", cfg.Stream.Name), slog.String("group", cfg.Stream.Group),
 		slog.String("consumer", cfg.Stream.Consumer), slog.Int("workers", cfg.Consumer.Workers),
 		slog.Int("plugins", len(cfg.Plugins)), slog.String("key_id", keys.ActiveKeyID()))
+	if pf.cf != nil {
+		// Reloads stop before the pipeline is closed (deferred above).
+		rl := newReloader(pf.cf, cfg, proc, metrics.Registry, logger)
+		reloadCtx, stopReloads := context.WithCancel(ctx)
+		var reloads sync.WaitGroup
+		reloads.Go(func() { rl.run(reloadCtx, pf.hup, pf.watch) })
+		defer reloads.Wait()
+		defer stopReloads()
+	}
 	if err := proc.Run(ctx); err != nil {
 		return err
 	}

@@ -27,6 +27,12 @@ type preflight struct {
 	keys     *integrity.Keyring
 	rdb      redis.UniversalClient // not connected yet
 	pipeline *host.Pipeline        // nil without loadPlugins
+
+	// For run: the flags to load the configuration again on a reload
+	// (nil: no reloads), and whether to watch the files.
+	cf    *configFlags
+	watch bool
+	hup   <-chan os.Signal
 }
 
 // close releases what preflight opened (the pipeline and the Redis client).

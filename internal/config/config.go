@@ -30,6 +30,12 @@ const (
 	DefaultLogFormat       = "auto"
 	DefaultLogLevel        = "info"
 	DefaultMetricsAddr     = "127.0.0.1:9464"
+	// DefaultGapGrace: a sequence gap is an alarm once this old.
+	DefaultGapGrace = 30 * time.Second
+	// DefaultCheckpointEvery and DefaultCheckpointInterval: auditproc's own
+	// chains checkpoint every 1000 entries or 60 s.
+	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointInterval = 60 * time.Second
 
 	// deadlineBudget is how much of the reclaim idle time the plugins'
 	// deadlines together may use: a slow but living consumer must finish an
@@ -50,6 +56,7 @@ type Config struct {
 	Log        Log             `koanf:"log"`
 	Safety     Safety          `koanf:"safety"`
 	Host       Host            `koanf:"host"`
+	Integrity  Integrity       `koanf:"integrity"`
 
 	// Secrets, filled from the environment or files only (never YAML).
 	RedisPassword string `koanf:"-"`
@@ -187,6 +194,22 @@ type Safety struct {
 	RequireDurableRedis bool `koanf:"require_durable_redis"`
 }
 
+// Integrity is what auditproc demands of the trail (docs/trail.md).
+type Integrity struct {
+	// RequireChain refuses envelope version 1 entries (no chain) as
+	// malformed_envelope. Default false: version 1 still verifies.
+	RequireChain bool `koanf:"require_chain"`
+	// GapGrace is how long a skipped sequence number of a source may stay
+	// missing (entries of one source may arrive out of order) before
+	// audit_sequence_gap is logged. Default DefaultGapGrace.
+	GapGrace time.Duration `koanf:"gap_grace"`
+	// CheckpointEvery and CheckpointInterval are the checkpoint policy of
+	// auditproc's own chains (sink emits, dead letters). Defaults
+	// DefaultCheckpointEvery and DefaultCheckpointInterval.
+	CheckpointEvery    int           `koanf:"checkpoint_every"`
+	CheckpointInterval time.Duration `koanf:"checkpoint_interval"`
+}
+
 // Host tunes the plugin host.
 type Host struct {
 	// CacheDir keeps compiled plugins across restarts; empty keeps them in
@@ -233,6 +256,7 @@ func Default() Config {
 			Group:    DefaultGroup,
 			Consumer: fmt.Sprintf("%s-%d", host, os.Getpid()),
 		},
+		Integrity: Integrity{GapGrace: DefaultGapGrace, CheckpointEvery: DefaultCheckpointEvery, CheckpointInterval: DefaultCheckpointInterval},
 		Consumer: Consumer{
 			BatchSize:       DefaultBatchSize,
 			Block:           DefaultBlock,
@@ -324,6 +348,15 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 	}
 	if c.Redis.IOTimeout <= 0 {
 		bad("redis.io_timeout", "must be positive, got %s", c.Redis.IOTimeout)
+	}
+	if c.Integrity.GapGrace <= 0 {
+		bad("integrity.gap_grace", "must be positive, got %s", c.Integrity.GapGrace)
+	}
+	if c.Integrity.CheckpointEvery <= 0 {
+		bad("integrity.checkpoint_every", "must be positive, got %d", c.Integrity.CheckpointEvery)
+	}
+	if c.Integrity.CheckpointInterval <= 0 {
+		bad("integrity.checkpoint_interval", "must be positive, got %s", c.Integrity.CheckpointInterval)
 	}
 	if c.Stream.Name == "" {
 		bad("stream.name", "is empty")

@@ -199,22 +199,27 @@ func batchResult(c *redis.Cmd) AppendResult {
 	return r
 }
 
-// onceScript appends one signed event unless an event with its id was
+// onceScript appends one signed envelope unless an event with its id was
 // appended through it within the dedup window, in which case it returns
 // the entry id of that first append. KEYS[1] the stream, KEYS[2] the event
-// key. ARGV: window ms, maxlen, kid, event, sig. Returns {entry id, 1 if it
-// was there before}.
+// key. ARGV: window ms, maxlen (0: none), then the envelope's fields and
+// values. Returns {entry id, 1 if it was there before}.
 var onceScript = redis.NewScript(`#!lua
 local old = redis.call('GET', KEYS[2])
 if old then
   return {old, 1}
 end
-local id
+local cmd = {'XADD', KEYS[1]}
 if tonumber(ARGV[2]) > 0 then
-  id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'v', '1', 'kid', ARGV[3], 'event', ARGV[4], 'sig', ARGV[5])
-else
-  id = redis.call('XADD', KEYS[1], '*', 'v', '1', 'kid', ARGV[3], 'event', ARGV[4], 'sig', ARGV[5])
+  cmd[#cmd + 1] = 'MAXLEN'
+  cmd[#cmd + 1] = '~'
+  cmd[#cmd + 1] = ARGV[2]
 end
+cmd[#cmd + 1] = '*'
+for i = 3, #ARGV do
+  cmd[#cmd + 1] = ARGV[i]
+end
+local id = redis.call(unpack(cmd))
 redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
 return {id, 0}
 `)
@@ -230,8 +235,8 @@ func (b *Bus) AppendOnce(ctx context.Context, stream string, env integrity.Envel
 	if stream == "" || env.EventID == "" {
 		return "", false, fmt.Errorf("%w: empty stream name or event id", ErrInvalidArgs)
 	}
-	res, err := onceScript.Run(ctx, b.rdb, []string{stream, EventKey(stream, env.EventID)},
-		window.Milliseconds(), maxLen, env.KeyID, env.Event, env.Sig).Slice()
+	args := append([]any{window.Milliseconds(), maxLen}, env.Values()...)
+	res, err := onceScript.Run(ctx, b.rdb, []string{stream, EventKey(stream, env.EventID)}, args...).Slice()
 	if err != nil {
 		return "", false, fmt.Errorf("append to stream %q: %w", stream, err)
 	}

@@ -88,7 +88,7 @@ func TestEmitStatusAndKeygenCommands(t *testing.T) {
 	code, stdout, stderr := e.run(20*time.Second, "emit", "--config", cfg, "--file", good)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "emitted 2 event(s)")
-	assert.EqualValues(t, 2, e.xlen(stream))
+	assert.EqualValues(t, 2, e.xlen(stream), "two events (emit appends through audit.Producer, envelope version 1: no chain, no checkpoint)")
 
 	code, _, _ = e.run(60*time.Second, "run", "--config", cfg, "--stop-when-idle", "--consumer", "c1")
 	require.Equal(t, 0, code)
