@@ -41,7 +41,7 @@ func TestStatusAndDLQFlags(t *testing.T) {
 
 	for i, origin := range []string{"st:a", "st:b", "st:a"} {
 		require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: "st:dead", Values: map[string]any{
-			integrity.FieldEvent:                `{"event_id":"e` + string(rune('0'+i)) + `"}`,
+			integrity.FieldEvent:               `{"event_id":"e` + string(rune('0'+i)) + `"}`,
 			streambus.DeadLetterOriginalStream: origin,
 			streambus.DeadLetterOriginalID:     "1-" + string(rune('0'+i)),
 			streambus.DeadLetterReason:         "rejected",
