@@ -89,6 +89,7 @@ func Load(src Source) (Config, error) {
 				cfg.Plugins[i].Path = filepath.Join(base, p)
 			}
 		}
+		cfg.resolveSinkPaths(base)
 	}
 	if err := cfg.loadSecrets(src.Getenv); err != nil {
 		return cfg, err
@@ -130,6 +131,10 @@ func decode(k *koanf.Koanf, cfg *Config) error {
 	var errs []error
 	for _, key := range md.Unused {
 		if hint, ok := secretKeys[key]; ok {
+			errs = append(errs, &FieldError{Key: key, Msg: "secrets are not read from the configuration file: " + hint})
+			continue
+		}
+		if hint, ok := sinkSecretHint(key); ok {
 			errs = append(errs, &FieldError{Key: key, Msg: "secrets are not read from the configuration file: " + hint})
 			continue
 		}
