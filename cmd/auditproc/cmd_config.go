@@ -48,6 +48,17 @@ own check of its config), unless --skip-plugins is given.`,
 				}
 				_ = pipeline.Close(ctx)
 			}
+			// External sinks: their secrets and TLS files must be readable
+			// (nothing connects).
+			sinks, err := openSinks(&cfg, slog.New(slog.DiscardHandler))
+			if err != nil {
+				return usageError{err}
+			}
+			for _, s := range sinks {
+				if s.Dest != nil {
+					_ = s.Dest.Close()
+				}
+			}
 			printConfigSummary(io, args[0], &cfg)
 			return nil
 		},
