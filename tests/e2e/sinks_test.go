@@ -44,9 +44,7 @@ func pgConn(t *testing.T, pg *pgtest.Server) *pgx.Conn {
 // rowCounts returns the table's rows, distinct event ids and distinct
 // entry ids (a retried entry whose emit got a new event id would show as
 // two event ids for one entry).
-func rowCounts(t *testing.T, pg *pgtest.Server) (rows, events, entries int) {
-	t.Helper()
-	c := pgConn(t, pg)
+func rowCounts(c *pgx.Conn) (rows, events, entries int) {
 	err := c.QueryRow(context.Background(), `SELECT count(*), count(DISTINCT event_id), count(DISTINCT entry_id) FROM audit_events`).Scan(&rows, &events, &entries)
 	if err != nil {
 		return 0, 0, 0
@@ -55,10 +53,11 @@ func rowCounts(t *testing.T, pg *pgtest.Server) (rows, events, entries int) {
 }
 
 // TestPostgresSinkNoLossNoDuplicate kills a replica between the insert and
-// the ack: its INSERT is held inside PostgreSQL (a trigger sleeps) when the
-// replica gets SIGKILL, and commits after the replica is gone. A second
-// replica reclaims the entries and inserts them again; every event is in
-// the table once.
+// the ack: while its INSERT is held inside PostgreSQL (a trigger sleeps),
+// Redis is paused for writes (CLIENT PAUSE WRITE), so the insert commits but
+// the ack cannot happen; then the replica gets SIGKILL. A second replica
+// reclaims the entries and inserts them again; every event is in the table
+// once, every entry acked.
 func TestPostgresSinkNoLossNoDuplicate(t *testing.T) {
 	e := newEnv(t)
 	pg := pgtest.Start(t)
@@ -85,13 +84,15 @@ func TestPostgresSinkNoLossNoDuplicate(t *testing.T) {
 		_ = db.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'auditproc' AND state = 'active' AND query LIKE 'INSERT%'`).Scan(&active)
 		return active > 0
 	})
-	a.signal(syscall.SIGKILL)
-	a.wait(10 * time.Second)
-	waitFor(t, 30*time.Second, "the killed replica's insert to commit", func() bool {
-		rows, _, _ := rowCounts(t, pg)
+	require.NoError(t, e.rdb.Do(ctx, "CLIENT", "PAUSE", "60000", "WRITE").Err())
+	waitFor(t, 30*time.Second, "replica a's insert to commit", func() bool {
+		rows, _, _ := rowCounts(db)
 		return rows > 0
 	})
-	rowsBefore, _, _ := rowCounts(t, pg)
+	a.signal(syscall.SIGKILL)
+	a.wait(10 * time.Second)
+	require.NoError(t, e.rdb.Do(ctx, "CLIENT", "UNPAUSE").Err())
+	rowsBefore, _, _ := rowCounts(db)
 	pendingBefore := e.pending(stream, group)
 	t.Logf("replica a killed: %d rows committed, %d entries pending", rowsBefore, pendingBefore)
 	require.Positive(t, pendingBefore, "the committed rows' entries were never acked")
@@ -101,14 +102,13 @@ func TestPostgresSinkNoLossNoDuplicate(t *testing.T) {
 	code, _, stderr := e.run(120*time.Second, "run", "--config", cfg, "--consumer", "replica-b", "--stop-when-idle")
 	require.Equal(t, 0, code, tail(stderr, 30))
 
-	rows, events, entries := rowCounts(t, pg)
+	rows, events, entries := rowCounts(db)
 	assert.Equal(t, n, rows, "every event in the table once")
 	assert.Equal(t, n, events)
 	assert.Equal(t, n, entries, "one row per entry: a retried entry kept its event id")
-	c := pgConn(t, pg)
 	for _, id := range ids[:5] {
 		var k int
-		require.NoError(t, c.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE event_id = $1`, id).Scan(&k))
+		require.NoError(t, db.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE event_id = $1`, id).Scan(&k))
 		assert.Equal(t, 1, k, id)
 	}
 	assert.Zero(t, e.pending(stream, group))
@@ -139,11 +139,12 @@ func TestPostgresDown(t *testing.T) {
 	assert.Zero(t, e.xlen(dlq), "nothing dead-lettered while the database is down")
 
 	require.NoError(t, pg.Start())
+	db := pgConn(t, pg)
 	waitFor(t, 60*time.Second, "every entry acked", func() bool { return e.pending(stream, group) == 0 })
 	a.signal(syscall.SIGTERM)
 	assert.Equal(t, 0, a.wait(30*time.Second))
 
-	rows, events, entries := rowCounts(t, pg)
+	rows, events, entries := rowCounts(db)
 	assert.Equal(t, n, rows)
 	assert.Equal(t, n, events)
 	assert.Equal(t, n, entries)
