@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -81,6 +82,35 @@ type Config struct {
 	// RetryDelay is how long Consume waits after a failed read before reading
 	// again. Default: DefaultRetryDelay.
 	RetryDelay time.Duration
+	// Source is this producer's stable name (1-64 characters of
+	// [A-Za-z0-9._-]), for example the service's name. Events are signed
+	// with envelope version 2: one chain per Bus (source id
+	// "<Source>/<random session>"), with signed checkpoints every
+	// CheckpointEvery events or CheckpointInterval, also when idle, and a
+	// closing one in Close, so that a reader can prove no event of this
+	// producer was deleted or replayed (docs/trail.md). Default: the host
+	// name, its other characters replaced by "-" ("producer" without one).
+	Source string
+	// CheckpointEvery: a checkpoint after this many events. Default: 1000.
+	CheckpointEvery int
+	// CheckpointInterval: a checkpoint at least this often. Default: 60 s.
+	CheckpointInterval time.Duration
+}
+
+// DefaultSource is the default Config.Source: the host name made a valid
+// source name.
+func DefaultSource() string {
+	host, _ := os.Hostname()
+	name := []byte(host)
+	for i, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			name[i] = '-'
+		}
+	}
+	if len(name) == 0 {
+		return "producer"
+	}
+	return string(name[:min(len(name), integrity.MaxKeyIDLen)])
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +137,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetryDelay == 0 {
 		c.RetryDelay = DefaultRetryDelay
+	}
+	if c.Source == "" {
+		c.Source = DefaultSource()
 	}
 }
 
@@ -139,6 +172,9 @@ type Bus struct {
 	own bool
 	bus *streambus.Bus
 	log *slog.Logger
+
+	stopCheckpoints context.CancelFunc
+	checkpointsDone chan struct{}
 }
 
 // New returns a Bus. It does not contact Redis: an unreachable server shows
@@ -168,23 +204,45 @@ func New(cfg Config, logger *slog.Logger) (*Bus, error) {
 		opts.ContextTimeoutEnabled = true
 		rdb, own = redis.NewClient(opts), true
 	}
-	bus, err := streambus.New(streambus.Config{Block: cfg.Block, Count: cfg.Count}, logger, rdb, cfg.Keys.k)
+	bus, err := streambus.New(streambus.Config{Block: cfg.Block, Count: cfg.Count, Source: cfg.Source,
+		Checkpoint: integrity.ChainConfig{CheckpointEvery: cfg.CheckpointEvery, CheckpointInterval: cfg.CheckpointInterval}},
+		logger, rdb, cfg.Keys.k)
 	if err != nil {
 		if own {
 			_ = rdb.Close()
 		}
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	return &Bus{cfg: cfg, rdb: rdb, own: own, bus: bus, log: logger}, nil
+	ctx, stop := context.WithCancel(context.Background())
+	b := &Bus{cfg: cfg, rdb: rdb, own: own, bus: bus, log: logger, stopCheckpoints: stop, checkpointsDone: make(chan struct{})}
+	go func() {
+		defer close(b.checkpointsDone)
+		bus.RunCheckpoints(ctx)
+	}()
+	return b, nil
 }
 
-// Close releases the Redis client the Bus created; a Config.Client stays
-// open.
+// Source returns the source id the Bus signs as: "<Config.Source>/<session>".
+func (b *Bus) Source() string { return b.bus.Source() }
+
+// Close appends the closing checkpoint of the chain (within WriteTimeout),
+// stops the periodic checkpoints and releases the Redis client the Bus
+// created; a Config.Client stays open. A Bus that could not write its
+// closing checkpoint still closes and returns the error: a reader will
+// report the source's tail as missing.
 func (b *Bus) Close() error {
-	if b.own {
-		return b.rdb.Close()
+	b.stopCheckpoints()
+	<-b.checkpointsDone
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.WriteTimeout)
+	defer cancel()
+	err := b.bus.CloseChain(ctx)
+	if err != nil {
+		err = classify("close", err)
 	}
-	return nil
+	if b.own {
+		err = errors.Join(err, b.rdb.Close())
+	}
+	return err
 }
 
 // Audit signs event and appends it to the audit stream, returning the new
@@ -352,6 +410,7 @@ func (b *Bus) Consume(ctx context.Context, consumer string) iter.Seq2[Message, e
 				}
 				b.dropDeleted(ctx, batch.Deleted)
 			}
+			b.ackCheckpoints(ctx, batch.Checkpoints)
 			b.log.LogAttrs(ctx, slog.LevelDebug, "audit_events_consumed",
 				slog.String("consumer", consumer), slog.Int("count", len(batch.Entries)))
 			for _, e := range batch.Entries {
@@ -371,6 +430,21 @@ func (b *Bus) dropDeleted(ctx context.Context, ids []string) {
 	}
 	b.log.LogAttrs(ctx, slog.LevelWarn, "audit_pending_deleted",
 		slog.String("stream", b.cfg.Stream), slog.String("group", b.cfg.Group), slog.Any("entry_ids", ids))
+	if _, err := b.Ack(ctx, ids...); err != nil {
+		b.log.LogAttrs(ctx, slog.LevelWarn, "audit_ack_failed", slog.String("error", err.Error()))
+	}
+}
+
+// ackCheckpoints acknowledges the checkpoints of chained producers: they
+// prove the trail whole to a reader of the stream and carry no event.
+func (b *Bus) ackCheckpoints(ctx context.Context, cps []streambus.Entry) {
+	if len(cps) == 0 {
+		return
+	}
+	ids := make([]string, len(cps))
+	for i, c := range cps {
+		ids[i] = c.ID
+	}
 	if _, err := b.Ack(ctx, ids...); err != nil {
 		b.log.LogAttrs(ctx, slog.LevelWarn, "audit_ack_failed", slog.String("error", err.Error()))
 	}
@@ -445,6 +519,7 @@ func (b *Bus) ClaimStale(ctx context.Context, consumer string) ([]Message, error
 		for _, e := range batch.Entries {
 			out = append(out, message(e))
 		}
+		b.ackCheckpoints(ctx, batch.Checkpoints)
 		if len(batch.Deleted) > 0 {
 			b.log.LogAttrs(ctx, slog.LevelWarn, "audit_pending_deleted",
 				slog.String("stream", b.cfg.Stream), slog.String("group", b.cfg.Group), slog.Any("entry_ids", batch.Deleted))

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -180,10 +181,19 @@ between the two steps, the entry may be replayed twice (same event_id).`,
 				return usageError{err}
 			}
 			defer rdb.Close()
-			bus, err := streambus.New(streambus.Config{}, slog.New(slog.DiscardHandler), rdb, keys)
+			// Replayed entries are signed anew as one chain (envelope v2),
+			// closed when the replay ends.
+			bus, err := streambus.New(streambus.Config{Source: hostSource("dlq-replay")}, slog.New(slog.DiscardHandler), rdb, keys)
 			if err != nil {
 				return err
 			}
+			defer func() {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				if err := bus.CloseChain(cctx); err != nil {
+					fmt.Fprintf(sio.err, "dlq replay: closing checkpoint of %s not written: %v\n", bus.Source(), err)
+				}
+			}()
 			var msgs []streambus.RawEntry
 			if all {
 				msgs, err = xrangeAll(ctx, bus, cfg.DeadLetter.Stream)

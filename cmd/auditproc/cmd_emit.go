@@ -23,6 +23,7 @@ func emitCommand() *command {
 		file   string
 		maxLen int64
 		quiet  bool
+		source string
 	)
 	return &command{
 		name:    "emit",
@@ -45,6 +46,7 @@ because of the input.`,
 			fs.StringVar(&file, "file", "", "JSON-lines file of events, or - for standard input (default: arguments, else standard input)")
 			fs.Int64Var(&maxLen, "max-len", 0, "trim the stream to about this many entries (MAXLEN ~); 0 never trims, the audit default")
 			fs.BoolVar(&quiet, "quiet", false, "print nothing but errors")
+			fs.StringVar(&source, "source", "", "this producer's name in the signed chain (envelope v2; default: emit.<host name>)")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if file != "" && len(args) > 0 {
@@ -61,7 +63,13 @@ because of the input.`,
 			if err != nil {
 				return err
 			}
-			return emitEvents(ctx, sio, &cfg, events, maxLen, quiet, file != "" && file != "-")
+			if source == "" {
+				source = defaultEmitSource()
+			}
+			if !integrity.ValidSourceID(source + "/x") {
+				return usagef("emit: --source %q: want 1-%d characters of [A-Za-z0-9._-]", source, integrity.MaxKeyIDLen)
+			}
+			return emitEvents(ctx, sio, &cfg, events, maxLen, quiet, file != "" && file != "-", source)
 		},
 	}
 }
@@ -117,10 +125,29 @@ func checkEvent(b []byte) error {
 	if err := json.Unmarshal(b, &obj); err != nil {
 		return fmt.Errorf("not a JSON object: %v", err)
 	}
+	// Stamp's checks: event_id, timestamp, a member named twice.
+	if _, _, err := integrity.Stamp(b, time.Now()); err != nil {
+		return err
+	}
 	return nil
 }
 
-func emitEvents(ctx context.Context, sio stdio, cfg *config.Config, events [][]byte, maxLen int64, quiet, progress bool) error {
+// defaultEmitSource is "emit.<host name>", made a valid source name.
+func defaultEmitSource() string { return hostSource("emit") }
+
+// hostSource is "<prefix>.<host name>", made a valid source name.
+func hostSource(prefix string) string {
+	host, _ := os.Hostname()
+	name := []byte(prefix + "." + host)
+	for i, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			name[i] = '-'
+		}
+	}
+	return string(name[:min(len(name), integrity.MaxKeyIDLen)])
+}
+
+func emitEvents(ctx context.Context, sio stdio, cfg *config.Config, events [][]byte, maxLen int64, quiet, progress bool, source string) error {
 	keys, err := integrity.LoadKeyring(os.Getenv)
 	if err != nil {
 		return usageError{err}
@@ -130,10 +157,22 @@ func emitEvents(ctx context.Context, sio stdio, cfg *config.Config, events [][]b
 		return usageError{err}
 	}
 	defer rdb.Close()
-	bus, err := streambus.New(streambus.Config{}, slog.New(slog.DiscardHandler), rdb, keys)
+	bus, err := streambus.New(streambus.Config{Source: source}, slog.New(slog.DiscardHandler), rdb, keys)
 	if err != nil {
 		return err
 	}
+	// The chain ends with its closing checkpoint however emit ends, so that
+	// a reader of the trail knows this run stopped cleanly.
+	cpctx, stopCheckpoints := context.WithCancel(ctx)
+	go bus.RunCheckpoints(cpctx)
+	defer func() {
+		stopCheckpoints()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := bus.CloseChain(cctx); err != nil {
+			fmt.Fprintf(sio.err, "emit: closing checkpoint of %s not written: %v\n", bus.Source(), err)
+		}
+	}()
 	bar := newProgress(sio.err, len(events), progress && isTerminal(sio.err))
 	var first, last string
 	start := time.Now()
@@ -155,8 +194,8 @@ func emitEvents(ctx context.Context, sio stdio, cfg *config.Config, events [][]b
 	bar.done()
 	if !quiet {
 		took := time.Since(start)
-		fmt.Fprintf(sio.out, "emitted %d event(s) to %s, signed with key %q, ids %s to %s, in %s (%.0f/s)\n",
-			len(events), cfg.Stream.Name, keys.ActiveKeyID(), first, last, took.Round(time.Millisecond), float64(len(events))/took.Seconds())
+		fmt.Fprintf(sio.out, "emitted %d event(s) to %s, signed with key %q as source %s, ids %s to %s, in %s (%.0f/s)\n",
+			len(events), cfg.Stream.Name, keys.ActiveKeyID(), bus.Source(), first, last, took.Round(time.Millisecond), float64(len(events))/took.Seconds())
 	}
 	return nil
 }

@@ -11,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -71,26 +73,54 @@ func (c *configFlags) load() (config.Config, error) { return c.loadFor(false) }
 func (c *configFlags) loadNoPipeline() (config.Config, error) { return c.loadFor(true) }
 
 func (c *configFlags) loadFor(noPipeline bool) (config.Config, error) {
-	flags := map[string]any{}
-	explicit := os.Getenv("AUDITPROC_CONFIG") != ""
-	c.fs.Visit(func(f *flag.Flag) {
-		if key, ok := c.keys[f.Name]; ok {
-			flags[key] = f.Value.(flag.Getter).Get()
-		}
-		explicit = explicit || f.Name == "config"
-	})
-	if v, ok := flags["metrics.address"]; ok && v == "off" {
-		flags["metrics.address"] = ""
-	}
-	path := *c.file
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && !explicit {
-		path = ""
-	}
-	cfg, err := config.Load(config.Source{File: path, Getenv: os.Getenv, Flags: flags, NoPipeline: noPipeline})
+	cfg, _, err := c.loadOrigins(noPipeline)
 	if err != nil {
 		return cfg, usageError{err}
 	}
 	return cfg, nil
+}
+
+// loadOrigins is load that also says where each value came from; its error
+// joins every problem found (see config.Problems).
+func (c *configFlags) loadOrigins(noPipeline bool) (config.Config, config.Origins, error) {
+	flags := map[string]any{}
+	names := map[string]string{}
+	c.fs.Visit(func(f *flag.Flag) {
+		if key, ok := c.keys[f.Name]; ok {
+			flags[key] = f.Value.(flag.Getter).Get()
+			names[key] = f.Name
+		}
+	})
+	return config.LoadOrigins(config.Source{
+		File: c.path(), Getenv: os.Getenv, Environ: os.Environ,
+		Flags: flags, FlagNames: names, NoPipeline: noPipeline,
+	})
+}
+
+// runConfigFlags are run's configuration flags; config check takes the same,
+// so that it checks what run would use.
+func runConfigFlags(fs *flag.FlagSet) *configFlags {
+	cf := newConfigFlags(fs)
+	cf.key("consumer", "stream.consumer", "", "this replica's consumer name (default host name and pid)")
+	cf.key("workers", "consumer.workers", 0, "pipeline workers")
+	cf.key("batch-size", "consumer.batch_size", 0, "entries per read")
+	cf.key("metrics-addr", "metrics.address", "", "listen address of /metrics, /healthz and /readyz; \"off\" disables")
+	cf.key("log-format", "log.format", "", "json, text or auto")
+	cf.key("log-level", "log.level", "", "debug, info, warn or error")
+	cf.key("require-durable-redis", "safety.require_durable_redis", false, "refuse to start when Redis may evict keys or keeps no AOF")
+	return cf
+}
+
+// path is the configuration file to read: --config (or AUDITPROC_CONFIG),
+// or "" when the default plugins.yaml was not asked for explicitly and does
+// not exist (defaults, environment and flags are then used alone).
+func (c *configFlags) path() string {
+	explicit := os.Getenv("AUDITPROC_CONFIG") != ""
+	c.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	if _, err := os.Stat(*c.file); errors.Is(err, os.ErrNotExist) && !explicit {
+		return ""
+	}
+	return *c.file
 }
 
 func envOr(name, def string) string {
@@ -105,6 +135,7 @@ func runCommand() *command {
 		cf           *configFlags
 		stopWhenIdle bool
 		summary      bool
+		watch        bool
 	)
 	return &command{
 		name:    "run",
@@ -118,6 +149,9 @@ func runCommand() *command {
   auditproc run --consumer replica-a
   auditproc run --consumer replica-b
 
+  # reload the pipeline (plugins.yaml's plugins, module files) without a restart
+  kill -HUP $(pidof auditproc)          # or: auditproc run --watch
+
   # process what is in the stream, print a summary, and exit
   auditproc run --stop-when-idle --summary
 
@@ -125,37 +159,34 @@ func runCommand() *command {
   # (docs/configuration.md); GOGC or GOMEMLIMIT replaces that policy
   GOMEMLIMIT=120MiB auditproc run`,
 		flags: func(fs *flag.FlagSet) {
-			cf = newConfigFlags(fs)
-			cf.key("consumer", "stream.consumer", "", "this replica's consumer name (default host name and pid)")
-			cf.key("workers", "consumer.workers", 0, "pipeline workers")
-			cf.key("batch-size", "consumer.batch_size", 0, "entries per read")
-			cf.key("metrics-addr", "metrics.address", "", "listen address of /metrics, /healthz and /readyz; \"off\" disables")
-			cf.key("log-format", "log.format", "", "json, text or auto")
-			cf.key("log-level", "log.level", "", "debug, info, warn or error")
-			cf.key("require-durable-redis", "safety.require_durable_redis", false, "refuse to start when Redis may evict keys or keeps no AOF")
+			cf = runConfigFlags(fs)
 			fs.BoolVar(&stopWhenIdle, "stop-when-idle", false, "exit once nothing is left to read or pending")
+			fs.BoolVar(&watch, "watch", false, "reload the pipeline when the configuration file or a plugin module changes (as on SIGHUP)")
 			fs.BoolVar(&summary, "summary", false, "print a summary table on stdout when the run ends")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if len(args) > 0 {
 				return usagef("run takes no arguments, got %q", args)
 			}
-			cfg, err := cf.load()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			pf, err := runPreflight(ctx, cf, true, func(cfg *config.Config) *slog.Logger {
+				return newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
+			})
 			if err != nil {
 				return err
 			}
-			return runProcessor(ctx, sio, &cfg, stopWhenIdle, summary)
+			pf.cf, pf.watch, pf.hup = cf, watch, hup
+			return startProcessor(ctx, sio, pf, stopWhenIdle, summary)
 		},
 	}
 }
 
+// runProcessor runs the processor on a configuration already loaded (bench
+// builds its own): the keyring, the Redis client and the pipeline are
+// prepared here as runPreflight prepares them for run.
 func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenIdle, summary bool) error {
-	logger := newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
-	// Less GC headroom for a heap that is mostly long-lived plugin memory
-	// (gc.go); the operator's GOGC or GOMEMLIMIT wins.
-	if stop := tuneGC(os.Getenv); stop != nil {
-		defer stop()
-	}
 	keys, err := integrity.LoadKeyring(os.Getenv)
 	if err != nil {
 		return usageError{err}
@@ -164,20 +195,42 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 	if err != nil {
 		return usageError{err}
 	}
+	pipeline, err := loadPipeline(ctx, cfg, newLogger(sio.err, cfg.Log.Format, cfg.Log.Level))
+	if err != nil {
+		_ = rdb.Close()
+		return err
+	}
+	return startProcessor(ctx, sio, &preflight{cfg: *cfg, keys: keys, rdb: rdb, pipeline: pipeline}, stopWhenIdle, summary)
+}
+
+// startProcessor runs the processor on what preflight prepared, and closes
+// it when the run ends.
+func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle, summary bool) error {
+	cfg, keys, rdb, pipeline := &pf.cfg, pf.keys, pf.rdb, pf.pipeline
+	logger := newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
+	// Less GC headroom for a heap that is mostly long-lived plugin memory
+	// (gc.go); the operator's GOGC or GOMEMLIMIT wins.
+	if stop := tuneGC(os.Getenv); stop != nil {
+		defer stop()
+	}
 	// Shutdown order (reverse of start): the processor stops reading,
 	// finishes and acks what it read, then the plugins close, then Redis.
 	defer rdb.Close()
-
-	pipeline, err := loadPipeline(ctx, cfg, logger)
-	if err != nil {
-		return err
-	}
-	defer pipeline.Close(context.WithoutCancel(ctx))
+	var proc *processor.Processor
+	defer func() {
+		// The pipeline running at the end: the first one, or the last
+		// reload's (the processor closed the ones it replaced).
+		if proc != nil {
+			pipeline = proc.Pipeline()
+		}
+		_ = pipeline.Close(context.WithoutCancel(ctx))
+	}()
 
 	if err := checkDurability(ctx, rdb, logger, cfg.Safety.RequireDurableRedis); err != nil {
 		return err
 	}
-	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize)}, logger, rdb, keys)
+	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize),
+		RequireChain: cfg.Integrity.RequireChain}, logger, rdb, keys)
 	if err != nil {
 		return err
 	}
@@ -187,7 +240,7 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 	if err != nil {
 		return err
 	}
-	proc, err := processor.New(processor.Config{
+	proc, err = processor.New(processor.Config{
 		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
 		DeadLetter: cfg.DeadLetter.Stream, BatchSize: cfg.Consumer.BatchSize, Block: cfg.Consumer.Block,
 		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
@@ -207,6 +260,15 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 	logger.Info("processor_started", slog.String("stream", cfg.Stream.Name), slog.String("group", cfg.Stream.Group),
 		slog.String("consumer", cfg.Stream.Consumer), slog.Int("workers", cfg.Consumer.Workers),
 		slog.Int("plugins", len(cfg.Plugins)), slog.String("key_id", keys.ActiveKeyID()))
+	if pf.cf != nil {
+		// Reloads stop before the pipeline is closed (deferred above).
+		rl := newReloader(pf.cf, cfg, proc, metrics.Registry, logger)
+		reloadCtx, stopReloads := context.WithCancel(ctx)
+		var reloads sync.WaitGroup
+		reloads.Go(func() { rl.run(reloadCtx, pf.hup, pf.watch) })
+		defer reloads.Wait()
+		defer stopReloads()
+	}
 	if err := proc.Run(ctx); err != nil {
 		return err
 	}
@@ -221,16 +283,36 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 // compile cache and the first instance are per plugin, tens of milliseconds
 // each for a standard-Go module), and the pipeline keeps the configured
 // order. A plugin that cannot load is a configuration error (exit 2): the
-// error is that of the first such plugin in pipeline order, and every
-// plugin that did load is closed. Each plugin's load time is logged at
-// debug level (plugin_loaded).
+// error names every such plugin in pipeline order, and every plugin that
+// did load is closed. Each plugin's load time is logged at debug level
+// (plugin_loaded).
 func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) (*host.Pipeline, error) {
+	plugins, errs := loadPlugins(ctx, cfg, logger)
+	var bad []error
+	for i, err := range errs {
+		if err != nil {
+			bad = append(bad, fmt.Errorf("plugins[%d] (%s): %w", i, cfg.Plugins[i].Name, err))
+		}
+	}
+	if len(bad) > 0 {
+		closePlugins(ctx, plugins)
+		return nil, usageError{errors.Join(bad...)}
+	}
+	return host.NewPipeline(plugins...), nil
+}
+
+// loadPlugins loads cfg's plugins concurrently; errs[i] is plugins[i]'s
+// error, plugins[i] nil where it failed.
+func loadPlugins(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]*host.Plugin, []error) {
 	hc := host.Config{CacheDir: cfg.Host.CacheDir, Logger: logger}
 	specs := make([]host.PluginSpec, len(cfg.Plugins))
+	plugins := make([]*host.Plugin, len(specs))
+	errs := make([]error, len(specs))
 	for i, p := range cfg.Plugins {
 		conf, err := json.Marshal(p.Config)
 		if err != nil {
-			return nil, usagef("plugins[%d].config: %v", i, err)
+			errs[i] = fmt.Errorf("config: %w", err)
+			continue
 		}
 		if p.Config == nil {
 			conf = []byte("{}")
@@ -241,13 +323,14 @@ func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 			Sinks: p.Sinks, MaxEventsPerInstance: p.MaxEventsPerInstance,
 		}
 	}
-	plugins := make([]*host.Plugin, len(specs))
-	errs := make([]error, len(specs))
 	// At most one load per core: more would not finish sooner, and a load
 	// that compiles (cold cache) holds tens of MiB until it is done.
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
 	for i := range specs {
+		if errs[i] != nil {
+			continue
+		}
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
@@ -259,18 +342,16 @@ func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 		})
 	}
 	wg.Wait()
-	for i, err := range errs {
-		if err == nil {
-			continue
+	return plugins, errs
+}
+
+// closePlugins closes the plugins that loaded.
+func closePlugins(ctx context.Context, plugins []*host.Plugin) {
+	for _, pl := range plugins {
+		if pl != nil {
+			_ = pl.Close(context.WithoutCancel(ctx))
 		}
-		for _, pl := range plugins {
-			if pl != nil {
-				_ = pl.Close(context.WithoutCancel(ctx))
-			}
-		}
-		return nil, usageError{fmt.Errorf("plugins[%d] (%s): %w", i, cfg.Plugins[i].Name, err)}
 	}
-	return host.NewPipeline(plugins...), nil
 }
 
 // checkDurability warns (or, when required, refuses) when Redis could lose

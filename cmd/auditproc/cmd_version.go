@@ -24,6 +24,7 @@ func rootCommands() []*command {
 		versionCommand(),
 		healthCommand(),
 		benchCommand(),
+		pipelineTestCommand(),
 	}
 }
 

@@ -57,14 +57,37 @@ func dispatch(ctx context.Context, c *command, path []string, args []string, sio
 	if c.flags != nil {
 		c.flags(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		if err == flag.ErrHelp {
 			printLeafHelp(sio.out, c, fs, path)
 			return nil
 		}
 		return usagef("%s: %v (see --help)", strings.Join(path, " "), err)
 	}
-	return c.run(ctx, sio, fs, fs.Args())
+	return c.run(ctx, sio, fs, pos)
+}
+
+// parseInterspersed parses flags anywhere on the line, before or after the
+// positional arguments ("dlq replay ID --config X" as well as
+// "dlq replay --config X ID"); after "--" every argument is positional. The
+// flag package alone stops at the first positional argument.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if i := len(args) - len(rest) - 1; i >= 0 && args[i] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
 }
 
 func printGroupHelp(w io.Writer, c *command, path []string) {

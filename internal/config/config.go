@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -29,6 +30,12 @@ const (
 	DefaultLogFormat       = "auto"
 	DefaultLogLevel        = "info"
 	DefaultMetricsAddr     = "127.0.0.1:9464"
+	// DefaultGapGrace: a sequence gap is an alarm once this old.
+	DefaultGapGrace = 30 * time.Second
+	// DefaultCheckpointEvery and DefaultCheckpointInterval: auditproc's own
+	// chains checkpoint every 1000 entries or 60 s.
+	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointInterval = 60 * time.Second
 
 	// deadlineBudget is how much of the reclaim idle time the plugins'
 	// deadlines together may use: a slow but living consumer must finish an
@@ -49,6 +56,7 @@ type Config struct {
 	Log        Log             `koanf:"log"`
 	Safety     Safety          `koanf:"safety"`
 	Host       Host            `koanf:"host"`
+	Integrity  Integrity       `koanf:"integrity"`
 
 	// Secrets, filled from the environment or files only (never YAML).
 	RedisPassword string `koanf:"-"`
@@ -262,6 +270,22 @@ type Safety struct {
 	RequireDurableRedis bool `koanf:"require_durable_redis"`
 }
 
+// Integrity is what auditproc demands of the trail (docs/trail.md).
+type Integrity struct {
+	// RequireChain refuses envelope version 1 entries (no chain) as
+	// malformed_envelope. Default false: version 1 still verifies.
+	RequireChain bool `koanf:"require_chain"`
+	// GapGrace is how long a skipped sequence number of a source may stay
+	// missing (entries of one source may arrive out of order) before
+	// audit_sequence_gap is logged. Default DefaultGapGrace.
+	GapGrace time.Duration `koanf:"gap_grace"`
+	// CheckpointEvery and CheckpointInterval are the checkpoint policy of
+	// auditproc's own chains (sink emits, dead letters). Defaults
+	// DefaultCheckpointEvery and DefaultCheckpointInterval.
+	CheckpointEvery    int           `koanf:"checkpoint_every"`
+	CheckpointInterval time.Duration `koanf:"checkpoint_interval"`
+}
+
 // Host tunes the plugin host.
 type Host struct {
 	// CacheDir keeps compiled plugins across restarts; empty keeps them in
@@ -308,6 +332,7 @@ func Default() Config {
 			Group:    DefaultGroup,
 			Consumer: fmt.Sprintf("%s-%d", host, os.Getpid()),
 		},
+		Integrity: Integrity{GapGrace: DefaultGapGrace, CheckpointEvery: DefaultCheckpointEvery, CheckpointInterval: DefaultCheckpointInterval},
 		Consumer: Consumer{
 			BatchSize:       DefaultBatchSize,
 			Block:           DefaultBlock,
@@ -339,23 +364,50 @@ func (c *Config) applyPluginDefaults() {
 	}
 }
 
-// FieldError is a configuration error naming the key it is about.
+// FieldError is a configuration error naming the key it is about and where
+// its value came from.
 type FieldError struct {
-	Key string // dotted path, e.g. "plugins[1].deadline"
+	Key string // dotted path, e.g. "plugins[1].deadline"; "" for a whole file or variable
 	Msg string
+	// Origin is where the value was set: "plugins.yaml:23",
+	// "AUDITPROC_CONSUMER_BLOCK", "--workers"; "" when not known, "default"
+	// for a default value.
+	Origin string
 }
 
-func (e *FieldError) Error() string { return e.Key + ": " + e.Msg }
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	if e.Origin != "" {
+		b.WriteString(e.Origin)
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
 
 // ErrInvalid is wrapped by every validation error.
 var ErrInvalid = errors.New("config: invalid configuration")
 
 // Validate checks every field and the rules across fields; the error joins
 // one *FieldError per problem.
-func (c *Config) Validate() error { return c.validate(true) }
-
-func (c *Config) validate(pipeline bool) error {
+func (c *Config) Validate() error {
 	var errs []error
+	for _, e := range c.problems(true) {
+		errs = append(errs, e)
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
+}
+
+// problems returns one *FieldError per broken rule.
+func (c *Config) problems(pipeline bool) []*FieldError {
+	var errs []*FieldError
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
@@ -372,6 +424,15 @@ func (c *Config) validate(pipeline bool) error {
 	}
 	if c.Redis.IOTimeout <= 0 {
 		bad("redis.io_timeout", "must be positive, got %s", c.Redis.IOTimeout)
+	}
+	if c.Integrity.GapGrace <= 0 {
+		bad("integrity.gap_grace", "must be positive, got %s", c.Integrity.GapGrace)
+	}
+	if c.Integrity.CheckpointEvery <= 0 {
+		bad("integrity.checkpoint_every", "must be positive, got %d", c.Integrity.CheckpointEvery)
+	}
+	if c.Integrity.CheckpointInterval <= 0 {
+		bad("integrity.checkpoint_interval", "must be positive, got %s", c.Integrity.CheckpointInterval)
 	}
 	if c.Stream.Name == "" {
 		bad("stream.name", "is empty")
@@ -484,10 +545,14 @@ func (c *Config) validate(pipeline bool) error {
 	default:
 		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
 	}
-	if len(errs) == 0 {
-		return nil
+	if a := c.Metrics.Address; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil {
+			bad("metrics.address", "%q is not host:port (use %q to turn metrics off): %v", a, MetricsOff, err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad("metrics.address", "%q: port %q is not a number from 0 to 65535", a, port)
+		}
 	}
-	return fmt.Errorf("%w:\n%w", ErrInvalid, errors.Join(errs...))
+	return errs
 }
 
 func isHex64(s string) bool {

@@ -185,3 +185,59 @@ func TestEnvKeysDocumented(t *testing.T) {
 	assert.NotContains(t, keys, "plugins")
 	assert.Equal(t, "AUDITPROC_CONSUMER_BATCH_SIZE", config.EnvName("consumer.batch_size"))
 }
+
+// TestYAMLErrorLine: a YAML error names the line and column of the problem
+// (go.yaml.in/yaml/v3 alone names the line before it for this one).
+func TestYAMLErrorLine(t *testing.T) {
+	cases := []struct{ text, want string }{
+		{"stream:\n  name: x\n consumer: 1\nreclaim:\n  interval: 5s\n", ":3:2: not valid YAML"},
+		{"stream:\n  name: x\nconsumer:\n  block: \"2s\nreclaim:\n  interval: 5s\n", ":4:10: not valid YAML"},
+		{"stream:\n\tname: x\n", ":2:1: not valid YAML"},
+		{"stream:\n  name: x\nstream:\n  group: y\n", ":3:1: not valid YAML"},
+	}
+	for _, tc := range cases {
+		file := filepath.Join(t.TempDir(), "plugins.yaml")
+		require.NoError(t, os.WriteFile(file, []byte(tc.text), 0o600))
+		_, err := config.Load(config.Source{File: file})
+		require.ErrorIs(t, err, config.ErrInvalid)
+		assert.Contains(t, err.Error(), file+tc.want)
+	}
+}
+
+// TestDurationsNeedAUnit: a bare number is refused wherever a duration goes
+// (5 would be five nanoseconds).
+func TestDurationsNeedAUnit(t *testing.T) {
+	for _, key := range []string{"consumer.block", "reclaim.interval", "reclaim.min_idle", "redis.dial_timeout"} {
+		section, field, _ := strings.Cut(key, ".")
+		file := filepath.Join(t.TempDir(), "plugins.yaml")
+		require.NoError(t, os.WriteFile(file, []byte(section+":\n  "+field+": 5\n"), 0o600))
+		_, err := config.Load(config.Source{File: file, NoPipeline: true})
+		require.ErrorIs(t, err, config.ErrInvalid, key)
+		assert.Contains(t, err.Error(), file+":2: "+key+": 5 has no unit")
+
+		_, err = config.Load(config.Source{NoPipeline: true, Getenv: env(map[string]string{config.EnvName(key): "5"})})
+		require.ErrorIs(t, err, config.ErrInvalid, key)
+		assert.Contains(t, err.Error(), config.EnvName(key)+": "+key+": 5 has no unit")
+	}
+	cfg, err := config.Load(config.Source{NoPipeline: true, Getenv: env(map[string]string{"AUDITPROC_CONSUMER_BLOCK": "250ms"})})
+	require.NoError(t, err)
+	assert.Equal(t, 250*time.Millisecond, cfg.Consumer.Block)
+}
+
+func TestUnknownVariable(t *testing.T) {
+	_, err := config.Load(config.Source{NoPipeline: true, Environ: func() []string {
+		return []string{"AUDITPROC_CONSUMER_WORKERS=2", "AUDITPROC_HMAC_KEYS_FILE=/x", "AUDITPROC_METRICS_ADRESS=:1", "PATH=/bin"}
+	}})
+	require.ErrorIs(t, err, config.ErrInvalid)
+	assert.Contains(t, err.Error(), "AUDITPROC_METRICS_ADRESS: unknown variable")
+	assert.Contains(t, err.Error(), "did you mean AUDITPROC_METRICS_ADDRESS?")
+	assert.Len(t, config.Problems(err), 1)
+}
+
+func TestMetricsOffInFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "plugins.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("metrics:\n  address: \"off\"\n"), 0o600))
+	cfg, err := config.Load(config.Source{File: file, NoPipeline: true})
+	require.NoError(t, err)
+	assert.Empty(t, cfg.Metrics.Address)
+}

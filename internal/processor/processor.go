@@ -104,7 +104,7 @@ type Processor struct {
 	cfg      Config
 	log      *slog.Logger
 	bus      bus
-	pipeline *host.Pipeline
+	gens     generations // the pipeline now, swapped by Reload
 	metrics  *Metrics
 	sinks    map[string]*sink // by name
 	outcomes outcomes
@@ -140,7 +140,8 @@ func New(cfg Config, logger *slog.Logger, b bus, pipeline *host.Pipeline, metric
 	if metrics == nil {
 		metrics = NewMetrics()
 	}
-	p := &Processor{cfg: cfg, log: logger, bus: b, pipeline: pipeline, metrics: metrics}
+	p := &Processor{cfg: cfg, log: logger, bus: b, metrics: metrics}
+	p.gens.cur.Store(newGeneration(metrics, pipeline, logger))
 	p.outcomes = outcomes{stats: &p.stats, m: metrics}
 	p.failures.m = map[string]failure{}
 	sinks, err := openSinks(cfg.Sinks)
@@ -211,13 +212,12 @@ func (p *Processor) Run(ctx context.Context) error {
 	jobs := make(chan []streambus.Entry, max(2*p.cfg.Workers, p.cfg.BatchSize/maxChunk))
 	results := make(chan *[]work, 2*p.cfg.Workers)
 	feed := feeder{jobs: jobs, uncommitted: &p.uncommitted, held: &p.held, sendCtx: workCtx, workers: p.cfg.Workers}
-	obs := newObservers(p.metrics, p.pipeline)
 
 	var producers, pool, committer, watchers sync.WaitGroup
 	producers.Go(func() { p.readLoop(readCtx, feed, stopReading) })
 	producers.Go(func() { p.reclaimLoop(readCtx, feed) })
 	for _, w := range workers {
-		pool.Go(func() { p.runWorker(workCtx, w, obs, jobs, results) })
+		pool.Go(func() { p.runWorker(workCtx, w, jobs, results) })
 	}
 	committer.Go(func() { p.commitLoop(workCtx, results) })
 	watchCtx, stopWatching := context.WithCancel(ctx)

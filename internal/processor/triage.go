@@ -35,6 +35,18 @@ func (p *Processor) triage(ctx context.Context, batch streambus.Batch, redeliver
 			return err
 		})
 	}
+	if len(batch.Checkpoints) > 0 {
+		// Checkpoints of chained sources prove the trail whole to a reader
+		// of the stream; they carry no event for the plugins.
+		ids := make([]string, len(batch.Checkpoints))
+		for i, c := range batch.Checkpoints {
+			ids[i] = c.ID
+		}
+		_ = p.retryRedis(ctx, "xack", func() error {
+			_, err := p.bus.XAck(ctx, p.cfg.Stream, p.cfg.Group, ids...)
+			return err
+		})
+	}
 	var letters []streambus.Letter
 	for _, t := range batch.Tampered {
 		if t.Deliveries > int64(p.cfg.MaxDeliveries) {

@@ -206,6 +206,9 @@ func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, histor
 			continue
 		}
 		env, err := verdicts[i].env, verdicts[i].err
+		if err == nil && b.cfg.RequireChain && !env.Chained() {
+			err = errUnchained
+		}
 		if err != nil {
 			batch.Tampered = append(batch.Tampered, Tampered{
 				ID: m.id, Stream: stream, Reason: integrity.Reason(err), Err: err,
@@ -213,12 +216,21 @@ func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, histor
 			})
 			continue
 		}
-		batch.Entries = append(batch.Entries, Entry{
+		e := Entry{
 			ID: m.id, Stream: stream, KeyID: env.KeyID, EventID: env.EventID,
-			Event: env.Event, Sig: env.Sig, Deliveries: deliveries,
-		})
+			Event: env.Event, Sig: env.Sig, Deliveries: deliveries, Link: env.Link,
+		}
+		if env.IsCheckpoint() {
+			batch.Checkpoints = append(batch.Checkpoints, e)
+			continue
+		}
+		batch.Entries = append(batch.Entries, e)
 	}
 }
+
+// errUnchained refuses a version 1 entry under Config.RequireChain.
+var errUnchained = &integrity.EnvelopeError{Field: integrity.FieldVersion,
+	Problem: "envelope version 1 (no chain) refused: integrity.require_chain is set", Err: integrity.ErrMalformed}
 
 type verdict struct {
 	env integrity.Envelope
