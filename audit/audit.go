@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/redisconn"
 	"github.com/auditproc/auditproc/internal/streambus"
 )
 
@@ -46,8 +47,10 @@ var (
 // Config configures a Bus. Keys is required; every other field has a
 // default.
 type Config struct {
-	// RedisURL is the server used when Client is nil, in go-redis URL form
-	// ("redis://user:password@host:6379/0", "rediss://…" for TLS).
+	// RedisURL is the server used when Client is nil:
+	// "redis://user:password@host:6379/0", "rediss://…" for TLS,
+	// "unix:///path/redis.sock", "redis+sentinel://host:26379,host2:26379/master"
+	// for Sentinel, "redis+cluster://host:6379,host2:6379" for a cluster.
 	// Default: DefaultRedisURL. The Bus builds its client with dial, read and
 	// write timeouts of WriteTimeout and one retry, so a dead server fails
 	// fast, and closes it in Close.
@@ -189,20 +192,12 @@ func New(cfg Config, logger *slog.Logger) (*Bus, error) {
 	}
 	rdb, own := cfg.Client, false
 	if rdb == nil {
-		opts, err := redis.ParseURL(cfg.RedisURL)
+		c, _, err := redisconn.NewFromURL(cfg.RedisURL, "", redisconn.Timeouts{Dial: cfg.WriteTimeout, IO: cfg.WriteTimeout})
 		if err != nil {
 			// The URL may hold a password: do not quote it.
-			return nil, fmt.Errorf("%w: RedisURL: not a redis:// or rediss:// URL", ErrInvalidConfig)
+			return nil, fmt.Errorf("%w: RedisURL: not a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL", ErrInvalidConfig)
 		}
-		opts.DialTimeout = cfg.WriteTimeout
-		opts.ReadTimeout = cfg.WriteTimeout
-		opts.WriteTimeout = cfg.WriteTimeout
-		opts.PoolTimeout = cfg.WriteTimeout
-		opts.MaxRetries = 1
-		opts.DialerRetries = 1
-		opts.DialerRetryTimeout = min(cfg.WriteTimeout/10, 100*time.Millisecond)
-		opts.ContextTimeoutEnabled = true
-		rdb, own = redis.NewClient(opts), true
+		rdb, own = c, true
 	}
 	bus, err := streambus.New(streambus.Config{Block: cfg.Block, Count: cfg.Count, Source: cfg.Source,
 		Checkpoint: integrity.ChainConfig{CheckpointEvery: cfg.CheckpointEvery, CheckpointInterval: cfg.CheckpointInterval}},

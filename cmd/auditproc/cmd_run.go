@@ -27,6 +27,7 @@ import (
 	"github.com/auditproc/auditproc/internal/config"
 	"github.com/auditproc/auditproc/internal/integrity"
 	"github.com/auditproc/auditproc/internal/processor"
+	"github.com/auditproc/auditproc/internal/redisconn"
 	"github.com/auditproc/auditproc/internal/streambus"
 )
 
@@ -187,11 +188,16 @@ func runCommand() *command {
 // builds its own): the keyring, the Redis client and the pipeline are
 // prepared here as runPreflight prepares them for run.
 func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenIdle, summary bool) error {
+	// A stream layout that cannot work in the Redis mode is refused before
+	// anything starts (it would fail every commit).
+	if err := redisconn.CheckLayout(cfg); err != nil {
+		return usageError{err}
+	}
 	keys, err := integrity.LoadKeyring(os.Getenv)
 	if err != nil {
 		return usageError{err}
 	}
-	rdb, err := redisClient(cfg)
+	rdb, mode, err := redisconn.New(cfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -200,7 +206,7 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 		_ = rdb.Close()
 		return err
 	}
-	return startProcessor(ctx, sio, &preflight{cfg: *cfg, keys: keys, rdb: rdb, pipeline: pipeline}, stopWhenIdle, summary)
+	return startProcessor(ctx, sio, &preflight{cfg: *cfg, keys: keys, rdb: rdb, mode: mode, pipeline: pipeline}, stopWhenIdle, summary)
 }
 
 // startProcessor runs the processor on what preflight prepared, and closes
@@ -225,6 +231,9 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		}
 		_ = pipeline.Close(context.WithoutCancel(ctx))
 	}()
+	if err := checkRedis(ctx, rdb, pf.mode, cfg, logger); err != nil {
+		return err
+	}
 
 	if err := checkDurability(ctx, rdb, logger, cfg.Safety.RequireDurableRedis); err != nil {
 		return err
@@ -235,6 +244,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		return err
 	}
 	metrics := processor.NewMetrics()
+	registerBuildInfo(metrics.Registry)
 	metrics.WatchPlugins(pipeline.Plugins())
 	sinks, err := openSinks(cfg, logger)
 	if err != nil {
@@ -244,7 +254,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
 		DeadLetter: cfg.DeadLetter.Stream, BatchSize: cfg.Consumer.BatchSize, Block: cfg.Consumer.Block,
 		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
-		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout,
+		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout, StateDir: cfg.Consumer.StateDir,
 		Sinks: sinks, StopWhenIdle: stopWhenIdle,
 	}, logger, bus, pipeline, metrics)
 	if err != nil {
@@ -304,10 +314,20 @@ func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 // loadPlugins loads cfg's plugins concurrently; errs[i] is plugins[i]'s
 // error, plugins[i] nil where it failed.
 func loadPlugins(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]*host.Plugin, []error) {
-	hc := host.Config{CacheDir: cfg.Host.CacheDir, Logger: logger}
 	specs := make([]host.PluginSpec, len(cfg.Plugins))
 	plugins := make([]*host.Plugin, len(specs))
 	errs := make([]error, len(specs))
+	// One compilation cache for all the plugins: a module named twice is
+	// compiled once. The plugins keep it open; the last one closes it.
+	cache, err := host.NewCache(cfg.Host.CacheDir)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return plugins, errs
+	}
+	defer cache.Close(context.WithoutCancel(ctx))
+	hc := host.Config{Cache: cache, Logger: logger}
 	for i, p := range cfg.Plugins {
 		conf, err := json.Marshal(p.Config)
 		if err != nil {
@@ -357,6 +377,31 @@ func closePlugins(ctx context.Context, plugins []*host.Plugin) {
 // checkDurability warns (or, when required, refuses) when Redis could lose
 // audit entries on its own: an eviction policy other than noeviction, or no
 // AOF. A server that forbids CONFIG is reported as unknown.
+// checkRedis asks Redis once before anything starts: an answer that no
+// retry can change (wrong password, missing ACL permission, not a Redis
+// server, refused TLS) ends the run with exit 2 instead of a retry loop
+// that would never succeed; an unreachable Redis is only logged, the
+// processor retries until it comes.
+func checkRedis(ctx context.Context, rdb redis.UniversalClient, mode redisconn.Mode, cfg *config.Config, logger *slog.Logger) error {
+	cctx, cancel := context.WithTimeout(ctx, cfg.Redis.DialTimeout+cfg.Redis.IOTimeout)
+	defer cancel()
+	streams := []string{cfg.Stream.Name, cfg.DeadLetter.Stream}
+	for _, s := range cfg.Sinks {
+		if s.Type == "stream" {
+			streams = append(streams, s.Stream)
+		}
+	}
+	err := redisconn.Check(cctx, rdb, mode, streams...)
+	var pe *redisconn.PermanentError
+	if errors.As(err, &pe) {
+		return usageError{err}
+	}
+	if err != nil {
+		logger.Warn("redis_unreachable_at_start", slog.String("mode", mode.String()), slog.String("error", err.Error()))
+	}
+	return nil
+}
+
 func checkDurability(ctx context.Context, rdb redis.UniversalClient, logger *slog.Logger, require bool) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -16,6 +16,7 @@ import (
 	"github.com/auditproc/auditproc/host"
 	"github.com/auditproc/auditproc/internal/config"
 	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/redisconn"
 )
 
 // preflight is what `run` checks before it touches Redis, and all that
@@ -28,6 +29,7 @@ type preflight struct {
 	origins  config.Origins
 	keys     *integrity.Keyring
 	rdb      redis.UniversalClient // not connected yet
+	mode     redisconn.Mode        // how rdb reaches Redis
 	pipeline *host.Pipeline        // nil without loadPlugins
 
 	// For run: the flags to load the configuration again on a reload
@@ -79,11 +81,22 @@ func runPreflight(ctx context.Context, cf *configFlags, withPlugins bool, logger
 		p.keys = keys
 	}
 	if !redisBroken {
-		rdb, err := redisClient(&p.cfg)
+		rdb, mode, err := redisconn.New(&p.cfg)
 		if err != nil {
 			problems = append(problems, &config.FieldError{Origin: origins.Of("redis").String(), Msg: err.Error()})
 		} else {
-			p.rdb = rdb
+			p.rdb, p.mode = rdb, mode
+		}
+		// A stream layout that cannot work in the Redis mode (keys of one
+		// commit in different cluster slots) would fail every commit.
+		if err := redisconn.CheckLayout(&p.cfg); err != nil {
+			var fe *config.FieldError
+			if errors.As(err, &fe) {
+				fe.Origin = origins.Of(fe.Key).String()
+				problems = append(problems, fe)
+			} else {
+				problems = append(problems, err)
+			}
 		}
 	}
 	// External sinks: their secrets and TLS files must be readable; nothing

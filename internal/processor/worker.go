@@ -71,8 +71,9 @@ func (p *Processor) current(ctx context.Context, pw pipelineWorker) pipelineWork
 }
 
 // runWorker runs the pipeline over every chunk of entries it receives and
-// sends the results on, until jobs is closed; then it closes w.
-func (p *Processor) runWorker(ctx context.Context, pw pipelineWorker, jobs <-chan []streambus.Entry, results chan<- *[]work) {
+// sends the results on, until jobs is closed; then it releases its
+// instances. slot is its slot in the crash journal.
+func (p *Processor) runWorker(ctx context.Context, slot int, pw pipelineWorker, jobs <-chan []streambus.Entry, results chan<- *[]work) {
 	defer func() { pw.release() }()
 	for chunk := range jobs {
 		// A chunk runs wholly on one pipeline; a reload takes effect
@@ -82,10 +83,12 @@ func (p *Processor) runWorker(ctx context.Context, pw pipelineWorker, jobs <-cha
 		out := p.chunk(len(chunk))
 		for i := range chunk {
 			e := &chunk[i]
+			p.journal.begin(slot, e.ID)
 			res := w.Process(ctx, host.Event{
 				EntryID: e.ID, Stream: e.Stream, KeyID: e.KeyID, EventID: e.EventID,
 				Deliveries: uint32(min(e.Deliveries, 1<<31)), Data: e.Event,
 			})
+			p.journal.end(slot)
 			p.checkEmits(e, &res)
 			obs.observe(&res)
 			// The worker reuses Event and Timings on its next call;

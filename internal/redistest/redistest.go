@@ -367,7 +367,8 @@ func ping(ctx context.Context, addr string) error {
 		return err
 	}
 	reply := strings.TrimSpace(string(buf[:n]))
-	if reply != "+PONG" {
+	// A server that wants a password (WithArgs("--requirepass", ...)) is up.
+	if reply != "+PONG" && !strings.HasPrefix(reply, "-NOAUTH") {
 		return fmt.Errorf("PING answered %q", reply)
 	}
 	return nil
