@@ -405,21 +405,13 @@ func checkRedis(ctx context.Context, rdb redis.UniversalClient, mode redisconn.M
 func checkDurability(ctx context.Context, rdb redis.UniversalClient, logger *slog.Logger, require bool) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var problems []string
-	policy, err1 := rdb.ConfigGet(cctx, "maxmemory-policy").Result()
-	aof, err2 := rdb.ConfigGet(cctx, "appendonly").Result()
-	if err := errors.Join(err1, err2); err != nil {
+	problems, err := streambus.DurabilityProblems(cctx, rdb)
+	if err != nil {
 		logger.Warn("redis_durability_unknown", slog.String("error", err.Error()))
 		if require {
 			return fmt.Errorf("cannot check Redis durability (CONFIG GET failed: %v) and --require-durable-redis is set", err)
 		}
 		return nil
-	}
-	if p := policy["maxmemory-policy"]; p != "noeviction" {
-		problems = append(problems, fmt.Sprintf("maxmemory-policy is %q: Redis may evict audit entries under memory pressure (set noeviction)", p))
-	}
-	if a := aof["appendonly"]; a != "yes" {
-		problems = append(problems, "appendonly is off: entries written since the last snapshot are lost if Redis stops (set appendonly yes)")
 	}
 	for _, p := range problems {
 		logger.Warn("redis_not_durable", slog.String("problem", p))

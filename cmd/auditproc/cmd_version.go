@@ -25,6 +25,7 @@ func rootCommands() []*command {
 	return []*command{
 		runCommand(),
 		emitCommand(),
+		spoolCommand(),
 		statusCommand(),
 		dlqCommand(),
 		configCommand(),

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -126,15 +127,21 @@ type Result struct {
 	Latency  bool
 	P50, P99 time.Duration
 	LatN     int
+	// Producer: a producer scenario (throughput from the child's start to
+	// its exit, the file appended to a fresh stream).
+	Producer bool
 }
 
 // Report is what Run measured.
 type Report struct {
 	Entries    int
 	EventBytes int
-	Rate       int
-	Rounds     int
-	Results    []Result
+	// ProduceEventBytes is the mean event size of the producer scenarios'
+	// file (before event_id and timestamp are added).
+	ProduceEventBytes int
+	Rate              int
+	Rounds            int
+	Results           []Result
 }
 
 type scenario struct {
@@ -214,32 +221,54 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		"AUDITPROC_LOG_FORMAT=text",
 	)
 
-	scenarios, err := r.scenarios()
-	if err != nil {
-		return nil, err
+	var scenarios []scenario
+	if len(cfg.Only) == 0 || slices.ContainsFunc(cfg.Only, func(n string) bool { return !strings.HasPrefix(n, "produce-") }) {
+		if scenarios, err = r.scenarios(); err != nil {
+			return nil, err
+		}
 	}
-	logger.Info("prefill_started", slog.Int("entries", cfg.Entries), slog.String("stream", stream))
-	size, err := prefill(ctx, r.rdb, r.keys, stream, cfg.Entries)
-	if err != nil {
-		return nil, err
+	producers := r.produceScenarios()
+	if len(scenarios) == 0 && len(producers) == 0 {
+		return nil, fmt.Errorf("bench: no scenario named %q", r.cfg.Only)
 	}
-	rep := &Report{Entries: cfg.Entries, EventBytes: size, Rate: cfg.Rate, Rounds: cfg.Rounds}
+	rep := &Report{Entries: cfg.Entries, Rate: cfg.Rate, Rounds: cfg.Rounds}
+	if len(scenarios) > 0 {
+		if err := r.drains(ctx, rep, scenarios); err != nil {
+			return nil, err
+		}
+	}
+	if len(producers) > 0 {
+		if err := r.produces(ctx, rep, producers); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// drains runs the consumer scenarios on a pre-filled stream.
+func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) error {
+	r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", stream))
+	size, err := prefill(ctx, r.rdb, r.keys, stream, r.cfg.Entries)
+	if err != nil {
+		return err
+	}
+	rep.EventBytes = size
 	for _, sc := range scenarios {
 		if sc.pluginCfg != "" {
 			if err := r.warm(ctx, sc); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
 	best := make([]Result, len(scenarios))
-	for round := 1; round <= cfg.Rounds; round++ {
+	for round := 1; round <= r.cfg.Rounds; round++ {
 		for i, sc := range scenarios {
-			logger.Info("scenario_started", slog.String("scenario", sc.name), slog.Int("round", round))
+			r.log.Info("scenario_started", slog.String("scenario", sc.name), slog.Int("round", round))
 			res, err := r.drain(ctx, sc)
 			if err != nil {
-				return nil, fmt.Errorf("scenario %s: %w", sc.name, err)
+				return fmt.Errorf("scenario %s: %w", sc.name, err)
 			}
-			logger.Info("scenario_finished", slog.String("scenario", sc.name), slog.Int("round", round),
+			r.log.Info("scenario_finished", slog.String("scenario", sc.name), slog.Int("round", round),
 				slog.Float64("entries_per_s", res.Throughput), slog.Duration("cpu_per_entry", res.CPU))
 			if res.Throughput > best[i].Throughput {
 				best[i] = res
@@ -256,14 +285,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 			res.Ratio = res.Throughput / base
 		}
 		if sc.latency {
-			logger.Info("latency_started", slog.String("scenario", sc.name), slog.Int("rate", cfg.Rate))
+			r.log.Info("latency_started", slog.String("scenario", sc.name), slog.Int("rate", r.cfg.Rate))
 			if err := r.latency(ctx, sc, &res); err != nil {
-				return nil, fmt.Errorf("scenario %s latency: %w", sc.name, err)
+				return fmt.Errorf("scenario %s latency: %w", sc.name, err)
 			}
 		}
 		rep.Results = append(rep.Results, res)
 	}
-	return rep, nil
+	return nil
 }
 
 // cleanEnv is this process's environment without AUDITPROC_ variables, so
@@ -390,9 +419,6 @@ func (r *runner) scenarios() ([]scenario, error) {
 				out = append(out, sc)
 			}
 		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("bench: no scenario named %q", r.cfg.Only)
 	}
 	return out, nil
 }
