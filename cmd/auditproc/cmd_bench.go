@@ -46,7 +46,7 @@ HMAC key is generated for the run and never printed.`,
 			fs.StringVar(&cfg.Pipeline, "pipeline", bench.DefaultPipeline, "the default pipeline's configuration file")
 			fs.StringVar(&cfg.WasmDir, "wasm-dir", bench.DefaultWasmDir, "directory of the built example plugins (make plugins)")
 			fs.StringVar(&cfg.CacheDir, "cache-dir", bench.DefaultCacheDir, "compiled-module cache, warmed before measuring")
-			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, noop-go, noop-c, forward, three, default, trusted")
+			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, verify-v2, noop-go, noop-c, forward, three, default, trusted, trail")
 			// The scenarios' own processes: not for users.
 			fs.StringVar(&child, "child", "", "internal: run one scenario's consumer (baseline, baseline-hmac, verify)")
 		},

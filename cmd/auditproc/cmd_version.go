@@ -25,6 +25,7 @@ func rootCommands() []*command {
 		healthCommand(),
 		benchCommand(),
 		pipelineTestCommand(),
+		verifyCommand(),
 	}
 }
 

@@ -28,6 +28,16 @@ func (rep *Report) Print(w io.Writer) {
 			r.Title, r.Throughput/1000, r.Ratio, us(r.CPU), rcpu, float64(r.PeakRSS)/(1<<20), r.Start.Milliseconds(), lat)
 	}
 	_ = tw.Flush()
+	if len(rep.Trail) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(tw, "| trail: v2 cost and verify\t| entries/s\t| ratio\t|")
+	fmt.Fprintln(tw, "|---\t|---:\t|---:\t|")
+	for _, t := range rep.Trail {
+		fmt.Fprintf(tw, "| %s\t| %.0fk\t| %.2f × %s\t|\n", t.Title, t.Rate/1000, t.Ratio, t.Of)
+	}
+	_ = tw.Flush()
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d.Nanoseconds())/1000) }
