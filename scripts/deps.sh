@@ -13,6 +13,8 @@ command -v wasm-ld      >/dev/null 2>&1 || need+=(lld)
 [ -d /usr/include/wasm32-wasi ] || [ -d /usr/lib/wasm32-wasi ] || need+=(wasi-libc)
 ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || need+=(libclang-rt-14-dev-wasm32)
 command -v wat2wasm     >/dev/null 2>&1 || need+=(wabt)
+# promtool checks and unit-tests deploy/prometheus/alerts.yaml (TestAlertRules).
+command -v promtool     >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -15,6 +15,14 @@ import (
 	"syscall"
 )
 
+// SIGHUP never ends auditproc (logrotate and systemd's ExecReload send it):
+// it is caught from the main package's initialization on, before main runs
+// (the earliest a Go program can), and run reloads its pipeline on it
+// (reload.go).
+func init() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// The first signal starts a graceful shutdown; restoring the default

@@ -14,6 +14,7 @@ import (
 	"github.com/auditproc/auditproc/host"
 	"github.com/auditproc/auditproc/internal/config"
 	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/redisconn"
 )
 
 // preflight is what `run` checks before it touches Redis, and all that
@@ -26,7 +27,14 @@ type preflight struct {
 	origins  config.Origins
 	keys     *integrity.Keyring
 	rdb      redis.UniversalClient // not connected yet
+	mode     redisconn.Mode        // how rdb reaches Redis
 	pipeline *host.Pipeline        // nil without loadPlugins
+
+	// For run: the flags to load the configuration again on a reload
+	// (nil: no reloads), and whether to watch the files.
+	cf    *configFlags
+	watch bool
+	hup   <-chan os.Signal
 }
 
 // close releases what preflight opened (the pipeline and the Redis client).
@@ -65,11 +73,22 @@ func runPreflight(ctx context.Context, cf *configFlags, withPlugins bool, logger
 		p.keys = keys
 	}
 	if !redisBroken {
-		rdb, err := redisClient(&p.cfg)
+		rdb, mode, err := redisconn.New(&p.cfg)
 		if err != nil {
 			problems = append(problems, &config.FieldError{Origin: origins.Of("redis").String(), Msg: err.Error()})
 		} else {
-			p.rdb = rdb
+			p.rdb, p.mode = rdb, mode
+		}
+		// A stream layout that cannot work in the Redis mode (keys of one
+		// commit in different cluster slots) would fail every commit.
+		if err := redisconn.CheckLayout(&p.cfg); err != nil {
+			var fe *config.FieldError
+			if errors.As(err, &fe) {
+				fe.Origin = origins.Of(fe.Key).String()
+				problems = append(problems, fe)
+			} else {
+				problems = append(problems, err)
+			}
 		}
 	}
 	if withPlugins && len(p.cfg.Plugins) > 0 {

@@ -38,8 +38,8 @@ const (
 // Stream names in the benchmark's Redis.
 const (
 	stream = "bench:stream"
-	// chainStream holds the same number of events as stream, signed with
-	// envelope version 2 as one chained source.
+	// chainStream holds as many events as stream, signed with envelope
+	// version 2 as one chained source.
 	chainStream   = "bench:chain"
 	latencyStream = "bench:latency"
 	deadLetter    = "bench:dead"
@@ -130,15 +130,21 @@ type Result struct {
 	Latency  bool
 	P50, P99 time.Duration
 	LatN     int
+	// Producer: a producer scenario (throughput from the child's start to
+	// its exit, the file appended to a fresh stream).
+	Producer bool
 }
 
 // Report is what Run measured.
 type Report struct {
 	Entries    int
 	EventBytes int
-	Rate       int
-	Rounds     int
-	Results    []Result
+	// ProduceEventBytes is the mean event size of the producer scenarios'
+	// file (before event_id and timestamp are added).
+	ProduceEventBytes int
+	Rate              int
+	Rounds            int
+	Results           []Result
 	// Trail holds the rows of the trail table: producer and processor
 	// cost of envelope v2 next to v1, and `auditproc verify` next to a
 	// plain XRANGE scan.
@@ -171,6 +177,8 @@ type runner struct {
 	dir    string
 	keys   *integrity.Keyring
 	groups int
+	// chainFilled: chainStream is filled (once per run).
+	chainFilled bool
 }
 
 // Run runs every scenario and returns the report; progress goes to logger.
@@ -231,42 +239,65 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		"AUDITPROC_LOG_FORMAT=text",
 	)
 
-	scenarios, err := r.scenarios()
-	if err != nil {
-		return nil, err
+	var scenarios []scenario
+	if len(cfg.Only) == 0 || slices.ContainsFunc(cfg.Only, func(n string) bool { return !strings.HasPrefix(n, "produce-") && n != "trail" }) {
+		if scenarios, err = r.scenarios(); err != nil {
+			return nil, err
+		}
 	}
-	logger.Info("prefill_started", slog.Int("entries", cfg.Entries), slog.String("stream", stream))
+	producers := r.produceScenarios()
+	trail := len(cfg.Only) == 0 || slices.Contains(cfg.Only, "trail")
+	if len(scenarios) == 0 && len(producers) == 0 && !trail {
+		return nil, fmt.Errorf("bench: no scenario named %q", r.cfg.Only)
+	}
+	rep := &Report{Entries: cfg.Entries, Rate: cfg.Rate, Rounds: cfg.Rounds}
+	if len(scenarios) > 0 {
+		if err := r.drains(ctx, rep, scenarios); err != nil {
+			return nil, err
+		}
+	}
+	if len(producers) > 0 {
+		if err := r.produces(ctx, rep, producers); err != nil {
+			return nil, err
+		}
+	}
+	if trail {
+		if err := r.trailScan(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// drains runs the consumer scenarios on a pre-filled stream.
+func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) error {
+	r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", stream))
 	t0 := time.Now()
-	size, err := prefill(ctx, r.rdb, r.keys, stream, cfg.Entries)
+	size, err := prefill(ctx, r.rdb, r.keys, stream, r.cfg.Entries)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	v1Rate := float64(cfg.Entries) / time.Since(t0).Seconds()
-	t0 = time.Now()
-	if err := prefillChain(ctx, r.rdb, r.keys, chainStream, cfg.Entries); err != nil {
-		return nil, err
+	v1 := float64(r.cfg.Entries) / time.Since(t0).Seconds()
+	rep.EventBytes = size
+	if err := r.prefillChain(ctx, rep, v1); err != nil {
+		return err
 	}
-	v2Rate := float64(cfg.Entries) / time.Since(t0).Seconds()
-	rep := &Report{Entries: cfg.Entries, EventBytes: size, Rate: cfg.Rate, Rounds: cfg.Rounds}
-	rep.Trail = append(rep.Trail,
-		TrailRow{Title: "producer: stamp + sign + pipelined XADD, envelope v1", Rate: v1Rate, Ratio: 1, Of: "v1"},
-		TrailRow{Title: "producer: stamp + chain sign + pipelined XADD, envelope v2", Rate: v2Rate, Ratio: v2Rate / v1Rate, Of: "v1"})
 	for _, sc := range scenarios {
 		if sc.pluginCfg != "" {
 			if err := r.warm(ctx, sc); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
 	best := make([]Result, len(scenarios))
-	for round := 1; round <= cfg.Rounds; round++ {
+	for round := 1; round <= r.cfg.Rounds; round++ {
 		for i, sc := range scenarios {
-			logger.Info("scenario_started", slog.String("scenario", sc.name), slog.Int("round", round))
+			r.log.Info("scenario_started", slog.String("scenario", sc.name), slog.Int("round", round))
 			res, err := r.drain(ctx, sc)
 			if err != nil {
-				return nil, fmt.Errorf("scenario %s: %w", sc.name, err)
+				return fmt.Errorf("scenario %s: %w", sc.name, err)
 			}
-			logger.Info("scenario_finished", slog.String("scenario", sc.name), slog.Int("round", round),
+			r.log.Info("scenario_finished", slog.String("scenario", sc.name), slog.Int("round", round),
 				slog.Float64("entries_per_s", res.Throughput), slog.Duration("cpu_per_entry", res.CPU))
 			if res.Throughput > best[i].Throughput {
 				best[i] = res
@@ -293,19 +324,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 			res.Ratio = res.Throughput / base
 		}
 		if sc.latency {
-			logger.Info("latency_started", slog.String("scenario", sc.name), slog.Int("rate", cfg.Rate))
+			r.log.Info("latency_started", slog.String("scenario", sc.name), slog.Int("rate", r.cfg.Rate))
 			if err := r.latency(ctx, sc, &res); err != nil {
-				return nil, fmt.Errorf("scenario %s latency: %w", sc.name, err)
+				return fmt.Errorf("scenario %s latency: %w", sc.name, err)
 			}
 		}
 		rep.Results = append(rep.Results, res)
 	}
-	if len(cfg.Only) == 0 || slices.Contains(cfg.Only, "trail") {
-		if err := r.trailScan(ctx, rep); err != nil {
-			return nil, err
-		}
-	}
-	return rep, nil
+	return nil
 }
 
 // cleanEnv is this process's environment without AUDITPROC_ variables, so
@@ -433,9 +459,6 @@ func (r *runner) scenarios() ([]scenario, error) {
 				out = append(out, sc)
 			}
 		}
-	}
-	if len(out) == 0 && !slices.Contains(r.cfg.Only, "trail") {
-		return nil, fmt.Errorf("bench: no scenario named %q", r.cfg.Only)
 	}
 	return out, nil
 }
@@ -580,10 +603,34 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	return res, nil
 }
 
+// prefillChain fills chainStream (once per run) and adds the producer rows
+// of the trail table: v1's prefill rate (v1, entries/s) against this one's.
+func (r *runner) prefillChain(ctx context.Context, rep *Report, v1 float64) error {
+	if r.chainFilled {
+		return nil
+	}
+	r.chainFilled = true
+	r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", chainStream))
+	t0 := time.Now()
+	if err := prefillChain(ctx, r.rdb, r.keys, chainStream, r.cfg.Entries); err != nil {
+		return err
+	}
+	v2 := float64(r.cfg.Entries) / time.Since(t0).Seconds()
+	if v1 > 0 {
+		rep.Trail = append(rep.Trail,
+			TrailRow{Title: "producer: stamp + sign + pipelined XADD, envelope v1", Rate: v1, Ratio: 1, Of: "v1"},
+			TrailRow{Title: "producer: stamp + chain sign + pipelined XADD, envelope v2", Rate: v2, Ratio: v2 / v1, Of: "v1"})
+	}
+	return nil
+}
+
 // trailScan measures `auditproc verify` on the chained stream against a
 // plain XRANGE scan of it (go-redis, pages of 1000, fields into maps, no
 // checks): the reference rate of reading the trail at all.
 func (r *runner) trailScan(ctx context.Context, rep *Report) error {
+	if err := r.prefillChain(ctx, rep, 0); err != nil {
+		return err
+	}
 	n, err := r.rdb.XLen(ctx, chainStream).Result()
 	if err != nil {
 		return err

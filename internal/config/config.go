@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,9 @@ const (
 	DefaultBlock           = 2 * time.Second
 	DefaultWorkers         = 2
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultStateDirName is the state directory's name under the system's
+	// temporary directory (os.TempDir) when consumer.state_dir is not set.
+	DefaultStateDirName    = "auditproc-state"
 	DefaultReclaimInterval = 5 * time.Second
 	DefaultMinIdle         = 60 * time.Second
 	DefaultMaxDeliveries   = 5
@@ -62,11 +66,15 @@ type Config struct {
 	RedisPassword string `koanf:"-"`
 }
 
-// Redis is the connection. Sentinel and Cluster use go-redis's universal
-// client: set sentinel.master_name (and sentinel.addrs) or cluster.addrs.
+// Redis is the connection (built by internal/redisconn): one server,
+// Sentinel (sentinel.master_name and sentinel.addrs, or a redis+sentinel://
+// URL) or Cluster (cluster.addrs, or a redis+cluster:// URL or seed list).
 type Redis struct {
-	// URL is redis:// or rediss:// (TLS), with optional user, db and
-	// password-less auth. Default DefaultRedisURL. Env AUDITPROC_REDIS_URL.
+	// URL is redis:// or rediss:// (TLS), unix:///path.sock,
+	// redis+sentinel://host:port,host:port/master[/db] or
+	// redis+cluster://host:port,host:port (a seed list), with an optional
+	// user; the password comes from the environment or password_file.
+	// Default DefaultRedisURL. Env AUDITPROC_REDIS_URL.
 	URL string `koanf:"url"`
 	// PasswordFile holds the password; AUDITPROC_REDIS_PASSWORD wins over it.
 	PasswordFile string `koanf:"password_file"`
@@ -117,6 +125,12 @@ type Consumer struct {
 	// ShutdownTimeout bounds the drain of in-flight events on SIGTERM.
 	// Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	// StateDir holds the crash journal: the entries each worker is running,
+	// so that after a crash only those are charged an attempt. It should
+	// survive a restart of the process (a volume in a container). Empty
+	// turns crash containment off. Default: DefaultStateDirName under
+	// os.TempDir().
+	StateDir string `koanf:"state_dir"`
 }
 
 // Reclaim governs pending entries of failed or dead consumers.
@@ -126,8 +140,10 @@ type Reclaim struct {
 	// MinIdle is how long an entry must be pending before it is claimed.
 	// Default DefaultMinIdle.
 	MinIdle time.Duration `koanf:"min_idle"`
-	// MaxDeliveries moves an entry to the dead-letter stream once delivered
-	// this many times without success. Default DefaultMaxDeliveries.
+	// MaxDeliveries moves an entry to the dead-letter stream once it had this
+	// many real attempts without success (failed runs, and runs during which
+	// the process died; claims and reads do not count). Default
+	// DefaultMaxDeliveries.
 	MaxDeliveries int `koanf:"max_deliveries"`
 }
 
@@ -262,6 +278,7 @@ func Default() Config {
 			Block:           DefaultBlock,
 			Workers:         DefaultWorkers,
 			ShutdownTimeout: DefaultShutdownTimeout,
+			StateDir:        filepath.Join(os.TempDir(), DefaultStateDirName),
 		},
 		Reclaim: Reclaim{
 			Interval:      DefaultReclaimInterval,
@@ -336,9 +353,10 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 		errs = append(errs, &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	if c.Redis.URL == "" && len(c.Redis.Cluster.Addrs) == 0 && len(c.Redis.Sentinel.Addrs) == 0 {
-		bad("redis.url", "is empty: give a redis:// or rediss:// URL")
-	} else if c.Redis.URL != "" && !strings.HasPrefix(c.Redis.URL, "redis://") && !strings.HasPrefix(c.Redis.URL, "rediss://") && !strings.HasPrefix(c.Redis.URL, "unix://") {
-		bad("redis.url", "must start with redis://, rediss:// or unix://")
+		bad("redis.url", "is empty: give a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL")
+	} else if c.Redis.URL != "" && !hasAnyPrefix(c.Redis.URL, "redis://", "rediss://", "unix://",
+		"redis+sentinel://", "rediss+sentinel://", "redis+cluster://", "rediss+cluster://") {
+		bad("redis.url", "must start with redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://")
 	}
 	if len(c.Redis.Sentinel.Addrs) > 0 && c.Redis.Sentinel.MasterName == "" {
 		bad("redis.sentinel.master_name", "is required with redis.sentinel.addrs")
@@ -470,6 +488,15 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 		}
 	}
 	return errs
+}
+
+func hasAnyPrefix(s string, prefixes ...string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func isHex64(s string) bool {

@@ -1,6 +1,9 @@
 package processor
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/auditproc/auditproc/host"
@@ -11,6 +14,9 @@ import (
 // (no global registry), served at /metrics.
 type Metrics struct {
 	Registry *prometheus.Registry
+
+	pluginsOnce sync.Once
+	plugins     watchedPlugins
 
 	Read           prometheus.Counter
 	Verified       prometheus.Counter
@@ -98,8 +104,12 @@ func NewMetrics() *Metrics {
 }
 
 // WatchPlugins exports the plugins' instance counters, read at scrape time.
+//
+// A later call (a reload) replaces the plugins watched.
 func (m *Metrics) WatchPlugins(plugins []*host.Plugin) {
-	m.Registry.MustRegister(pluginCollector(plugins))
+	m.pluginsOnce.Do(func() { m.Registry.MustRegister(&m.plugins) })
+	list := pluginCollector(plugins)
+	m.plugins.list.Store(&list)
 }
 
 var (
@@ -111,13 +121,22 @@ var (
 
 type pluginCollector []*host.Plugin
 
-func (c pluginCollector) Describe(ch chan<- *prometheus.Desc) {
+// watchedPlugins collects the plugins of the pipeline running now.
+type watchedPlugins struct {
+	list atomic.Pointer[pluginCollector]
+}
+
+func (w *watchedPlugins) Describe(ch chan<- *prometheus.Desc) {
 	ch <- restartsDesc
 	ch <- instancesDesc
 }
 
-func (c pluginCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, p := range c {
+func (w *watchedPlugins) Collect(ch chan<- prometheus.Metric) {
+	c := w.list.Load()
+	if c == nil {
+		return
+	}
+	for _, p := range *c {
 		st := p.Stats()
 		for cause, n := range st.Restarts {
 			ch <- prometheus.MustNewConstMetric(restartsDesc, prometheus.CounterValue, float64(n), p.Name(), cause.String())

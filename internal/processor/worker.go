@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,33 +16,72 @@ import (
 
 // startWorkers opens one pipeline worker (its plugin instances) per
 // configured worker.
-func (p *Processor) startWorkers(ctx context.Context) ([]*host.Worker, error) {
-	workers := make([]*host.Worker, p.cfg.Workers)
+func (p *Processor) startWorkers(ctx context.Context) ([]pipelineWorker, error) {
+	workers := make([]pipelineWorker, p.cfg.Workers)
 	for i := range workers {
-		w, err := p.pipeline.NewWorker(ctx)
+		g := p.gens.acquire()
+		w, err := g.pipeline.NewWorker(ctx)
 		if err != nil {
+			g.release()
 			for _, w := range workers[:i] {
-				w.Release()
+				w.release()
 			}
 			return nil, fmt.Errorf("start worker %d: %w", i, err)
 		}
-		workers[i] = w
+		workers[i] = pipelineWorker{w: w, gen: g}
 	}
 	return workers, nil
 }
 
+// pipelineWorker is a worker's plugin instances and the generation they
+// belong to.
+type pipelineWorker struct {
+	w   *host.Worker
+	gen *generation
+}
+
+func (pw pipelineWorker) release() {
+	pw.w.Release()
+	pw.gen.release()
+}
+
+// current moves pw to the current generation when Reload replaced its own,
+// between two chunks. When the new pipeline cannot open its instances, pw
+// stays on its generation and the next chunk tries again.
+func (p *Processor) current(ctx context.Context, pw pipelineWorker) pipelineWorker {
+	if p.gens.cur.Load() == pw.gen {
+		return pw
+	}
+	g := p.gens.acquire()
+	w, err := g.pipeline.NewWorker(ctx)
+	if err != nil {
+		g.release()
+		p.log.Warn("worker_reload_failed", slog.String("error", err.Error()))
+		return pw
+	}
+	pw.release()
+	return pipelineWorker{w: w, gen: g}
+}
+
 // runWorker runs the pipeline over every chunk of entries it receives and
-// sends the results on, until jobs is closed; then it closes w.
-func (p *Processor) runWorker(ctx context.Context, w *host.Worker, obs observers, jobs <-chan []streambus.Entry, results chan<- *[]work) {
-	defer w.Release()
+// sends the results on, until jobs is closed; then it releases its
+// instances. slot is its slot in the crash journal.
+func (p *Processor) runWorker(ctx context.Context, slot int, pw pipelineWorker, jobs <-chan []streambus.Entry, results chan<- *[]work) {
+	defer func() { pw.release() }()
 	for chunk := range jobs {
+		// A chunk runs wholly on one pipeline; a reload takes effect
+		// between chunks.
+		pw = p.current(ctx, pw)
+		w, obs := pw.w, pw.gen.obs
 		out := p.chunk(len(chunk))
 		for i := range chunk {
 			e := &chunk[i]
+			p.journal.begin(slot, e.ID)
 			res := w.Process(ctx, host.Event{
 				EntryID: e.ID, Stream: e.Stream, KeyID: e.KeyID, EventID: e.EventID,
 				Deliveries: uint32(min(e.Deliveries, 1<<31)), Data: e.Event,
 			})
+			p.journal.end(slot)
 			p.checkEmits(&res)
 			obs.observe(&res)
 			// The worker reuses Event and Timings on its next call;

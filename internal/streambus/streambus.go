@@ -187,10 +187,20 @@ type Entry struct {
 	// included: 1 for a new entry (XReadGroup with ">"), the XPENDING count
 	// for re-read and claimed entries.
 	Deliveries int64
+	// Attempts is how many times the entry failed its pipeline or was
+	// running when its process died (AttemptsKey): filled for re-read and
+	// claimed entries, 0 for new ones. Unlike Deliveries, a claim or a read
+	// that did not run the entry does not count.
+	Attempts int64
 	// Link is the entry's place in its source's chain: zero for an
 	// envelope version 1 entry (Source "").
 	integrity.Link
 }
+
+// AttemptsKey is the hash that counts the attempts of stream's entries, by
+// entry id. It shares the stream's hash tag, so a commit touching both stays
+// in one Redis Cluster slot.
+func AttemptsKey(stream string) string { return stream + ":attempts" }
 
 // Envelope returns the entry's signed envelope, whose Values are the stream
 // fields the producer wrote.
