@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"net"
 	"os"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -28,15 +31,25 @@ const (
 	DefaultCount        = 10
 	DefaultClaimMinIdle = time.Minute
 	DefaultRetryDelay   = 500 * time.Millisecond
+	// DefaultRetryWindow is how long Redis remembers the event id of an
+	// event Audit wrote, so that a retry with the same id is not doubled.
+	DefaultRetryWindow = time.Hour
 )
 
 // Errors of this package. Errors from Redis that are not ErrUnavailable are
 // returned wrapped, as they are.
 var (
-	// ErrUnavailable: Redis could not be reached, or did not answer within
-	// Config.WriteTimeout, or answered that it cannot serve (loading, no
-	// master). The event was not written; try again later.
+	// ErrUnavailable: the event was not written. Redis could not be
+	// reached (the request never left), or answered that it cannot serve
+	// (loading, no master, read only, out of memory) without running it.
+	// Try again later.
 	ErrUnavailable = errors.New("audit: redis unavailable")
+	// ErrOutcomeUnknown: the request was sent but no answer came within
+	// Config.WriteTimeout (a stalled server, a cut connection): the event
+	// may or may not be in the stream. Retry with the same event id (see
+	// OutcomeUnknownError): Redis remembers the ids Audit wrote for
+	// Config.RetryWindow and does not store a retried one twice.
+	ErrOutcomeUnknown = errors.New("audit: outcome unknown")
 	// ErrInvalidEvent: the event is not (and does not encode to) a JSON
 	// object, or its event_id or timestamp is unusable.
 	ErrInvalidEvent = errors.New("audit: invalid event")
@@ -83,7 +96,8 @@ type Config struct {
 	// before ClaimStale takes it over. Default: DefaultClaimMinIdle.
 	ClaimMinIdle time.Duration
 	// RetryDelay is how long Consume waits after a failed read before reading
-	// again. Default: DefaultRetryDelay.
+	// again, and a Producer's first wait before sending again (doubling up
+	// to DefaultMaxRetryDelay). Default: DefaultRetryDelay.
 	RetryDelay time.Duration
 	// Source is this producer's stable name (1-64 characters of
 	// [A-Za-z0-9._-]), for example the service's name. Events are signed
@@ -98,6 +112,41 @@ type Config struct {
 	CheckpointEvery int
 	// CheckpointInterval: a checkpoint at least this often. Default: 60 s.
 	CheckpointInterval time.Duration
+	// RetryWindow is how long Redis remembers an event id Audit wrote (a key
+	// of about 100 bytes per event, next to the stream), so that a retry
+	// after ErrOutcomeUnknown is not stored twice. Default:
+	// DefaultRetryWindow.
+	RetryWindow time.Duration
+
+	// The Producer's fields (NewProducer); Bus ignores them.
+
+	// QueueSize bounds the events a Producer holds in memory; Send blocks
+	// while it is full. Default: DefaultQueueSize.
+	QueueSize int
+	// BatchSize is the most events per script call. Default:
+	// DefaultBatchSize.
+	BatchSize int
+	// Pipeline is the most batches per round trip. Default: DefaultPipeline.
+	Pipeline int
+	// ProducerID names the producer in Redis, where its last sequence
+	// number is kept for DedupWindow. Leave it empty for a random name per
+	// Producer. A fixed name means "the same sequence of events": a new
+	// Producer with it starts again at sequence 1, skips what Redis holds
+	// already, and derives missing event ids from the name and the sequence
+	// (auditproc emit names a producer after the file's content).
+	ProducerID string
+	// DedupWindow is how long Redis remembers a producer's last sequence
+	// number after its last write. Default: DefaultDedupWindow.
+	DedupWindow time.Duration
+	// SpoolDir, when set, is a directory where the Producer keeps signed
+	// events, fsynced, while Redis does not take them within WriteTimeout;
+	// they are sent in order once Redis is back, by this Producer or the
+	// next one opened on the directory. One process at a time per
+	// directory (it is locked).
+	SpoolDir string
+	// SpoolMaxBytes caps the spool on disk; past it events are refused
+	// with ErrSpoolFull. Default: DefaultSpoolMaxBytes.
+	SpoolMaxBytes int64
 }
 
 // DefaultSource is the default Config.Source: the host name made a valid
@@ -144,6 +193,24 @@ func (c *Config) setDefaults() {
 	if c.Source == "" {
 		c.Source = DefaultSource()
 	}
+	if c.RetryWindow == 0 {
+		c.RetryWindow = DefaultRetryWindow
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.Pipeline == 0 {
+		c.Pipeline = DefaultPipeline
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = DefaultDedupWindow
+	}
+	if c.SpoolMaxBytes == 0 {
+		c.SpoolMaxBytes = DefaultSpoolMaxBytes
+	}
 }
 
 // Validate reports a configuration New cannot use. Zero values are valid:
@@ -156,10 +223,17 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		d    time.Duration
-	}{{"WriteTimeout", c.WriteTimeout}, {"Block", c.Block}, {"ClaimMinIdle", c.ClaimMinIdle}, {"RetryDelay", c.RetryDelay}} {
+	}{{"WriteTimeout", c.WriteTimeout}, {"Block", c.Block}, {"ClaimMinIdle", c.ClaimMinIdle}, {"RetryDelay", c.RetryDelay},
+		{"RetryWindow", c.RetryWindow}, {"DedupWindow", c.DedupWindow}} {
 		if d.d < 0 {
 			errs = append(errs, fmt.Errorf("%w: %s %s must not be negative (zero means the default)", ErrInvalidConfig, d.name, d.d))
 		}
+	}
+	if c.QueueSize < 0 || c.BatchSize < 0 || c.Pipeline < 0 || c.SpoolMaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("%w: QueueSize, BatchSize, Pipeline and SpoolMaxBytes must not be negative", ErrInvalidConfig))
+	}
+	if c.ProducerID != "" && !plainID(c.ProducerID) {
+		errs = append(errs, fmt.Errorf("%w: ProducerID %q: want 1 to 128 of [A-Za-z0-9._:-]", ErrInvalidConfig, truncateID(c.ProducerID)))
 	}
 	if c.MaxLen < 0 || c.Count < 0 {
 		errs = append(errs, fmt.Errorf("%w: MaxLen %d and Count %d must not be negative", ErrInvalidConfig, c.MaxLen, c.Count))
@@ -178,6 +252,8 @@ type Bus struct {
 
 	stopCheckpoints context.CancelFunc
 	checkpointsDone chan struct{}
+
+	durableOnce sync.Once
 }
 
 // New returns a Bus. It does not contact Redis: an unreachable server shows
@@ -251,22 +327,100 @@ func (b *Bus) Close() error {
 //
 // The event gets an event_id (UUIDv7) and a timestamp (RFC 3339, UTC) when
 // it has none; the bytes are otherwise written as given. The call takes at
-// most Config.WriteTimeout: when Redis is unreachable it returns an error
-// wrapping ErrUnavailable, and the event was not written.
+// most Config.WriteTimeout. Its error says what became of the event:
+//
+//   - ErrInvalidEvent: refused, nothing sent;
+//   - ErrUnavailable: not written (Redis unreachable, or it refused to run
+//     the append); try again later;
+//   - ErrOutcomeUnknown, as an *OutcomeUnknownError: sent, no answer. Retry
+//     with OutcomeUnknownError.Event (the event as stamped, with its event
+//     id): an event id Audit wrote within Config.RetryWindow is not written
+//     again, and the retry returns the first entry id.
+//
+// For high rates, use a Producer: it pipelines batches instead of one round
+// trip per event.
 func (b *Bus) Audit(ctx context.Context, event any) (string, error) {
 	raw, err := encodeEvent(event)
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
-	defer cancel()
-	e, err := b.bus.XAdd(ctx, b.cfg.Stream, raw, b.cfg.MaxLen)
+	b.durableOnce.Do(func() { go b.warnNotDurable(context.WithoutCancel(ctx)) })
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("audit: %w (the event was not sent)", err)
+	}
+	env, err := b.bus.Seal(b.cfg.Stream, raw)
 	if err != nil {
 		return "", classify("audit", err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
+	defer cancel()
+	id, dup, err := b.bus.AppendOnce(ctx, b.cfg.Stream, env, b.cfg.MaxLen, b.cfg.RetryWindow)
+	if err != nil {
+		// The link Seal signed may or may not be in the stream: the chain
+		// goes on in a new session rather than past a possible hole.
+		b.bus.ChainBroken(ctx, b.cfg.Stream, err)
+		if notSent(err) {
+			return "", classify("audit", err)
+		}
+		return "", &OutcomeUnknownError{EventID: env.EventID, Event: env.Event, Err: err}
+	}
+	if dup {
+		// A retry: the event is there already, under its first link; the
+		// link signed now was not written.
+		b.bus.ChainBroken(ctx, b.cfg.Stream, fmt.Errorf("event %s was written before", env.EventID))
+	} else {
+		_ = b.bus.Checkpoint(ctx) // by count; failures are logged there
+	}
 	b.log.LogAttrs(ctx, slog.LevelDebug, "audit_event_written",
-		slog.String("stream", b.cfg.Stream), slog.String("entry_id", e.ID), slog.String("event_id", e.EventID))
-	return e.ID, nil
+		slog.String("stream", b.cfg.Stream), slog.String("entry_id", id), slog.String("event_id", env.EventID), slog.Bool("retry", dup))
+	return id, nil
+}
+
+// OutcomeUnknownError is Audit's error when the append was sent and no
+// answer came. It wraps ErrOutcomeUnknown.
+type OutcomeUnknownError struct {
+	// EventID is the event's event_id.
+	EventID string
+	// Event is the event as stamped: pass it to Audit again to retry.
+	Event json.RawMessage
+	// Err is what the Redis client said.
+	Err error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("%v: event %s was sent and not answered (%v): retry with the same event id", ErrOutcomeUnknown, e.EventID, e.Err)
+}
+
+// Unwrap returns ErrOutcomeUnknown and the client's error.
+func (e *OutcomeUnknownError) Unwrap() []error { return []error{ErrOutcomeUnknown, e.Err} }
+
+// dialError: the connection could not be made (nothing was sent), or the
+// client was closed or out of connections before sending.
+func dialError(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// warnNotDurable logs redis_not_durable when Redis may lose appended events
+// on its own: no AOF, or an eviction policy other than noeviction (the
+// check run makes). A server that forbids CONFIG is not reported.
+func (b *Bus) warnNotDurable(ctx context.Context) {
+	for _, p := range NotDurable(ctx, b.rdb, b.cfg.WriteTimeout) {
+		b.log.LogAttrs(ctx, slog.LevelWarn, "redis_not_durable", slog.String("problem", p))
+	}
+}
+
+// NotDurable returns why Redis could lose appended events on its own (no
+// AOF, an eviction policy other than noeviction), nothing when it is
+// durable or does not answer CONFIG GET within timeout.
+func NotDurable(ctx context.Context, rdb redis.UniversalClient, timeout time.Duration) []string {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	problems, _ := streambus.DurabilityProblems(ctx, rdb)
+	return problems
 }
 
 func encodeEvent(event any) ([]byte, error) {

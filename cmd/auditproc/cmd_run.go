@@ -124,6 +124,13 @@ func (c *configFlags) path() string {
 	return *c.file
 }
 
+// set reports whether the user gave the flag name on the command line.
+func (c *configFlags) set(name string) bool {
+	found := false
+	c.fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
+}
+
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -246,9 +253,9 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	metrics := processor.NewMetrics()
 	registerBuildInfo(metrics.Registry)
 	metrics.WatchPlugins(pipeline.Plugins())
-	sinks := map[string]processor.Sink{}
-	for name, s := range cfg.Sinks {
-		sinks[name] = processor.Sink{Type: processor.SinkKind(s.Type), Stream: s.Stream, Path: s.Path}
+	sinks, err := openSinks(cfg, logger)
+	if err != nil {
+		return err
 	}
 	proc, err = processor.New(processor.Config{
 		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
@@ -405,21 +412,13 @@ func checkRedis(ctx context.Context, rdb redis.UniversalClient, mode redisconn.M
 func checkDurability(ctx context.Context, rdb redis.UniversalClient, logger *slog.Logger, require bool) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var problems []string
-	policy, err1 := rdb.ConfigGet(cctx, "maxmemory-policy").Result()
-	aof, err2 := rdb.ConfigGet(cctx, "appendonly").Result()
-	if err := errors.Join(err1, err2); err != nil {
+	problems, err := streambus.DurabilityProblems(cctx, rdb)
+	if err != nil {
 		logger.Warn("redis_durability_unknown", slog.String("error", err.Error()))
 		if require {
 			return fmt.Errorf("cannot check Redis durability (CONFIG GET failed: %v) and --require-durable-redis is set", err)
 		}
 		return nil
-	}
-	if p := policy["maxmemory-policy"]; p != "noeviction" {
-		problems = append(problems, fmt.Sprintf("maxmemory-policy is %q: Redis may evict audit entries under memory pressure (set noeviction)", p))
-	}
-	if a := aof["appendonly"]; a != "yes" {
-		problems = append(problems, "appendonly is off: entries written since the last snapshot are lost if Redis stops (set appendonly yes)")
 	}
 	for _, p := range problems {
 		logger.Warn("redis_not_durable", slog.String("problem", p))
@@ -491,4 +490,28 @@ func printRunSummary(sio stdio, st *processor.Stats, rdb redis.UniversalClient, 
 	fmt.Fprintf(w, "  dead-letter stream %s length\t%s\n", cfg.DeadLetter.Stream, dlq)
 	fmt.Fprintf(w, "  still pending in %s\t%s\n", cfg.Stream.Group, pending)
 	_ = w.Flush()
+}
+
+// openSinks turns the configured sinks into the processor's, opening the
+// external ones (their secrets read, their TLS files loaded; they connect on
+// their first write). The processor closes what it was given.
+func openSinks(cfg *config.Config, logger *slog.Logger) (map[string]processor.Sink, error) {
+	sinks := map[string]processor.Sink{}
+	for name, s := range cfg.Sinks {
+		ps := processor.Sink{Type: processor.SinkKind(s.Type), Stream: s.Stream, Path: s.Path}
+		if s.External() {
+			dest, err := s.OpenExternal(name, logger.With(slog.String("sink", name)))
+			if err != nil {
+				for _, o := range sinks {
+					if o.Dest != nil {
+						_ = o.Dest.Close()
+					}
+				}
+				return nil, err
+			}
+			ps.Dest = dest
+		}
+		sinks[name] = ps
+	}
+	return sinks, nil
 }

@@ -25,6 +25,7 @@ func rootCommands() []*command {
 	return []*command{
 		runCommand(),
 		emitCommand(),
+		spoolCommand(),
 		statusCommand(),
 		dlqCommand(),
 		configCommand(),
@@ -34,6 +35,7 @@ func rootCommands() []*command {
 		healthCommand(),
 		benchCommand(),
 		pipelineTestCommand(),
+		verifyCommand(),
 	}
 }
 

@@ -39,23 +39,30 @@ type reloader struct {
 	mu      sync.Mutex // one reload at a time
 }
 
-func newReloader(cf *configFlags, cfg *config.Config, proc *processor.Processor, reg *prometheus.Registry, logger *slog.Logger) *reloader {
+func newReloader(cf *configFlags, cfg *config.Config, proc *processor.Processor, reg prometheus.Registerer, logger *slog.Logger) *reloader {
 	r := &reloader{cf: cf, running: *cfg, proc: proc, logger: logger}
-	r.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+	r.reloads, r.hashG = registerReloadMetrics(reg)
+	r.hash = configHash(cf.path(), cfg)
+	r.hashG.Set(hashValue(r.hash))
+	return r
+}
+
+// registerReloadMetrics creates auditproc_config_reloads_total{result} and
+// auditproc_config_hash on reg.
+func registerReloadMetrics(reg prometheus.Registerer) (*prometheus.CounterVec, prometheus.Gauge) {
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "auditproc_config_reloads_total",
 		Help: "Pipeline reloads (SIGHUP or run --watch), by result: success or failure.",
 	}, []string{"result"})
-	r.hashG = prometheus.NewGauge(prometheus.GaugeOpts{
+	hash := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "auditproc_config_hash",
 		Help: "The first 48 bits of the SHA-256 of the loaded configuration file and plugin modules, as a number; it changes when a reload loads a different pipeline.",
 	})
 	for _, res := range []string{"success", "failure"} {
-		r.reloads.WithLabelValues(res)
+		reloads.WithLabelValues(res)
 	}
-	reg.MustRegister(r.reloads, r.hashG)
-	r.hash = configHash(cf.path(), cfg)
-	r.hashG.Set(hashValue(r.hash))
-	return r
+	reg.MustRegister(reloads, hash)
+	return reloads, hash
 }
 
 // configHash is the SHA-256 of the configuration file and every plugin

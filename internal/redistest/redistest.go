@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -372,4 +373,29 @@ func ping(ctx context.Context, addr string) error {
 		return fmt.Errorf("PING answered %q", reply)
 	}
 	return nil
+}
+
+// Pause stops the server with SIGSTOP (process backend): connections stay
+// open and the kernel still accepts new ones, but nothing is answered, as
+// with a server stalled by a long fork or a frozen host. Resume continues
+// it; a test that pauses must resume (Cleanup kills a paused server fine).
+func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.impl.(*process)
+	if !ok {
+		return fmt.Errorf("redistest: %v needs the process backend (WithBackend(Process))", sig)
+	}
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil || !p.running() {
+		return errors.New("redistest: the server is not running")
+	}
+	return cmd.Process.Signal(sig)
 }
