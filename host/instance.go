@@ -119,7 +119,7 @@ func (inst *instance) initialize() error {
 	p := inst.p
 	step := initStartSection
 	fail := func(err error) error {
-		killed := !inst.end()
+		killed := !inst.end(p.now())
 		return inStep(step, inst.classify(err, killed))
 	}
 	mod, err := p.rt.InstantiateModule(inst.ctx, p.module, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
@@ -159,7 +159,7 @@ func (inst *instance) initialize() error {
 			return fail(inst.exited(err))
 		}
 	}
-	if !inst.end() {
+	if !inst.end(p.now()) {
 		// Every step returned, the last past the deadline.
 		return inStep(step, inst.classify(nil, true))
 	}
@@ -215,11 +215,13 @@ func (inst *instance) begin(ctx context.Context, now int64, timeout time.Duratio
 // goroutine (the ticker too) stands still, and the call can return and be
 // ended before the ticker has run once. A call that overran is a deadline
 // failure however it returned.
-func (inst *instance) end() bool {
+//
+// now is a p.now() value read after the call returned.
+func (inst *instance) end(now int64) bool {
 	if !inst.state.CompareAndSwap(inst.seq<<2|1, inst.seq<<2) {
 		return false
 	}
-	return inst.p.spec.Trusted || inst.p.now() <= inst.deadline.Load()
+	return inst.p.spec.Trusted || now <= inst.deadline.Load()
 }
 
 // expire kills the running call when it is past its deadline (ticker side).
@@ -370,6 +372,7 @@ type outcome struct {
 	event   []byte
 	err     error // why the host imposed the verdict; the instance is gone when set
 	discard bool
+	end     time.Time // when the call returned; zero when none was made
 }
 
 // process runs auditproc_process on one event whose current text is cur;
@@ -396,7 +399,9 @@ func (inst *instance) process(ctx context.Context, ev *Event, cur []byte, start 
 		err = inst.proc.CallWithStack(inst.ctx, inst.stack[:])
 		inst.phase = phaseIdle
 	}
-	killed := !inst.end()
+	// The clock is read once, for the deadline and for the caller's timing.
+	end := time.Now()
+	killed := !inst.end(int64(end.Sub(inst.p.epoch)))
 	if err != nil || killed {
 		// Killed even when the call finished as the ticker fired: its
 		// context is cancelled, so the instance cannot be used again.
@@ -404,14 +409,14 @@ func (inst *instance) process(ctx context.Context, ev *Event, cur []byte, start 
 		if step == abi.ExportAlloc {
 			err = inStep(step, err)
 		}
-		return outcome{verdict: abi.VerdictRetry, err: err, discard: true}
+		return outcome{verdict: abi.VerdictRetry, err: err, discard: true, end: end}
 	}
 	v := abi.Verdict(int32(uint32(inst.stack[0])))
 	if !v.Valid() {
-		return outcome{verdict: abi.VerdictRetry, err: fmt.Errorf("%w: invalid verdict %d", ErrInvalidVerdict, int32(v)), discard: true}
+		return outcome{verdict: abi.VerdictRetry, err: fmt.Errorf("%w: invalid verdict %d", ErrInvalidVerdict, int32(v)), discard: true, end: end}
 	}
 	inst.events++
-	return outcome{verdict: v, event: inst.event}
+	return outcome{verdict: v, event: inst.event, end: end}
 }
 
 // recycleCause reports whether a healthy instance should be replaced.
