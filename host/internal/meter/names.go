@@ -23,9 +23,6 @@ func (m *module) rewriteCustom(b []byte) ([]byte, bool, error) {
 	if name != "name" {
 		return b, true, nil
 	}
-	if m.named {
-		return nil, false, nil // a second name section: wazero reads one
-	}
 	out := wasmbin.AppendName(nil, name)
 	funcNames := false
 	for !r.Done() && r.Err == nil {
@@ -77,7 +74,6 @@ func (m *module) rewriteCustom(b []byte) ([]byte, bool, error) {
 	if !funcNames {
 		out = m.appendFuncNames(out, nil)
 	}
-	m.named = true
 	return out, true, nil
 }
 
@@ -85,6 +81,13 @@ func (m *module) rewriteCustom(b []byte) ([]byte, bool, error) {
 // appendFuncNames gives.
 func (m *module) nameSection() []byte {
 	return m.appendFuncNames(wasmbin.AppendName(nil, "name"), nil)
+}
+
+// isNameSection reports whether a custom section's payload is the "name"
+// section's.
+func isNameSection(payload []byte) bool {
+	r := wasmbin.Reader{B: payload}
+	return r.Name() == "name" && r.Err == nil
 }
 
 // appendFuncNames appends the function names subsection: the names of sub
