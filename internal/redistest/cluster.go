@@ -101,7 +101,8 @@ func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 		}
 		args := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout / time.Millisecond)),
-			"--cluster-port", strconv.Itoa(bus), "--cluster-announce-ip", "127.0.0.1"}
+			"--cluster-port", strconv.Itoa(bus), "--cluster-announce-ip", "127.0.0.1",
+			"--repl-diskless-sync-delay", "0"}
 		node := &ClusterNode{}
 		if cc.links {
 			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
