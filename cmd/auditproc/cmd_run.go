@@ -124,6 +124,13 @@ func (c *configFlags) path() string {
 	return *c.file
 }
 
+// set reports whether the user gave the flag name on the command line.
+func (c *configFlags) set(name string) bool {
+	found := false
+	c.fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
+}
+
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
