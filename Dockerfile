@@ -32,13 +32,14 @@ LABEL org.opencontainers.image.title="auditproc" \
 COPY build/image/rootfs/ /
 COPY --chown=65532:65532 build/image/cache/ /var/cache/auditproc/
 
-# The compiled-plugin cache makes a restarted replica ready at once; the
-# metrics listener must accept connections from outside the container for
-# Prometheus and the health check's peers. Both are ordinary configuration
-# keys: a mounted plugins.yaml or the environment may change them.
+# The compiled-plugin cache makes a restarted replica ready at once. The
+# metrics listener of the image's own plugins.yaml accepts connections from
+# outside the container (metrics.address 0.0.0.0:9464, for Prometheus); it is
+# set in that file, not in the environment, so a mounted plugins.yaml keeps
+# its own metrics.address (the environment would win over the file).
 ENV AUDITPROC_CONFIG=/etc/auditproc/plugins.yaml \
     AUDITPROC_HOST_CACHE_DIR=/var/cache/auditproc \
-    AUDITPROC_METRICS_ADDRESS=0.0.0.0:9464
+    AUDITPROC_CONSUMER_STATE_DIR=/var/cache/auditproc/state
 
 USER 65532:65532
 WORKDIR /etc/auditproc

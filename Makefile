@@ -15,8 +15,14 @@ all: build plugins
 deps:
 	@scripts/deps.sh
 
+# version and revision are stamped into the binary (auditproc version,
+# auditproc_build_info): git describe and the commit, when git knows them.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X main.version=$(VERSION) -X main.revision=$(REVISION)
+
 build:
-	$(GO) build -o $(BIN)/auditproc ./cmd/auditproc
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/auditproc ./cmd/auditproc
 
 # Every Wasm module the examples and tests use: example plugins (Go and C) and
 # the hostile fixtures. Output goes to $(WASM_OUT)/<name>.wasm.

@@ -8,11 +8,16 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/redisconn"
 	"github.com/auditproc/auditproc/internal/streambus"
 )
 
@@ -26,15 +31,25 @@ const (
 	DefaultCount        = 10
 	DefaultClaimMinIdle = time.Minute
 	DefaultRetryDelay   = 500 * time.Millisecond
+	// DefaultRetryWindow is how long Redis remembers the event id of an
+	// event Audit wrote, so that a retry with the same id is not doubled.
+	DefaultRetryWindow = time.Hour
 )
 
 // Errors of this package. Errors from Redis that are not ErrUnavailable are
 // returned wrapped, as they are.
 var (
-	// ErrUnavailable: Redis could not be reached, or did not answer within
-	// Config.WriteTimeout, or answered that it cannot serve (loading, no
-	// master). The event was not written; try again later.
+	// ErrUnavailable: the event was not written. Redis could not be
+	// reached (the request never left), or answered that it cannot serve
+	// (loading, no master, read only, out of memory) without running it.
+	// Try again later.
 	ErrUnavailable = errors.New("audit: redis unavailable")
+	// ErrOutcomeUnknown: the request was sent but no answer came within
+	// Config.WriteTimeout (a stalled server, a cut connection): the event
+	// may or may not be in the stream. Retry with the same event id (see
+	// OutcomeUnknownError): Redis remembers the ids Audit wrote for
+	// Config.RetryWindow and does not store a retried one twice.
+	ErrOutcomeUnknown = errors.New("audit: outcome unknown")
 	// ErrInvalidEvent: the event is not (and does not encode to) a JSON
 	// object, or its event_id or timestamp is unusable.
 	ErrInvalidEvent = errors.New("audit: invalid event")
@@ -45,8 +60,10 @@ var (
 // Config configures a Bus. Keys is required; every other field has a
 // default.
 type Config struct {
-	// RedisURL is the server used when Client is nil, in go-redis URL form
-	// ("redis://user:password@host:6379/0", "rediss://…" for TLS).
+	// RedisURL is the server used when Client is nil:
+	// "redis://user:password@host:6379/0", "rediss://…" for TLS,
+	// "unix:///path/redis.sock", "redis+sentinel://host:26379,host2:26379/master"
+	// for Sentinel, "redis+cluster://host:6379,host2:6379" for a cluster.
 	// Default: DefaultRedisURL. The Bus builds its client with dial, read and
 	// write timeouts of WriteTimeout and one retry, so a dead server fails
 	// fast, and closes it in Close.
@@ -79,8 +96,73 @@ type Config struct {
 	// before ClaimStale takes it over. Default: DefaultClaimMinIdle.
 	ClaimMinIdle time.Duration
 	// RetryDelay is how long Consume waits after a failed read before reading
-	// again. Default: DefaultRetryDelay.
+	// again, and a Producer's first wait before sending again (doubling up
+	// to DefaultMaxRetryDelay). Default: DefaultRetryDelay.
 	RetryDelay time.Duration
+	// Source is this producer's stable name (1-64 characters of
+	// [A-Za-z0-9._-]), for example the service's name. Events are signed
+	// with envelope version 2: one chain per Bus (source id
+	// "<Source>/<random session>"), with signed checkpoints every
+	// CheckpointEvery events or CheckpointInterval, also when idle, and a
+	// closing one in Close, so that a reader can prove no event of this
+	// producer was deleted or replayed (docs/trail.md). Default: the host
+	// name, its other characters replaced by "-" ("producer" without one).
+	Source string
+	// CheckpointEvery: a checkpoint after this many events. Default: 1000.
+	CheckpointEvery int
+	// CheckpointInterval: a checkpoint at least this often. Default: 60 s.
+	CheckpointInterval time.Duration
+	// RetryWindow is how long Redis remembers an event id Audit wrote (a key
+	// of about 100 bytes per event, next to the stream), so that a retry
+	// after ErrOutcomeUnknown is not stored twice. Default:
+	// DefaultRetryWindow.
+	RetryWindow time.Duration
+
+	// The Producer's fields (NewProducer); Bus ignores them.
+
+	// QueueSize bounds the events a Producer holds in memory; Send blocks
+	// while it is full. Default: DefaultQueueSize.
+	QueueSize int
+	// BatchSize is the most events per script call. Default:
+	// DefaultBatchSize.
+	BatchSize int
+	// Pipeline is the most batches per round trip. Default: DefaultPipeline.
+	Pipeline int
+	// ProducerID names the producer in Redis, where its last sequence
+	// number is kept for DedupWindow. Leave it empty for a random name per
+	// Producer. A fixed name means "the same sequence of events": a new
+	// Producer with it starts again at sequence 1, skips what Redis holds
+	// already, and derives missing event ids from the name and the sequence
+	// (auditproc emit names a producer after the file's content).
+	ProducerID string
+	// DedupWindow is how long Redis remembers a producer's last sequence
+	// number after its last write. Default: DefaultDedupWindow.
+	DedupWindow time.Duration
+	// SpoolDir, when set, is a directory where the Producer keeps signed
+	// events, fsynced, while Redis does not take them within WriteTimeout;
+	// they are sent in order once Redis is back, by this Producer or the
+	// next one opened on the directory. One process at a time per
+	// directory (it is locked).
+	SpoolDir string
+	// SpoolMaxBytes caps the spool on disk; past it events are refused
+	// with ErrSpoolFull. Default: DefaultSpoolMaxBytes.
+	SpoolMaxBytes int64
+}
+
+// DefaultSource is the default Config.Source: the host name made a valid
+// source name.
+func DefaultSource() string {
+	host, _ := os.Hostname()
+	name := []byte(host)
+	for i, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			name[i] = '-'
+		}
+	}
+	if len(name) == 0 {
+		return "producer"
+	}
+	return string(name[:min(len(name), integrity.MaxKeyIDLen)])
 }
 
 func (c *Config) setDefaults() {
@@ -108,6 +190,27 @@ func (c *Config) setDefaults() {
 	if c.RetryDelay == 0 {
 		c.RetryDelay = DefaultRetryDelay
 	}
+	if c.Source == "" {
+		c.Source = DefaultSource()
+	}
+	if c.RetryWindow == 0 {
+		c.RetryWindow = DefaultRetryWindow
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.Pipeline == 0 {
+		c.Pipeline = DefaultPipeline
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = DefaultDedupWindow
+	}
+	if c.SpoolMaxBytes == 0 {
+		c.SpoolMaxBytes = DefaultSpoolMaxBytes
+	}
 }
 
 // Validate reports a configuration New cannot use. Zero values are valid:
@@ -120,10 +223,17 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		d    time.Duration
-	}{{"WriteTimeout", c.WriteTimeout}, {"Block", c.Block}, {"ClaimMinIdle", c.ClaimMinIdle}, {"RetryDelay", c.RetryDelay}} {
+	}{{"WriteTimeout", c.WriteTimeout}, {"Block", c.Block}, {"ClaimMinIdle", c.ClaimMinIdle}, {"RetryDelay", c.RetryDelay},
+		{"RetryWindow", c.RetryWindow}, {"DedupWindow", c.DedupWindow}} {
 		if d.d < 0 {
 			errs = append(errs, fmt.Errorf("%w: %s %s must not be negative (zero means the default)", ErrInvalidConfig, d.name, d.d))
 		}
+	}
+	if c.QueueSize < 0 || c.BatchSize < 0 || c.Pipeline < 0 || c.SpoolMaxBytes < 0 {
+		errs = append(errs, fmt.Errorf("%w: QueueSize, BatchSize, Pipeline and SpoolMaxBytes must not be negative", ErrInvalidConfig))
+	}
+	if c.ProducerID != "" && !plainID(c.ProducerID) {
+		errs = append(errs, fmt.Errorf("%w: ProducerID %q: want 1 to 128 of [A-Za-z0-9._:-]", ErrInvalidConfig, truncateID(c.ProducerID)))
 	}
 	if c.MaxLen < 0 || c.Count < 0 {
 		errs = append(errs, fmt.Errorf("%w: MaxLen %d and Count %d must not be negative", ErrInvalidConfig, c.MaxLen, c.Count))
@@ -139,6 +249,11 @@ type Bus struct {
 	own bool
 	bus *streambus.Bus
 	log *slog.Logger
+
+	stopCheckpoints context.CancelFunc
+	checkpointsDone chan struct{}
+
+	durableOnce sync.Once
 }
 
 // New returns a Bus. It does not contact Redis: an unreachable server shows
@@ -153,38 +268,52 @@ func New(cfg Config, logger *slog.Logger) (*Bus, error) {
 	}
 	rdb, own := cfg.Client, false
 	if rdb == nil {
-		opts, err := redis.ParseURL(cfg.RedisURL)
+		c, _, err := redisconn.NewFromURL(cfg.RedisURL, "", redisconn.Timeouts{Dial: cfg.WriteTimeout, IO: cfg.WriteTimeout})
 		if err != nil {
 			// The URL may hold a password: do not quote it.
-			return nil, fmt.Errorf("%w: RedisURL: not a redis:// or rediss:// URL", ErrInvalidConfig)
+			return nil, fmt.Errorf("%w: RedisURL: not a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL", ErrInvalidConfig)
 		}
-		opts.DialTimeout = cfg.WriteTimeout
-		opts.ReadTimeout = cfg.WriteTimeout
-		opts.WriteTimeout = cfg.WriteTimeout
-		opts.PoolTimeout = cfg.WriteTimeout
-		opts.MaxRetries = 1
-		opts.DialerRetries = 1
-		opts.DialerRetryTimeout = min(cfg.WriteTimeout/10, 100*time.Millisecond)
-		opts.ContextTimeoutEnabled = true
-		rdb, own = redis.NewClient(opts), true
+		rdb, own = c, true
 	}
-	bus, err := streambus.New(streambus.Config{Block: cfg.Block, Count: cfg.Count}, logger, rdb, cfg.Keys.k)
+	bus, err := streambus.New(streambus.Config{Block: cfg.Block, Count: cfg.Count, Source: cfg.Source,
+		Checkpoint: integrity.ChainConfig{CheckpointEvery: cfg.CheckpointEvery, CheckpointInterval: cfg.CheckpointInterval}},
+		logger, rdb, cfg.Keys.k)
 	if err != nil {
 		if own {
 			_ = rdb.Close()
 		}
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	return &Bus{cfg: cfg, rdb: rdb, own: own, bus: bus, log: logger}, nil
+	ctx, stop := context.WithCancel(context.Background())
+	b := &Bus{cfg: cfg, rdb: rdb, own: own, bus: bus, log: logger, stopCheckpoints: stop, checkpointsDone: make(chan struct{})}
+	go func() {
+		defer close(b.checkpointsDone)
+		bus.RunCheckpoints(ctx)
+	}()
+	return b, nil
 }
 
-// Close releases the Redis client the Bus created; a Config.Client stays
-// open.
+// Source returns the source id the Bus signs as: "<Config.Source>/<session>".
+func (b *Bus) Source() string { return b.bus.Source() }
+
+// Close appends the closing checkpoint of the chain (within WriteTimeout),
+// stops the periodic checkpoints and releases the Redis client the Bus
+// created; a Config.Client stays open. A Bus that could not write its
+// closing checkpoint still closes and returns the error: a reader will
+// report the source's tail as missing.
 func (b *Bus) Close() error {
-	if b.own {
-		return b.rdb.Close()
+	b.stopCheckpoints()
+	<-b.checkpointsDone
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.WriteTimeout)
+	defer cancel()
+	err := b.bus.CloseChain(ctx)
+	if err != nil {
+		err = classify("close", err)
 	}
-	return nil
+	if b.own {
+		err = errors.Join(err, b.rdb.Close())
+	}
+	return err
 }
 
 // Audit signs event and appends it to the audit stream, returning the new
@@ -198,22 +327,100 @@ func (b *Bus) Close() error {
 //
 // The event gets an event_id (UUIDv7) and a timestamp (RFC 3339, UTC) when
 // it has none; the bytes are otherwise written as given. The call takes at
-// most Config.WriteTimeout: when Redis is unreachable it returns an error
-// wrapping ErrUnavailable, and the event was not written.
+// most Config.WriteTimeout. Its error says what became of the event:
+//
+//   - ErrInvalidEvent: refused, nothing sent;
+//   - ErrUnavailable: not written (Redis unreachable, or it refused to run
+//     the append); try again later;
+//   - ErrOutcomeUnknown, as an *OutcomeUnknownError: sent, no answer. Retry
+//     with OutcomeUnknownError.Event (the event as stamped, with its event
+//     id): an event id Audit wrote within Config.RetryWindow is not written
+//     again, and the retry returns the first entry id.
+//
+// For high rates, use a Producer: it pipelines batches instead of one round
+// trip per event.
 func (b *Bus) Audit(ctx context.Context, event any) (string, error) {
 	raw, err := encodeEvent(event)
 	if err != nil {
 		return "", err
 	}
-	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
-	defer cancel()
-	e, err := b.bus.XAdd(ctx, b.cfg.Stream, raw, b.cfg.MaxLen)
+	b.durableOnce.Do(func() { go b.warnNotDurable(context.WithoutCancel(ctx)) })
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("audit: %w (the event was not sent)", err)
+	}
+	env, err := b.bus.Seal(b.cfg.Stream, raw)
 	if err != nil {
 		return "", classify("audit", err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
+	defer cancel()
+	id, dup, err := b.bus.AppendOnce(ctx, b.cfg.Stream, env, b.cfg.MaxLen, b.cfg.RetryWindow)
+	if err != nil {
+		// The link Seal signed may or may not be in the stream: the chain
+		// goes on in a new session rather than past a possible hole.
+		b.bus.ChainBroken(ctx, b.cfg.Stream, err)
+		if notSent(err) {
+			return "", classify("audit", err)
+		}
+		return "", &OutcomeUnknownError{EventID: env.EventID, Event: env.Event, Err: err}
+	}
+	if dup {
+		// A retry: the event is there already, under its first link; the
+		// link signed now was not written.
+		b.bus.ChainBroken(ctx, b.cfg.Stream, fmt.Errorf("event %s was written before", env.EventID))
+	} else {
+		_ = b.bus.Checkpoint(ctx) // by count; failures are logged there
+	}
 	b.log.LogAttrs(ctx, slog.LevelDebug, "audit_event_written",
-		slog.String("stream", b.cfg.Stream), slog.String("entry_id", e.ID), slog.String("event_id", e.EventID))
-	return e.ID, nil
+		slog.String("stream", b.cfg.Stream), slog.String("entry_id", id), slog.String("event_id", env.EventID), slog.Bool("retry", dup))
+	return id, nil
+}
+
+// OutcomeUnknownError is Audit's error when the append was sent and no
+// answer came. It wraps ErrOutcomeUnknown.
+type OutcomeUnknownError struct {
+	// EventID is the event's event_id.
+	EventID string
+	// Event is the event as stamped: pass it to Audit again to retry.
+	Event json.RawMessage
+	// Err is what the Redis client said.
+	Err error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("%v: event %s was sent and not answered (%v): retry with the same event id", ErrOutcomeUnknown, e.EventID, e.Err)
+}
+
+// Unwrap returns ErrOutcomeUnknown and the client's error.
+func (e *OutcomeUnknownError) Unwrap() []error { return []error{ErrOutcomeUnknown, e.Err} }
+
+// dialError: the connection could not be made (nothing was sent), or the
+// client was closed or out of connections before sending.
+func dialError(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// warnNotDurable logs redis_not_durable when Redis may lose appended events
+// on its own: no AOF, or an eviction policy other than noeviction (the
+// check run makes). A server that forbids CONFIG is not reported.
+func (b *Bus) warnNotDurable(ctx context.Context) {
+	for _, p := range NotDurable(ctx, b.rdb, b.cfg.WriteTimeout) {
+		b.log.LogAttrs(ctx, slog.LevelWarn, "redis_not_durable", slog.String("problem", p))
+	}
+}
+
+// NotDurable returns why Redis could lose appended events on its own (no
+// AOF, an eviction policy other than noeviction), nothing when it is
+// durable or does not answer CONFIG GET within timeout.
+func NotDurable(ctx context.Context, rdb redis.UniversalClient, timeout time.Duration) []string {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	problems, _ := streambus.DurabilityProblems(ctx, rdb)
+	return problems
 }
 
 func encodeEvent(event any) ([]byte, error) {
@@ -352,6 +559,7 @@ func (b *Bus) Consume(ctx context.Context, consumer string) iter.Seq2[Message, e
 				}
 				b.dropDeleted(ctx, batch.Deleted)
 			}
+			b.ackCheckpoints(ctx, batch.Checkpoints)
 			b.log.LogAttrs(ctx, slog.LevelDebug, "audit_events_consumed",
 				slog.String("consumer", consumer), slog.Int("count", len(batch.Entries)))
 			for _, e := range batch.Entries {
@@ -371,6 +579,21 @@ func (b *Bus) dropDeleted(ctx context.Context, ids []string) {
 	}
 	b.log.LogAttrs(ctx, slog.LevelWarn, "audit_pending_deleted",
 		slog.String("stream", b.cfg.Stream), slog.String("group", b.cfg.Group), slog.Any("entry_ids", ids))
+	if _, err := b.Ack(ctx, ids...); err != nil {
+		b.log.LogAttrs(ctx, slog.LevelWarn, "audit_ack_failed", slog.String("error", err.Error()))
+	}
+}
+
+// ackCheckpoints acknowledges the checkpoints of chained producers: they
+// prove the trail whole to a reader of the stream and carry no event.
+func (b *Bus) ackCheckpoints(ctx context.Context, cps []streambus.Entry) {
+	if len(cps) == 0 {
+		return
+	}
+	ids := make([]string, len(cps))
+	for i, c := range cps {
+		ids[i] = c.ID
+	}
 	if _, err := b.Ack(ctx, ids...); err != nil {
 		b.log.LogAttrs(ctx, slog.LevelWarn, "audit_ack_failed", slog.String("error", err.Error()))
 	}
@@ -445,6 +668,7 @@ func (b *Bus) ClaimStale(ctx context.Context, consumer string) ([]Message, error
 		for _, e := range batch.Entries {
 			out = append(out, message(e))
 		}
+		b.ackCheckpoints(ctx, batch.Checkpoints)
 		if len(batch.Deleted) > 0 {
 			b.log.LogAttrs(ctx, slog.LevelWarn, "audit_pending_deleted",
 				slog.String("stream", b.cfg.Stream), slog.String("group", b.cfg.Group), slog.Any("entry_ids", batch.Deleted))

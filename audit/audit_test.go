@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -346,4 +347,60 @@ func TestServerRefusalIsNotUnavailable(t *testing.T) {
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, audit.ErrUnavailable, "WRONGTYPE is a refusal, not an outage")
 	assert.Contains(t, err.Error(), "WRONGTYPE")
+}
+
+// TestAuditSignsAChain: the package signs envelope version 2, one chain
+// per Bus, ends it with a closing checkpoint in Close, and Consume never
+// yields a checkpoint (it acknowledges it).
+func TestAuditSignsAChain(t *testing.T) {
+	srv := redistest.Start(t)
+	keys := testKeys(t)
+	b, err := audit.New(audit.Config{RedisURL: srv.URL(), Keys: keys, Stream: "audit:chain", Source: "billing-api", CheckpointEvery: 2}, nil)
+	require.NoError(t, err)
+	ctx := context.Background()
+	for i := range 3 {
+		_, err := b.Audit(ctx, map[string]any{"i": i})
+		require.NoError(t, err)
+	}
+	source := b.Source()
+	assert.True(t, strings.HasPrefix(source, "billing-api/"), source)
+	require.NoError(t, b.Close())
+
+	rdb := srv.Client(t)
+	msgs, err := rdb.XRange(ctx, "audit:chain", "-", "+").Result()
+	require.NoError(t, err)
+	var kinds []string
+	for i, m := range msgs {
+		assert.Equal(t, "2", m.Values["v"])
+		assert.Equal(t, source, m.Values["src"])
+		assert.Equal(t, fmt.Sprint(i+1), m.Values["seq"])
+		kinds = append(kinds, m.Values["kind"].(string))
+	}
+	assert.Equal(t, []string{"event", "event", "checkpoint", "event", "checkpoint"}, kinds,
+		"a checkpoint after every 2 events, and the closing one")
+
+	_, err = audit.New(audit.Config{RedisURL: srv.URL(), Keys: keys, Source: "bad name"}, nil)
+	require.ErrorIs(t, err, audit.ErrInvalidConfig)
+
+	c, err := audit.New(audit.Config{RedisURL: srv.URL(), Keys: keys, Stream: "audit:chain"}, nil)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.CreateGroup(ctx)
+	require.NoError(t, err)
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	n := 0
+	for m, err := range c.Consume(cctx, "c1") {
+		require.NoError(t, err)
+		assert.NotContains(t, string(m.Event), `"checkpoint"`)
+		n++
+		if n == 3 {
+			break
+		}
+	}
+	assert.Equal(t, 3, n)
+	require.Eventually(t, func() bool {
+		p, err := c.Pending(ctx)
+		return err == nil && p.Count == 3
+	}, 3*time.Second, 50*time.Millisecond, "checkpoints acknowledged, the 3 events pending until acked")
 }

@@ -1,11 +1,15 @@
 package host
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/tetratelabs/wazero"
 
 	"github.com/auditproc/auditproc/abi"
 )
@@ -30,7 +34,12 @@ const wasmPageSize = 64 << 10
 type Config struct {
 	// CacheDir is where compiled modules are cached between runs. Empty keeps
 	// the cache in memory only (a module is then compiled once per Load).
+	// Ignored when Cache is set, which has its own.
 	CacheDir string
+	// Cache, when set, is the compilation cache every plugin loaded with
+	// this Config shares (one per pipeline: a module loaded twice is
+	// compiled once).
+	Cache *Cache
 	// Logger receives plugin log lines (host function log, stdout, stderr)
 	// and instance restarts. Nil discards them.
 	Logger *slog.Logger
@@ -158,4 +167,84 @@ func (s PluginSpec) memoryLimitPages() uint32 {
 // guest is stopped within its deadline plus one tick.
 func tick(deadline time.Duration) time.Duration {
 	return min(max(deadline/8, time.Millisecond), 25*time.Millisecond)
+}
+
+// Cache is a compilation cache that plugins share (Config.Cache): wazero's
+// compiled native code, in memory and, with a directory, on disk. Every
+// plugin loaded with it keeps it open until the plugin is closed, so its
+// creator may Close it as soon as the plugins are loaded: the last of them
+// to close releases it.
+type Cache struct {
+	c   wazero.CompilationCache
+	dir string
+
+	mu          sync.Mutex
+	refs        int  // the creator's reference and one per plugin
+	creatorGone bool // Close was called
+}
+
+// NewCache returns a compilation cache kept in dir, or in memory only when
+// dir is empty.
+func NewCache(dir string) (*Cache, error) {
+	c, err := newCompilationCache(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &Cache{c: c, dir: dir, refs: 1}, nil
+}
+
+// Close gives up the creator's reference; the cache is released once every
+// plugin that uses it is closed too. Calling it more than once is a no-op.
+func (c *Cache) Close(ctx context.Context) error {
+	c.mu.Lock()
+	if c.refs > 0 && !c.creatorGone {
+		c.creatorGone = true
+		c.mu.Unlock()
+		return c.release(ctx)
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// acquire takes a plugin's reference; false when the cache is released.
+func (c *Cache) acquire() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refs == 0 {
+		return false
+	}
+	c.refs++
+	return true
+}
+
+// release gives up one reference and releases the cache with the last.
+func (c *Cache) release(ctx context.Context) error {
+	c.mu.Lock()
+	c.refs--
+	last := c.refs == 0
+	c.mu.Unlock()
+	if last {
+		return c.c.Close(ctx)
+	}
+	return nil
+}
+
+// dir is where instrumented modules are kept: the shared cache's
+// directory, or CacheDir.
+func (cfg Config) dir() string {
+	if cfg.Cache != nil {
+		return cfg.Cache.dir
+	}
+	return cfg.CacheDir
+}
+
+func newCompilationCache(dir string) (wazero.CompilationCache, error) {
+	if dir == "" {
+		return wazero.NewCompilationCache(), nil
+	}
+	c, err := wazero.NewCompilationCacheWithDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("compilation cache: %w", err)
+	}
+	return c, nil
 }

@@ -14,8 +14,6 @@ import (
 	"github.com/auditproc/auditproc/abi"
 )
 
-const abiInitialize = abi.ExportInitialize
-
 type phase uint8
 
 const (
@@ -97,7 +95,7 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 
 	inst.begin(ctx, p.now(), p.spec.InitDeadline)
 	inst.phase = phaseInit
-	mod, err := p.rt.InstantiateModule(inst.ctx, p.compiled, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
+	mod, err := p.rt.InstantiateModule(inst.ctx, p.module, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
 	if err != nil {
 		killed := !inst.end()
 		inst.close(-1)

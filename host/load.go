@@ -270,7 +270,7 @@ func Load(ctx context.Context, spec PluginSpec, cfg Config) (*Plugin, error) {
 		p.logger.Warn("plugin uses WebAssembly that the metered deadline guard cannot instrument; using wazero's guard, under which loops run several times slower",
 			"reason", c.fallback)
 	}
-	if info := describe(c.compiled, c.offered); len(info.Problems) > 0 {
+	if info := describe(c.module, c.offered); len(info.Problems) > 0 {
 		return fail(errors.Join(info.Problems...))
 	}
 
@@ -288,11 +288,12 @@ func Load(ctx context.Context, spec PluginSpec, cfg Config) (*Plugin, error) {
 // guest runs between two checks of its deadline (see host/internal/meter).
 const meterPeriod = 1 << 12
 
-// compiled is a plugin's runtime and compiled module.
-type compiled struct {
+// compiledPlugin is a plugin's runtime and compiled module.
+type compiledPlugin struct {
 	rt       wazero.Runtime
-	cache    wazero.CompilationCache
-	compiled wazero.CompiledModule
+	cache    wazero.CompilationCache // the plugin's own, or nil
+	shared   *Cache                  // the shared one it holds a reference of, or nil
+	module   wazero.CompiledModule
 	offered  map[Import]signature
 	guard    Guard
 	fallback error // why a guarded plugin is not metered
@@ -301,20 +302,27 @@ type compiled struct {
 // compilePlugin compiles wasm in a runtime of its own: instrumented by the
 // meter when the plugin is guarded, with wazero's guard when the module uses
 // what the meter does not know, and plain when trusted.
-func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, sum string) (*compiled, error) {
+func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, sum string) (*compiledPlugin, error) {
 	if spec.Trusted {
 		return compileWith(ctx, spec, cfg, wasm, GuardOff)
 	}
-	cached := meteredPath(cfg.CacheDir, sum)
+	cached := meteredPath(cfg.dir(), sum)
 	if metered, err := os.ReadFile(cached); err == nil {
 		if c, err := compileWith(ctx, spec, cfg, metered, GuardMetered); err == nil {
 			return c, nil
 		}
 		// A damaged cache file: instrument again below and replace it.
 	}
+	// Only a module valid as written is instrumented (a cached one was
+	// validated before it was kept): the rewrite adds a function, a type, a
+	// global and a local, and must not turn an invalid reference to one of
+	// them into a valid one.
+	if err := validate(ctx, wasm); err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
 	metered, err := meter.Instrument(wasm, meterPeriod)
 	if err == nil {
-		var c *compiled
+		var c *compiledPlugin
 		if c, err = compileWith(ctx, spec, cfg, metered, GuardMetered); err == nil {
 			saveMetered(cached, metered) // only what compiled is kept
 			return c, nil
@@ -369,23 +377,52 @@ func saveMetered(path string, metered []byte) {
 	}
 }
 
-func compileWith(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, guard Guard) (_ *compiled, err error) {
-	c := &compiled{guard: guard}
-	if cfg.CacheDir != "" {
-		if c.cache, err = wazero.NewCompilationCacheWithDir(cfg.CacheDir); err != nil {
-			return nil, fmt.Errorf("compilation cache: %w", err)
+// close closes the runtime, then the cache it used (or its reference).
+func (c *compiledPlugin) close(ctx context.Context) error {
+	err := c.rt.Close(ctx)
+	if c.cache != nil {
+		_ = c.cache.Close(ctx)
+	}
+	if c.shared != nil {
+		_ = c.shared.release(ctx)
+	}
+	return err
+}
+
+// validate compiles wasm with wazero's interpreter, which checks a module
+// as the compiler does without generating code.
+func validate(ctx context.Context, wasm []byte) error {
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
+	defer rt.Close(ctx)
+	m, err := rt.CompileModule(ctx, wasm)
+	if err != nil {
+		return err
+	}
+	return m.Close(ctx)
+}
+
+func compileWith(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, guard Guard) (_ *compiledPlugin, err error) {
+	c := &compiledPlugin{guard: guard}
+	var cache wazero.CompilationCache
+	switch {
+	case cfg.Cache != nil:
+		if !cfg.Cache.acquire() {
+			return nil, errors.New("compilation cache: closed")
 		}
-	} else {
-		c.cache = wazero.NewCompilationCache()
+		c.shared, cache = cfg.Cache, cfg.Cache.c
+	default:
+		if c.cache, err = newCompilationCache(cfg.CacheDir); err != nil {
+			return nil, err
+		}
+		cache = c.cache
 	}
 	c.rt = wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
-		WithCompilationCache(c.cache).
+		WithCompilationCache(cache).
 		WithMemoryLimitPages(spec.memoryLimitPages()).
 		WithCloseOnContextDone(guard == GuardWazero))
 	defer func() {
 		if err != nil {
-			_ = c.rt.Close(context.Background())
-			_ = c.cache.Close(context.Background())
+			c.close(context.Background())
 		}
 	}()
 	if c.offered, err = offerImports(ctx, c.rt); err != nil {
@@ -397,7 +434,7 @@ func compileWith(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, 
 		}
 		c.offered[Import{meter.ImportModule, meter.ImportName}] = signature{}
 	}
-	if c.compiled, err = c.rt.CompileModule(ctx, wasm); err != nil {
+	if c.module, err = c.rt.CompileModule(ctx, wasm); err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
 	return c, nil

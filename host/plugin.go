@@ -10,22 +10,24 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+
+	"github.com/auditproc/auditproc/abi"
 )
 
 // Plugin is a loaded, compiled and checked plugin: one wazero runtime with
 // its memory limit and deadline guard. It is safe for concurrent use; the
 // instances it makes are not, and each Worker keeps its own.
 type Plugin struct {
-	spec     PluginSpec
-	sha256   string
-	logger   *slog.Logger
-	rt       wazero.Runtime
-	cache    wazero.CompilationCache
-	compiled wazero.CompiledModule
-	guard    Guard
-	modCfg   wazero.ModuleConfig
-	epoch    time.Time // deadlines are nanoseconds since epoch (monotonic)
-	logs     *rateLimiter
+	spec   PluginSpec
+	sha256 string
+	logger *slog.Logger
+	rt     wazero.Runtime
+	comp   *compiledPlugin // closed with the plugin
+	module wazero.CompiledModule
+	guard  Guard
+	modCfg wazero.ModuleConfig
+	epoch  time.Time // deadlines are nanoseconds since epoch (monotonic)
+	logs   *rateLimiter
 
 	mu     sync.Mutex
 	live   map[*instance]struct{} // instances the deadline ticker watches
@@ -68,7 +70,7 @@ type Stats struct {
 	Restarts       map[Cause]uint64 // instances discarded or recycled, by cause
 }
 
-func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiled) *Plugin {
+func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiledPlugin) *Plugin {
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -76,7 +78,7 @@ func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiled) *Plugin {
 	logger = logger.With("plugin", spec.Name)
 	modCfg := wazero.NewModuleConfig().
 		WithName(""). // many instances of one module in one runtime
-		WithStartFunctions(abiInitialize).
+		WithStartFunctions(abi.ExportInitialize).
 		// Real randomness: wazero's default is a fixed sequence, which would
 		// give every instance the same "random" ids.
 		WithRandSource(rand.Reader)
@@ -85,18 +87,18 @@ func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiled) *Plugin {
 		modCfg = modCfg.WithSysWalltime().WithSysNanotime()
 	}
 	return &Plugin{
-		spec:     spec,
-		sha256:   sum,
-		logger:   logger,
-		rt:       c.rt,
-		cache:    c.cache,
-		compiled: c.compiled,
-		guard:    c.guard,
-		modCfg:   modCfg,
-		epoch:    time.Now(),
-		logs:     newRateLimiter(spec.LogLinesPerSecond),
-		live:     map[*instance]struct{}{},
-		stop:     make(chan struct{}),
+		spec:   spec,
+		sha256: sum,
+		logger: logger,
+		rt:     c.rt,
+		comp:   c,
+		module: c.module,
+		guard:  c.guard,
+		modCfg: modCfg,
+		epoch:  time.Now(),
+		logs:   newRateLimiter(spec.LogLinesPerSecond),
+		live:   map[*instance]struct{}{},
+		stop:   make(chan struct{}),
 	}
 }
 
@@ -139,11 +141,7 @@ func (p *Plugin) Close(ctx context.Context) error {
 	p.live = nil
 	p.idle = nil
 	p.mu.Unlock()
-	err := p.rt.Close(ctx)
-	if p.cache != nil {
-		_ = p.cache.Close(ctx)
-	}
-	return err
+	return p.comp.close(ctx)
 }
 
 func (p *Plugin) now() int64 { return int64(time.Since(p.epoch)) }

@@ -15,7 +15,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 scripts/deps.sh
 say "building auditproc and the plugins"
-go build -o bin/auditproc ./cmd/auditproc
+make -s build >/dev/null
 scripts/build-plugins.sh build/wasm
 ap=bin/auditproc
 
@@ -51,7 +51,8 @@ export AUDITPROC_DEAD_LETTER_STREAM="${prefix}audit:dead"
 # Quick redelivery, so forged entries reach the dead-letter stream within
 # seconds rather than after the production min_idle of a minute.
 export AUDITPROC_RECLAIM_MIN_IDLE=2s AUDITPROC_RECLAIM_INTERVAL=250ms AUDITPROC_RECLAIM_MAX_DELIVERIES=3
-export AUDITPROC_CONSUMER_BLOCK=500ms AUDITPROC_METRICS_ADDRESS=
+# Metrics on a port of its own (127.0.0.1:0): two demos at once do not collide.
+export AUDITPROC_CONSUMER_BLOCK=500ms AUDITPROC_METRICS_ADDRESS=127.0.0.1:0
 # Compiled plugins are cached between demos (the first one compiles them).
 export AUDITPROC_HOST_CACHE_DIR="$PWD/build/cache"
 config=$work/plugins.yaml

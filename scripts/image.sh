@@ -41,7 +41,7 @@ version="$(git describe --tags --always --dirty 2>/dev/null || echo devel)"
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
 
 # 1. The binary: static, no cgo, reproducible paths.
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" \
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version -X main.revision=$revision" \
   -o "$rootfs/usr/local/bin/auditproc" ./cmd/auditproc
 
 # 2. The example plugins (the test fixtures stay out of the image).
@@ -58,6 +58,11 @@ done
 sed -e 's#path: build/wasm/#path: /usr/lib/auditproc/plugins/#' \
     -e 's#url: redis://127.0.0.1:6379/0#url: redis://redis:6379/0#' \
     plugins.yaml >"$rootfs/etc/auditproc/plugins.yaml"
+# Metrics reachable from outside the container, in the file (not ENV), so a
+# mounted plugins.yaml keeps its own metrics.address.
+if ! grep -q '^metrics:' "$rootfs/etc/auditproc/plugins.yaml"; then
+  printf '\n# In the image: reachable from outside the container, for Prometheus.\nmetrics:\n  address: 0.0.0.0:9464\n' >>"$rootfs/etc/auditproc/plugins.yaml"
+fi
 if grep -q 'path: build/wasm/' "$rootfs/etc/auditproc/plugins.yaml"; then
   echo "image: plugins.yaml still names build/wasm/ after rewriting" >&2
   exit 1

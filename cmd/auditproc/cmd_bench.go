@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/auditproc/auditproc/audit"
 	"github.com/auditproc/auditproc/internal/bench"
 	"github.com/auditproc/auditproc/internal/config"
 	"github.com/auditproc/auditproc/internal/integrity"
@@ -19,6 +20,7 @@ func benchCommand() *command {
 		cfg   bench.Config
 		only  string
 		child string
+		evs   string
 	)
 	return &command{
 		name:    "bench",
@@ -46,16 +48,17 @@ HMAC key is generated for the run and never printed.`,
 			fs.StringVar(&cfg.Pipeline, "pipeline", bench.DefaultPipeline, "the default pipeline's configuration file")
 			fs.StringVar(&cfg.WasmDir, "wasm-dir", bench.DefaultWasmDir, "directory of the built example plugins (make plugins)")
 			fs.StringVar(&cfg.CacheDir, "cache-dir", bench.DefaultCacheDir, "compiled-module cache, warmed before measuring")
-			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, noop-go, noop-c, forward, three, default, trusted")
+			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, verify-v2, noop-go, noop-c, forward, three, default, trusted, produce-raw, produce-emit, produce-batch, produce-sync, trail")
 			// The scenarios' own processes: not for users.
-			fs.StringVar(&child, "child", "", "internal: run one scenario's consumer (baseline, baseline-hmac, verify)")
+			fs.StringVar(&child, "child", "", "internal: run one scenario's consumer (baseline, baseline-hmac, verify) or producer (produce-raw, produce-batch, produce-sync)")
+			fs.StringVar(&evs, "events", "", "internal: the JSON-lines file a producer scenario appends")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if len(args) > 0 {
 				return usagef("bench takes no arguments, got %q", args)
 			}
 			if child != "" {
-				return benchChild(ctx, sio, child)
+				return benchChild(ctx, sio, child, evs)
 			}
 			if cfg.Executable == "" {
 				exe, err := os.Executable()
@@ -80,7 +83,7 @@ HMAC key is generated for the run and never printed.`,
 
 // benchChild runs one scenario's consumer with its configuration from the
 // environment (AUDITPROC_…), as the bench command sets it.
-func benchChild(ctx context.Context, sio stdio, which string) error {
+func benchChild(ctx context.Context, sio stdio, which, events string) error {
 	cfg, err := config.Load(config.Source{Getenv: os.Getenv, NoPipeline: true})
 	if err != nil {
 		return usageError{err}
@@ -111,6 +114,27 @@ func benchChild(ctx context.Context, sio stdio, which string) error {
 		}
 		newLogger(sio.err, cfg.Log.Format, cfg.Log.Level).Info("baseline_drained", slog.Int("entries", n))
 		return nil
+	case "produce-raw":
+		opt, err := redis.ParseURL(cfg.Redis.URL)
+		if err != nil {
+			return usageError{err}
+		}
+		rdb := redis.NewClient(opt)
+		defer rdb.Close()
+		_, err = bench.ProduceRaw(ctx, rdb, cfg.Stream.Name, events)
+		return err
+	case "produce-batch", "produce-sync":
+		keys, err := audit.LoadKeyring(os.Getenv)
+		if err != nil {
+			return usageError{err}
+		}
+		acfg := audit.Config{RedisURL: cfg.Redis.URL, Keys: keys, Stream: cfg.Stream.Name}
+		if which == "produce-batch" {
+			_, err = bench.ProduceBatched(ctx, acfg, events)
+		} else {
+			_, err = bench.ProduceSync(ctx, acfg, events, bench.SyncWorkers)
+		}
+		return err
 	}
 	return usagef("bench --child: unknown scenario %q", which)
 }

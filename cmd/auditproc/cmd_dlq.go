@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -90,9 +91,12 @@ func dlqListCommand() *command {
 	return &command{
 		name:    "list",
 		summary: "list dead-lettered entries, oldest first",
-		usage:   "[--count N] [--json]",
+		usage:   "[--count N] [--json] [--stream NAME]",
 		examples: `  auditproc dlq list
-  auditproc dlq list --json --count 1000 > dead.jsonl`,
+  auditproc dlq list --json --count 1000 > dead.jsonl
+
+  # only the dead letters of one audit stream (of the first --count entries)
+  auditproc dlq list --stream audit:payments`,
 		flags: func(fs *flag.FlagSet) {
 			cf = newConfigFlags(fs)
 			fs.Int64Var(&count, "count", 100, "list at most this many")
@@ -119,6 +123,16 @@ func dlqListCommand() *command {
 			msgs, err := bus.XRange(ctx, cfg.DeadLetter.Stream, "-", "+", count)
 			if err != nil {
 				return fmt.Errorf("dlq list %s: %w", cfg.DeadLetter.Stream, err)
+			}
+			if cf.set("stream") {
+				// --stream lists the dead letters of that audit stream only.
+				kept := msgs[:0]
+				for _, m := range msgs {
+					if parseDeadLetter(m).OriginalStream == cfg.Stream.Name {
+						kept = append(kept, m)
+					}
+				}
+				msgs = kept
 			}
 			if asJSON {
 				enc := json.NewEncoder(sio.out)
@@ -180,10 +194,19 @@ between the two steps, the entry may be replayed twice (same event_id).`,
 				return usageError{err}
 			}
 			defer rdb.Close()
-			bus, err := streambus.New(streambus.Config{}, slog.New(slog.DiscardHandler), rdb, keys)
+			// Replayed entries are signed anew as one chain (envelope v2),
+			// closed when the replay ends.
+			bus, err := streambus.New(streambus.Config{Source: hostSource("dlq-replay")}, slog.New(slog.DiscardHandler), rdb, keys)
 			if err != nil {
 				return err
 			}
+			defer func() {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				defer cancel()
+				if err := bus.CloseChain(cctx); err != nil {
+					fmt.Fprintf(sio.err, "dlq replay: closing checkpoint of %s not written: %v\n", bus.Source(), err)
+				}
+			}()
 			var msgs []streambus.RawEntry
 			if all {
 				msgs, err = xrangeAll(ctx, bus, cfg.DeadLetter.Stream)

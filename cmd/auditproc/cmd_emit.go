@@ -4,25 +4,33 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"time"
 
+	"github.com/auditproc/auditproc/audit"
 	"github.com/auditproc/auditproc/internal/config"
 	"github.com/auditproc/auditproc/internal/integrity"
-	"github.com/auditproc/auditproc/internal/streambus"
 )
+
+// defaultEmitTimeout is how long emit waits for Redis to take an event
+// before giving up (without --spool).
+const defaultEmitTimeout = 30 * time.Second
 
 func emitCommand() *command {
 	var (
-		cf     *configFlags
-		file   string
-		maxLen int64
-		quiet  bool
+		cf       *configFlags
+		file     string
+		maxLen   int64
+		quiet    bool
+		spoolDir string
+		spoolMax int64
+		timeout  time.Duration
 	)
 	return &command{
 		name:    "emit",
@@ -34,129 +42,286 @@ func emitCommand() *command {
   # a JSON-lines file, with a progress bar on a terminal
   auditproc emit --file events.jsonl
 
-  # from another program
-  produce-events | auditproc emit --file -
+  # from another program, spooling to disk while Redis is away
+  produce-events | auditproc emit --file - --spool /var/spool/auditproc
 
-Every line is checked before anything is written: a file with a bad line is
-refused whole (exit 2), so a run never stops half-way through its input
-because of the input.`,
+A file is read twice: first every line is checked with every rule signing
+applies (JSON object, UTF-8, event_id and timestamp, the 1 MiB limit), and a
+file with a bad line is refused whole (exit 2) before anything is written;
+then the events are signed and appended in pipelined batches, in constant
+memory. Standard input is copied to a temporary file for the two passes.
+
+Event ids emit adds are derived from the file's content and the line, and
+Redis remembers which lines of a file it holds (24 hours): running the same
+file again after a failure part-way writes only what is missing, never an
+event twice. To append the same lines again as new events, change the file.`,
 		flags: func(fs *flag.FlagSet) {
 			cf = newConfigFlags(fs)
 			fs.StringVar(&file, "file", "", "JSON-lines file of events, or - for standard input (default: arguments, else standard input)")
 			fs.Int64Var(&maxLen, "max-len", 0, "trim the stream to about this many entries (MAXLEN ~); 0 never trims, the audit default")
 			fs.BoolVar(&quiet, "quiet", false, "print nothing but errors")
+			fs.StringVar(&spoolDir, "spool", "", "directory where signed events wait, fsynced, while Redis is away (sent in order once it is back; see 'auditproc spool')")
+			fs.Int64Var(&spoolMax, "spool-max", audit.DefaultSpoolMaxBytes, "most bytes the spool may hold")
+			fs.DurationVar(&timeout, "timeout", defaultEmitTimeout, "without --spool: how long to wait for Redis before giving up")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if file != "" && len(args) > 0 {
 				return usagef("emit: give events as arguments or with --file, not both")
 			}
-			if maxLen < 0 {
-				return usagef("emit: --max-len must not be negative")
+			if maxLen < 0 || spoolMax < 0 || timeout <= 0 {
+				return usagef("emit: --max-len and --spool-max must not be negative, --timeout must be positive")
 			}
 			cfg, err := cf.loadNoPipeline()
 			if err != nil {
 				return err
 			}
-			events, err := collectEvents(sio, file, args)
+			keys, err := audit.LoadKeyring(os.Getenv)
 			if err != nil {
-				return err
+				return usageError{err}
 			}
-			return emitEvents(ctx, sio, &cfg, events, maxLen, quiet, file != "" && file != "-")
+			ikeys, err := integrity.LoadKeyring(os.Getenv)
+			if err != nil {
+				return usageError{err}
+			}
+			e := &emitter{sio: sio, cfg: &cfg, keys: keys, maxBytes: ikeys.MaxEventBytes(), maxLen: maxLen, quiet: quiet,
+				spool: spoolDir, spoolMax: spoolMax, timeout: timeout}
+			if len(args) > 0 {
+				return e.emitArgs(ctx, args)
+			}
+			return e.emitFile(ctx, file)
 		},
 	}
 }
 
-// collectEvents reads and checks every event before any is written.
-func collectEvents(sio stdio, file string, args []string) ([][]byte, error) {
-	var events [][]byte
-	if len(args) > 0 {
-		for i, a := range args {
-			if err := checkEvent([]byte(a)); err != nil {
-				return nil, usagef("emit: argument %d: %v", i+1, err)
-			}
-			events = append(events, []byte(a))
+type emitter struct {
+	sio      stdio
+	cfg      *config.Config
+	keys     *audit.Keyring
+	maxBytes int
+	maxLen   int64
+	quiet    bool
+	spool    string
+	spoolMax int64
+	timeout  time.Duration
+}
+
+func (e *emitter) emitArgs(ctx context.Context, args []string) error {
+	for i, a := range args {
+		if _, err := integrity.CheckEvent([]byte(a), e.maxBytes); err != nil {
+			return usagef("emit: argument %d: %s; nothing was written", i+1, ruleError(err))
 		}
-		return events, nil
 	}
-	var r io.Reader = sio.in
-	name := "standard input"
-	if file != "" && file != "-" {
+	return e.send(ctx, "", len(args), false, func(send func([]byte) error) error {
+		for _, a := range args {
+			if err := send([]byte(a)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ruleError names the rule an event broke.
+func ruleError(err error) string {
+	var ee *integrity.EventError
+	if errors.As(err, &ee) {
+		return fmt.Sprintf("rule %s: %s", ee.Rule, ee.Problem)
+	}
+	return err.Error()
+}
+
+// emitFile checks every line of the file (standard input: copied to a
+// temporary file on the way), then sends them.
+func (e *emitter) emitFile(ctx context.Context, file string) error {
+	name := file
+	var src io.Reader
+	var tmp *os.File
+	if file == "" || file == "-" {
+		name = "standard input"
+		var err error
+		if tmp, err = os.CreateTemp("", "auditproc-emit-*.jsonl"); err != nil {
+			return fmt.Errorf("emit: a temporary file for standard input: %w", err)
+		}
+		defer os.Remove(tmp.Name())
+		defer tmp.Close()
+		src = io.TeeReader(e.sio.in, tmp)
+	} else {
 		f, err := os.Open(file)
 		if err != nil {
-			return nil, usagef("emit: %v", err)
+			return usagef("emit: %v", err)
 		}
 		defer f.Close()
-		r, name = f, file
+		src = f
 	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), integrity.DefaultMaxEventBytes+1)
-	for n := 1; sc.Scan(); n++ {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
+	// Pass 1: every rule on every line, and the content's hash.
+	h := sha256.New()
+	n := 0
+	err := eachLine(io.TeeReader(src, h), e.maxBytes, func(line []byte, no int) error {
+		if _, err := integrity.CheckEvent(line, e.maxBytes); err != nil {
+			return usagef("emit: %s line %d: %s; nothing was written", name, no, ruleError(err))
 		}
-		if err := checkEvent(line); err != nil {
-			return nil, usagef("emit: %s line %d: %v; nothing was written", name, n, err)
-		}
-		events = append(events, bytes.Clone(line))
-	}
-	if err := sc.Err(); err != nil {
-		return nil, usagef("emit: %s: %v; nothing was written", name, err)
-	}
-	if len(events) == 0 {
-		return nil, usagef("emit: no events in %s", name)
-	}
-	return events, nil
-}
-
-func checkEvent(b []byte) error {
-	if len(b) > integrity.DefaultMaxEventBytes {
-		return fmt.Errorf("event is %d bytes, more than the %d allowed", len(b), integrity.DefaultMaxEventBytes)
-	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(b, &obj); err != nil {
-		return fmt.Errorf("not a JSON object: %v", err)
-	}
-	return nil
-}
-
-func emitEvents(ctx context.Context, sio stdio, cfg *config.Config, events [][]byte, maxLen int64, quiet, progress bool) error {
-	keys, err := integrity.LoadKeyring(os.Getenv)
+		n++
+		return nil
+	})
 	if err != nil {
-		return usageError{err}
+		var ue usageError
+		if errors.As(err, &ue) {
+			return err
+		}
+		return usagef("emit: %s: %v; nothing was written", name, err)
 	}
-	rdb, err := redisClient(cfg)
+	if n == 0 {
+		return usagef("emit: no events in %s", name)
+	}
+	// Pass 2: the same bytes again.
+	var again io.Reader
+	if tmp != nil {
+		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		again = tmp
+	} else {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		again = f
+	}
+	producer := "emit-" + hex.EncodeToString(h.Sum(nil))[:32]
+	sum := sha256.New()
+	err = e.send(ctx, producer, n, file != "" && file != "-", func(send func([]byte) error) error {
+		return eachLine(io.TeeReader(again, sum), e.maxBytes, func(line []byte, _ int) error { return send(line) })
+	})
+	if err == nil && !bytes.Equal(sum.Sum(nil), h.Sum(nil)) {
+		return fmt.Errorf("emit: %s changed while it was read: its events were written as read the second time", name)
+	}
+	return err
+}
+
+// eachLine calls f with every non-blank line (trimmed) and its number. A
+// line longer than maxBytes (plus surrounding blanks) is an error naming
+// the line and the limit, read past in constant memory.
+func eachLine(r io.Reader, maxBytes int, f func(line []byte, no int) error) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var long []byte
+	for no := 1; ; no++ {
+		long = long[:0]
+		tooLong := false
+		var line []byte
+		for {
+			chunk, err := br.ReadSlice('\n')
+			if err == bufio.ErrBufferFull {
+				if len(long)+len(chunk) > maxBytes+1024 {
+					tooLong = true
+				} else {
+					long = append(long, chunk...)
+				}
+				continue
+			}
+			if len(long) > 0 || tooLong {
+				if !tooLong && len(long)+len(chunk) <= maxBytes+1024 {
+					long = append(long, chunk...)
+					line = long
+				} else {
+					tooLong = true
+				}
+			} else {
+				line = chunk
+			}
+			if err == io.EOF {
+				if len(line) == 0 && !tooLong {
+					return nil
+				}
+			} else if err != nil {
+				return err
+			}
+			break
+		}
+		if tooLong {
+			return usagef("emit: line %d is longer than the limit of an event, %s: nothing was written", no, limitName(maxBytes))
+		}
+		if t := bytes.TrimSpace(line); len(t) > 0 {
+			if err := f(t, no); err != nil {
+				return err
+			}
+		}
+		if len(line) == 0 || line[len(line)-1] != '\n' {
+			return nil // the last line had no newline
+		}
+	}
+}
+
+func limitName(n int) string {
+	if n == integrity.DefaultMaxEventBytes {
+		return fmt.Sprintf("1 MiB (%d bytes)", n)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// send appends n events through a Producer named producer ("" for a
+// random name) and reports what became of them.
+func (e *emitter) send(ctx context.Context, producer string, n int, progress bool, each func(send func([]byte) error) error) error {
+	rdb, err := redisClient(e.cfg)
 	if err != nil {
 		return usageError{err}
 	}
 	defer rdb.Close()
-	bus, err := streambus.New(streambus.Config{}, slog.New(slog.DiscardHandler), rdb, keys)
+	logger := newLogger(e.sio.err, "text", "warn")
+	p, err := audit.NewProducer(audit.Config{
+		Client: rdb, Keys: e.keys, Stream: e.cfg.Stream.Name, MaxLen: e.maxLen,
+		WriteTimeout: e.cfg.Redis.IOTimeout, ProducerID: producer,
+		SpoolDir: e.spool, SpoolMaxBytes: e.spoolMax,
+		// Enough to keep the pipeline full; a file gains nothing from more.
+		QueueSize: 4 * audit.DefaultPipeline * audit.DefaultBatchSize,
+	}, logger)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
-	bar := newProgress(sio.err, len(events), progress && isTerminal(sio.err))
-	var first, last string
+	bar := newProgress(e.sio.err, n, progress && isTerminal(e.sio.err))
 	start := time.Now()
-	for i, ev := range events {
-		e, err := bus.XAdd(ctx, cfg.Stream.Name, ev, maxLen)
+	sent := 0
+	var sendErr error
+	err = each(func(line []byte) error {
+		sctx, cancel := context.WithTimeout(ctx, e.timeout)
+		_, err := p.Send(sctx, line)
+		cancel()
 		if err != nil {
-			bar.done()
-			if i > 0 {
-				return fmt.Errorf("emit: event %d of %d: %w (events 1–%d were written, ids %s to %s)", i+1, len(events), err, i, first, last)
-			}
-			return fmt.Errorf("emit: event 1 of %d: %w (nothing was written)", len(events), err)
+			return err
 		}
-		if i == 0 {
-			first = e.ID
+		sent++
+		if sent%256 == 0 {
+			bar.set(sent)
 		}
-		last = e.ID
-		bar.set(i + 1)
+		return nil
+	})
+	if err != nil {
+		sendErr = err
 	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.timeout)
+	defer cancel()
+	if ctx.Err() != nil {
+		// Interrupted: what is queued gets one short chance (or the spool).
+		cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), e.cfg.Redis.IOTimeout)
+		defer cancel()
+	}
+	closeErr := p.Close(cctx)
+	bar.set(sent)
 	bar.done()
-	if !quiet {
-		took := time.Since(start)
-		fmt.Fprintf(sio.out, "emitted %d event(s) to %s, signed with key %q, ids %s to %s, in %s (%.0f/s)\n",
-			len(events), cfg.Stream.Name, keys.ActiveKeyID(), first, last, took.Round(time.Millisecond), float64(len(events))/took.Seconds())
+	st := p.Stats()
+	took := time.Since(start)
+	ok := int64(st.Written + st.Duplicates + st.Spooled)
+	if sendErr != nil || closeErr != nil || ok < int64(n) {
+		return fmt.Errorf("emit: %d of %d event(s) not written (%d written, %d already there, %d spooled): %w; "+
+			"run the same command again: the events Redis holds are skipped",
+			int64(n)-ok, n, st.Written, st.Duplicates, st.Spooled, errors.Join(sendErr, closeErr))
+	}
+	if !e.quiet {
+		fmt.Fprintf(e.sio.out, "emitted %d event(s) to %s: %d written, %d already there", n, e.cfg.Stream.Name, st.Written, st.Duplicates)
+		if e.spool != "" {
+			fmt.Fprintf(e.sio.out, ", %d spooled in %s (%d waiting)", st.Spooled, e.spool, st.SpoolEvents)
+		}
+		fmt.Fprintf(e.sio.out, "; signed with key %q, in %s (%.0f/s)\n", e.keys.ActiveKeyID(), took.Round(time.Millisecond), float64(n)/took.Seconds())
 	}
 	return nil
 }
@@ -188,4 +353,16 @@ func (p *progress) done() {
 	if p.on {
 		fmt.Fprintln(p.w)
 	}
+}
+
+// hostSource is "<prefix>.<host name>", made a valid source name.
+func hostSource(prefix string) string {
+	host, _ := os.Hostname()
+	name := []byte(prefix + "." + host)
+	for i, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			name[i] = '-'
+		}
+	}
+	return string(name[:min(len(name), integrity.MaxKeyIDLen)])
 }

@@ -10,11 +10,13 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/auditproc/auditproc/internal/config"
 )
 
 // defaultHealthAddr is where `auditproc health` asks when neither --addr nor
-// AUDITPROC_METRICS_ADDRESS says otherwise: metrics.address's default.
-const defaultHealthAddr = "127.0.0.1:9464"
+// the configuration says otherwise: metrics.address's default.
+const defaultHealthAddr = config.DefaultMetricsAddr
 
 // healthCommand is the container health check: images built FROM scratch
 // have no curl, so the binary asks its own /healthz (or /readyz, /metrics).
@@ -24,6 +26,7 @@ func healthCommand() *command {
 		path    string
 		timeout time.Duration
 		quiet   bool
+		cf      *configFlags
 	)
 	return &command{
 		name:    "health",
@@ -38,11 +41,13 @@ func healthCommand() *command {
   # the Prometheus metrics of a replica, from inside its container
   docker exec replica-1 /usr/local/bin/auditproc health --path /metrics
 
-The address is --addr, else AUDITPROC_METRICS_ADDRESS (a wildcard host such as
-0.0.0.0 is asked on 127.0.0.1), else 127.0.0.1:9464. Exit status: 0 on a 2xx
+The address is --addr, else metrics.address as run reads it (--config or
+AUDITPROC_CONFIG, then AUDITPROC_METRICS_ADDRESS), else 127.0.0.1:9464; a
+wildcard host such as 0.0.0.0 is asked on 127.0.0.1. Exit status: 0 on a 2xx
 answer, 1 otherwise.`,
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&addr, "addr", "", "address of the metrics listener (default: AUDITPROC_METRICS_ADDRESS, else "+defaultHealthAddr+")")
+			cf = newConfigFlags(fs)
+			fs.StringVar(&addr, "addr", "", "address of the metrics listener (default: the configured metrics.address, else "+defaultHealthAddr+")")
 			fs.StringVar(&path, "path", "/healthz", "path to ask: /healthz, /readyz or /metrics")
 			fs.DurationVar(&timeout, "timeout", 2*time.Second, "give up after this long")
 			fs.BoolVar(&quiet, "quiet", false, "print nothing; the exit status tells")
@@ -54,7 +59,19 @@ answer, 1 otherwise.`,
 			if !strings.HasPrefix(path, "/") {
 				return usagef("health: --path %q must start with /", path)
 			}
-			target, err := healthTarget(addr, os.Getenv("AUDITPROC_METRICS_ADDRESS"))
+			configured := os.Getenv("AUDITPROC_METRICS_ADDRESS")
+			if addr == "" {
+				// The address run listens on: the same file, environment and
+				// defaults. A configuration run would refuse falls back to
+				// the environment alone.
+				if cfg, err := cf.loadNoPipeline(); err == nil {
+					configured = cfg.Metrics.Address
+					if configured == "" {
+						return usagef("health: metrics are off (metrics.address), so there is nothing to ask; give --addr")
+					}
+				}
+			}
+			target, err := healthTarget(addr, configured)
 			if err != nil {
 				return usageError{err}
 			}

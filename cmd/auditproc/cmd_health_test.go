@@ -72,3 +72,29 @@ func TestHealth(t *testing.T) {
 	_, err = call("--path", "healthz")
 	assert.Equal(t, exitUsage, exitCode(err))
 }
+
+// TestHealthUsesConfiguredAddress: without --addr, health asks the address
+// run listens on, metrics.address of the configuration file (a wildcard host
+// asked on loopback); the file's value wins over nothing else set.
+func TestHealthUsesConfiguredAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	srv := &http.Server{Handler: mux}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	t.Setenv("AUDITPROC_METRICS_ADDRESS", "")
+	t.Setenv("AUDITPROC_CONFIG", "")
+
+	file := writeFile(t, t.TempDir(), "plugins.yaml", "metrics:\n  address: 0.0.0.0:"+port+"\n")
+	out, errOut, code := runCLI(t, "health", "--config", file)
+	assert.Equal(t, exitOK, code, errOut)
+	assert.Equal(t, "ok\n", out)
+
+	off := writeFile(t, t.TempDir(), "plugins.yaml", "metrics:\n  address: \"off\"\n")
+	_, errOut, code = runCLI(t, "health", "--config", off)
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errOut, "metrics are off")
+}

@@ -18,6 +18,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/auditproc/auditproc/host"
+	"github.com/auditproc/auditproc/internal/config"
 )
 
 func pluginCommand() *command {
@@ -40,12 +41,14 @@ type pluginFlags struct {
 }
 
 func (f *pluginFlags) register(fs *flag.FlagSet) {
-	f.deadline = host.DefaultDeadline
-	f.memoryLimit = host.DefaultMemoryLimitBytes
+	// run's defaults (plugins.yaml's), so a plugin passes here only when
+	// it would in production.
+	f.deadline = config.DefaultPluginDeadline
+	f.memoryLimit = byteSize(config.DefaultPluginMemory)
 	fs.StringVar(&f.name, "name", "", "the plugin's name in results and logs (default: the file name without .wasm)")
 	fs.StringVar(&f.config, "config", "", "YAML or JSON `FILE` holding the plugin's configuration mapping, handed to auditproc_init as JSON (default {})")
 	fs.Var(&f.sinks, "sink", "grant the sink `NAME` to the plugin, as sinks: in plugins.yaml (repeatable)")
-	fs.DurationVar(&f.deadline, "deadline", host.DefaultDeadline, "deadline of one event's call into the plugin")
+	fs.DurationVar(&f.deadline, "deadline", config.DefaultPluginDeadline, "deadline of one event's call into the plugin")
 	fs.Var(&f.memoryLimit, "memory-limit", "cap on the plugin's linear memory, in bytes or with a KiB, MiB or GiB suffix")
 	fs.BoolVar(&f.trusted, "trusted", false, "turn the deadline guard off, as trusted: true in plugins.yaml (a plugin that never returns then hangs the command)")
 }
@@ -153,11 +156,11 @@ func pluginCheck(ctx context.Context, sio stdio, f *pluginFlags, file string) er
 		return usagef("plugin check: %v", err)
 	}
 	info, err := host.Inspect(ctx, wasm)
-	if errors.Is(err, host.ErrModuleRefused) {
-		fmt.Fprintf(sio.out, "file:     %s\nsize:     %d bytes\nresult:   refused\n", file, len(wasm))
-		return usagef("plugin check: %s: %v", file, err)
-	}
 	if err != nil {
+		fmt.Fprintf(sio.out, "file:     %s\nsize:     %d bytes\nresult:   refused\n", file, len(wasm))
+		if errors.Is(err, host.ErrModuleRefused) {
+			return usagef("plugin check: %s: %v", file, err)
+		}
 		return usagef("plugin check: %s is not a valid WebAssembly module: %v", file, err)
 	}
 	w := sio.out
@@ -185,7 +188,7 @@ func pluginCheck(ctx context.Context, sio stdio, f *pluginFlags, file string) er
 	}
 	// The static checks passed; load it as auditproc run would, which also
 	// runs _initialize and auditproc_init within the limits.
-	p, err := host.Load(ctx, spec, host.Config{})
+	p, err := host.Load(ctx, spec, pluginHostConfig(sio))
 	if err != nil {
 		fmt.Fprintf(w, "result:   refused\n")
 		return usagef("plugin check: %s is not loadable: %v", file, err)
@@ -194,6 +197,13 @@ func pluginCheck(ctx context.Context, sio stdio, f *pluginFlags, file string) er
 	fmt.Fprintf(w, "guard:    %s\n", p.Guard())
 	fmt.Fprintf(w, "result:   loadable\n")
 	return nil
+}
+
+// pluginHostConfig gives plugin check and plugin test the plugin's log
+// lines (its log calls, stdout and stderr) on standard error, as run
+// logs them, in text.
+func pluginHostConfig(sio stdio) host.Config {
+	return host.Config{Logger: newLogger(sio.err, "text", "info")}
 }
 
 // positionals parses the flags that follow positional arguments (the flag
@@ -339,7 +349,7 @@ func pluginTest(ctx context.Context, sio stdio, f *pluginFlags, file, events str
 		defer fh.Close()
 		in = fh
 	}
-	p, err := host.Load(ctx, spec, host.Config{})
+	p, err := host.Load(ctx, spec, pluginHostConfig(sio))
 	if err != nil {
 		return usagef("plugin test: %s is not loadable: %v", file, err)
 	}

@@ -281,3 +281,25 @@ func pluginItoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
 }
+
+// TestPluginToolsUseRunsDefaults: plugin check and plugin test give a
+// plugin run's deadline (100 ms) and memory cap (32 MiB), and plugin test
+// keeps the plugin's log lines, on standard error.
+func TestPluginToolsUseRunsDefaults(t *testing.T) {
+	// bigmem declares 64 MiB of initial memory: above run's 32 MiB cap.
+	code, _, stderr := pluginRun(t, "", "plugin", "check", wasmtest.Path(t, "bigmem"))
+	assert.Equal(t, exitUsage, code, "refused under run's 32 MiB cap")
+	assert.Contains(t, stderr, "bigmem")
+	code, _, stderr = pluginRun(t, "", "plugin", "check", "--memory-limit", "80MiB", wasmtest.Path(t, "bigmem"))
+	assert.Equal(t, exitOK, code, stderr)
+
+	code, out, stderr := pluginRun(t, `{"event_id":"e1","action":"boom"}`+"\n", "plugin", "test", wasmtest.Path(t, "loop"))
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, "exceeded its deadline of 100ms")
+
+	code, out, stderr = pluginRun(t, `{"event_id":"e1"}`+"\n", "plugin", "test", wasmtest.Path(t, "log-flood"))
+	require.Equal(t, exitOK, code, stderr)
+	assert.Contains(t, out, `"verdict":"ok"`)
+	assert.Contains(t, stderr, "plugin_logged", "the plugin's log lines are kept")
+	assert.Contains(t, stderr, "plugin=log-flood")
+}

@@ -11,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/auditproc/auditproc/internal/config"
 	"github.com/auditproc/auditproc/internal/integrity"
 	"github.com/auditproc/auditproc/internal/processor"
+	"github.com/auditproc/auditproc/internal/redisconn"
 	"github.com/auditproc/auditproc/internal/streambus"
 )
 
@@ -83,20 +86,14 @@ func (c *configFlags) loadFor(noPipeline bool) (config.Config, error) {
 func (c *configFlags) loadOrigins(noPipeline bool) (config.Config, config.Origins, error) {
 	flags := map[string]any{}
 	names := map[string]string{}
-	explicit := os.Getenv("AUDITPROC_CONFIG") != ""
 	c.fs.Visit(func(f *flag.Flag) {
 		if key, ok := c.keys[f.Name]; ok {
 			flags[key] = f.Value.(flag.Getter).Get()
 			names[key] = f.Name
 		}
-		explicit = explicit || f.Name == "config"
 	})
-	path := *c.file
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && !explicit {
-		path = ""
-	}
 	return config.LoadOrigins(config.Source{
-		File: path, Getenv: os.Getenv, Environ: os.Environ,
+		File: c.path(), Getenv: os.Getenv, Environ: os.Environ,
 		Flags: flags, FlagNames: names, NoPipeline: noPipeline,
 	})
 }
@@ -115,6 +112,25 @@ func runConfigFlags(fs *flag.FlagSet) *configFlags {
 	return cf
 }
 
+// path is the configuration file to read: --config (or AUDITPROC_CONFIG),
+// or "" when the default plugins.yaml was not asked for explicitly and does
+// not exist (defaults, environment and flags are then used alone).
+func (c *configFlags) path() string {
+	explicit := os.Getenv("AUDITPROC_CONFIG") != ""
+	c.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	if _, err := os.Stat(*c.file); errors.Is(err, os.ErrNotExist) && !explicit {
+		return ""
+	}
+	return *c.file
+}
+
+// set reports whether the user gave the flag name on the command line.
+func (c *configFlags) set(name string) bool {
+	found := false
+	c.fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
+}
+
 func envOr(name, def string) string {
 	if v := os.Getenv(name); v != "" {
 		return v
@@ -127,6 +143,7 @@ func runCommand() *command {
 		cf           *configFlags
 		stopWhenIdle bool
 		summary      bool
+		watch        bool
 	)
 	return &command{
 		name:    "run",
@@ -140,6 +157,9 @@ func runCommand() *command {
   auditproc run --consumer replica-a
   auditproc run --consumer replica-b
 
+  # reload the pipeline (plugins.yaml's plugins, module files) without a restart
+  kill -HUP $(pidof auditproc)          # or: auditproc run --watch
+
   # process what is in the stream, print a summary, and exit
   auditproc run --stop-when-idle --summary
 
@@ -149,18 +169,23 @@ func runCommand() *command {
 		flags: func(fs *flag.FlagSet) {
 			cf = runConfigFlags(fs)
 			fs.BoolVar(&stopWhenIdle, "stop-when-idle", false, "exit once nothing is left to read or pending")
+			fs.BoolVar(&watch, "watch", false, "reload the pipeline when the configuration file or a plugin module changes (as on SIGHUP)")
 			fs.BoolVar(&summary, "summary", false, "print a summary table on stdout when the run ends")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if len(args) > 0 {
 				return usagef("run takes no arguments, got %q", args)
 			}
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			pf, err := runPreflight(ctx, cf, true, func(cfg *config.Config) *slog.Logger {
 				return newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
 			})
 			if err != nil {
 				return err
 			}
+			pf.cf, pf.watch, pf.hup = cf, watch, hup
 			return startProcessor(ctx, sio, pf, stopWhenIdle, summary)
 		},
 	}
@@ -170,11 +195,16 @@ func runCommand() *command {
 // builds its own): the keyring, the Redis client and the pipeline are
 // prepared here as runPreflight prepares them for run.
 func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenIdle, summary bool) error {
+	// A stream layout that cannot work in the Redis mode is refused before
+	// anything starts (it would fail every commit).
+	if err := redisconn.CheckLayout(cfg); err != nil {
+		return usageError{err}
+	}
 	keys, err := integrity.LoadKeyring(os.Getenv)
 	if err != nil {
 		return usageError{err}
 	}
-	rdb, err := redisClient(cfg)
+	rdb, mode, err := redisconn.New(cfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -183,7 +213,7 @@ func runProcessor(ctx context.Context, sio stdio, cfg *config.Config, stopWhenId
 		_ = rdb.Close()
 		return err
 	}
-	return startProcessor(ctx, sio, &preflight{cfg: *cfg, keys: keys, rdb: rdb, pipeline: pipeline}, stopWhenIdle, summary)
+	return startProcessor(ctx, sio, &preflight{cfg: *cfg, keys: keys, rdb: rdb, mode: mode, pipeline: pipeline}, stopWhenIdle, summary)
 }
 
 // startProcessor runs the processor on what preflight prepared, and closes
@@ -199,26 +229,39 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	// Shutdown order (reverse of start): the processor stops reading,
 	// finishes and acks what it read, then the plugins close, then Redis.
 	defer rdb.Close()
-	defer pipeline.Close(context.WithoutCancel(ctx))
+	var proc *processor.Processor
+	defer func() {
+		// The pipeline running at the end: the first one, or the last
+		// reload's (the processor closed the ones it replaced).
+		if proc != nil {
+			pipeline = proc.Pipeline()
+		}
+		_ = pipeline.Close(context.WithoutCancel(ctx))
+	}()
+	if err := checkRedis(ctx, rdb, pf.mode, cfg, logger); err != nil {
+		return err
+	}
 
 	if err := checkDurability(ctx, rdb, logger, cfg.Safety.RequireDurableRedis); err != nil {
 		return err
 	}
-	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize)}, logger, rdb, keys)
+	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize),
+		RequireChain: cfg.Integrity.RequireChain}, logger, rdb, keys)
 	if err != nil {
 		return err
 	}
 	metrics := processor.NewMetrics()
+	registerBuildInfo(metrics.Registry)
 	metrics.WatchPlugins(pipeline.Plugins())
-	sinks := map[string]processor.Sink{}
-	for name, s := range cfg.Sinks {
-		sinks[name] = processor.Sink{Type: processor.SinkKind(s.Type), Stream: s.Stream, Path: s.Path}
+	sinks, err := openSinks(cfg, logger)
+	if err != nil {
+		return err
 	}
-	proc, err := processor.New(processor.Config{
+	proc, err = processor.New(processor.Config{
 		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
 		DeadLetter: cfg.DeadLetter.Stream, BatchSize: cfg.Consumer.BatchSize, Block: cfg.Consumer.Block,
 		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
-		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout,
+		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout, StateDir: cfg.Consumer.StateDir,
 		Sinks: sinks, StopWhenIdle: stopWhenIdle,
 	}, logger, bus, pipeline, metrics)
 	if err != nil {
@@ -234,6 +277,15 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	logger.Info("processor_started", slog.String("stream", cfg.Stream.Name), slog.String("group", cfg.Stream.Group),
 		slog.String("consumer", cfg.Stream.Consumer), slog.Int("workers", cfg.Consumer.Workers),
 		slog.Int("plugins", len(cfg.Plugins)), slog.String("key_id", keys.ActiveKeyID()))
+	if pf.cf != nil {
+		// Reloads stop before the pipeline is closed (deferred above).
+		rl := newReloader(pf.cf, cfg, proc, metrics.Registry, logger)
+		reloadCtx, stopReloads := context.WithCancel(ctx)
+		var reloads sync.WaitGroup
+		reloads.Go(func() { rl.run(reloadCtx, pf.hup, pf.watch) })
+		defer reloads.Wait()
+		defer stopReloads()
+	}
 	if err := proc.Run(ctx); err != nil {
 		return err
 	}
@@ -269,10 +321,20 @@ func loadPipeline(ctx context.Context, cfg *config.Config, logger *slog.Logger) 
 // loadPlugins loads cfg's plugins concurrently; errs[i] is plugins[i]'s
 // error, plugins[i] nil where it failed.
 func loadPlugins(ctx context.Context, cfg *config.Config, logger *slog.Logger) ([]*host.Plugin, []error) {
-	hc := host.Config{CacheDir: cfg.Host.CacheDir, Logger: logger}
 	specs := make([]host.PluginSpec, len(cfg.Plugins))
 	plugins := make([]*host.Plugin, len(specs))
 	errs := make([]error, len(specs))
+	// One compilation cache for all the plugins: a module named twice is
+	// compiled once. The plugins keep it open; the last one closes it.
+	cache, err := host.NewCache(cfg.Host.CacheDir)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return plugins, errs
+	}
+	defer cache.Close(context.WithoutCancel(ctx))
+	hc := host.Config{Cache: cache, Logger: logger}
 	for i, p := range cfg.Plugins {
 		conf, err := json.Marshal(p.Config)
 		if err != nil {
@@ -322,24 +384,41 @@ func closePlugins(ctx context.Context, plugins []*host.Plugin) {
 // checkDurability warns (or, when required, refuses) when Redis could lose
 // audit entries on its own: an eviction policy other than noeviction, or no
 // AOF. A server that forbids CONFIG is reported as unknown.
+// checkRedis asks Redis once before anything starts: an answer that no
+// retry can change (wrong password, missing ACL permission, not a Redis
+// server, refused TLS) ends the run with exit 2 instead of a retry loop
+// that would never succeed; an unreachable Redis is only logged, the
+// processor retries until it comes.
+func checkRedis(ctx context.Context, rdb redis.UniversalClient, mode redisconn.Mode, cfg *config.Config, logger *slog.Logger) error {
+	cctx, cancel := context.WithTimeout(ctx, cfg.Redis.DialTimeout+cfg.Redis.IOTimeout)
+	defer cancel()
+	streams := []string{cfg.Stream.Name, cfg.DeadLetter.Stream}
+	for _, s := range cfg.Sinks {
+		if s.Type == "stream" {
+			streams = append(streams, s.Stream)
+		}
+	}
+	err := redisconn.Check(cctx, rdb, mode, streams...)
+	var pe *redisconn.PermanentError
+	if errors.As(err, &pe) {
+		return usageError{err}
+	}
+	if err != nil {
+		logger.Warn("redis_unreachable_at_start", slog.String("mode", mode.String()), slog.String("error", err.Error()))
+	}
+	return nil
+}
+
 func checkDurability(ctx context.Context, rdb redis.UniversalClient, logger *slog.Logger, require bool) error {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var problems []string
-	policy, err1 := rdb.ConfigGet(cctx, "maxmemory-policy").Result()
-	aof, err2 := rdb.ConfigGet(cctx, "appendonly").Result()
-	if err := errors.Join(err1, err2); err != nil {
+	problems, err := streambus.DurabilityProblems(cctx, rdb)
+	if err != nil {
 		logger.Warn("redis_durability_unknown", slog.String("error", err.Error()))
 		if require {
 			return fmt.Errorf("cannot check Redis durability (CONFIG GET failed: %v) and --require-durable-redis is set", err)
 		}
 		return nil
-	}
-	if p := policy["maxmemory-policy"]; p != "noeviction" {
-		problems = append(problems, fmt.Sprintf("maxmemory-policy is %q: Redis may evict audit entries under memory pressure (set noeviction)", p))
-	}
-	if a := aof["appendonly"]; a != "yes" {
-		problems = append(problems, "appendonly is off: entries written since the last snapshot are lost if Redis stops (set appendonly yes)")
 	}
 	for _, p := range problems {
 		logger.Warn("redis_not_durable", slog.String("problem", p))
@@ -411,4 +490,28 @@ func printRunSummary(sio stdio, st *processor.Stats, rdb redis.UniversalClient, 
 	fmt.Fprintf(w, "  dead-letter stream %s length\t%s\n", cfg.DeadLetter.Stream, dlq)
 	fmt.Fprintf(w, "  still pending in %s\t%s\n", cfg.Stream.Group, pending)
 	_ = w.Flush()
+}
+
+// openSinks turns the configured sinks into the processor's, opening the
+// external ones (their secrets read, their TLS files loaded; they connect on
+// their first write). The processor closes what it was given.
+func openSinks(cfg *config.Config, logger *slog.Logger) (map[string]processor.Sink, error) {
+	sinks := map[string]processor.Sink{}
+	for name, s := range cfg.Sinks {
+		ps := processor.Sink{Type: processor.SinkKind(s.Type), Stream: s.Stream, Path: s.Path}
+		if s.External() {
+			dest, err := s.OpenExternal(name, logger.With(slog.String("sink", name)))
+			if err != nil {
+				for _, o := range sinks {
+					if o.Dest != nil {
+						_ = o.Dest.Close()
+					}
+				}
+				return nil, err
+			}
+			ps.Dest = dest
+		}
+		sinks[name] = ps
+	}
+	return sinks, nil
 }

@@ -13,9 +13,23 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
+// SIGHUP never ends auditproc (logrotate and systemd's ExecReload send it):
+// it is caught from the main package's initialization on, before main runs
+// (the earliest a Go program can), and run reloads its pipeline on it
+// (reload.go).
+func init() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+}
+
 func main() {
+	// go-redis logs through a package-level logger of its own (plain text
+	// with the standard log package unless replaced): its lines go through
+	// slog as JSON like every other line.
+	redis.SetLogger(newRedisLogger(os.Stderr))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// The first signal starts a graceful shutdown; restoring the default
 	// handlers then lets a second signal end the process at once (entries in

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -14,6 +16,7 @@ import (
 	"github.com/auditproc/auditproc/host"
 	"github.com/auditproc/auditproc/internal/config"
 	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/redisconn"
 )
 
 // preflight is what `run` checks before it touches Redis, and all that
@@ -26,7 +29,14 @@ type preflight struct {
 	origins  config.Origins
 	keys     *integrity.Keyring
 	rdb      redis.UniversalClient // not connected yet
+	mode     redisconn.Mode        // how rdb reaches Redis
 	pipeline *host.Pipeline        // nil without loadPlugins
+
+	// For run: the flags to load the configuration again on a reload
+	// (nil: no reloads), and whether to watch the files.
+	cf    *configFlags
+	watch bool
+	hup   <-chan os.Signal
 }
 
 // close releases what preflight opened (the pipeline and the Redis client).
@@ -49,6 +59,7 @@ func runPreflight(ctx context.Context, cf *configFlags, withPlugins bool, logger
 	problems := config.Problems(err)
 	broken := map[int]bool{} // plugins whose entry is already wrong
 	redisBroken := false
+	sinkBroken := map[string]bool{} // sinks whose entry is already wrong
 	for _, e := range problems {
 		var fe *config.FieldError
 		if errors.As(e, &fe) {
@@ -57,6 +68,11 @@ func runPreflight(ctx context.Context, cf *configFlags, withPlugins bool, logger
 				broken[i] = true
 			}
 			redisBroken = redisBroken || strings.HasPrefix(fe.Key, "redis.")
+			if rest, ok := strings.CutPrefix(fe.Key, "sinks."); ok {
+				sinkBroken[strings.SplitN(rest, ".", 2)[0]] = true
+			} else if rest, ok := strings.CutPrefix(fe.Key, "sinks["); ok {
+				sinkBroken[strings.SplitN(rest, "]", 2)[0]] = true
+			}
 		}
 	}
 	if keys, err := integrity.LoadKeyring(os.Getenv); err != nil {
@@ -65,12 +81,37 @@ func runPreflight(ctx context.Context, cf *configFlags, withPlugins bool, logger
 		p.keys = keys
 	}
 	if !redisBroken {
-		rdb, err := redisClient(&p.cfg)
+		rdb, mode, err := redisconn.New(&p.cfg)
 		if err != nil {
 			problems = append(problems, &config.FieldError{Origin: origins.Of("redis").String(), Msg: err.Error()})
 		} else {
-			p.rdb = rdb
+			p.rdb, p.mode = rdb, mode
 		}
+		// A stream layout that cannot work in the Redis mode (keys of one
+		// commit in different cluster slots) would fail every commit.
+		if err := redisconn.CheckLayout(&p.cfg); err != nil {
+			var fe *config.FieldError
+			if errors.As(err, &fe) {
+				fe.Origin = origins.Of(fe.Key).String()
+				problems = append(problems, fe)
+			} else {
+				problems = append(problems, err)
+			}
+		}
+	}
+	// External sinks: their secrets and TLS files must be readable; nothing
+	// connects (run connects on the first write).
+	for _, name := range slices.Sorted(maps.Keys(p.cfg.Sinks)) {
+		s := p.cfg.Sinks[name]
+		if !s.External() || sinkBroken[name] {
+			continue
+		}
+		dest, err := s.OpenExternal(name, slog.New(slog.DiscardHandler))
+		if err != nil {
+			problems = append(problems, &config.FieldError{Key: "sinks." + name, Origin: origins.Of("sinks." + name).String(), Msg: err.Error()})
+			continue
+		}
+		_ = dest.Close()
 	}
 	if withPlugins && len(p.cfg.Plugins) > 0 {
 		var lg *slog.Logger

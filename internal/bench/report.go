@@ -7,27 +7,66 @@ import (
 	"time"
 )
 
-// Print writes the report as a table (Markdown, so that it pastes into
-// docs/performance.md as it is).
+// Print writes the report as tables (Markdown, so that they paste into
+// docs/performance.md as they are): the consumer scenarios, then the
+// producer scenarios.
 func (rep *Report) Print(w io.Writer) {
-	fmt.Fprintf(w, "%d entries of %d bytes (event JSON) per scenario, best of %d rounds; latency at %d entries/s offered\n\n",
-		rep.Entries, rep.EventBytes, rep.Rounds, rep.Rate)
-	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-	fmt.Fprintln(tw, "| scenario\t| entries/s\t| × baseline\t| CPU µs/entry\t| Redis CPU µs/entry\t| peak RSS MiB\t| start ms\t| p50 / p99 ms\t|")
-	fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|")
+	var drains, produces []Result
 	for _, r := range rep.Results {
-		lat := "—"
-		if r.Latency {
-			lat = fmt.Sprintf("%d / %d", r.P50.Milliseconds(), r.P99.Milliseconds())
+		if r.Producer {
+			produces = append(produces, r)
+		} else {
+			drains = append(drains, r)
 		}
-		rcpu := "—"
-		if r.RedisCPU > 0 {
-			rcpu = us(r.RedisCPU)
-		}
-		fmt.Fprintf(tw, "| %s\t| %.0fk\t| %.2f\t| %s\t| %s\t| %.0f\t| %d\t| %s\t|\n",
-			r.Title, r.Throughput/1000, r.Ratio, us(r.CPU), rcpu, float64(r.PeakRSS)/(1<<20), r.Start.Milliseconds(), lat)
 	}
-	_ = tw.Flush()
+	if len(drains) > 0 {
+		fmt.Fprintf(w, "%d entries of %d bytes (event JSON) per scenario, best of %d rounds; latency at %d entries/s offered\n\n",
+			rep.Entries, rep.EventBytes, rep.Rounds, rep.Rate)
+		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+		fmt.Fprintln(tw, "| scenario\t| entries/s\t| × baseline\t| CPU µs/entry\t| Redis CPU µs/entry\t| peak RSS MiB\t| start ms\t| p50 / p99 ms\t|")
+		fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|")
+		for _, r := range drains {
+			lat := "—"
+			if r.Latency {
+				lat = fmt.Sprintf("%d / %d", r.P50.Milliseconds(), r.P99.Milliseconds())
+			}
+			fmt.Fprintf(tw, "| %s\t| %.0fk\t| %.2f\t| %s\t| %s\t| %.0f\t| %d\t| %s\t|\n",
+				r.Title, r.Throughput/1000, r.Ratio, us(r.CPU), redisCPU(r), float64(r.PeakRSS)/(1<<20), r.Start.Milliseconds(), lat)
+		}
+		_ = tw.Flush()
+	}
+	if len(produces) > 0 {
+		if len(drains) > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "producers: %d events of %d bytes (before event_id and timestamp) appended per scenario, best of %d rounds, "+
+			"from the process's start to its exit\n\n", rep.Entries, rep.ProduceEventBytes, rep.Rounds)
+		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+		fmt.Fprintln(tw, "| scenario\t| events/s\t| × raw XADD\t| CPU µs/event\t| Redis CPU µs/event\t| peak RSS MiB\t|")
+		fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|")
+		for _, r := range produces {
+			fmt.Fprintf(tw, "| %s\t| %.0fk\t| %.2f\t| %s\t| %s\t| %.0f\t|\n",
+				r.Title, r.Throughput/1000, r.Ratio, us(r.CPU), redisCPU(r), float64(r.PeakRSS)/(1<<20))
+		}
+		_ = tw.Flush()
+	}
+	if len(rep.Trail) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+		fmt.Fprintln(tw, "| trail: envelope v2 cost, verify\t| entries/s\t| ratio\t|")
+		fmt.Fprintln(tw, "|---\t|---:\t|---:\t|")
+		for _, t := range rep.Trail {
+			fmt.Fprintf(tw, "| %s\t| %.0fk\t| %.2f × %s\t|\n", t.Title, t.Rate/1000, t.Ratio, t.Of)
+		}
+		_ = tw.Flush()
+	}
+}
+
+func redisCPU(r Result) string {
+	if r.RedisCPU > 0 {
+		return us(r.RedisCPU)
+	}
+	return "—"
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d.Nanoseconds())/1000) }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,9 @@ const (
 	DefaultBlock           = 2 * time.Second
 	DefaultWorkers         = 2
 	DefaultShutdownTimeout = 30 * time.Second
+	// DefaultStateDirName is the state directory's name under the system's
+	// temporary directory (os.TempDir) when consumer.state_dir is not set.
+	DefaultStateDirName    = "auditproc-state"
 	DefaultReclaimInterval = 5 * time.Second
 	DefaultMinIdle         = 60 * time.Second
 	DefaultMaxDeliveries   = 5
@@ -30,6 +34,12 @@ const (
 	DefaultLogFormat       = "auto"
 	DefaultLogLevel        = "info"
 	DefaultMetricsAddr     = "127.0.0.1:9464"
+	// DefaultGapGrace: a sequence gap is an alarm once this old.
+	DefaultGapGrace = 30 * time.Second
+	// DefaultCheckpointEvery and DefaultCheckpointInterval: auditproc's own
+	// chains checkpoint every 1000 entries or 60 s.
+	DefaultCheckpointEvery    = 1000
+	DefaultCheckpointInterval = 60 * time.Second
 
 	// deadlineBudget is how much of the reclaim idle time the plugins'
 	// deadlines together may use: a slow but living consumer must finish an
@@ -50,16 +60,21 @@ type Config struct {
 	Log        Log             `koanf:"log"`
 	Safety     Safety          `koanf:"safety"`
 	Host       Host            `koanf:"host"`
+	Integrity  Integrity       `koanf:"integrity"`
 
 	// Secrets, filled from the environment or files only (never YAML).
 	RedisPassword string `koanf:"-"`
 }
 
-// Redis is the connection. Sentinel and Cluster use go-redis's universal
-// client: set sentinel.master_name (and sentinel.addrs) or cluster.addrs.
+// Redis is the connection (built by internal/redisconn): one server,
+// Sentinel (sentinel.master_name and sentinel.addrs, or a redis+sentinel://
+// URL) or Cluster (cluster.addrs, or a redis+cluster:// URL or seed list).
 type Redis struct {
-	// URL is redis:// or rediss:// (TLS), with optional user, db and
-	// password-less auth. Default DefaultRedisURL. Env AUDITPROC_REDIS_URL.
+	// URL is redis:// or rediss:// (TLS), unix:///path.sock,
+	// redis+sentinel://host:port,host:port/master[/db] or
+	// redis+cluster://host:port,host:port (a seed list), with an optional
+	// user; the password comes from the environment or password_file.
+	// Default DefaultRedisURL. Env AUDITPROC_REDIS_URL.
 	URL string `koanf:"url"`
 	// PasswordFile holds the password; AUDITPROC_REDIS_PASSWORD wins over it.
 	PasswordFile string `koanf:"password_file"`
@@ -110,6 +125,12 @@ type Consumer struct {
 	// ShutdownTimeout bounds the drain of in-flight events on SIGTERM.
 	// Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	// StateDir holds the crash journal: the entries each worker is running,
+	// so that after a crash only those are charged an attempt. It should
+	// survive a restart of the process (a volume in a container). Empty
+	// turns crash containment off. Default: DefaultStateDirName under
+	// os.TempDir().
+	StateDir string `koanf:"state_dir"`
 }
 
 // Reclaim governs pending entries of failed or dead consumers.
@@ -119,8 +140,10 @@ type Reclaim struct {
 	// MinIdle is how long an entry must be pending before it is claimed.
 	// Default DefaultMinIdle.
 	MinIdle time.Duration `koanf:"min_idle"`
-	// MaxDeliveries moves an entry to the dead-letter stream once delivered
-	// this many times without success. Default DefaultMaxDeliveries.
+	// MaxDeliveries moves an entry to the dead-letter stream once it had this
+	// many real attempts without success (failed runs, and runs during which
+	// the process died; claims and reads do not count). Default
+	// DefaultMaxDeliveries.
 	MaxDeliveries int `koanf:"max_deliveries"`
 }
 
@@ -130,17 +153,93 @@ type DeadLetter struct {
 	Stream string `koanf:"stream"`
 }
 
-// Sink is a destination plugins may emit to (when granted).
+// Sink is a destination plugins may emit to (when granted). Which keys
+// apply depends on Type; docs/sinks.md describes each type and what it
+// guarantees.
 type Sink struct {
 	// Type is "stream" (a Redis stream; entries are signed like any audit
 	// event and committed atomically with the ack), "file" (JSON lines,
-	// at-least-once) or "stdout" (JSON lines, at-least-once).
+	// at-least-once), "stdout" (JSON lines, at-least-once), or one of the
+	// external destinations, written and confirmed before the ack (at least
+	// once, idempotent on event_id): "postgres", "syslog" or "http".
 	Type string `koanf:"type"`
 	// Stream is the Redis stream of a "stream" sink.
 	Stream string `koanf:"stream"`
 	// Path is the file of a "file" sink.
 	Path string `koanf:"path"`
+
+	// URL of a "postgres" sink (a libpq URL without password; TLS with
+	// sslmode, sslrootcert, sslcert, sslkey) or an "http" sink.
+	URL string `koanf:"url"`
+	// Table of a "postgres" sink, created when missing. Default
+	// sink.DefaultPostgresTable (audit_events).
+	Table string `koanf:"table"`
+	// PasswordEnv names the environment variable holding the PostgreSQL
+	// password; PasswordFile is a file holding it. Never the password itself.
+	PasswordEnv  string `koanf:"password_env"`
+	PasswordFile string `koanf:"password_file"`
+
+	// Address (host:port) of a "syslog" collector.
+	Address string `koanf:"address"`
+	// TLS: syslog over TLS (RFC 5425) instead of plain TCP.
+	TLS bool `koanf:"tls"`
+	// CAFile, CertFile, KeyFile and ServerName configure TLS of "syslog"
+	// and https "http" sinks (relative to the configuration file).
+	CAFile     string `koanf:"ca_file"`
+	CertFile   string `koanf:"cert_file"`
+	KeyFile    string `koanf:"key_file"`
+	ServerName string `koanf:"server_name"`
+	// Facility, Severity, Hostname, AppName, MsgID and SDID shape "syslog"
+	// messages; see sink.SyslogConfig for their defaults.
+	Facility string `koanf:"facility"`
+	Severity string `koanf:"severity"`
+	Hostname string `koanf:"hostname"`
+	AppName  string `koanf:"app_name"`
+	MsgID    string `koanf:"msg_id"`
+	SDID     string `koanf:"sd_id"`
+
+	// Preset of an "http" sink: splunk_hec, elasticsearch, opensearch, loki.
+	Preset string `koanf:"preset"`
+	// Format of an "http" sink without preset: json (default) or ndjson.
+	Format string `koanf:"format"`
+	// Index of the elasticsearch and opensearch presets.
+	Index string `koanf:"index"`
+	// Labels of the loki preset's stream. Default {job: auditproc}.
+	Labels map[string]string `koanf:"labels"`
+	// HeadersFromEnv maps header names to the environment variables holding
+	// their values (tokens never live in this file).
+	HeadersFromEnv map[string]string `koanf:"headers_from_env"`
+	// IdempotencyHeader of an "http" sink. Default Idempotency-Key.
+	IdempotencyHeader string `koanf:"idempotency_header"`
+	// MaxAttempts of one "http" write before the entries wait for the next
+	// round. Default sink.DefaultHTTPMaxAttempts.
+	MaxAttempts int `koanf:"max_attempts"`
+	// Backoff: the first pause between "http" attempts. Default
+	// sink.DefaultHTTPBackoff.
+	Backoff time.Duration `koanf:"backoff"`
+	// Timeout bounds one write of an external sink. Default 10s.
+	Timeout time.Duration `koanf:"timeout"`
 }
+
+// External reports whether the sink is an external destination (postgres,
+// syslog, http).
+func (s Sink) External() bool {
+	switch s.Type {
+	case SinkPostgres, SinkSyslog, SinkHTTP:
+		return true
+	}
+	return false
+}
+
+// Sink types.
+const (
+	SinkStream   = "stream"
+	SinkFile     = "file"
+	SinkStdout   = "stdout"
+	SinkPostgres = "postgres"
+	SinkSyslog   = "syslog"
+	SinkHTTP     = "http"
+)
 
 // Plugin is one step of the pipeline, in order.
 type Plugin struct {
@@ -185,6 +284,22 @@ type Safety struct {
 	// (maxmemory-policy other than noeviction) or keeps no AOF; otherwise a
 	// warning is logged. Default false.
 	RequireDurableRedis bool `koanf:"require_durable_redis"`
+}
+
+// Integrity is what auditproc demands of the trail (docs/trail.md).
+type Integrity struct {
+	// RequireChain refuses envelope version 1 entries (no chain) as
+	// malformed_envelope. Default false: version 1 still verifies.
+	RequireChain bool `koanf:"require_chain"`
+	// GapGrace is how long a skipped sequence number of a source may stay
+	// missing (entries of one source may arrive out of order) before
+	// audit_sequence_gap is logged. Default DefaultGapGrace.
+	GapGrace time.Duration `koanf:"gap_grace"`
+	// CheckpointEvery and CheckpointInterval are the checkpoint policy of
+	// auditproc's own chains (sink emits, dead letters). Defaults
+	// DefaultCheckpointEvery and DefaultCheckpointInterval.
+	CheckpointEvery    int           `koanf:"checkpoint_every"`
+	CheckpointInterval time.Duration `koanf:"checkpoint_interval"`
 }
 
 // Host tunes the plugin host.
@@ -233,11 +348,13 @@ func Default() Config {
 			Group:    DefaultGroup,
 			Consumer: fmt.Sprintf("%s-%d", host, os.Getpid()),
 		},
+		Integrity: Integrity{GapGrace: DefaultGapGrace, CheckpointEvery: DefaultCheckpointEvery, CheckpointInterval: DefaultCheckpointInterval},
 		Consumer: Consumer{
 			BatchSize:       DefaultBatchSize,
 			Block:           DefaultBlock,
 			Workers:         DefaultWorkers,
 			ShutdownTimeout: DefaultShutdownTimeout,
+			StateDir:        filepath.Join(os.TempDir(), DefaultStateDirName),
 		},
 		Reclaim: Reclaim{
 			Interval:      DefaultReclaimInterval,
@@ -312,9 +429,10 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 		errs = append(errs, &FieldError{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	if c.Redis.URL == "" && len(c.Redis.Cluster.Addrs) == 0 && len(c.Redis.Sentinel.Addrs) == 0 {
-		bad("redis.url", "is empty: give a redis:// or rediss:// URL")
-	} else if c.Redis.URL != "" && !strings.HasPrefix(c.Redis.URL, "redis://") && !strings.HasPrefix(c.Redis.URL, "rediss://") && !strings.HasPrefix(c.Redis.URL, "unix://") {
-		bad("redis.url", "must start with redis://, rediss:// or unix://")
+		bad("redis.url", "is empty: give a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL")
+	} else if c.Redis.URL != "" && !hasAnyPrefix(c.Redis.URL, "redis://", "rediss://", "unix://",
+		"redis+sentinel://", "rediss+sentinel://", "redis+cluster://", "rediss+cluster://") {
+		bad("redis.url", "must start with redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://")
 	}
 	if len(c.Redis.Sentinel.Addrs) > 0 && c.Redis.Sentinel.MasterName == "" {
 		bad("redis.sentinel.master_name", "is required with redis.sentinel.addrs")
@@ -324,6 +442,15 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 	}
 	if c.Redis.IOTimeout <= 0 {
 		bad("redis.io_timeout", "must be positive, got %s", c.Redis.IOTimeout)
+	}
+	if c.Integrity.GapGrace <= 0 {
+		bad("integrity.gap_grace", "must be positive, got %s", c.Integrity.GapGrace)
+	}
+	if c.Integrity.CheckpointEvery <= 0 {
+		bad("integrity.checkpoint_every", "must be positive, got %d", c.Integrity.CheckpointEvery)
+	}
+	if c.Integrity.CheckpointInterval <= 0 {
+		bad("integrity.checkpoint_interval", "must be positive, got %s", c.Integrity.CheckpointInterval)
 	}
 	if c.Stream.Name == "" {
 		bad("stream.name", "is empty")
@@ -363,21 +490,28 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 	for name, s := range c.Sinks {
 		key := "sinks." + name
 		switch s.Type {
-		case "stream":
+		case SinkStream:
 			if s.Stream == "" {
 				bad(key+".stream", "is required for a stream sink")
 			} else if s.Stream == c.Stream.Name {
 				bad(key+".stream", "must differ from stream.name (%q): emits would be processed again", c.Stream.Name)
 			}
-		case "file":
+		case SinkFile:
 			if s.Path == "" {
 				bad(key+".path", "is required for a file sink")
 			}
-		case "stdout":
+		case SinkStdout:
+		case SinkPostgres, SinkSyslog, SinkHTTP:
+			if err := s.validateExternal(); err != nil {
+				bad(key, "%v", err)
+			}
 		case "":
-			bad(key+".type", "is required: stream, file or stdout")
+			bad(key+".type", "is required: stream, file, stdout, postgres, syslog or http")
 		default:
-			bad(key+".type", "must be stream, file or stdout, got %q", s.Type)
+			bad(key+".type", "must be stream, file, stdout, postgres, syslog or http, got %q", s.Type)
+		}
+		if misplaced := s.misplacedKeys(); len(misplaced) > 0 {
+			bad(key, "%s not apply to a %s sink", strings.Join(misplaced, ", ")+map[bool]string{true: " does", false: " do"}[len(misplaced) == 1], s.Type)
 		}
 	}
 	if pipeline && len(c.Plugins) == 0 {
@@ -437,6 +571,15 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 		}
 	}
 	return errs
+}
+
+func hasAnyPrefix(s string, prefixes ...string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func isHex64(s string) bool {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -40,6 +41,9 @@ const (
 
 // Envelope is one signed event as it travels in a stream entry.
 type Envelope struct {
+	// Version is the envelope version: Version (v1) or Version2. An
+	// Envelope with a Source is version 2 whatever this says.
+	Version string
 	// KeyID is the id of the key that signed the event.
 	KeyID string
 	// EventID is the event's top-level event_id member.
@@ -49,7 +53,13 @@ type Envelope struct {
 	Event []byte
 	// Sig is the lowercase hex HMAC-SHA256.
 	Sig string
+
+	// Link is the entry's place in its source's chain (version 2 only).
+	Link
 }
+
+// Chained says the envelope is version 2 (it has a source).
+func (e Envelope) Chained() bool { return e.Source != "" }
 
 // EnvelopeError is the error Verify returns: Err is one of the sentinels
 // (ErrMalformed, ErrUnknownKeyID, ErrSignatureMismatch, ErrUnsigned) and
@@ -79,35 +89,50 @@ func malformed(field, problem string) error {
 // (use Stamp) and names no top-level member twice; it is not copied and
 // must not change afterwards.
 func (k *Keyring) Sign(stream string, event []byte) (Envelope, error) {
-	if len(event) == 0 || len(event) > k.maxEventBytes {
-		return Envelope{}, fmt.Errorf("%w: event is %d bytes, want 1 to %d", ErrInvalidEvent, len(event), k.maxEventBytes)
-	}
-	if !utf8.Valid(event) {
-		return Envelope{}, fmt.Errorf("%w: event is not valid UTF-8", ErrInvalidEvent)
-	}
-	view := bytesAsString(event)
-	if name, dup := duplicateMember(view); dup {
-		return Envelope{}, fmt.Errorf("%w: top-level member %q appears twice", ErrInvalidEvent, truncate(name))
-	}
-	id := gjson.Get(view, EventIDMember)
-	if id.Type != gjson.String || id.Str == "" {
-		return Envelope{}, fmt.Errorf("%w: no top-level string %q member (use Stamp)", ErrInvalidEvent, EventIDMember)
-	}
-	if ts := gjson.Get(view, TimestampMember); ts.Type != gjson.String || !validTimestamp(ts.Str) {
-		return Envelope{}, fmt.Errorf("%w: no top-level RFC 3339 %q member (use Stamp)", ErrInvalidEvent, TimestampMember)
+	id, err := k.checkEvent(event)
+	if err != nil {
+		return Envelope{}, err
 	}
 	key := k.active
 	st := key.pool.Get().(*macState)
 	key.mac(st, stream, event)
 	sig := hex.EncodeToString(st.sum[:])
 	key.pool.Put(st)
-	return Envelope{KeyID: key.id, EventID: strings.Clone(id.Str), Event: event, Sig: sig}, nil
+	return Envelope{Version: Version, KeyID: key.id, EventID: id, Event: event, Sig: sig}, nil
+}
+
+// checkEvent runs Sign's checks of an event and returns its event id.
+func (k *Keyring) checkEvent(event []byte) (string, error) {
+	if len(event) == 0 || len(event) > k.maxEventBytes {
+		return "", fmt.Errorf("%w: event is %d bytes, want 1 to %d", ErrInvalidEvent, len(event), k.maxEventBytes)
+	}
+	if !utf8.Valid(event) {
+		return "", fmt.Errorf("%w: event is not valid UTF-8", ErrInvalidEvent)
+	}
+	view := bytesAsString(event)
+	if name, dup := duplicateMember(view); dup {
+		return "", fmt.Errorf("%w: top-level member %q appears twice", ErrInvalidEvent, truncate(name))
+	}
+	id := gjson.Get(view, EventIDMember)
+	if id.Type != gjson.String || id.Str == "" {
+		return "", fmt.Errorf("%w: no top-level string %q member (use Stamp)", ErrInvalidEvent, EventIDMember)
+	}
+	if ts := gjson.Get(view, TimestampMember); ts.Type != gjson.String || !validTimestamp(ts.Str) {
+		return "", fmt.Errorf("%w: no top-level RFC 3339 %q member (use Stamp)", ErrInvalidEvent, TimestampMember)
+	}
+	return strings.Clone(id.Str), nil
 }
 
 // Values returns the XADD field/value list in a fixed order: v, kid, event,
-// sig. The event value is the Event slice itself ([]byte, which go-redis
+// sig for version 1; v, kid, src, seq, prev, kind, event, sig for version
+// 2. The event value is the Event slice itself ([]byte, which go-redis
 // writes as a bulk string unchanged).
 func (e Envelope) Values() []any {
+	if e.Chained() {
+		return []any{FieldVersion, Version2, FieldKeyID, e.KeyID, FieldSource, e.Source,
+			FieldSeq, strconv.FormatUint(e.Seq, 10), FieldPrev, e.Prev, FieldKind, e.Kind,
+			FieldEvent, e.Event, FieldSig, e.Sig}
+	}
 	return []any{FieldVersion, Version, FieldKeyID, e.KeyID, FieldEvent, e.Event, FieldSig, e.Sig}
 }
 
@@ -143,30 +168,24 @@ func (k *Keyring) VerifyView(stream string, values map[string]any) (Envelope, er
 	if !hasKid && !hasSig {
 		return Envelope{}, errUnsigned()
 	}
-	v, err := stringField(values, FieldVersion)
-	if err != nil {
-		return Envelope{}, err
-	}
-	kid, err := stringField(values, FieldKeyID)
-	if err != nil {
-		return Envelope{}, err
-	}
-	event, err := stringField(values, FieldEvent)
-	if err != nil {
-		return Envelope{}, err
-	}
-	sig, err := stringField(values, FieldSig)
-	if err != nil {
-		return Envelope{}, err
-	}
-	if len(values) != 4 {
-		var names []string
-		for name := range values {
-			names = append(names, name)
+	fields := make([]string, 0, 2*len(values))
+	for _, name := range envelopeFields {
+		raw, ok := values[name]
+		if !ok {
+			continue
 		}
-		return Envelope{}, extraFields(names)
+		s, ok := raw.(string)
+		if !ok {
+			return Envelope{}, malformed(name, fmt.Sprintf("value is %T, want string", raw))
+		}
+		fields = append(fields, name, s)
 	}
-	return k.verifyEnvelope(stream, v, kid, event, sig)
+	for name := range values {
+		if envelopeField(name) < 0 {
+			fields = append(fields, name, "")
+		}
+	}
+	return k.VerifyFields(stream, fields)
 }
 
 // VerifyFields is VerifyView for an entry's fields as Redis sends them: a
@@ -182,8 +201,8 @@ func (k *Keyring) VerifyView(stream string, values map[string]any) (Envelope, er
 // EventID share the memory of fields' strings: never change it.
 func (k *Keyring) VerifyFields(stream string, fields []string) (Envelope, error) {
 	var (
-		vals  [4]string // by envelopeField
-		found [4]bool
+		vals  [numFields]string // by envelopeField
+		found [numFields]bool
 		extra bool
 	)
 	for i := 0; i < len(fields); i += 2 {
@@ -200,42 +219,73 @@ func (k *Keyring) VerifyFields(stream string, fields []string) (Envelope, error)
 			vals[f] = fields[i+1]
 		}
 	}
-	if !found[1] && !found[3] {
+	if !found[fKid] && !found[fSig] {
 		return Envelope{}, errUnsigned()
 	}
-	for f, name := range envelopeFields {
-		if !found[f] {
+	// The version decides the field set; an unknown one is reported by
+	// verifyEnvelope once the common fields are known to be there.
+	want := envelopeFields[:4]
+	chained := found[fVersion] && vals[fVersion] == Version2
+	if chained {
+		want = envelopeFields[:]
+	}
+	for _, name := range want {
+		if !found[envelopeField(name)] {
 			return Envelope{}, malformed(name, "missing")
 		}
 	}
 	if len(fields)%2 != 0 {
 		return Envelope{}, malformed(fields[len(fields)-1], "no value")
 	}
-	if extra {
+	if extra || !chained && (found[fSource] || found[fSeq] || found[fPrev] || found[fKind]) {
 		names := make([]string, 0, len(fields)/2)
 		for i := 0; i < len(fields); i += 2 {
 			names = append(names, fields[i])
 		}
-		return Envelope{}, extraFields(names)
+		return Envelope{}, extraFields(names, chained)
 	}
-	return k.verifyEnvelope(stream, vals[0], vals[1], vals[2], vals[3])
+	if chained {
+		return k.verifyChained(stream, vals)
+	}
+	return k.verifyEnvelope(stream, vals[fVersion], vals[fKid], vals[fEvent], vals[fSig])
 }
 
 // envelopeFields are the envelope's fields in the order Verify reports a
-// missing one.
-var envelopeFields = [4]string{FieldVersion, FieldKeyID, FieldEvent, FieldSig}
+// missing one: version 1's four, then version 2's own.
+var envelopeFields = [numFields]string{FieldVersion, FieldKeyID, FieldEvent, FieldSig, FieldSource, FieldSeq, FieldPrev, FieldKind}
+
+// Indexes into envelopeFields.
+const (
+	fVersion = iota
+	fKid
+	fEvent
+	fSig
+	fSource
+	fSeq
+	fPrev
+	fKind
+	numFields
+)
 
 // envelopeField returns name's index in envelopeFields, -1 for any other name.
 func envelopeField(name string) int {
 	switch name {
 	case FieldVersion:
-		return 0
+		return fVersion
 	case FieldKeyID:
-		return 1
+		return fKid
 	case FieldEvent:
-		return 2
+		return fEvent
 	case FieldSig:
-		return 3
+		return fSig
+	case FieldSource:
+		return fSource
+	case FieldSeq:
+		return fSeq
+	case FieldPrev:
+		return fPrev
+	case FieldKind:
+		return fKind
 	}
 	return -1
 }
@@ -250,8 +300,14 @@ func errUnsigned() error {
 // memory.
 func (k *Keyring) verifyEnvelope(stream, v, kid, event, sig string) (Envelope, error) {
 	if v != Version {
-		return Envelope{}, malformed(FieldVersion, fmt.Sprintf("unsupported version %q, want %q", truncate(v), Version))
+		return Envelope{}, malformed(FieldVersion, fmt.Sprintf("unsupported version %q, want %q or %q", truncate(v), Version, Version2))
 	}
+	return k.verifyCore(stream, kid, event, sig, nil)
+}
+
+// verifyCore checks kid, sig and event, then the MAC (of version 1, or of
+// version 2 with link when link is not nil), then the event id.
+func (k *Keyring) verifyCore(stream, kid, event, sig string, link *Link) (Envelope, error) {
 	if !validKeyID(kid) {
 		return Envelope{}, malformed(FieldKeyID, fmt.Sprintf("want 1-%d characters of [A-Za-z0-9._-]", MaxKeyIDLen))
 	}
@@ -268,7 +324,11 @@ func (k *Keyring) verifyEnvelope(stream, v, kid, event, sig string) (Envelope, e
 	st := key.pool.Get().(*macState)
 	// sig is known to be 64 hex digits, so decoding cannot fail.
 	_, _ = hex.Decode(st.sig[:], stringAsBytes(sig))
-	key.mac(st, stream, stringAsBytes(event))
+	if link != nil {
+		key.mac2(st, stream, link, stringAsBytes(event))
+	} else {
+		key.mac(st, stream, stringAsBytes(event))
+	}
 	equal := hmac.Equal(st.sum[:], st.sig[:])
 	key.pool.Put(st)
 	if !equal {
@@ -281,7 +341,11 @@ func (k *Keyring) verifyEnvelope(stream, v, kid, event, sig string) (Envelope, e
 	if id.Type != gjson.String || id.Str == "" {
 		return Envelope{}, malformed(FieldEvent, "no top-level non-empty string event_id member")
 	}
-	return Envelope{KeyID: key.id, EventID: id.Str, Event: stringAsBytes(event), Sig: sig}, nil
+	env := Envelope{Version: Version, KeyID: key.id, EventID: id.Str, Event: stringAsBytes(event), Sig: sig}
+	if link != nil {
+		env.Version, env.Link = Version2, *link
+	}
+	return env, nil
 }
 
 // mac computes the envelope MAC into st.sum:
@@ -306,27 +370,19 @@ func appendLP(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-func stringField(values map[string]any, name string) (string, error) {
-	raw, ok := values[name]
-	if !ok {
-		return "", malformed(name, "missing")
-	}
-	s, ok := raw.(string)
-	if !ok {
-		return "", malformed(name, fmt.Sprintf("value is %T, want string", raw))
-	}
-	return s, nil
-}
-
-// extraFields reports the fields of an envelope beyond v, kid, event, sig
-// (at most three, sorted, so that the message is stable). names are all the
-// entry's field names.
-func extraFields(names []string) error {
+// extraFields reports the fields of an envelope beyond those of its
+// version (at most three, sorted, so that the message is stable). names are
+// all the entry's field names.
+func extraFields(names []string, chained bool) error {
 	var extra []string
 	for _, name := range names {
-		if envelopeField(name) < 0 {
+		if f := envelopeField(name); f < 0 || !chained && f >= fSource {
 			extra = append(extra, truncate(name))
 		}
+	}
+	if chained {
+		slices.Sort(extra)
+		return &EnvelopeError{Field: extra[0], Problem: fmt.Sprintf("unexpected field(s) %q; envelope v2 has only v, kid, src, seq, prev, kind, event, sig", extra[:min(3, len(extra))]), Err: ErrMalformed}
 	}
 	slices.Sort(extra)
 	first := extra[0]

@@ -55,9 +55,9 @@ type keyEntry struct {
 	id     string
 	secret []byte
 	// prefix is the start of the MAC input that depends on the key id only:
-	// LP(label) LP(version) LP(kid).
-	prefix []byte
-	pool   sync.Pool // of *macState
+	// LP(label) LP(version) LP(kid); prefix2 is version 2's.
+	prefix, prefix2 []byte
+	pool            sync.Pool // of *macState
 }
 
 // Format prints the key id only, whatever the verb, so that formatting a
@@ -79,6 +79,7 @@ func newKeyEntry(id string, key []byte) *keyEntry {
 	e.prefix = appendLP(e.prefix, macLabel)
 	e.prefix = appendLP(e.prefix, Version)
 	e.prefix = appendLP(e.prefix, id)
+	e.prefix2 = appendLP(appendLP(appendLP(nil, macLabel), Version2), id)
 	e.pool.New = func() any { return &macState{h: hmac.New(sha256.New, e.secret)} }
 	return e
 }

@@ -102,3 +102,52 @@ func TestPythonRecipeChecksVectors(t *testing.T) {
 	vf, _ := loadVectors(t)
 	assert.Equal(t, fmt.Sprintf("checked %d vectors, 0 problems\n", len(vf.Vectors)), string(out))
 }
+
+// TestPythonRecipeSignsAChain: the recipe's --chain mode signs version 2
+// entries that Go verifies, one source, seq 1, 2, 3 linked by prev, and a
+// closing checkpoint; it refuses an event naming a member twice.
+func TestPythonRecipeSignsAChain(t *testing.T) {
+	key := testKey(t)
+	k, err := NewKeyring("py", map[string][]byte{"py": key})
+	require.NoError(t, err)
+	env := []string{EnvKeys + "=" + FormatKeyLine("py", key)}
+	out := runRecipe(t, env, "{\"action\":\"a\"}\n{\"action\":\"b\"}\n{\"event_id\":\"own\",\"action\":\"c\"}\n", "--chain", "billing-api", "audit:py")
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	require.Len(t, lines, 4, "three events and the closing checkpoint")
+	var prev, source string
+	for i, line := range lines {
+		var values map[string]string
+		require.NoError(t, json.Unmarshal([]byte(line), &values))
+		fields := make([]string, 0, 16)
+		for _, name := range []string{FieldVersion, FieldKeyID, FieldSource, FieldSeq, FieldPrev, FieldKind, FieldEvent, FieldSig} {
+			fields = append(fields, name, values[name])
+		}
+		got, err := k.VerifyFields("audit:py", fields)
+		require.NoError(t, err, "entry %d", i+1)
+		assert.Equal(t, uint64(i+1), got.Seq)
+		assert.Equal(t, prev, got.Prev, "entry %d signs its predecessor", i+1)
+		if i == 0 {
+			source = got.Source
+			assert.True(t, strings.HasPrefix(source, "billing-api/"), source)
+		}
+		assert.Equal(t, source, got.Source)
+		prev = got.Sig
+		if i == 3 {
+			require.True(t, got.IsCheckpoint())
+			cp, err := ParseCheckpoint(got.Event)
+			require.NoError(t, err)
+			assert.True(t, cp.Closing)
+			assert.EqualValues(t, 3, cp.LastSeq)
+		} else {
+			assert.Equal(t, KindEvent, got.Kind)
+		}
+	}
+
+	cmd := exec.Command(python3(t), "-I", pythonRecipe, "--chain", "billing-api", "audit:py")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(`{"action":"a","action":"b"}` + "\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	require.Error(t, cmd.Run())
+	assert.Contains(t, stderr.String(), "appears twice")
+}

@@ -1,15 +1,10 @@
 package integrity
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
 	"slices"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 )
@@ -26,54 +21,19 @@ const TimestampLayout = "2006-01-02T15:04:05.000000000Z"
 // sub-millisecond precision and random bits from crypto/rand, so ids sort by
 // creation time; a new timestamp is now in TimestampLayout.
 func Stamp(event []byte, now time.Time) ([]byte, string, error) {
-	if !json.Valid(event) {
-		return nil, "", fmt.Errorf("%w: not valid JSON", ErrInvalidEvent)
+	info, err := CheckEvent(event, 0)
+	if err != nil {
+		return nil, "", err
 	}
-	if !utf8.Valid(event) {
-		return nil, "", fmt.Errorf("%w: not valid UTF-8", ErrInvalidEvent)
+	if info.ID != "" && info.HasTimestamp {
+		return event, info.ID, nil
 	}
-	open := bytes.IndexByte(event, '{')
-	if open < 0 || len(bytes.TrimSpace(event[:open])) != 0 {
-		return nil, "", fmt.Errorf("%w: not a JSON object", ErrInvalidEvent)
+	id := info.ID
+	if id == "" {
+		id = newEventID(now)
 	}
-	if name, dup := duplicateMember(bytesAsString(event)); dup {
-		return nil, "", fmt.Errorf("%w: top-level member %q appears twice", ErrInvalidEvent, truncate(name))
-	}
-	res := gjson.GetManyBytes(event, EventIDMember, TimestampMember)
-	id, ts := res[0], res[1]
-	if id.Exists() && (id.Type != gjson.String || id.Str == "") {
-		return nil, "", fmt.Errorf("%w: %q must be a non-empty string", ErrInvalidEvent, EventIDMember)
-	}
-	if ts.Exists() {
-		if _, err := time.Parse(time.RFC3339Nano, ts.Str); ts.Type != gjson.String || err != nil {
-			return nil, "", fmt.Errorf("%w: %q must be an RFC 3339 string", ErrInvalidEvent, TimestampMember)
-		}
-	}
-	if id.Exists() && ts.Exists() {
-		return event, id.Str, nil
-	}
-	var ins []byte
-	eventID := id.Str
-	if !id.Exists() {
-		eventID = newEventID(now)
-		ins = append(ins, `"`+EventIDMember+`":"`...)
-		ins = append(ins, eventID...)
-		ins = append(ins, `",`...)
-	}
-	if !ts.Exists() {
-		ins = append(ins, `"`+TimestampMember+`":"`...)
-		ins = now.UTC().AppendFormat(ins, TimestampLayout)
-		ins = append(ins, `",`...)
-	}
-	rest := event[open+1:]
-	if bytes.TrimSpace(rest)[0] == '}' {
-		ins = ins[:len(ins)-1] // empty object: no member follows
-	}
-	out := make([]byte, 0, len(event)+len(ins))
-	out = append(out, event[:open+1]...)
-	out = append(out, ins...)
-	out = append(out, rest...)
-	return out, eventID, nil
+	out := make([]byte, 0, info.StampedLen(len(event), len(id)))
+	return AppendStamped(out, event, info, id, now), id, nil
 }
 
 // newEventID returns a UUIDv7 string: 48 bits of Unix milliseconds, the
@@ -88,17 +48,7 @@ func newEventID(now time.Time) string {
 	binary.BigEndian.PutUint64(u[0:8], uint64(ms)<<16)
 	binary.BigEndian.PutUint16(u[6:8], 0x7000|subMS)
 	u[8] = u[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], u[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], u[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], u[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], u[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:36], u[10:16])
-	return string(s[:])
+	return formatUUID(u[:])
 }
 
 // duplicateMember returns the first top-level member name of the JSON

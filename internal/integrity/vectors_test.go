@@ -9,7 +9,10 @@ import (
 	"encoding/json"
 	"flag"
 	"os"
+	"slices"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -31,7 +34,11 @@ type vectorFile struct {
 type vector struct {
 	Name   string            `json:"name"`
 	Stream string            `json:"stream"`
-	Fields map[string]string `json:"fields"`
+	Fields map[string]string `json:"fields,omitempty"`
+	// FieldList, where given instead of Fields, is the entry's field list
+	// as stored (name, value, …): for entries a map cannot hold, such as a
+	// field named twice.
+	FieldList []string `json:"field_list,omitempty"`
 	// Expect is Reason of Verify's error: "ok" when the entry verifies.
 	Expect string `json:"expect"`
 	// For entries whose MAC is computed: the MAC input in hex.
@@ -49,6 +56,24 @@ func referenceMACInput(kid, stream, event string) []byte {
 		b.WriteString(part)
 	}
 	return b.Bytes()
+}
+
+// referenceMACInput2 is version 2's MAC input, as plainly.
+func referenceMACInput2(f map[string]string, stream string) []byte {
+	var b bytes.Buffer
+	for _, part := range []string{"auditproc-envelope", "2", f["kid"], stream, f["src"], f["seq"], f["prev"], f["kind"], f["event"]} {
+		_ = binary.Write(&b, binary.BigEndian, uint32(len(part)))
+		b.WriteString(part)
+	}
+	return b.Bytes()
+}
+
+// vectorMACInput is the MAC input of a vector's fields for its version.
+func vectorMACInput(f map[string]string, stream string) []byte {
+	if f[FieldVersion] == Version2 {
+		return referenceMACInput2(f, stream)
+	}
+	return referenceMACInput(f[FieldKeyID], stream, f[FieldEvent])
 }
 
 func referenceSig(key []byte, input []byte) string {
@@ -87,6 +112,12 @@ func TestVectors(t *testing.T) {
 	reasons := map[string]int{}
 	for _, v := range vf.Vectors {
 		t.Run(v.Name, func(t *testing.T) {
+			if v.FieldList != nil {
+				require.Nil(t, v.Fields, "fields or field_list, not both")
+				_, err := k.VerifyFields(v.Stream, v.FieldList)
+				assert.Equal(t, v.Expect, map[bool]string{true: "ok", false: Reason(err)}[err == nil], "error: %v", err)
+				return
+			}
 			values := make(map[string]any, len(v.Fields))
 			for f, s := range v.Fields {
 				values[f] = s
@@ -100,7 +131,7 @@ func TestVectors(t *testing.T) {
 				assert.Equal(t, v.Fields[FieldEvent], string(env.Event))
 			}
 			if v.MACInputHex != "" {
-				input := referenceMACInput(v.Fields[FieldKeyID], v.Stream, v.Fields[FieldEvent])
+				input := vectorMACInput(v.Fields, v.Stream)
 				assert.Equal(t, v.MACInputHex, hex.EncodeToString(input))
 				want := referenceSig(k.keys[k.ActiveKeyID()].secret, input)
 				assert.Equal(t, v.Expect == "ok" || v.Expect == "malformed_envelope", want == v.Fields[FieldSig],
@@ -144,7 +175,7 @@ func writeVectors(t *testing.T) {
 	add := func(name, stream, expect string, f map[string]string, withInput bool) {
 		v := vector{Name: name, Stream: stream, Fields: f, Expect: expect}
 		if withInput {
-			v.MACInputHex = hex.EncodeToString(referenceMACInput(f[FieldKeyID], stream, f[FieldEvent]))
+			v.MACInputHex = hex.EncodeToString(vectorMACInput(f, stream))
 		}
 		vs = append(vs, v)
 	}
@@ -170,7 +201,8 @@ func writeVectors(t *testing.T) {
 		f[FieldSig] = referenceSig([]byte("some-other-32-byte-key-not-ours!"), referenceMACInput(kid, stream, f[FieldEvent]))
 	}), true)
 	add("rejected: unknown key id", stream, "unknown_key_id", changed(base, func(f map[string]string) { f[FieldKeyID] = "test-vector-0" }), false)
-	add("malformed: version 2", stream, "malformed_envelope", changed(base, func(f map[string]string) { f[FieldVersion] = "2" }), false)
+	add("malformed: version 3", stream, "malformed_envelope", changed(base, func(f map[string]string) { f[FieldVersion] = "3" }), false)
+	add("malformed: version 2 without its chain fields", stream, "malformed_envelope", changed(base, func(f map[string]string) { f[FieldVersion] = "2" }), false)
 	add("malformed: uppercase sig", stream, "malformed_envelope", changed(base, func(f map[string]string) {
 		f[FieldSig] = string(bytes.ToUpper([]byte(f[FieldSig])))
 	}), false)
@@ -182,11 +214,66 @@ func writeVectors(t *testing.T) {
 		f[FieldEvent] = noID
 		f[FieldSig] = referenceSig(key, referenceMACInput(kid, stream, noID))
 	}), true)
+	// A field named twice, whichever value is signed.
+	list := func(f map[string]string) []string {
+		return []string{FieldVersion, f[FieldVersion], FieldKeyID, f[FieldKeyID], FieldEvent, f[FieldEvent], FieldSig, f[FieldSig]}
+	}
+	forged := `{"event_id":"01970f2a-6c00-7d3e-8a41-5f0c2b9e1d77","timestamp":"2026-07-01T10:30:45.123456789Z","action":"user.delete","actor":"mallory"}`
+	vs = append(vs,
+		vector{Name: "malformed: repeated field, event named twice, the signed event last", Stream: stream, Expect: "malformed_envelope",
+			FieldList: slices.Insert(list(base), 4, FieldEvent, forged)},
+		vector{Name: "malformed: repeated field, event named twice, the signed event first", Stream: stream, Expect: "malformed_envelope",
+			FieldList: append(list(base), FieldEvent, forged)},
+		vector{Name: "malformed: repeated field, sig named twice with the same value", Stream: stream, Expect: "malformed_envelope",
+			FieldList: append(list(base), FieldSig, base[FieldSig])},
+	)
+
+	// Version 2: a chain of one source on the stream, two events and a
+	// checkpoint.
+	const src = "billing-api/5f0c2b9e1d77a041"
+	chained := func(name string, seq uint64, prev, kind, event string) map[string]string {
+		env, err := k.SignLink(stream, Link{Source: src, Seq: seq, Prev: prev, Kind: kind}, []byte(event))
+		require.NoError(t, err)
+		f := map[string]string{FieldVersion: Version2, FieldKeyID: kid, FieldSource: src, FieldSeq: strconv.FormatUint(seq, 10),
+			FieldPrev: prev, FieldKind: kind, FieldEvent: event, FieldSig: env.Sig}
+		vs = append(vs, vector{Name: name, Stream: stream, Fields: f, Expect: "ok", EventID: env.EventID,
+			MACInputHex: hex.EncodeToString(vectorMACInput(f, stream))})
+		return f
+	}
+	c1 := chained("valid v2: chain entry 1", 1, "", KindEvent, ev1)
+	c2 := chained("valid v2: chain entry 2", 2, c1[FieldSig], KindEvent,
+		`{"event_id":"01970f2a-6c01-7a00-9b52-6a1d3c0f2e88","timestamp":"2026-07-01T10:30:46.000000001Z","action":"invoice.paid","actor":"bob"}`)
+	cpEvent := string(AppendCheckpointEvent(nil, src, 3, time.Date(2026, 7, 1, 10, 31, 45, 0, time.UTC),
+		Checkpoint{LastSeq: 2, Head: c2[FieldSig], Every: 1000, IntervalMS: 60000}))
+	c3 := chained("valid v2: checkpoint after entry 2", 3, c2[FieldSig], KindCheckpoint, cpEvent)
+	closing := string(AppendCheckpointEvent(nil, src, 4, time.Date(2026, 7, 1, 10, 31, 50, 0, time.UTC),
+		Checkpoint{LastSeq: 3, Head: c3[FieldSig], Every: 1000, IntervalMS: 60000, Closing: true}))
+	chained("valid v2: closing checkpoint", 4, c3[FieldSig], KindCheckpoint, closing)
+	add("tampered v2: seq changed", stream, "signature_mismatch", changed(c2, func(f map[string]string) { f[FieldSeq] = "3" }), true)
+	add("tampered v2: prev changed", stream, "signature_mismatch", changed(c2, func(f map[string]string) { f[FieldPrev] = c3[FieldSig] }), true)
+	add("tampered v2: source changed", stream, "signature_mismatch", changed(c2, func(f map[string]string) { f[FieldSource] = "billing-api/0000000000000000" }), true)
+	add("tampered v2: an event relabelled checkpoint", stream, "signature_mismatch", changed(c2, func(f map[string]string) { f[FieldKind] = KindCheckpoint }), true)
+	add("malformed v2: seq with a leading zero", stream, "malformed_envelope", changed(c2, func(f map[string]string) { f[FieldSeq] = "02" }), false)
+	add("malformed v2: seq 0", stream, "malformed_envelope", changed(c1, func(f map[string]string) { f[FieldSeq] = "0" }), false)
+	add("malformed v2: prev given for seq 1", stream, "malformed_envelope", changed(c1, func(f map[string]string) { f[FieldPrev] = c2[FieldSig] }), false)
+	add("malformed v2: source without a session", stream, "malformed_envelope", changed(c1, func(f map[string]string) { f[FieldSource] = "billing-api" }), false)
+	add("malformed v2: unknown kind", stream, "malformed_envelope", changed(c1, func(f map[string]string) { f[FieldKind] = "note" }), false)
+	add("malformed v2: kind missing", stream, "malformed_envelope", changed(c1, func(f map[string]string) { delete(f, FieldKind) }), false)
+	badCP := string(AppendCheckpointEvent(nil, src, 3, time.Date(2026, 7, 1, 10, 31, 45, 0, time.UTC),
+		Checkpoint{LastSeq: 1, Head: c1[FieldSig], Every: 1000, IntervalMS: 60000}))
+	add("malformed v2: correctly signed checkpoint whose head is not its prev", stream, "malformed_envelope", changed(c3, func(f map[string]string) {
+		f[FieldEvent] = badCP
+		f[FieldSig] = referenceSig(key, referenceMACInput2(f, stream))
+	}), true)
+	vs = append(vs, vector{Name: "malformed: repeated field, seq named twice in a v2 entry", Stream: stream, Expect: "malformed_envelope",
+		FieldList: []string{FieldVersion, Version2, FieldKeyID, kid, FieldSource, src, FieldSeq, "2", FieldSeq, "1", FieldPrev, "",
+			FieldKind, KindEvent, FieldEvent, c1[FieldEvent], FieldSig, c1[FieldSig]}})
+
 	add("unsigned: raw event", stream, "unsigned", map[string]string{FieldEvent: ev1}, false)
 	add("unsigned: arbitrary fields", stream, "unsigned", map[string]string{"user": "alice", "action": "login"}, false)
 
 	vf := vectorFile{
-		Description: "auditproc envelope v1 test vectors (docs/envelope.md). Each vector is a stream entry (fields) read from stream; expect is the verification outcome: ok, signature_mismatch, unknown_key_id, malformed_envelope or unsigned.",
+		Description: "auditproc envelope v1 and v2 test vectors (docs/envelope.md). Each vector is a stream entry (fields, or field_list as stored when a map cannot hold it) read from stream; expect is the verification outcome: ok, signature_mismatch, unknown_key_id, malformed_envelope or unsigned. The v2 vectors named chain entry 1, 2 and the checkpoints form one source's chain, in order.",
 		KeyNote:     "PUBLIC TEST KEY, published with the spec so that any implementation can check itself. It is not a secret and must never sign real events.",
 		Keys:        map[string]string{kid: hex.EncodeToString(key)},
 		MACLabel:    macLabel,

@@ -86,7 +86,7 @@ func (p *Processor) flushAcks(ctx context.Context) {
 // acked accounts for acks sent: acked of a.ids were still pending. The
 // entries are no longer held.
 func (p *Processor) acked(a pendingAcks, acked int64) {
-	p.held.removeIDs(a.ids)
+	p.held.acked(a.ids)
 	p.outcomes.acked(len(a.ids), acked, a.ok, a.dropped)
 	p.log.Debug("audit_events_acknowledged", slog.Int("count", len(a.ids)), slog.Int64("acked", acked), slog.Int("emitted", 0))
 }

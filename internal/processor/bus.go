@@ -20,6 +20,11 @@ type bus interface {
 	XPending(ctx context.Context, stream, group string) (streambus.PendingInfo, error)
 	// XInfoGroup feeds the pending and lag gauges.
 	XInfoGroup(ctx context.Context, stream, group string) (streambus.GroupInfo, error)
+	// Charge counts failed attempts; Touch keeps held entries from looking
+	// idle; XRange reads an entry to dead-letter by id.
+	Charge(ctx context.Context, stream, group string, ids ...string) ([]streambus.Charged, error)
+	Touch(ctx context.Context, stream, group, consumer string, ids ...string) (int64, error)
+	XRange(ctx context.Context, stream, start, end string, count int64) ([]streambus.RawEntry, error)
 }
 
 var _ bus = (*streambus.Bus)(nil)

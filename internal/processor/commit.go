@@ -19,8 +19,11 @@ import (
 //   - retry (and every failure): nothing; the entry stays pending and the
 //     reclaimer runs it again.
 //
-// When no entry of the batch emitted to a stream sink, its acks are plain
-// XACKs: they go to the ack queue and ride with the reader's next read.
+// When no entry of the batch emitted to a stream sink or has attempts on
+// record, its acks are plain XACKs: they go to the ack queue and ride with
+// the reader's next read. Otherwise the ok and dropped entries are
+// committed in one atomic script, which also clears their attempt counts.
+// A retry counts an attempt (streambus.Charge).
 type commitPlan struct {
 	// lines are the emits for line sinks, by sink name.
 	lines map[string][][]byte
@@ -36,13 +39,16 @@ type commitPlan struct {
 	// stream they go to.
 	adds   int
 	sinkOf map[string]string
+	// attempted says an item has attempts on record to clear.
+	attempted bool
 	// letters are the rejected entries.
 	letters []streambus.Letter
 	// retries are the entries left pending for another attempt.
 	retries []*work
 }
 
-// planCommit decides what to do with a batch of verdicts. It is a pure
+// planCommit decides what to do with a batch of verdicts, once deliver
+// wrote the emits for external sinks. It is a pure
 // function of the batch and the sinks.
 func planCommit(batch []work, sinks map[string]*sink) commitPlan {
 	var plan commitPlan
@@ -51,9 +57,12 @@ func planCommit(batch []work, sinks map[string]*sink) commitPlan {
 		r := &w.result
 		switch r.Verdict {
 		case abi.VerdictOK:
-			it := streambus.Item{ID: w.entry.ID}
+			it := streambus.Item{ID: w.entry.ID, Attempted: w.entry.Attempts > 0}
 			for _, e := range r.Emits {
 				s := sinks[e.Sink]
+				if s.dest != nil {
+					continue // written and confirmed by deliver
+				}
 				if s.kind == SinkStream {
 					// checkEmits stamped every emit of an ok result.
 					it.Adds = append(it.Adds, streambus.Add{Stream: s.stream, Event: e.Event, Stamped: true})
@@ -71,9 +80,11 @@ func planCommit(batch []work, sinks map[string]*sink) commitPlan {
 			}
 			plan.items = append(plan.items, it)
 			plan.ok++
+			plan.attempted = plan.attempted || it.Attempted
 		case abi.VerdictDrop:
-			plan.items = append(plan.items, streambus.Item{ID: w.entry.ID})
+			plan.items = append(plan.items, streambus.Item{ID: w.entry.ID, Attempted: w.entry.Attempts > 0})
 			plan.dropped++
+			plan.attempted = plan.attempted || w.entry.Attempts > 0
 		case abi.VerdictReject:
 			plan.letters = append(plan.letters, w.entry.Letter(streambus.Reason{
 				Kind: streambus.ReasonRejected, Detail: fmt.Sprintf("plugin %q: %s", r.Plugin, r.Message),
@@ -82,7 +93,7 @@ func planCommit(batch []work, sinks map[string]*sink) commitPlan {
 			plan.retries = append(plan.retries, w)
 		}
 	}
-	if len(plan.items) > 0 && plan.adds == 0 {
+	if len(plan.items) > 0 && plan.adds == 0 && !plan.attempted {
 		// Acks only: they ride with the reader's next read (see ackQueue);
 		// the entries count as processed once acknowledged.
 		ids := make([]string, len(plan.items))
@@ -110,12 +121,18 @@ func (p *Processor) applyCommit(ctx context.Context, plan *commitPlan) (queued b
 			slog.String("plugin", r.Plugin), slog.String("message", r.Message),
 			slog.Int64("deliveries", w.entry.Deliveries))
 	}
+	p.charge(ctx, plan.retries)
 	p.failures.forget(plan)
 	for name, evs := range plan.lines {
 		s := p.sinks[name]
-		if err := p.retrySink(ctx, s, func() error { return s.line.write(evs) }); err != nil {
+		if err := p.retrySink(ctx, s, func() error {
+			start := time.Now()
+			defer func() { p.metrics.SinkLatency.WithLabelValues(name).Observe(time.Since(start).Seconds()) }()
+			return s.line.write(evs)
+		}); err != nil {
 			return false // nothing acked: every entry of the batch is redelivered
 		}
+		p.metrics.SinkWrites.WithLabelValues(name).Add(float64(len(evs)))
 		p.outcomes.emitted(name, len(evs))
 	}
 	if len(plan.queue.ids) > 0 {
@@ -181,6 +198,7 @@ func (p *Processor) commitLoop(ctx context.Context, results <-chan *[]work) {
 				break more
 			}
 		}
+		p.deliver(ctx, batch)
 		plan := planCommit(batch, p.sinks)
 		queued := p.applyCommit(ctx, &plan)
 		p.uncommitted.Add(-int64(len(batch)))
@@ -193,4 +211,19 @@ func (p *Processor) commitLoop(ctx context.Context, results <-chan *[]work) {
 			armed = true
 		}
 	}
+}
+
+// charge counts an attempt for each retried entry, before it is let go.
+func (p *Processor) charge(ctx context.Context, retries []*work) {
+	if len(retries) == 0 || ctx.Err() != nil {
+		return // a shutdown that cut runs short charges nothing
+	}
+	ids := make([]string, len(retries))
+	for i, w := range retries {
+		ids[i] = w.entry.ID
+	}
+	_ = p.retryRedis(ctx, "charge", func() error {
+		_, err := p.bus.Charge(ctx, p.cfg.Stream, p.cfg.Group, ids...)
+		return err
+	})
 }

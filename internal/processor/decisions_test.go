@@ -120,20 +120,20 @@ func TestDecisionsAgainstAFakeBus(t *testing.T) {
 		b := newFakeBus("s", 4)
 		p := fakeProcessor(t, b, Config{})
 		batch := b.deliver(b.entries, "c")
-		p.held.add(batch.Entries)
-		work := []work{
+		p.held.take(batch.Entries)
+		verdicts := []work{
 			{entry: &batch.Entries[0], result: result(abi.VerdictOK, "", "")},
 			{entry: &batch.Entries[1], result: result(abi.VerdictDrop, "f", "")},
 			{entry: &batch.Entries[2], result: result(abi.VerdictReject, "schema", "no actor")},
 			{entry: &batch.Entries[3], result: result(abi.VerdictRetry, "forward", "busy")},
 		}
-		plan := planCommit(work, p.sinks)
+		plan := planCommit(verdicts, p.sinks)
 		queued := p.applyCommit(ctx, &plan)
 		require.True(t, queued)
-		p.held.removeWork(work, queued)
+		p.held.removeWork(verdicts, queued)
 		assert.Equal(t, []string{"1-0", "2-0", "4-0"}, b.pendingIDs(), "acks wait in the queue; the reject is dead-lettered")
-		assert.Empty(t, p.held.without(batch.Entries[:2]), "queued entries stay held")
-		assert.Len(t, p.held.without(batch.Entries[2:]), 2, "the others are released")
+		assert.ElementsMatch(t, []string{"1-0", "2-0"}, p.held.list(), "queued entries stay held, the others are let go")
+		assert.EqualValues(t, 1, b.attempts["4-0"], "a retry is an attempt")
 		p.flushAcks(ctx)
 		assert.Equal(t, []string{"4-0"}, b.pendingIDs(), "the retried entry stays pending")
 		require.Len(t, b.letters, 1)
@@ -144,19 +144,49 @@ func TestDecisionsAgainstAFakeBus(t *testing.T) {
 		assert.EqualValues(t, 1, st.Rejected.Load())
 		assert.EqualValues(t, 1, st.Retried.Load())
 		assert.InDelta(t, 1, testutil.ToFloat64(p.metrics.DeadLettered.WithLabelValues("rejected")), 0)
-		assert.Empty(t, p.held.without(nil))
+		assert.Empty(t, p.held.list())
 
-		// Past its budget, the retried entry is dead-lettered with its last
-		// failure.
-		b.pending["4-0"].deliveries = int64(p.cfg.MaxDeliveries)
+		// Claims count deliveries, not attempts: the entry runs again.
+		b.pending["4-0"].deliveries = 10
+		claimed, _ := b.XAutoClaim(ctx, streambus.AutoClaimArgs{})
+		run := p.triage(ctx, claimed, true)
+		require.Len(t, run, 1)
+		assert.EqualValues(t, 1, run[0].Attempts)
+		// It succeeds: committed by the script, which clears its count.
+		w := []work{{entry: &run[0], result: result(abi.VerdictOK, "", "")}}
+		plan = planCommit(w, p.sinks)
+		assert.False(t, p.applyCommit(ctx, &plan))
+		p.held.removeWork(w, false)
+		require.Len(t, b.commits, 1)
+		assert.Equal(t, []streambus.Item{{ID: "4-0", Attempted: true}}, b.commits[0])
+		assert.Empty(t, b.pendingIDs())
+		assert.Empty(t, b.attempts)
+	})
+
+	t.Run("past its attempts an entry is dead-lettered with its last failure", func(t *testing.T) {
+		b := newFakeBus("s", 1)
+		p := fakeProcessor(t, b, Config{MaxDeliveries: 2})
+		for attempt := range 2 {
+			batch := b.deliver(b.entries, "c")
+			if attempt > 0 {
+				batch, _ = b.XAutoClaim(ctx, streambus.AutoClaimArgs{})
+			}
+			run := p.triage(ctx, batch, attempt > 0)
+			require.Len(t, run, 1)
+			w := []work{{entry: &run[0], result: result(abi.VerdictRetry, "forward", "busy")}}
+			plan := planCommit(w, p.sinks)
+			p.applyCommit(ctx, &plan)
+			p.held.removeWork(w, false)
+		}
 		claimed, _ := b.XAutoClaim(ctx, streambus.AutoClaimArgs{})
 		assert.Empty(t, p.triage(ctx, claimed, true))
-		require.Len(t, b.letters, 2)
+		require.Len(t, b.letters, 1)
 		assert.Equal(t, streambus.Reason{
 			Kind:   streambus.ReasonMaxDeliveries,
-			Detail: `delivered 6 times (limit 5); last failure: plugin "forward": busy`,
-		}, b.letters[1].Reason)
-		assert.EqualValues(t, 1, st.Exhausted.Load())
+			Detail: `failed 2 attempts (limit 2), delivered 4 times; last failure: plugin "forward": busy`,
+		}, b.letters[0].Reason)
+		assert.EqualValues(t, 1, p.Stats().Exhausted.Load())
+		assert.Empty(t, p.held.list())
 	})
 
 	t.Run("tampered entries stay pending until their budget is spent", func(t *testing.T) {
@@ -182,7 +212,7 @@ func TestDecisionsAgainstAFakeBus(t *testing.T) {
 		b := newFakeBus("s", 3)
 		p := fakeProcessor(t, b, Config{})
 		batch := b.deliver(b.entries, "c")
-		p.held.add(batch.Entries[:2])
+		p.held.take(batch.Entries[:2])
 		claimed, _ := b.XAutoClaim(ctx, streambus.AutoClaimArgs{})
 		run := p.triage(ctx, claimed, true)
 		require.Len(t, run, 1)
@@ -202,9 +232,9 @@ func TestSinkErrorsAreNotRedisErrors(t *testing.T) {
 	t.Cleanup(func() { closeSinks(p.sinks) })
 	p.setReady(true)
 	batch := b.deliver(b.entries, "c")
-	work := []work{{entry: &batch.Entries[0], result: result(abi.VerdictOK, "", "",
+	verdicts := []work{{entry: &batch.Entries[0], result: result(abi.VerdictOK, "", "",
 		host.Emit{Plugin: "forward", Sink: "archive", Event: []byte(`{"b":2}`)})}}
-	plan := planCommit(work, p.sinks)
+	plan := planCommit(verdicts, p.sinks)
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	assert.False(t, p.applyCommit(ctx, &plan))

@@ -23,6 +23,8 @@ type fakeBus struct {
 	tampered map[string]streambus.Tampered // by id: entries that fail verification
 	next     int                           // index of the first entry never delivered
 	pending  map[string]*fakePending
+	attempts map[string]int64
+	touched  int
 	letters  []streambus.Letter
 	commits  [][]streambus.Item
 	acked    []string
@@ -36,7 +38,7 @@ type fakePending struct {
 }
 
 func newFakeBus(stream string, n int) *fakeBus {
-	b := &fakeBus{pending: map[string]*fakePending{}, tampered: map[string]streambus.Tampered{}}
+	b := &fakeBus{pending: map[string]*fakePending{}, tampered: map[string]streambus.Tampered{}, attempts: map[string]int64{}}
 	for i := range n {
 		b.entries = append(b.entries, streambus.Entry{
 			ID: fmt.Sprintf("%d-0", i+1), Stream: stream, KeyID: "k", EventID: fmt.Sprint("ev-", i+1),
@@ -64,7 +66,7 @@ func (b *fakeBus) deliver(es []streambus.Entry, consumer string) streambus.Batch
 		}
 		p.consumer, p.delivered = consumer, time.Now()
 		p.deliveries++
-		e.Deliveries = p.deliveries
+		e.Deliveries, e.Attempts = p.deliveries, b.attempts[e.ID]
 		batch.Cursor = e.ID
 		if t, bad := b.tampered[e.ID]; bad {
 			t.Deliveries = p.deliveries
@@ -133,6 +135,7 @@ func (b *fakeBus) ack(ids []string) int64 {
 	for _, id := range ids {
 		if b.pending[id] != nil {
 			delete(b.pending, id)
+			delete(b.attempts, id)
 			b.acked = append(b.acked, id)
 			n++
 		}
@@ -187,6 +190,42 @@ func (b *fakeBus) XInfoGroup(context.Context, string, string) (streambus.GroupIn
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return streambus.GroupInfo{Pending: int64(len(b.pending)), Lag: int64(len(b.entries) - b.next)}, nil
+}
+
+func (b *fakeBus) Charge(_ context.Context, _, _ string, ids ...string) ([]streambus.Charged, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]streambus.Charged, len(ids))
+	for i, id := range ids {
+		if p := b.pending[id]; p != nil {
+			b.attempts[id]++
+			out[i] = streambus.Charged{Attempts: b.attempts[id], Deliveries: p.deliveries}
+		}
+	}
+	return out, nil
+}
+
+func (b *fakeBus) Touch(_ context.Context, _, _, consumer string, ids ...string) (int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var n int64
+	for _, id := range ids {
+		if p := b.pending[id]; p != nil && p.consumer == consumer {
+			p.delivered = time.Now()
+			n++
+		}
+	}
+	b.touched++
+	return n, nil
+}
+
+func (b *fakeBus) XRange(_ context.Context, _, start, _ string, _ int64) ([]streambus.RawEntry, error) {
+	for _, e := range b.entries {
+		if e.ID == start {
+			return []streambus.RawEntry{{ID: e.ID, Fields: []string{"kid", e.KeyID, "event", string(e.Event)}}}, nil
+		}
+	}
+	return nil, nil
 }
 
 // pendingIDs lists the pending entries in id order.

@@ -1,9 +1,13 @@
 package processor
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/auditproc/auditproc/host"
+	extsink "github.com/auditproc/auditproc/internal/sink"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
@@ -11,6 +15,9 @@ import (
 // (no global registry), served at /metrics.
 type Metrics struct {
 	Registry *prometheus.Registry
+
+	pluginsOnce sync.Once
+	plugins     watchedPlugins
 
 	Read           prometheus.Counter
 	Verified       prometheus.Counter
@@ -21,9 +28,11 @@ type Metrics struct {
 	DeadLettered   *prometheus.CounterVec // by reason
 	Reclaimed      prometheus.Counter
 	DeletedPending prometheus.Counter
-	Emitted        *prometheus.CounterVec // by sink
-	RedisErrors    *prometheus.CounterVec // by operation
-	SinkErrors     *prometheus.CounterVec // by sink
+	Emitted        *prometheus.CounterVec   // by sink
+	RedisErrors    *prometheus.CounterVec   // by operation
+	SinkErrors     *prometheus.CounterVec   // by sink: failed writes (each retried or refused)
+	SinkWrites     *prometheus.CounterVec   // by sink: events the sink confirmed
+	SinkLatency    *prometheus.HistogramVec // by sink: one write
 	LateAcks       prometheus.Counter
 	GroupRecreated prometheus.Counter
 	Pending        prometheus.Gauge
@@ -71,9 +80,6 @@ func NewMetrics() *Metrics {
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditproc_redis_errors_total", Help: "Failed Redis operations, by operation.",
 		}, []string{"op"}),
-		SinkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "auditproc_sink_errors_total", Help: "Failed writes to file and stdout sinks, by sink (each is retried; the entries wait unacknowledged).",
-		}, []string{"sink"}),
 		LateAcks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "auditproc_late_acks_total", Help: "Acks that found the entry no longer pending for this consumer (claimed by another replica meanwhile).",
 		}),
@@ -90,16 +96,24 @@ func NewMetrics() *Metrics {
 			Name: "auditproc_ready", Help: "1 while Redis answers and the loop runs.",
 		}),
 	}
+	// The sink metrics are defined by the sink package, for every sink that
+	// is written before the ack (file, stdout and the external ones).
+	sm := extsink.NewMetrics(r)
+	m.SinkErrors, m.SinkWrites, m.SinkLatency = sm.Errors, sm.Writes, sm.Latency
 	r.MustRegister(m.Read, m.Verified, m.Tampered, m.Verdicts, m.PluginLatency, m.Acked,
 		m.DeadLettered, m.Reclaimed, m.DeletedPending, m.Emitted,
-		m.RedisErrors, m.SinkErrors, m.LateAcks, m.GroupRecreated, m.Pending, m.Lag, m.Ready,
+		m.RedisErrors, m.LateAcks, m.GroupRecreated, m.Pending, m.Lag, m.Ready,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // WatchPlugins exports the plugins' instance counters, read at scrape time.
+//
+// A later call (a reload) replaces the plugins watched.
 func (m *Metrics) WatchPlugins(plugins []*host.Plugin) {
-	m.Registry.MustRegister(pluginCollector(plugins))
+	m.pluginsOnce.Do(func() { m.Registry.MustRegister(&m.plugins) })
+	list := pluginCollector(plugins)
+	m.plugins.list.Store(&list)
 }
 
 var (
@@ -111,13 +125,22 @@ var (
 
 type pluginCollector []*host.Plugin
 
-func (c pluginCollector) Describe(ch chan<- *prometheus.Desc) {
+// watchedPlugins collects the plugins of the pipeline running now.
+type watchedPlugins struct {
+	list atomic.Pointer[pluginCollector]
+}
+
+func (w *watchedPlugins) Describe(ch chan<- *prometheus.Desc) {
 	ch <- restartsDesc
 	ch <- instancesDesc
 }
 
-func (c pluginCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, p := range c {
+func (w *watchedPlugins) Collect(ch chan<- prometheus.Metric) {
+	c := w.list.Load()
+	if c == nil {
+		return
+	}
+	for _, p := range *c {
 		st := p.Stats()
 		for cause, n := range st.Restarts {
 			ch <- prometheus.MustNewConstMetric(restartsDesc, prometheus.CounterValue, float64(n), p.Name(), cause.String())

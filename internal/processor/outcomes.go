@@ -14,7 +14,7 @@ type Stats struct {
 	Dropped      atomic.Int64 // a plugin dropped the entry; acked
 	Retried      atomic.Int64 // a plugin asked for a retry (or failed); left pending
 	Rejected     atomic.Int64 // dead-lettered because a plugin rejected it
-	Exhausted    atomic.Int64 // dead-lettered after max deliveries
+	Exhausted    atomic.Int64 // dead-lettered after max deliveries (failed or crashed_host)
 	Tampered     atomic.Int64 // deliveries refused by verification (an entry counts each time)
 	TamperedDLQ  atomic.Int64 // tampered entries dead-lettered after max deliveries
 	Reclaimed    atomic.Int64 // entries claimed from idle consumers
@@ -108,7 +108,7 @@ func (o outcomes) deadLettered(kind streambus.ReasonKind) {
 	switch kind {
 	case streambus.ReasonRejected:
 		o.stats.Rejected.Add(1)
-	case streambus.ReasonMaxDeliveries:
+	case streambus.ReasonMaxDeliveries, streambus.ReasonCrashedHost:
 		o.stats.Exhausted.Add(1)
 	default: // a verification reason
 		o.stats.TamperedDLQ.Add(1)

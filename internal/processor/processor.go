@@ -46,11 +46,18 @@ type Config struct {
 	ReclaimInterval time.Duration
 	// MinIdle before an entry may be claimed. Default DefaultMinIdle.
 	MinIdle time.Duration
-	// MaxDeliveries before an entry is dead-lettered. Default DefaultMaxDeliveries.
+	// MaxDeliveries is how many real attempts an entry gets before it is
+	// dead-lettered: runs that failed, and runs during which the process
+	// died. Reads and claims do not count. Default DefaultMaxDeliveries.
 	MaxDeliveries int
 	// ShutdownTimeout bounds the drain of in-flight entries once ctx is
 	// cancelled. Default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+	// StateDir holds this process's crash journal (journal.go), so that a
+	// restart charges an attempt only to the entries that were running
+	// when the process died. Empty: no journal (a crash then charges
+	// nothing). It should survive a restart of the process.
+	StateDir string
 	// Sinks by name.
 	Sinks map[string]Sink
 	// StopWhenIdle makes Run return once the stream is drained: nothing new
@@ -104,7 +111,7 @@ type Processor struct {
 	cfg      Config
 	log      *slog.Logger
 	bus      bus
-	pipeline *host.Pipeline
+	gens     generations // the pipeline now, swapped by Reload
 	metrics  *Metrics
 	sinks    map[string]*sink // by name
 	outcomes outcomes
@@ -114,6 +121,7 @@ type Processor struct {
 	lastRead atomic.Int64 // unix nanoseconds when a read last returned
 	stalled  atomic.Bool
 	failures failureMemory
+	journal  *journal
 	// held are the entries this process holds: read and not yet finished
 	// in Redis (queued for a worker, running, or waiting for their ack).
 	// The reclaimer leaves them alone.
@@ -140,7 +148,8 @@ func New(cfg Config, logger *slog.Logger, b bus, pipeline *host.Pipeline, metric
 	if metrics == nil {
 		metrics = NewMetrics()
 	}
-	p := &Processor{cfg: cfg, log: logger, bus: b, pipeline: pipeline, metrics: metrics}
+	p := &Processor{cfg: cfg, log: logger, bus: b, metrics: metrics}
+	p.gens.cur.Store(newGeneration(metrics, pipeline, logger))
 	p.outcomes = outcomes{stats: &p.stats, m: metrics}
 	p.failures.m = map[string]failure{}
 	sinks, err := openSinks(cfg.Sinks)
@@ -172,6 +181,25 @@ func (p *Processor) Run(ctx context.Context) error {
 			return nil // stopped before Redis ever answered: nothing was read
 		}
 		return err
+	}
+	if err := p.recoverCrashed(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	if p.cfg.StateDir != "" {
+		j, err := openJournal(p.cfg.StateDir, p.cfg.Stream, p.cfg.Group, p.cfg.Consumer, p.cfg.Workers)
+		if err != nil {
+			// Processing goes on; a crash then charges nothing.
+			p.log.Error("crash_journal_unavailable", slog.String("error", err.Error()),
+				slog.String("detail", "after a crash, entries that were running are not charged an attempt"))
+		} else {
+			p.journal = j
+			// Removed after the workers are gone (deferred before them):
+			// a clean stop leaves nothing to charge.
+			defer j.close()
+		}
 	}
 	p.setReady(true)
 	defer p.setReady(false)
@@ -211,19 +239,19 @@ func (p *Processor) Run(ctx context.Context) error {
 	jobs := make(chan []streambus.Entry, max(2*p.cfg.Workers, p.cfg.BatchSize/maxChunk))
 	results := make(chan *[]work, 2*p.cfg.Workers)
 	feed := feeder{jobs: jobs, uncommitted: &p.uncommitted, held: &p.held, sendCtx: workCtx, workers: p.cfg.Workers}
-	obs := newObservers(p.metrics, p.pipeline)
 
 	var producers, pool, committer, watchers sync.WaitGroup
 	producers.Go(func() { p.readLoop(readCtx, feed, stopReading) })
 	producers.Go(func() { p.reclaimLoop(readCtx, feed) })
-	for _, w := range workers {
-		pool.Go(func() { p.runWorker(workCtx, w, obs, jobs, results) })
+	for slot, w := range workers {
+		pool.Go(func() { p.runWorker(workCtx, slot, w, jobs, results) })
 	}
 	committer.Go(func() { p.commitLoop(workCtx, results) })
 	watchCtx, stopWatching := context.WithCancel(ctx)
 	defer stopWatching()
 	watchers.Go(func() { p.gaugeLoop(watchCtx) })
 	watchers.Go(func() { p.watchLoop(watchCtx) })
+	watchers.Go(func() { p.keepHeldLoop(watchCtx) })
 
 	// Shutdown, in order; each step waits for the one before:
 	//  1. ctx is cancelled (or the stream drained): reading and claiming
@@ -238,7 +266,8 @@ func (p *Processor) Run(ctx context.Context) error {
 	//     sends the queued acks;
 	close(results)
 	committer.Wait()
-	//  4. the gauges and the stall watch, which also use Redis, stop;
+	//  4. the gauges, the stall watch and the keep-alive of held entries,
+	//     which also use Redis, stop;
 	stopWatching()
 	watchers.Wait()
 	//  5. the sinks close (deferred above) and Run returns: no goroutine of

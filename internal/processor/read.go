@@ -28,20 +28,19 @@ type feeder struct {
 // early.
 const maxChunk = 32
 
-// send hands entries to the workers in chunks; they are held and
-// uncommitted from here on. It returns false when the work context ended
-// first: the entries not sent stay pending in Redis.
+// send hands held entries (triage took them) to the workers in chunks;
+// they are uncommitted from here on. It returns false when the work
+// context ended first: the entries not sent are let go, pending in Redis.
 func (f feeder) send(entries []streambus.Entry) bool {
 	chunk := min(maxChunk, max(1, (len(entries)+f.workers-1)/f.workers))
 	for lo := 0; lo < len(entries); lo += chunk {
 		c := entries[lo:min(lo+chunk, len(entries))]
 		f.uncommitted.Add(int64(len(c)))
-		f.held.add(c)
 		select {
 		case f.jobs <- c:
 		case <-f.sendCtx.Done():
 			f.uncommitted.Add(-int64(len(c)))
-			f.held.remove(c)
+			f.held.remove(entries[lo:])
 			return false // left pending: redelivered after a restart or reclaimed
 		}
 	}

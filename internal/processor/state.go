@@ -15,17 +15,68 @@ import (
 type heldSet struct {
 	mu  sync.Mutex
 	ids map[string]struct{}
+	// claiming is set while a claim is on its way from Redis to take;
+	// finished then collects the ids let go because they were acked or
+	// dead-lettered meanwhile: the claim may return them (Redis ran the
+	// claim first), and take must not run them again.
+	claiming bool
+	finished map[string]struct{}
 }
 
-func (s *heldSet) add(entries []streambus.Entry) {
+// claim marks a claim on its way (on) or taken (off).
+func (s *heldSet) claim(on bool) {
 	s.mu.Lock()
+	s.claiming = on
+	if !on {
+		s.finished = nil
+	}
+	s.mu.Unlock()
+}
+
+// letGo removes id; finished says it was acked or dead-lettered. Callers
+// hold mu.
+func (s *heldSet) letGo(id string, finished bool) {
+	delete(s.ids, id)
+	if finished && s.claiming {
+		if s.finished == nil {
+			s.finished = map[string]struct{}{}
+		}
+		s.finished[id] = struct{}{}
+	}
+}
+
+// take adds entries to the set and returns those that were not held yet
+// (in entries' memory): the reader and the reclaimer may both receive an
+// entry (a claim racing a read), and only one of them runs it.
+func (s *heldSet) take(entries []streambus.Entry) []streambus.Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.ids == nil {
 		s.ids = make(map[string]struct{}, len(entries))
 	}
-	for i := range entries {
-		s.ids[entries[i].ID] = struct{}{}
+	out := entries[:0]
+	for _, e := range entries {
+		if _, busy := s.ids[e.ID]; busy {
+			continue
+		}
+		if _, done := s.finished[e.ID]; done {
+			continue
+		}
+		s.ids[e.ID] = struct{}{}
+		out = append(out, e)
 	}
-	s.mu.Unlock()
+	return out
+}
+
+// list returns the ids held.
+func (s *heldSet) list() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.ids))
+	for id := range s.ids {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 func (s *heldSet) remove(entries []streambus.Entry) {
@@ -41,10 +92,11 @@ func (s *heldSet) remove(entries []streambus.Entry) {
 func (s *heldSet) removeWork(batch []work, queued bool) {
 	s.mu.Lock()
 	for i := range batch {
-		if queued && acksOnly(batch[i].result.Verdict) {
+		v := batch[i].result.Verdict
+		if queued && acksOnly(v) {
 			continue
 		}
-		delete(s.ids, batch[i].entry.ID)
+		s.letGo(batch[i].entry.ID, acksOnly(v) || v == abi.VerdictReject)
 	}
 	s.mu.Unlock()
 }
@@ -52,25 +104,13 @@ func (s *heldSet) removeWork(batch []work, queued bool) {
 // acksOnly says whether a verdict's commit is an ack (ok or drop).
 func acksOnly(v abi.Verdict) bool { return v == abi.VerdictOK || v == abi.VerdictDrop }
 
-func (s *heldSet) removeIDs(ids []string) {
+// acked releases entries whose acks were sent.
+func (s *heldSet) acked(ids []string) {
 	s.mu.Lock()
 	for _, id := range ids {
-		delete(s.ids, id)
+		s.letGo(id, true)
 	}
 	s.mu.Unlock()
-}
-
-// without returns entries less those held.
-func (s *heldSet) without(entries []streambus.Entry) []streambus.Entry {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := entries[:0:0]
-	for _, e := range entries {
-		if _, busy := s.ids[e.ID]; !busy {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // failureMemory remembers why an entry last failed, for its dead letter.

@@ -2,10 +2,18 @@ package processor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"github.com/auditproc/auditproc/abi"
 	"github.com/auditproc/auditproc/host"
@@ -15,34 +23,73 @@ import (
 
 // startWorkers opens one pipeline worker (its plugin instances) per
 // configured worker.
-func (p *Processor) startWorkers(ctx context.Context) ([]*host.Worker, error) {
-	workers := make([]*host.Worker, p.cfg.Workers)
+func (p *Processor) startWorkers(ctx context.Context) ([]pipelineWorker, error) {
+	workers := make([]pipelineWorker, p.cfg.Workers)
 	for i := range workers {
-		w, err := p.pipeline.NewWorker(ctx)
+		g := p.gens.acquire()
+		w, err := g.pipeline.NewWorker(ctx)
 		if err != nil {
+			g.release()
 			for _, w := range workers[:i] {
-				w.Release()
+				w.release()
 			}
 			return nil, fmt.Errorf("start worker %d: %w", i, err)
 		}
-		workers[i] = w
+		workers[i] = pipelineWorker{w: w, gen: g}
 	}
 	return workers, nil
 }
 
+// pipelineWorker is a worker's plugin instances and the generation they
+// belong to.
+type pipelineWorker struct {
+	w   *host.Worker
+	gen *generation
+}
+
+func (pw pipelineWorker) release() {
+	pw.w.Release()
+	pw.gen.release()
+}
+
+// current moves pw to the current generation when Reload replaced its own,
+// between two chunks. When the new pipeline cannot open its instances, pw
+// stays on its generation and the next chunk tries again.
+func (p *Processor) current(ctx context.Context, pw pipelineWorker) pipelineWorker {
+	if p.gens.cur.Load() == pw.gen {
+		return pw
+	}
+	g := p.gens.acquire()
+	w, err := g.pipeline.NewWorker(ctx)
+	if err != nil {
+		g.release()
+		p.log.Warn("worker_reload_failed", slog.String("error", err.Error()))
+		return pw
+	}
+	pw.release()
+	return pipelineWorker{w: w, gen: g}
+}
+
 // runWorker runs the pipeline over every chunk of entries it receives and
-// sends the results on, until jobs is closed; then it closes w.
-func (p *Processor) runWorker(ctx context.Context, w *host.Worker, obs observers, jobs <-chan []streambus.Entry, results chan<- *[]work) {
-	defer w.Release()
+// sends the results on, until jobs is closed; then it releases its
+// instances. slot is its slot in the crash journal.
+func (p *Processor) runWorker(ctx context.Context, slot int, pw pipelineWorker, jobs <-chan []streambus.Entry, results chan<- *[]work) {
+	defer func() { pw.release() }()
 	for chunk := range jobs {
+		// A chunk runs wholly on one pipeline; a reload takes effect
+		// between chunks.
+		pw = p.current(ctx, pw)
+		w, obs := pw.w, pw.gen.obs
 		out := p.chunk(len(chunk))
 		for i := range chunk {
 			e := &chunk[i]
+			p.journal.begin(slot, e.ID)
 			res := w.Process(ctx, host.Event{
 				EntryID: e.ID, Stream: e.Stream, KeyID: e.KeyID, EventID: e.EventID,
 				Deliveries: uint32(min(e.Deliveries, 1<<31)), Data: e.Event,
 			})
-			p.checkEmits(&res)
+			p.journal.end(slot)
+			p.checkEmits(e, &res)
 			obs.observe(&res)
 			// The worker reuses Event and Timings on its next call;
 			// Timings were observed just above.
@@ -57,13 +104,24 @@ func (p *Processor) runWorker(ctx context.Context, w *host.Worker, obs observers
 // and turns the result into a reject when one cannot be: an emit that is
 // not a JSON object, or whose event_id or timestamp is malformed, could
 // never be committed, and retrying it would stall every entry behind it.
-func (p *Processor) checkEmits(r *host.Result) {
+//
+// An emit without event_id gets one derived from the entry (stream, entry
+// id, position among the entry's emits), and one without timestamp gets
+// the time the entry was appended: a retried entry emits the same event
+// again, so an external sink's idempotency key recognises it.
+func (p *Processor) checkEmits(e *streambus.Entry, r *host.Result) {
 	if r.Verdict != abi.VerdictOK {
 		return
 	}
-	now := time.Now()
+	at := entryTime(e.ID)
 	for i := range r.Emits {
-		stamped, _, err := integrity.Stamp(r.Emits[i].Event, now)
+		ev := r.Emits[i].Event
+		if !gjson.GetBytes(ev, integrity.EventIDMember).Exists() && json.Valid(ev) && gjson.ParseBytes(ev).IsObject() {
+			if withID, err := sjson.SetBytes(ev, integrity.EventIDMember, derivedEventID(e.Stream, e.ID, i)); err == nil {
+				ev = withID
+			}
+		}
+		stamped, _, err := integrity.Stamp(ev, at)
 		if err != nil {
 			r.Verdict = abi.VerdictReject
 			r.Plugin = r.Emits[i].Plugin
@@ -73,6 +131,43 @@ func (p *Processor) checkEmits(r *host.Result) {
 		}
 		r.Emits[i].Event = stamped
 	}
+}
+
+// derivedEventID is a UUID (version 8, RFC 9562) made of the SHA-256 of the
+// entry's stream and id and the emit's position: the same for every
+// delivery of the entry.
+func derivedEventID(stream, entryID string, n int) string {
+	h := sha256.New()
+	h.Write([]byte(stream))
+	h.Write([]byte{0})
+	h.Write([]byte(entryID))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.Itoa(n)))
+	var u [16]byte
+	copy(u[:], h.Sum(nil))
+	u[6] = u[6]&0x0f | 0x80 // version 8
+	u[8] = u[8]&0x3f | 0x80 // variant 10
+	var b [36]byte
+	hex.Encode(b[0:8], u[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], u[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], u[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], u[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], u[10:])
+	return string(b[:])
+}
+
+// entryTime is the time in a stream entry id ("1700000000000-0"), or now
+// when the id has none.
+func entryTime(id string) time.Time {
+	ms, _, _ := strings.Cut(id, "-")
+	if n, err := strconv.ParseInt(ms, 10, 64); err == nil && n > 0 {
+		return time.UnixMilli(n)
+	}
+	return time.Now()
 }
 
 // observers records results' per-plugin verdicts and latencies, with the

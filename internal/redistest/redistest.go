@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -367,8 +368,34 @@ func ping(ctx context.Context, addr string) error {
 		return err
 	}
 	reply := strings.TrimSpace(string(buf[:n]))
-	if reply != "+PONG" {
+	// A server that wants a password (WithArgs("--requirepass", ...)) is up.
+	if reply != "+PONG" && !strings.HasPrefix(reply, "-NOAUTH") {
 		return fmt.Errorf("PING answered %q", reply)
 	}
 	return nil
+}
+
+// Pause stops the server with SIGSTOP (process backend): connections stay
+// open and the kernel still accepts new ones, but nothing is answered, as
+// with a server stalled by a long fork or a frozen host. Resume continues
+// it; a test that pauses must resume (Cleanup kills a paused server fine).
+func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.impl.(*process)
+	if !ok {
+		return fmt.Errorf("redistest: %v needs the process backend (WithBackend(Process))", sig)
+	}
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil || !p.running() {
+		return errors.New("redistest: the server is not running")
+	}
+	return cmd.Process.Signal(sig)
 }

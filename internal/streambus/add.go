@@ -29,12 +29,16 @@ func (b *Bus) XAdd(ctx context.Context, stream string, event []byte, maxLen int6
 	}
 	id, err := b.rdb.XAdd(ctx, addArgs(stream, env, maxLen)).Result()
 	if err != nil {
+		b.chainBroken(ctx, stream, err)
 		return Entry{}, fmt.Errorf("xadd to stream %q: %w", stream, err)
+	}
+	if b.chain != nil {
+		b.Checkpoint(ctx) // by count; errors are logged there
 	}
 	b.log.LogAttrs(ctx, slog.LevelDebug, "stream_message_added",
 		slog.String("stream", stream), slog.String("entry_id", id),
 		slog.String("event_id", env.EventID), slog.String("kid", env.KeyID))
-	return Entry{ID: id, Stream: stream, KeyID: env.KeyID, EventID: env.EventID, Event: env.Event, Sig: env.Sig}, nil
+	return Entry{ID: id, Stream: stream, KeyID: env.KeyID, EventID: env.EventID, Event: env.Event, Sig: env.Sig, Link: env.Link}, nil
 }
 
 // seal stamps and signs event for stream.
@@ -46,9 +50,17 @@ func (b *Bus) seal(stream string, event []byte) (integrity.Envelope, error) {
 	return b.sign(stream, stamped)
 }
 
-// sign signs a stamped event for stream.
+// sign signs a stamped event for stream: as the next entry of the Bus's
+// chain when it has one (envelope version 2), else version 1. It is the
+// one signing step of every append of the Bus.
 func (b *Bus) sign(stream string, stamped []byte) (integrity.Envelope, error) {
-	env, err := b.keys.Sign(stream, stamped)
+	var env integrity.Envelope
+	var err error
+	if b.chain != nil {
+		env, err = b.chain.Sign(stream, stamped, time.Now())
+	} else {
+		env, err = b.keys.Sign(stream, stamped)
+	}
 	if err != nil {
 		return integrity.Envelope{}, fmt.Errorf("sign event for stream %q: %w", stream, err)
 	}
@@ -62,4 +74,116 @@ func addArgs(stream string, env integrity.Envelope, maxLen int64) *redis.XAddArg
 		a.Approx = true
 	}
 	return a
+}
+
+// Seal stamps (integrity.Stamp) and signs event for stream exactly as XAdd
+// does, without writing it: for producers that write the returned
+// envelope's Values themselves (pipelined, spooled). A chained Bus numbers
+// the envelope: the caller must write every envelope Seal returns (an
+// envelope never written is a gap in the chain) and call ChainBroken when
+// a write's outcome is unknown, and Checkpoint after writes.
+func (b *Bus) Seal(stream string, event []byte) (integrity.Envelope, error) {
+	if stream == "" {
+		return integrity.Envelope{}, fmt.Errorf("%w: empty stream name", ErrInvalidArgs)
+	}
+	return b.seal(stream, event)
+}
+
+// Checkpoint appends the checkpoints the chain has due (every
+// Config.Checkpoint.CheckpointEvery entries, or after its interval, also
+// when idle). A Bus without a chain does nothing. Failures are logged and
+// returned; the chain then starts a new session.
+func (b *Bus) Checkpoint(ctx context.Context) error {
+	if b.chain == nil {
+		return nil
+	}
+	due, err := b.chain.Due(time.Now())
+	if err == nil {
+		err = b.writeCheckpoints(ctx, due)
+	}
+	return err
+}
+
+// RunCheckpoints appends due checkpoints until ctx ends, looking every
+// tenth of the checkpoint interval (at most every second), so that a source
+// that writes nothing still proves every interval that it is alive and
+// that nothing after its last entry was deleted. A Bus without a chain
+// returns at once.
+func (b *Bus) RunCheckpoints(ctx context.Context) {
+	if b.chain == nil {
+		return
+	}
+	interval := b.cfg.Checkpoint.CheckpointInterval
+	if interval <= 0 {
+		interval = integrity.DefaultCheckpointInterval
+	}
+	t := time.NewTicker(min(max(interval/10, time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = b.Checkpoint(ctx)
+		}
+	}
+}
+
+// CloseChain appends the closing checkpoint of every stream the Bus wrote
+// to; afterwards the Bus appends nothing. A reader then knows the source
+// stopped cleanly: a source that ends without one is reported as a
+// missing tail. A Bus without a chain does nothing.
+func (b *Bus) CloseChain(ctx context.Context) error {
+	if b.chain == nil {
+		return nil
+	}
+	closing, err := b.chain.Close(time.Now())
+	if err == nil {
+		err = b.writeCheckpoints(ctx, closing)
+	}
+	return err
+}
+
+// ChainBroken is what a writer of Seal's envelopes calls when a write's
+// outcome is unknown: see chainBroken.
+func (b *Bus) ChainBroken(ctx context.Context, stream string, cause error) {
+	b.chainBroken(ctx, stream, cause)
+}
+
+// chainBroken starts a new session of the chain after a failed append,
+// whose entry may or may not be in the stream: the old session then ends
+// without a closing checkpoint (a reader reports its tail as possibly
+// missing, which it may be) instead of going on past a hole.
+func (b *Bus) chainBroken(ctx context.Context, stream string, cause error) {
+	if b.chain == nil {
+		return
+	}
+	old := b.chain.Source()
+	b.chain.Restart()
+	b.log.LogAttrs(ctx, slog.LevelWarn, "audit_chain_restarted",
+		slog.String("stream", stream), slog.String("source", old), slog.String("new_source", b.chain.Source()),
+		slog.String("error", cause.Error()),
+		slog.String("detail", "an append failed with its outcome unknown; the old session ends without a closing checkpoint"))
+}
+
+// writeCheckpoints appends checkpoints, pipelined.
+func (b *Bus) writeCheckpoints(ctx context.Context, envs []integrity.StreamEnvelope) error {
+	if len(envs) == 0 {
+		return nil
+	}
+	pipe := b.rdb.Pipeline()
+	for _, env := range envs {
+		pipe.XAdd(ctx, addArgs(env.Stream, env.Envelope, 0))
+	}
+	cmds, err := pipe.Exec(ctx)
+	if err != nil {
+		b.chainBroken(ctx, envs[0].Stream, err)
+		return fmt.Errorf("append %d checkpoints: %w", len(envs), err)
+	}
+	for i, c := range cmds {
+		b.log.LogAttrs(ctx, slog.LevelDebug, "audit_checkpoint_added",
+			slog.String("stream", envs[i].Stream), slog.String("entry_id", c.(*redis.StringCmd).Val()),
+			slog.String("source", envs[i].Source), slog.Uint64("seq", envs[i].Seq))
+	}
+	return nil
 }

@@ -121,6 +121,9 @@ func (b *Bus) fillDeliveries(ctx context.Context, stream, group, consumer string
 		}
 	}
 	batch.Entries = entries
+	if err := b.fillAttempts(ctx, stream, batch.Entries); err != nil {
+		return err
+	}
 	tampered := batch.Tampered[:0]
 	for _, t := range batch.Tampered {
 		if d := want[t.ID]; d > 0 {
@@ -158,4 +161,25 @@ func splitID(id string) (uint64, uint64) {
 	m, _ := strconv.ParseUint(ms, 10, 64)
 	s, _ := strconv.ParseUint(seq, 10, 64)
 	return m, s
+}
+
+// fillAttempts sets Attempts of entries from the stream's attempts hash.
+func (b *Bus) fillAttempts(ctx context.Context, stream string, entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = e.ID
+	}
+	counts, err := b.rdb.HMGet(ctx, AttemptsKey(stream), ids...).Result()
+	if err != nil {
+		return fmt.Errorf("attempt counts on stream %q: %w", stream, err)
+	}
+	for i, c := range counts {
+		if s, ok := c.(string); ok {
+			entries[i].Attempts, _ = strconv.ParseInt(s, 10, 64)
+		}
+	}
+	return nil
 }

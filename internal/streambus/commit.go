@@ -21,31 +21,41 @@ import (
 //   - per item, XACK comes first, and its entries are appended only when that
 //     XACK found the id pending. A commit retried after a lost reply, or a
 //     second consumer committing an entry it claimed meanwhile, acknowledges
-//     nothing and so appends nothing twice.
+//     nothing and so appends nothing twice;
+//   - an item marked forget has its count removed from the attempts hash
+//     when its XACK found it pending.
 //
 // The "#!lua" shebang makes Redis (7.0+) refuse the whole script up front
 // when it is out of memory, instead of failing at its first write.
 //
-// KEYS[1] is the source stream, KEYS[2..] the target streams.
-// ARGV: group, number of items, then per item: id, number of adds, then per
-// add: key index, maxlen (0: none), field count, fields and values.
+// KEYS[1] is the source stream, KEYS[2..] the target streams and, when an
+// item forgets, the attempts hash.
+// ARGV: group, number of items, index of the attempts hash in KEYS (0:
+// none), then per item: id, forget (0 or 1), number of adds, then per add:
+// key index, maxlen (0: none), field count, fields and values.
 // Returns {acked count, {per add: new id, or false when skipped}}.
 var commitScript = redis.NewScript(`#!lua
+local attempts = tonumber(ARGV[3])
 for k = 2, #KEYS do
-  local t = redis.call('TYPE', KEYS[k])['ok']
-  if t ~= 'stream' and t ~= 'none' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. t .. ', not a stream: nothing was written')
+  if k ~= attempts then
+    local t = redis.call('TYPE', KEYS[k])['ok']
+    if t ~= 'stream' and t ~= 'none' then
+      return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. t .. ', not a stream: nothing was written')
+    end
   end
 end
 local group = ARGV[1]
 local nitems = tonumber(ARGV[2])
-local i = 3
+local i = 4
 local acked = 0
 local added = {}
 for e = 1, nitems do
   local ok = redis.call('XACK', KEYS[1], group, ARGV[i])
-  local nadd = tonumber(ARGV[i + 1])
-  i = i + 2
+  if ok == 1 and ARGV[i + 1] == '1' then
+    redis.call('HDEL', KEYS[attempts], ARGV[i])
+  end
+  local nadd = tonumber(ARGV[i + 2])
+  i = i + 3
   acked = acked + ok
   for a = 1, nadd do
     local key = KEYS[tonumber(ARGV[i])]
@@ -88,17 +98,23 @@ type scriptAdd struct {
 // scriptItem is one entry to acknowledge in commitScript with the entries to
 // append for it: the wire form of an Item (or of a Letter).
 type scriptItem struct {
-	id   string
-	adds []scriptAdd
+	id     string
+	forget bool // remove its count from the attempts hash
+	adds   []scriptAdd
 }
 
 // runCommit runs commitScript. ids holds, per item, the new ids of its adds,
 // or nil when the item was no longer pending (already acknowledged).
 func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scriptItem) (ids [][]string, acked int64, err error) {
 	keys := []string{stream}
-	argv := []any{group, len(items)}
+	argv := []any{group, len(items), 0}
+	forgets := false
 	for _, it := range items {
-		argv = append(argv, it.id, len(it.adds))
+		forget := 0
+		if it.forget {
+			forget, forgets = 1, true
+		}
+		argv = append(argv, it.id, forget, len(it.adds))
 		for _, a := range it.adds {
 			k := slices.Index(keys[1:], a.stream)
 			if k < 0 {
@@ -110,6 +126,10 @@ func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scrip
 			argv = append(argv, k+1, a.maxLen, len(a.fields)/2)
 			argv = append(argv, a.fields...)
 		}
+	}
+	if forgets {
+		keys = append(keys, AttemptsKey(stream))
+		argv[2] = len(keys)
 	}
 	res, err := commitScript.Run(ctx, b.rdb, keys, argv...).Slice()
 	if err != nil {
@@ -142,6 +162,9 @@ const (
 	ReasonRejected ReasonKind = "rejected"
 	// ReasonMaxDeliveries: the entry failed its pipeline max_deliveries times.
 	ReasonMaxDeliveries ReasonKind = "max_deliveries"
+	// ReasonCrashedHost: the process died while running the entry, each
+	// time, max_deliveries times.
+	ReasonCrashedHost ReasonKind = "crashed_host"
 )
 
 // Reason says why an entry is dead-lettered.
@@ -184,20 +207,7 @@ func (e Entry) Letter(reason Reason) Letter {
 // Letter returns the dead letter of an entry that failed verification, with
 // its verification reason.
 func (t Tampered) Letter() Letter {
-	// The key id the entry names: its first kid field (the entry was
-	// refused if it named more than one).
-	var kid string
-	fields := make([]any, 0, len(t.Fields))
-	for i := 0; i+1 < len(t.Fields); i += 2 {
-		if t.Fields[i] == integrity.FieldKeyID && kid == "" {
-			kid = t.Fields[i+1]
-		}
-		fields = append(fields, t.Fields[i], t.Fields[i+1])
-	}
-	if len(t.Fields)%2 != 0 { // a name without a value: kept, with an empty one
-		fields = append(fields, t.Fields[len(t.Fields)-1], "")
-	}
-	return Letter{ID: t.ID, Reason: Reason{Kind: ReasonKind(t.Reason)}, Deliveries: t.Deliveries, KeyID: kid, Fields: fields}
+	return RawEntry{ID: t.ID, Fields: t.Fields}.Letter(Reason{Kind: ReasonKind(t.Reason)}, t.Deliveries)
 }
 
 // Fields of a dead-letter entry. The original entry's fields follow, each
@@ -234,7 +244,7 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 		for j := 0; j+1 < len(l.Fields); j += 2 {
 			fields = append(fields, DeadLetterFieldPrefix+fmt.Sprint(l.Fields[j]), l.Fields[j+1])
 		}
-		items[i] = scriptItem{id: l.ID, adds: []scriptAdd{{stream: dlq, fields: fields}}}
+		items[i] = scriptItem{id: l.ID, forget: true, adds: []scriptAdd{{stream: dlq, fields: fields}}}
 	}
 	added, acked, err := b.runCommit(ctx, stream, group, items)
 	if err != nil {
@@ -273,6 +283,9 @@ type Add struct {
 type Item struct {
 	ID   string
 	Adds []Add
+	// Attempted says the entry has attempts on record (Entry.Attempts > 0):
+	// the count is removed with the ack.
+	Attempted bool
 }
 
 // CommitResult says what Commit did.
@@ -304,7 +317,7 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 		if it.ID == "" {
 			return CommitResult{}, fmt.Errorf("%w: commit item %d has no entry id", ErrInvalidArgs, i)
 		}
-		sealed[i].id = it.ID
+		sealed[i].id, sealed[i].forget = it.ID, it.Attempted
 		for j, a := range it.Adds {
 			if a.Stream == "" || a.MaxLen < 0 {
 				return CommitResult{}, fmt.Errorf("%w: commit item %d add %d needs a stream and a non-negative maxlen", ErrInvalidArgs, i, j)

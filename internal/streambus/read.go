@@ -206,6 +206,9 @@ func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, histor
 			continue
 		}
 		env, err := verdicts[i].env, verdicts[i].err
+		if err == nil && b.cfg.RequireChain && !env.Chained() {
+			err = errUnchained
+		}
 		if err != nil {
 			batch.Tampered = append(batch.Tampered, Tampered{
 				ID: m.id, Stream: stream, Reason: integrity.Reason(err), Err: err,
@@ -213,12 +216,21 @@ func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, histor
 			})
 			continue
 		}
-		batch.Entries = append(batch.Entries, Entry{
+		e := Entry{
 			ID: m.id, Stream: stream, KeyID: env.KeyID, EventID: env.EventID,
-			Event: env.Event, Sig: env.Sig, Deliveries: deliveries,
-		})
+			Event: env.Event, Sig: env.Sig, Deliveries: deliveries, Link: env.Link,
+		}
+		if env.IsCheckpoint() {
+			batch.Checkpoints = append(batch.Checkpoints, e)
+			continue
+		}
+		batch.Entries = append(batch.Entries, e)
 	}
 }
+
+// errUnchained refuses a version 1 entry under Config.RequireChain.
+var errUnchained = &integrity.EnvelopeError{Field: integrity.FieldVersion,
+	Problem: "envelope version 1 (no chain) refused: integrity.require_chain is set", Err: integrity.ErrMalformed}
 
 type verdict struct {
 	env integrity.Envelope
@@ -300,7 +312,13 @@ func (b *Bus) putScratch(sc *scratch) {
 // raw sends a command whose first key is its argument 1 and returns its
 // raw reply, in a buffer of its own (parsed entries point into it).
 func (b *Bus) raw(ctx context.Context, args ...any) ([]byte, error) {
-	buf := &replyBuffer{b: make([]byte, 0, 512)}
+	return b.rawSized(ctx, 512, args...)
+}
+
+// rawSized is raw with a reply buffer of size bytes to start with (it
+// grows by doubling: a good guess saves copies of large replies).
+func (b *Bus) rawSized(ctx context.Context, size int, args ...any) ([]byte, error) {
+	buf := &replyBuffer{b: make([]byte, 0, size)}
 	cmd := redis.NewRawWriteToCmd(ctx, buf, args...)
 	cmd.SetFirstKeyPos(1)
 	_ = b.rdb.Process(ctx, cmd)
@@ -323,12 +341,16 @@ func (b *Bus) XRange(ctx context.Context, stream, start, end string, count int64
 	if stream == "" {
 		return nil, fmt.Errorf("%w: empty stream name", ErrInvalidArgs)
 	}
-	raw, err := b.raw(ctx, "xrange", stream, start, end, "count", b.count(count))
+	count = b.count(count)
+	raw, err := b.rawSized(ctx, b.replySize(count), "xrange", stream, start, end, "count", count)
 	if err != nil {
 		return nil, fmt.Errorf("xrange %s %s on stream %q: %w", start, end, stream, err)
 	}
 	var sc scratch
 	entries, err := parseEntriesReply(raw, &sc)
+	if err == nil {
+		b.noteReplySize(count, len(entries), len(raw))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("xrange %s %s on stream %q: %w", start, end, stream, err)
 	}

@@ -46,6 +46,18 @@ type Config struct {
 	// Count is the COUNT of reads and claims whose Count is zero.
 	// Default: DefaultCount.
 	Count int64
+	// Source, when set, is the stable name of this writer (1-64 characters
+	// of [A-Za-z0-9._-]): the Bus then signs what it appends with envelope
+	// version 2, as one chain per stream of the source "<Source>/<session>"
+	// (a new session per Bus), with checkpoints by Checkpoint's policy
+	// (see RunCheckpoints and Close). Empty: version 1, no chain.
+	Source string
+	// Checkpoint is the chain's checkpoint policy (defaults
+	// integrity.DefaultCheckpointEvery and DefaultCheckpointInterval).
+	Checkpoint integrity.ChainConfig
+	// RequireChain refuses version 1 entries on every read
+	// (malformed_envelope): only chained entries verify.
+	RequireChain bool
 }
 
 func (c *Config) setDefaults() {
@@ -87,6 +99,8 @@ type Bus struct {
 	// slice is the longest BLOCK of one blocking read: blockSlice, or less
 	// when the client's read timeout would not wait that long.
 	slice time.Duration
+	// chain signs appends when Config.Source is set.
+	chain *integrity.Chain
 }
 
 // New returns a Bus on rdb that signs and verifies with keys. The Bus does
@@ -105,7 +119,24 @@ func New(cfg Config, logger *slog.Logger, rdb redis.UniversalClient, keys *integ
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Bus{rdb: rdb, keys: keys, log: logger, cfg: cfg, tampered: map[string]uint64{}, slice: sliceFor(rdb)}, nil
+	b := &Bus{rdb: rdb, keys: keys, log: logger, cfg: cfg, tampered: map[string]uint64{}, slice: sliceFor(rdb)}
+	if cfg.Source != "" {
+		chain, err := integrity.NewChain(keys, cfg.Source, cfg.Checkpoint)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidArgs, err)
+		}
+		b.chain = chain
+	}
+	return b, nil
+}
+
+// Source returns the source id the Bus signs as ("<name>/<session>"), ""
+// when it signs version 1 envelopes.
+func (b *Bus) Source() string {
+	if b.chain == nil {
+		return ""
+	}
+	return b.chain.Source()
 }
 
 // sliceFor is the block slice for rdb: blockSlice, or half its read
@@ -156,12 +187,29 @@ type Entry struct {
 	// included: 1 for a new entry (XReadGroup with ">"), the XPENDING count
 	// for re-read and claimed entries.
 	Deliveries int64
+	// Attempts is how many times the entry failed its pipeline or was
+	// running when its process died (AttemptsKey): filled for re-read and
+	// claimed entries, 0 for new ones. Unlike Deliveries, a claim or a read
+	// that did not run the entry does not count.
+	Attempts int64
+	// Link is the entry's place in its source's chain: zero for an
+	// envelope version 1 entry (Source "").
+	integrity.Link
 }
+
+// AttemptsKey is the hash that counts the attempts of stream's entries, by
+// entry id. It shares the stream's hash tag, so a commit touching both stays
+// in one Redis Cluster slot.
+func AttemptsKey(stream string) string { return stream + ":attempts" }
 
 // Envelope returns the entry's signed envelope, whose Values are the stream
 // fields the producer wrote.
 func (e Entry) Envelope() integrity.Envelope {
-	return integrity.Envelope{KeyID: e.KeyID, EventID: e.EventID, Event: e.Event, Sig: e.Sig}
+	v := integrity.Version
+	if e.Source != "" {
+		v = integrity.Version2
+	}
+	return integrity.Envelope{Version: v, KeyID: e.KeyID, EventID: e.EventID, Event: e.Event, Sig: e.Sig, Link: e.Link}
 }
 
 // Tampered is an entry that failed verification. It is never handed out as
@@ -188,6 +236,10 @@ type Batch struct {
 	// Tampered are the entries that failed verification, in stream order.
 	// In a consumer group they are left pending.
 	Tampered []Tampered
+	// Checkpoints are the verified checkpoints of version 2 sources, in
+	// stream order: never to be handed to plugins, but acknowledged (and
+	// counted in their source's sequence) like entries.
+	Checkpoints []Entry
 	// Deleted are ids that were pending but whose entries were deleted or
 	// trimmed from the stream (XReadGroup of history, XAutoClaim). Redis drops
 	// them from the pending list (XAUTOCLAIM) or keeps them (XREADGROUP
@@ -208,4 +260,6 @@ type Batch struct {
 }
 
 // Len is the number of entries Redis returned: verified, tampered and deleted.
-func (b Batch) Len() int { return len(b.Entries) + len(b.Tampered) + len(b.Deleted) }
+func (b Batch) Len() int {
+	return len(b.Entries) + len(b.Tampered) + len(b.Deleted) + len(b.Checkpoints)
+}

@@ -80,7 +80,7 @@ func TestEmitStatusAndKeygenCommands(t *testing.T) {
 	require.NoError(t, writeFile(bad, "{\"actor\":\"a\"}\n[1,2]\n"))
 	code, _, stderr := e.run(20*time.Second, "emit", "--config", cfg, "--file", bad)
 	assert.Equal(t, 2, code)
-	assert.Contains(t, stderr, "line 2: not a JSON object")
+	assert.Contains(t, stderr, "line 2: rule object: not a JSON object")
 	assert.Zero(t, e.xlen(stream), "nothing was written")
 
 	good := e.dir + "/good.jsonl"
@@ -88,7 +88,7 @@ func TestEmitStatusAndKeygenCommands(t *testing.T) {
 	code, stdout, stderr := e.run(20*time.Second, "emit", "--config", cfg, "--file", good)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "emitted 2 event(s)")
-	assert.EqualValues(t, 2, e.xlen(stream))
+	assert.EqualValues(t, 2, e.xlen(stream), "two events (emit appends through audit.Producer, envelope version 1: no chain, no checkpoint)")
 
 	code, _, _ = e.run(60*time.Second, "run", "--config", cfg, "--stop-when-idle", "--consumer", "c1")
 	require.Equal(t, 0, code)

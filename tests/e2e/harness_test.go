@@ -74,16 +74,25 @@ type env struct {
 
 func newEnv(t *testing.T, opts ...redistest.Option) *env {
 	t.Helper()
+	e := newEnvWith(t, opts...)
+	e.rdb = e.redis.Client(t)
+	var err error
+	e.bus, err = streambus.New(streambus.Config{}, slog.New(slog.DiscardHandler), e.rdb, e.keys)
+	require.NoError(t, err)
+	return e
+}
+
+// newEnvWith is newEnv without a client of its own to the server (which may
+// want a password).
+func newEnvWith(t *testing.T, opts ...redistest.Option) *env {
+	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), wasm: wasmtest.Dir(t)}
 	e.redis = redistest.Start(t, opts...)
-	e.rdb = e.redis.Client(t)
 	key, err := integrity.GenerateKey()
 	require.NoError(t, err)
 	e.keysFile = filepath.Join(e.dir, "keys")
 	require.NoError(t, os.WriteFile(e.keysFile, []byte(integrity.FormatKeyLine("e2e", key)+"\n"), 0o600))
 	e.keys, err = integrity.NewKeyring("e2e", map[string][]byte{"e2e": key})
-	require.NoError(t, err)
-	e.bus, err = streambus.New(streambus.Config{}, slog.New(slog.DiscardHandler), e.rdb, e.keys)
 	require.NoError(t, err)
 	e.cache = filepath.Join(os.TempDir(), "auditproc-e2e-cache")
 	return e
@@ -93,18 +102,29 @@ func newEnv(t *testing.T, opts ...redistest.Option) *env {
 // settings) and body, and returns its path.
 func (e *env) config(body string) string {
 	e.t.Helper()
+	return e.configWith("consumer: {block: 200ms, batch_size: 64, shutdown_timeout: 10s}\n"+
+		"reclaim: {interval: 200ms, min_idle: 1s, max_deliveries: 3}\n", body)
+}
+
+// configWith is config with consumer and reclaim settings of the test's
+// own (YAML lines); the crash journal goes to the test's directory either
+// way.
+func (e *env) configWith(settings, body string) string {
+	e.t.Helper()
 	head := fmt.Sprintf(`redis: {url: %q}
-consumer: {block: 200ms, batch_size: 64, shutdown_timeout: 10s}
-reclaim: {interval: 200ms, min_idle: 1s, max_deliveries: 3}
 host: {cache_dir: %q}
 log: {format: json, level: info}
 metrics: {address: ""}
-`, e.redis.URL(), e.cache)
+`, e.redis.URL(), e.cache) + settings
+	head = strings.Replace(head, "consumer: {", fmt.Sprintf("consumer: {state_dir: %q, ", e.stateDir()), 1)
 	path := filepath.Join(e.dir, fmt.Sprintf("plugins-%d.yaml", time.Now().UnixNano()))
 	body = strings.ReplaceAll(body, "$WASM", e.wasm)
 	require.NoError(e.t, os.WriteFile(path, []byte(head+body), 0o600))
 	return path
 }
+
+// stateDir is the crash-journal directory of the test's processes.
+func (e *env) stateDir() string { return filepath.Join(e.dir, "state") }
 
 // emit appends signed events and returns their entry ids.
 func (e *env) emit(stream string, events ...string) []string {
@@ -154,9 +174,15 @@ type proc struct {
 // start runs `auditproc args...` with the test's keyring in the environment.
 func (e *env) start(args ...string) *proc {
 	e.t.Helper()
+	return e.startEnv(nil, args...)
+}
+
+// startEnv is start with extra environment variables ("KEY=value").
+func (e *env) startEnv(extra []string, args ...string) *proc {
+	e.t.Helper()
 	p := &proc{t: e.t, stderr: &syncBuffer{}, stdout: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
-	p.cmd.Env = append(os.Environ(), "AUDITPROC_HMAC_KEYS_FILE="+e.keysFile)
+	p.cmd.Env = append(append(os.Environ(), "AUDITPROC_HMAC_KEYS_FILE="+e.keysFile), extra...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	require.NoError(e.t, p.cmd.Start())
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()

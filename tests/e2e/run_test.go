@@ -96,13 +96,14 @@ func TestPoisonEventDeadLetteredThenReplayed(t *testing.T) {
 	code, stdout, stderr = e.run(30*time.Second, "dlq", "replay", "--all", "--config", cfg)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "1 replayed, 0 refused")
-	assert.Equal(t, before+1, e.xlen(stream))
+	assert.Equal(t, before+2, e.xlen(stream), "the replayed entry and the replay's closing checkpoint")
 	assert.Zero(t, e.xlen(dlq))
 
 	// The replayed entry is a new, verified entry carrying the same event id.
-	msgs, err := e.rdb.XRevRangeN(context.Background(), stream, "+", "-", 1).Result()
+	msgs, err := e.rdb.XRevRangeN(context.Background(), stream, "+", "-", 2).Result()
 	require.NoError(t, err)
-	env, err := e.keys.Verify(stream, msgs[0].Values)
+	assert.Equal(t, "checkpoint", msgs[0].Values["kind"])
+	env, err := e.keys.Verify(stream, msgs[1].Values)
 	require.NoError(t, err)
 	assert.Contains(t, string(env.Event), `"poison":true`)
 	assert.Contains(t, stdout, env.EventID)

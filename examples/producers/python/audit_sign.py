@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Sign audit events for auditproc: envelope version 1 (docs/envelope.md).
+"""Sign audit events for auditproc: envelope versions 1 and 2 (docs/envelope.md).
 
-Standard library only. Use it as a module (stamp, sign) or as a command:
+Standard library only. Use it as a module (stamp, sign, Chain) or as a command:
 
     AUDITPROC_HMAC_KEYS='key prod-2026 hex:<64 hex digits>' \\
         python3 audit_sign.py audit:stream < event.json
@@ -16,6 +16,16 @@ hex keys only. Never pass a key as a command-line argument.
     python3 audit_sign.py --check-vectors testdata/vectors.json
 
 checks this implementation against the published test vectors.
+
+    python3 audit_sign.py --chain billing-api audit:stream < events.jsonl
+
+signs each line of the input as the next entry of one source's chain
+(envelope version 2: source id, sequence number, previous signature), with a
+checkpoint every 1000 entries, and ends with the closing checkpoint; it
+prints one JSON object of fields per entry, in order, for XADD. A service
+keeps one Chain per process: Chain(key, kid, "billing-api").sign(stream,
+event) for each event, chain.due() on a timer (at least every 60 s, also
+when idle) and chain.close() when it stops; XADD every returned entry.
 """
 
 import datetime
@@ -28,6 +38,11 @@ import sys
 import uuid
 
 VERSION = "1"
+VERSION2 = "2"
+KIND_EVENT = "event"
+KIND_CHECKPOINT = "checkpoint"
+CHECKPOINT_EVERY = 1000
+CHECKPOINT_INTERVAL_MS = 60_000
 MAC_LABEL = "auditproc-envelope"
 MIN_KEY_BYTES = 32
 MAX_EVENT_BYTES = 1 << 20
@@ -54,7 +69,7 @@ def stamp(event, now=None):
     right after the opening "{" when missing; the other bytes are kept."""
     if isinstance(event, str):
         event = event.encode("utf-8")
-    parsed = json.loads(event.decode("utf-8"))
+    parsed = json.loads(event.decode("utf-8"), object_pairs_hook=_no_duplicates)
     if not isinstance(parsed, dict):
         raise ValueError("event must be a JSON object")
     event_id = parsed.get("event_id")
@@ -82,6 +97,14 @@ def stamp(event, now=None):
     return (text[:open_at + 1] + inserted + rest).encode("utf-8"), event_id
 
 
+def _no_duplicates(pairs):
+    names = [name for name, _ in pairs]
+    for name in names:
+        if names.count(name) > 1:
+            raise ValueError("member %r appears twice" % name)
+    return dict(pairs)
+
+
 def _lp(data):
     return len(data).to_bytes(4, "big") + data
 
@@ -102,6 +125,88 @@ def sign(key, kid, stream, event):
         raise ValueError("event must be 1 to %d bytes" % MAX_EVENT_BYTES)
     sig = hmac.new(key, mac_input(kid, stream, event), hashlib.sha256).hexdigest()
     return {"v": VERSION, "kid": kid, "event": event.decode("utf-8"), "sig": sig}
+
+
+def mac_input2(kid, stream, src, seq, prev, kind, event):
+    """Version 2: LP(label) LP("2") LP(kid) LP(stream) LP(src) LP(seq) LP(prev) LP(kind) LP(event)."""
+    return b"".join(_lp(part) for part in (
+        MAC_LABEL.encode(), VERSION2.encode(), kid.encode(), stream.encode("utf-8"),
+        src.encode(), str(seq).encode(), prev.encode(), kind.encode(), event))
+
+
+def _valid_name(name):
+    return 1 <= len(name) <= 64 and set(name) <= _KID_CHARS
+
+
+class Chain:
+    """One source's chains (envelope version 2), one per stream: a new
+    session of the source name, sequence numbers from 1 per stream, each
+    entry signing its predecessor's sig. Not thread-safe: hold a lock around
+    sign() when threads share it (the appends need not be serialised)."""
+
+    def __init__(self, key, kid, name, every=CHECKPOINT_EVERY, interval_ms=CHECKPOINT_INTERVAL_MS):
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError("key must be at least %d bytes" % MIN_KEY_BYTES)
+        if not _valid_name(kid) or not _valid_name(name):
+            raise ValueError("key id and source name must be 1-64 characters of [A-Za-z0-9._-]")
+        self.key, self.kid = key, kid
+        self.source = name + "/" + secrets.token_hex(8)
+        self.every, self.interval_ms = every, interval_ms
+        self.streams = {}  # stream -> [seq, head, entries since checkpoint, last checkpoint time]
+        self.closed = False
+
+    def _next(self, stream, kind, event, now):
+        st = self.streams.setdefault(stream, [0, "", 0, now])
+        seq, prev = st[0] + 1, st[1]
+        if not 1 <= len(event) <= MAX_EVENT_BYTES:
+            raise ValueError("event must be 1 to %d bytes" % MAX_EVENT_BYTES)
+        data = mac_input2(self.kid, stream, self.source, seq, prev, kind, event)
+        sig = hmac.new(self.key, data, hashlib.sha256).hexdigest()
+        st[0], st[1] = seq, sig
+        if kind == KIND_CHECKPOINT:
+            st[2], st[3] = 0, now
+        else:
+            st[2] += 1
+        return {"v": VERSION2, "kid": self.kid, "src": self.source, "seq": str(seq), "prev": prev,
+                "kind": kind, "event": event.decode("utf-8"), "sig": sig}
+
+    def sign(self, stream, event, now=None):
+        """The fields of event (stamped) as the chain's next entry on stream."""
+        if self.closed:
+            raise ValueError("chain closed")
+        return self._next(stream, KIND_EVENT, event, now or _now())
+
+    def _checkpoint(self, stream, closing, now):
+        seq, head = self.streams[stream][0], self.streams[stream][1]
+        event = ('{"event_id":%s,"timestamp":%s,"checkpoint":{"last_seq":%d,"head":%s,'
+                 '"every":%d,"interval_ms":%d,"closing":%s}}') % (
+            json.dumps("%s#%d" % (self.source, seq + 1)), json.dumps(_ns_timestamp(now)), seq,
+            json.dumps(head), self.every, self.interval_ms, "true" if closing else "false")
+        return self._next(stream, KIND_CHECKPOINT, event.encode(), now)
+
+    def due(self, now=None):
+        """The checkpoints due now (every N entries, or the interval passed,
+        also with nothing written since), one per stream."""
+        now = now or _now()
+        out = []
+        for stream, st in self.streams.items():
+            if st[2] >= self.every or (now - st[3]).total_seconds() * 1000 >= self.interval_ms:
+                out.append(self._checkpoint(stream, False, now))
+        return out
+
+    def close(self, now=None):
+        """The closing checkpoint of every stream written to; signs no more."""
+        now = now or _now()
+        self.closed = True
+        return [self._checkpoint(stream, True, now) for stream in list(self.streams)]
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _ns_timestamp(now):
+    return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
 def load_key(environ=os.environ):
@@ -147,7 +252,11 @@ def check_vectors(path):
             continue
         fields = v["fields"]
         event = fields["event"].encode("utf-8")
-        data = mac_input(fields["kid"], v["stream"], event)
+        if fields.get("v") == VERSION2:
+            data = mac_input2(fields["kid"], v["stream"], fields["src"], fields["seq"], fields["prev"],
+                              fields["kind"], event)
+        else:
+            data = mac_input(fields["kid"], v["stream"], event)
         if data.hex() != v["mac_input_hex"]:
             print("vector %r: MAC input differs" % v["name"], file=sys.stderr)
             problems += 1
@@ -163,9 +272,34 @@ def check_vectors(path):
     return problems
 
 
+def chain_lines(name, stream, lines):
+    """Sign each input line as the next entry of a new chain; end with the
+    closing checkpoint. Returns the list of field objects, in order."""
+    kid, key = load_key()
+    chain = Chain(key, kid, name)
+    out = []
+    for line in lines:
+        if not line.strip():
+            continue
+        event, _ = stamp(line.rstrip(b"\r\n"))
+        out.append(chain.sign(stream, event))
+        out.extend(chain.due())
+    out.extend(chain.close())
+    return out
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "--check-vectors":
         return 1 if check_vectors(argv[2]) else 0
+    if len(argv) == 4 and argv[1] == "--chain":
+        try:
+            entries = chain_lines(argv[2], argv[3], sys.stdin.buffer.readlines())
+        except (ValueError, OSError) as err:
+            print("audit_sign: %s" % err, file=sys.stderr)
+            return 1
+        for fields in entries:
+            print(json.dumps(fields, ensure_ascii=False))
+        return 0
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import (
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/auditproc/auditproc/host/internal/meter"
+	"github.com/auditproc/auditproc/host/internal/precheck"
 	"github.com/auditproc/auditproc/internal/wasmtest"
 )
 
@@ -179,17 +180,23 @@ func TestInstrumentTickCount(t *testing.T) {
 	s2.call(t, "nop") // entries: start, nop = 2 points
 	n := s2.ticks
 	s2.call(t, "fill", 40*65536, 1)
-	assert.Equal(t, n, s2.ticks, "the charge itself does not tick")
-	s2.call(t, "nop")
-	assert.Equal(t, n+1, s2.ticks, "the next point does")
+	assert.Equal(t, n+1, s2.ticks, "a charge that crosses the period ticks before the fill runs")
 	s2.call(t, "nop")
 	assert.Equal(t, n+1, s2.ticks, "and the counter starts again from the period")
 
 	// A table fill of 40 x 4096 elements, the same.
 	s2.call(t, "tfill", 40*4096)
-	assert.Equal(t, n+1, s2.ticks)
-	s2.call(t, "nop")
 	assert.Equal(t, n+2, s2.ticks, "a large table fill is charged too")
+
+	// memory.grow costs one point plus one per page it may copy: a grow of
+	// the 64-page memory costs 65 points, past the period of 9, so each
+	// grow ticks before it runs.
+	s3 := newSample(t, out)
+	n = s3.ticks
+	s3.call(t, "grow", 1)
+	assert.Equal(t, n+1, s3.ticks, "a grow of a 64-page memory costs 65 points: it ticks")
+	s3.call(t, "grow", 1)
+	assert.Equal(t, n+2, s3.ticks)
 }
 
 // TestInstrumentBuiltModules instruments every module the build makes
@@ -332,29 +339,42 @@ func TestInstrumentRefuses(t *testing.T) {
 	assert.NoError(t, err)
 }
 
-// FuzzInstrument: the rewrite never panics, and what wazero accepted before
-// it accepts after.
+// FuzzInstrument: the rewrite never panics, and the instrumented module is
+// valid exactly when the original is (wazero's validation, after the
+// host's pre-check as Load runs it): what wazero refused before it refuses
+// after, so no index the rewrite adds (the counter global, the scratch local,
+// the tick function's type) becomes reachable.
 func FuzzInstrument(f *testing.F) {
 	f.Add(oneFunction())
 	f.Add(oneFunction(0x03, 0x40, 0x0B))
-	for _, name := range []string{"metered", "loop", "tag", "recursion"} {
+	f.Add(oneFunction(0x41, 0x01, 0x24, 0x00))       // global.set 0 without globals
+	f.Add(oneFunction(0x20, 0x00, 0x1A))             // local.get 0 without locals
+	f.Add(oneFunction(0x02, 0x01, 0x0B))             // block of type 1, the added one
+	f.Add(oneFunction(0x41, 0x00, 0x11, 0x01, 0x00)) // call_indirect of type 1
+	for _, name := range []string{"metered", "loop", "tag", "recursion", "hostile/counter-refill", "hostile/scratch-local", "hostile/table-fill"} {
 		f.Add(wasmtest.Bytes(f, name))
 	}
 	ctx := context.Background()
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
 	defer rt.Close(ctx)
+	valid := func(wasm []byte) error {
+		c, err := rt.CompileModule(ctx, wasm)
+		if err == nil {
+			_ = c.Close(ctx)
+		}
+		return err
+	}
 	f.Fuzz(func(t *testing.T, wasm []byte) {
+		if precheck.Check(wasm) != nil {
+			return // the host refuses it before anything else sees it
+		}
 		out, err := meter.Instrument(wasm, 1000)
 		if err != nil {
 			return
 		}
-		orig, err := rt.CompileModule(ctx, wasm)
-		if err != nil {
-			return
+		before, after := valid(wasm), valid(out)
+		if (before == nil) != (after == nil) {
+			t.Fatalf("the original compiles: %v; the instrumented: %v", before, after)
 		}
-		_ = orig.Close(ctx)
-		inst, err := rt.CompileModule(ctx, out)
-		require.NoError(t, err, "the original compiles, the instrumented does not")
-		_ = inst.Close(ctx)
 	})
 }

@@ -90,15 +90,28 @@ func (r *Reader) U32() uint32 {
 	return 0
 }
 
-// S64 skips a signed LEB128 of at most 10 bytes (i32/i64 constants, block
-// types, heap types); the rewrite copies them unchanged.
-func (r *Reader) S64() {
-	for i := 0; i < 10; i++ {
-		if r.Byte()&0x80 == 0 || r.Err != nil {
-			return
+// S64 decodes a signed LEB128 of at most 10 bytes (i32/i64 constants,
+// block types, heap types). Bits beyond 64 are dropped: callers that copy
+// the bytes unchanged only need to know where it ends.
+func (r *Reader) S64() int64 {
+	var v int64
+	for shift := 0; shift < 70; shift += 7 {
+		c := r.Byte()
+		if r.Err != nil {
+			return 0
+		}
+		if shift < 64 {
+			v |= int64(c&0x7F) << shift
+		}
+		if c&0x80 == 0 {
+			if shift+7 < 64 && c&0x40 != 0 {
+				v |= -1 << (shift + 7) // sign-extend
+			}
+			return v
 		}
 	}
 	r.Fail("signed LEB128 longer than 10 bytes at byte %d", r.Pos)
+	return 0
 }
 
 // S32 decodes a signed LEB128 of at most 5 bytes.

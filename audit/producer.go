@@ -1,0 +1,698 @@
+package audit
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/streambus"
+)
+
+// Defaults of the Producer's Config fields.
+const (
+	DefaultQueueSize = 16384
+	DefaultBatchSize = 256
+	// DefaultPipeline is how many batches a Producer sends per round trip.
+	DefaultPipeline = 4
+	// DefaultDedupWindow is how long Redis remembers a producer's sequence
+	// after its last write (a retry or re-run within it is not doubled).
+	DefaultDedupWindow = streambus.DefaultDedupWindow
+	// DefaultMaxRetryDelay caps the Producer's backoff between attempts.
+	DefaultMaxRetryDelay = 5 * time.Second
+)
+
+// ErrQueueFull: Send could not queue the event before its context ended
+// (the queue holds Config.QueueSize events and Redis is slow or away). The
+// event was not written. It wraps ErrUnavailable.
+var ErrQueueFull = fmt.Errorf("%w: producer queue full", ErrUnavailable)
+
+// ErrClosed: the Producer is closed. The event was not written.
+var ErrClosed = errors.New("audit: producer closed")
+
+// Result is what became of one event given to Producer.Send.
+type Result struct {
+	// EventID is the event's event_id.
+	EventID string
+	// EntryID is the stream entry id; "" when the event was spooled or
+	// written before (Duplicate), or not written.
+	EntryID string
+	// Duplicate: Redis already held this event (the same producer and
+	// sequence, for example a re-run of the same file): it was not written
+	// again.
+	Duplicate bool
+	// Spooled: Redis was away; the event is signed and fsynced in the
+	// spool, and the Producer (or the next one on the same spool) sends it
+	// when Redis is back.
+	Spooled bool
+	// Err is nil when the event was written, found written, or spooled.
+	// Otherwise it wraps ErrUnavailable (not written) or ErrOutcomeUnknown
+	// (sent, no answer: retry with the same event id).
+	Err error
+}
+
+// Pending is an event queued by Send: Done is closed once its Result is
+// known.
+type Pending struct {
+	b *batch
+	i int
+}
+
+// Done is closed when the Result is known.
+func (p Pending) Done() <-chan struct{} { return p.b.done }
+
+// Result waits for the event's result.
+func (p Pending) Result() Result {
+	<-p.b.done
+	return p.b.results[p.i]
+}
+
+// Wait returns the event's result, or ctx's error when ctx ends first (the
+// event stays queued).
+func (p Pending) Wait(ctx context.Context) (Result, error) {
+	select {
+	case <-p.b.done:
+		return p.b.results[p.i], nil
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+}
+
+// batch is a run of sealed events with consecutive sequence numbers.
+type batch struct {
+	streambus.AppendBatch
+	arena   []byte
+	offs    []int // per event: event start, sig start; arena end closes the last
+	results []Result
+	done    chan struct{}
+}
+
+func (b *batch) seal() {
+	b.Events = make([][]byte, len(b.offs)/2)
+	b.Sigs = make([][]byte, len(b.offs)/2)
+	for i := range b.Events {
+		end := len(b.arena)
+		if 2*i+2 < len(b.offs) {
+			end = b.offs[2*i+2]
+		}
+		b.Events[i] = b.arena[b.offs[2*i]:b.offs[2*i+1]:b.offs[2*i+1]]
+		b.Sigs[i] = b.arena[b.offs[2*i+1]:end:end]
+	}
+}
+
+func (b *batch) resolve(f func(i int, r *Result)) {
+	for i := range b.results {
+		f(i, &b.results[i])
+	}
+	close(b.done)
+}
+
+// ProducerStats are a Producer's counters since New.
+type ProducerStats struct {
+	// Queued events wait in memory for their result.
+	Queued int64
+	// Written, Duplicates, Spooled and Failed count results.
+	Written, Duplicates, Spooled, Failed uint64
+	// SpoolEvents and SpoolBytes wait in the spool (0 without one).
+	SpoolEvents, SpoolBytes int64
+}
+
+// Producer appends events in pipelined batches, for services that audit at
+// a high rate: Send queues an event and returns at once; a background
+// writer signs nothing twice, sends Config.Pipeline batches of up to
+// Config.BatchSize events per round trip, in order, and resolves each
+// event's Pending. A batch whose reply is lost is sent again as it was: a
+// Lua script in Redis keeps the producer's last sequence number (in a key
+// next to the stream) and skips what it already holds, so nothing is
+// doubled. With Config.SpoolDir, batches Redis does not take within
+// Config.WriteTimeout go to a local fsynced spool and are sent, in order,
+// once Redis is back.
+//
+// A Producer is safe for concurrent use; events from one goroutine keep
+// their order.
+type Producer struct {
+	cfg   Config
+	bus   *Bus
+	keys  *integrity.Keyring
+	id    string
+	log   *slog.Logger
+	spool *spool
+
+	space chan struct{} // one token per queued event
+	wake  chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
+
+	mu      sync.Mutex
+	cur     *batch
+	queue   []*batch // sealed, waiting for the writer
+	last    *batch   // the last batch handed to the writer
+	nextSeq uint64
+	closed  bool
+
+	queued                         atomic.Int64
+	written, dups, spooled, failed atomic.Uint64
+	spoolEvents, spoolBytes        atomic.Int64
+	closeCtx                       atomic.Pointer[context.Context]
+	derivedIDs                     bool
+	warnOnce                       sync.Once
+}
+
+// NewProducer returns a Producer writing with cfg (see Config for the
+// Producer's fields) and starts its writer. It does not contact Redis; with
+// Config.SpoolDir it opens (and locks) the spool, whose events from an
+// earlier run are sent first. Close it to flush and stop.
+func NewProducer(cfg Config, logger *slog.Logger) (*Producer, error) {
+	b, err := New(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	p := &Producer{
+		cfg: b.cfg, bus: b, keys: b.cfg.Keys.k, log: b.log,
+		space: make(chan struct{}, b.cfg.QueueSize),
+		wake:  make(chan struct{}, 1),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
+		id:    b.cfg.ProducerID, nextSeq: 1,
+	}
+	p.derivedIDs = p.id != ""
+	if p.id == "" {
+		var r [12]byte
+		_, _ = rand.Read(r[:])
+		p.id = "p-" + hex.EncodeToString(r[:])
+	}
+	if b.cfg.SpoolDir != "" {
+		p.spool, err = openSpool(b.cfg.SpoolDir, b.cfg.SpoolMaxBytes)
+		if err != nil {
+			_ = b.Close()
+			return nil, err
+		}
+		ev, by := p.spool.depth()
+		p.spoolEvents.Store(ev)
+		p.spoolBytes.Store(by)
+		if ev > 0 {
+			p.log.LogAttrs(context.Background(), slog.LevelInfo, "audit_spool_found",
+				slog.String("dir", b.cfg.SpoolDir), slog.Int64("events", ev), slog.Int64("bytes", by))
+		}
+	}
+	go p.run()
+	return p, nil
+}
+
+// ID is the producer's name in Redis (Config.ProducerID, or a random one).
+func (p *Producer) ID() string { return p.id }
+
+// Send checks, stamps and signs event (as Bus.Audit does) and queues it. It
+// blocks while the queue is full, until ctx ends (ErrQueueFull). An event
+// that cannot be signed is refused at once (ErrInvalidEvent). The result
+// comes later, through the returned Pending.
+func (p *Producer) Send(ctx context.Context, event any) (Pending, error) {
+	return p.SendWithID(ctx, event, "")
+}
+
+// SendWithID is Send giving the event_id to use when the event has none
+// ("" lets the Producer choose: a UUIDv7, or, with Config.ProducerID set, an
+// id derived from the producer and the sequence number, so that sending the
+// same sequence again gives the same ids).
+func (p *Producer) SendWithID(ctx context.Context, event any, eventID string) (Pending, error) {
+	raw, err := encodeEvent(event)
+	if err != nil {
+		return Pending{}, err
+	}
+	info, err := p.keys.CheckEvent(raw)
+	if err != nil {
+		return Pending{}, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+	}
+	if eventID != "" && !plainID(eventID) {
+		return Pending{}, fmt.Errorf("%w: event id %q: want 1 to 128 of [A-Za-z0-9._:-]", ErrInvalidEvent, truncateID(eventID))
+	}
+	select {
+	case p.space <- struct{}{}:
+	default:
+		select {
+		case p.space <- struct{}{}:
+		case <-ctx.Done():
+			return Pending{}, fmt.Errorf("%w: %d events wait: %w", ErrQueueFull, p.queued.Load(), ctx.Err())
+		case <-p.stop:
+			return Pending{}, ErrClosed
+		}
+	}
+	now := time.Now()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		<-p.space
+		return Pending{}, ErrClosed
+	}
+	b := p.cur
+	if b == nil {
+		b = p.newBatch()
+		p.cur = b
+	}
+	seq := p.nextSeq
+	p.nextSeq++
+	id := info.ID
+	if id == "" {
+		switch {
+		case eventID != "":
+			id = eventID
+		case p.derivedIDs:
+			id = integrity.DerivedEventID(p.id, seq)
+		default:
+			id = integrity.NewEventID(now)
+		}
+	} else {
+		id = string([]byte(id)) // raw may be the caller's buffer
+	}
+	i := len(b.results)
+	b.offs = append(b.offs, len(b.arena))
+	b.arena = integrity.AppendStamped(b.arena, raw, info, id, now)
+	b.offs = append(b.offs, len(b.arena))
+	b.arena, _ = p.keys.AppendSig(b.arena, p.cfg.Stream, b.arena[b.offs[2*i]:])
+	b.results = append(b.results, Result{EventID: id})
+	b.EventIDs = append(b.EventIDs, id)
+	full := len(b.results) >= p.cfg.BatchSize
+	if full {
+		p.handOff()
+	}
+	p.mu.Unlock()
+	p.queued.Add(1)
+	p.kick()
+	return Pending{b: b, i: i}, nil
+}
+
+func (p *Producer) newBatch() *batch {
+	b := &batch{done: make(chan struct{})}
+	b.Stream, b.Producer, b.FirstSeq, b.KeyID = p.cfg.Stream, p.id, p.nextSeq, p.keys.ActiveKeyID()
+	b.results = make([]Result, 0, p.cfg.BatchSize)
+	b.arena = make([]byte, 0, p.cfg.BatchSize*512)
+	b.offs = make([]int, 0, 2*p.cfg.BatchSize)
+	b.EventIDs = make([]string, 0, p.cfg.BatchSize)
+	return b
+}
+
+// handOff moves the filling batch to the writer's queue; p.mu is held.
+func (p *Producer) handOff() {
+	if p.cur == nil {
+		return
+	}
+	p.cur.seal()
+	p.queue = append(p.queue, p.cur)
+	p.last = p.cur
+	p.cur = nil
+}
+
+func (p *Producer) kick() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns up to n batches for the writer, the filling one included
+// when nothing else waits, or nil when there is nothing.
+func (p *Producer) take(n int) []*batch {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) == 0 {
+		p.handOff()
+	}
+	k := min(n, len(p.queue))
+	if k == 0 {
+		return nil
+	}
+	out := make([]*batch, k)
+	copy(out, p.queue)
+	p.queue = append(p.queue[:0], p.queue[k:]...)
+	return out
+}
+
+// Flush waits until every event sent before it has its result, or until ctx
+// ends.
+func (p *Producer) Flush(ctx context.Context) error {
+	p.mu.Lock()
+	p.handOff()
+	last := p.last
+	p.mu.Unlock()
+	if last == nil {
+		return nil
+	}
+	p.kick()
+	select {
+	case <-last.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("audit: flush: %d events still wait: %w", p.queued.Load(), ctx.Err())
+	case <-p.done:
+		<-last.done
+		return nil
+	}
+}
+
+// Close flushes, stops the writer and releases the spool and the Redis
+// client the Producer created. When ctx ends before every event has its
+// result, what is still queued is spooled (with Config.SpoolDir) or
+// resolved with ErrUnavailable (never sent) or ErrOutcomeUnknown (sent, no
+// answer), and Close says how many.
+func (p *Producer) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		<-p.done
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	ferr := p.Flush(ctx)
+	p.closeCtx.Store(&ctx)
+	close(p.stop)
+	<-p.done
+	var errs []error
+	if ferr != nil {
+		if n := p.failed.Load(); n > 0 {
+			errs = append(errs, fmt.Errorf("audit: close: %d event(s) not written (see their results)", n))
+		} else {
+			errs = append(errs, ferr)
+		}
+	}
+	if p.spool != nil {
+		errs = append(errs, p.spool.close())
+	}
+	errs = append(errs, p.bus.Close())
+	return errors.Join(errs...)
+}
+
+// Stats returns the Producer's counters: the spool's depth among them, for
+// a service's metrics.
+func (p *Producer) Stats() ProducerStats {
+	return ProducerStats{
+		Queued: p.queued.Load(), Written: p.written.Load(), Duplicates: p.dups.Load(),
+		Spooled: p.spooled.Load(), Failed: p.failed.Load(),
+		SpoolEvents: p.spoolEvents.Load(), SpoolBytes: p.spoolBytes.Load(),
+	}
+}
+
+// run is the writer: it sends batches in order until Close.
+func (p *Producer) run() {
+	defer close(p.done)
+	p.bus.warnNotDurable(context.Background())
+	w := &writer{p: p, delay: p.cfg.RetryDelay}
+	for {
+		if p.spool != nil && p.spoolEvents.Load() > 0 && !w.drain() {
+			// Redis is still away: wait, spooling what comes meanwhile.
+			if !w.waitSpooling() {
+				w.finish()
+				return
+			}
+			continue
+		}
+		batches := p.take(p.cfg.Pipeline)
+		if batches == nil {
+			select {
+			case <-p.wake:
+				continue
+			case <-p.stop:
+				if batches = p.take(1 << 30); batches == nil {
+					return
+				}
+				w.closing = true
+			}
+		}
+		w.deliver(batches)
+		if w.closing && w.gaveUp {
+			w.finish()
+			return
+		}
+	}
+}
+
+// writer holds the writer goroutine's retry state.
+type writer struct {
+	p       *Producer
+	delay   time.Duration
+	closing bool
+	gaveUp  bool
+}
+
+func (w *writer) release(b *batch) {
+	n := len(b.results)
+	w.p.queued.Add(-int64(n))
+	for range n {
+		<-w.p.space
+	}
+}
+
+// deliver sends batches until each has its result: written, spooled (when
+// Redis stays away for WriteTimeout and there is a spool), or failed (when
+// Close's context ends).
+func (w *writer) deliver(batches []*batch) {
+	p := w.p
+	var (
+		firstFail time.Time
+		sent      bool
+		lastErr   error
+	)
+	for len(batches) > 0 {
+		ab := make([]*streambus.AppendBatch, len(batches))
+		for i, b := range batches {
+			ab[i] = &b.AppendBatch
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
+		res, err := p.bus.bus.AppendBatches(ctx, ab, p.cfg.MaxLen, p.cfg.DedupWindow)
+		cancel()
+		done := 0
+		if err == nil {
+			for i, r := range res {
+				if r.Err != nil && len(r.IDs) == 0 && r.Skipped == 0 {
+					err = r.Err
+					if !streambus.IsRedisError(r.Err) && !errors.Is(r.Err, streambus.ErrSeqGap) {
+						sent = true
+					}
+					break
+				}
+				if r.Err != nil {
+					// Part of the batch was written: send it again, the
+					// script skips what is there.
+					err = r.Err
+					break
+				}
+				w.complete(batches[i], r)
+				done++
+			}
+		} else if !notSent(err) {
+			sent = true
+		}
+		batches = batches[done:]
+		if err == nil {
+			w.delay = p.cfg.RetryDelay
+			return
+		}
+		lastErr = err
+		if firstFail.IsZero() {
+			firstFail = time.Now()
+			p.log.LogAttrs(context.Background(), slog.LevelWarn, "audit_append_failed",
+				slog.String("stream", p.cfg.Stream), slog.Int("batches", len(batches)), slog.String("error", err.Error()))
+		}
+		if p.spool != nil && time.Since(firstFail) >= p.cfg.WriteTimeout {
+			for _, b := range batches {
+				w.spoolBatch(b, sent)
+			}
+			return
+		}
+		if !w.sleep() {
+			// Close's context ended: give the rest up.
+			w.gaveUp = true
+			for _, b := range batches {
+				w.fail(b, sent, lastErr)
+			}
+			return
+		}
+	}
+}
+
+func (w *writer) complete(b *batch, r streambus.AppendResult) {
+	p := w.p
+	b.resolve(func(i int, res *Result) {
+		if i < r.Skipped {
+			res.Duplicate = true
+			return
+		}
+		res.EntryID = r.IDs[i-r.Skipped]
+	})
+	p.dups.Add(uint64(r.Skipped))
+	p.written.Add(uint64(len(r.IDs)))
+	w.release(b)
+}
+
+func (w *writer) fail(b *batch, sent bool, err error) {
+	class := ErrUnavailable
+	if sent {
+		class = ErrOutcomeUnknown
+	}
+	e := fmt.Errorf("%w: %w", class, err)
+	b.resolve(func(_ int, res *Result) { res.Err = e })
+	w.p.failed.Add(uint64(len(b.results)))
+	w.release(b)
+}
+
+// sleep waits before the next attempt; false when Close's context ended.
+func (w *writer) sleep() bool {
+	d := w.delay
+	w.delay = min(2*w.delay, DefaultMaxRetryDelay)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	var closeDone <-chan struct{}
+	if c := w.p.closeCtx.Load(); c != nil {
+		closeDone = (*c).Done()
+	}
+	select {
+	case <-t.C:
+		return true
+	case <-closeDone:
+		return false
+	case <-w.p.stop:
+		if c := w.p.closeCtx.Load(); c != nil {
+			select {
+			case <-(*c).Done():
+				return false
+			case <-t.C:
+				return true
+			}
+		}
+		<-t.C
+		return true
+	}
+}
+
+// notSent tells errors raised before a command reached Redis (or that Redis
+// refused without running it) from those after which it may have run.
+func notSent(err error) bool {
+	return streambus.IsRedisError(err) || errors.Is(err, streambus.ErrSeqGap) || dialError(err)
+}
+
+func plainID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func truncateID(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}
+
+// spoolBatch writes b to the spool and resolves it: Spooled, or failed
+// when the spool refuses it (full, or a disk error).
+func (w *writer) spoolBatch(b *batch, sent bool) {
+	p := w.p
+	if err := p.spool.append(&b.AppendBatch); err != nil {
+		p.log.LogAttrs(context.Background(), slog.LevelError, "audit_spool_refused",
+			slog.String("dir", p.cfg.SpoolDir), slog.Int("events", len(b.results)), slog.String("error", err.Error()))
+		if sent {
+			err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		}
+		b.resolve(func(_ int, res *Result) { res.Err = err })
+		p.failed.Add(uint64(len(b.results)))
+		w.release(b)
+		return
+	}
+	b.resolve(func(_ int, res *Result) { res.Spooled = true })
+	p.spooled.Add(uint64(len(b.results)))
+	w.setDepth()
+	w.release(b)
+}
+
+func (w *writer) setDepth() {
+	ev, by := w.p.spool.depth()
+	w.p.spoolEvents.Store(ev)
+	w.p.spoolBytes.Store(by)
+}
+
+// drain sends the spool's records in order; true once it is empty.
+func (w *writer) drain() bool {
+	p := w.p
+	for {
+		rec, err := p.spool.peek()
+		w.setDepth()
+		if err != nil {
+			p.log.LogAttrs(context.Background(), slog.LevelError, "audit_spool_unreadable",
+				slog.String("dir", p.cfg.SpoolDir), slog.String("error", err.Error()))
+			return false
+		}
+		if rec == nil {
+			return true
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
+		res, err := p.bus.bus.AppendBatches(ctx, []*streambus.AppendBatch{rec}, p.cfg.MaxLen, p.cfg.DedupWindow)
+		if err == nil && res[0].Err != nil {
+			err = res[0].Err
+			if errors.Is(err, streambus.ErrSeqGap) {
+				// Redis lost part of this producer's sequence (a restart
+				// without AOF): forget the sequence rather than hold the
+				// spool forever; the events are sent.
+				p.log.LogAttrs(ctx, slog.LevelWarn, "audit_spool_sequence_reset",
+					slog.String("producer", rec.Producer), slog.String("error", err.Error()))
+				_ = p.bus.rdb.Del(ctx, streambus.ProducerKey(rec.Stream, rec.Producer)).Err()
+			}
+		}
+		cancel()
+		if err != nil {
+			return false
+		}
+		p.spool.ack()
+		p.dups.Add(uint64(res[0].Skipped))
+		p.written.Add(uint64(len(res[0].IDs)))
+		w.delay = p.cfg.RetryDelay
+		if ev, _ := p.spool.depth(); ev == 0 {
+			p.log.LogAttrs(context.Background(), slog.LevelInfo, "audit_spool_drained", slog.String("dir", p.cfg.SpoolDir))
+		}
+	}
+}
+
+// waitSpooling waits before the next drain attempt, spooling the batches
+// that come meanwhile; false once the Producer is closing (everything
+// queued is spooled by then).
+func (w *writer) waitSpooling() bool {
+	p := w.p
+	d := w.delay
+	w.delay = min(2*w.delay, DefaultMaxRetryDelay)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return true
+		case <-p.wake:
+			for _, b := range p.take(1 << 30) {
+				w.spoolBatch(b, false)
+			}
+		case <-p.stop:
+			for _, b := range p.take(1 << 30) {
+				w.spoolBatch(b, false)
+			}
+			return false
+		}
+	}
+}
+
+// finish makes a last attempt to drain the spool before the writer stops.
+func (w *writer) finish() {
+	if w.p.spool != nil {
+		w.drain()
+	}
+}

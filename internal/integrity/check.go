@@ -1,0 +1,254 @@
+package integrity
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
+)
+
+// Rules CheckEvent applies, in the order it applies them. EventError.Rule
+// is one of them, so that a tool can say which rule a line broke.
+const (
+	RuleSize      = "size"             // the stamped event fits the limit (1 MiB by default)
+	RuleJSON      = "json"             // valid JSON (RFC 8259)
+	RuleUTF8      = "utf8"             // valid UTF-8
+	RuleObject    = "object"           // a JSON object at the top
+	RuleDuplicate = "duplicate_member" // no top-level member named twice (parsers disagree on which wins)
+	RuleEventID   = "event_id"         // event_id, when present, is a non-empty string
+	RuleTimestamp = "timestamp"        // timestamp, when present, is an RFC 3339 string
+)
+
+// GeneratedIDLen is the length of an event id Stamp generates (a UUID).
+const GeneratedIDLen = 36
+
+// EventError is the error CheckEvent (and so Stamp, and every producer
+// path) returns for an event that cannot be signed: Rule names the rule it
+// broke. It wraps ErrInvalidEvent.
+type EventError struct {
+	Rule    string
+	Problem string
+}
+
+func (e *EventError) Error() string { return ErrInvalidEvent.Error() + ": " + e.Problem }
+
+// Unwrap returns ErrInvalidEvent.
+func (e *EventError) Unwrap() error { return ErrInvalidEvent }
+
+func eventError(rule, format string, args ...any) error {
+	return &EventError{Rule: rule, Problem: fmt.Sprintf(format, args...)}
+}
+
+// EventInfo is what CheckEvent learned about an event, for AppendStamped.
+type EventInfo struct {
+	// Open is the offset of the object's opening "{".
+	Open int
+	// Empty: the object has no member.
+	Empty bool
+	// ID is the event's own event_id ("" when it has none). It shares the
+	// event's memory.
+	ID string
+	// HasTimestamp: the event has its own timestamp member.
+	HasTimestamp bool
+}
+
+// StampedLen is the length of the event once AppendStamped added what is
+// missing, with an id of idLen bytes.
+func (in EventInfo) StampedLen(eventLen, idLen int) int {
+	n := eventLen
+	if in.ID == "" {
+		n += len(`"`+EventIDMember+`":"",`) + idLen
+	}
+	if !in.HasTimestamp {
+		n += len(`"`+TimestampMember+`":"",`) + len(TimestampLayout)
+	}
+	if in.Empty && n > eventLen {
+		n-- // no member follows the last inserted one: no comma
+	}
+	return n
+}
+
+// CheckEvent applies every rule that signing applies to event, in one pass
+// and without allocating: it fits maxBytes once stamped with a generated id
+// (maxBytes ≤ 0: no limit), it is valid JSON and UTF-8, it is an object, its
+// event_id (when present) is a non-empty string and its timestamp (when
+// present) an RFC 3339 string, each given at most once. An event that passes
+// is signed by Stamp, AppendStamped and Sign without error. Errors are
+// *EventError values naming the rule.
+func CheckEvent(event []byte, maxBytes int) (EventInfo, error) {
+	var info EventInfo
+	if maxBytes > 0 && len(event) > maxBytes {
+		return info, eventError(RuleSize, "the event is %d bytes, more than the limit of %s", len(event), sizeName(maxBytes))
+	}
+	view := bytesAsString(event)
+	if !gjson.Valid(view) {
+		return info, eventError(RuleJSON, "not valid JSON")
+	}
+	if !utf8.Valid(event) {
+		return info, eventError(RuleUTF8, "not valid UTF-8")
+	}
+	info.Open = skipSpace(event)
+	if info.Open >= len(event) || event[info.Open] != '{' {
+		return info, eventError(RuleObject, "not a JSON object")
+	}
+	var (
+		idOK, tsOK = true, true
+		small      [16]string
+		names      = small[:0]
+		seen       map[string]struct{}
+		dup        string
+		found      bool
+	)
+	info.Empty = true
+	gjson.Parse(view).ForEach(func(key, value gjson.Result) bool {
+		info.Empty = false
+		// The same duplicate check as duplicateMember, in the same pass.
+		if seen == nil && len(names) < len(small) {
+			if slices.Contains(names, key.Str) {
+				dup, found = key.Str, true
+				return false
+			}
+			names = append(names, key.Str)
+		} else {
+			if seen == nil {
+				seen = make(map[string]struct{}, 2*len(names))
+				for _, n := range names {
+					seen[n] = struct{}{}
+				}
+			}
+			if _, ok := seen[key.Str]; ok {
+				dup, found = key.Str, true
+				return false
+			}
+			seen[key.Str] = struct{}{}
+		}
+		switch key.Str {
+		case EventIDMember:
+			info.ID = value.Str
+			idOK = value.Type == gjson.String && value.Str != ""
+		case TimestampMember:
+			info.HasTimestamp = true
+			tsOK = value.Type == gjson.String && validTimestamp(value.Str)
+		}
+		return true
+	})
+	switch {
+	case found:
+		return info, eventError(RuleDuplicate, "top-level member %q appears twice", truncate(dup))
+	case !idOK:
+		return info, eventError(RuleEventID, "%q must be a non-empty string", EventIDMember)
+	case !tsOK:
+		return info, eventError(RuleTimestamp, "%q must be an RFC 3339 string", TimestampMember)
+	}
+	if n := info.StampedLen(len(event), GeneratedIDLen); maxBytes > 0 && n > maxBytes {
+		return info, eventError(RuleSize, "the event is %d bytes once %s and %s are added, more than the limit of %s",
+			n, EventIDMember, TimestampMember, sizeName(maxBytes))
+	}
+	return info, nil
+}
+
+// CheckEvent is the package's CheckEvent with the keyring's event size
+// limit.
+func (k *Keyring) CheckEvent(event []byte) (EventInfo, error) {
+	return CheckEvent(event, k.maxEventBytes)
+}
+
+func sizeName(n int) string {
+	if n == DefaultMaxEventBytes {
+		return fmt.Sprintf("1 MiB (%d bytes)", n)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+func skipSpace(b []byte) int {
+	i := 0
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// AppendStamped appends to dst the event checked by CheckEvent (info is
+// what it returned) with the members it lacks inserted right after the
+// opening "{": event_id set to id (which must be a JSON string body needing
+// no escapes, such as a UUID) and timestamp set to now in TimestampLayout.
+// The producer's bytes are otherwise unchanged.
+func AppendStamped(dst, event []byte, info EventInfo, id string, now time.Time) []byte {
+	dst = append(dst, event[:info.Open+1]...)
+	if info.ID != "" && info.HasTimestamp {
+		return append(dst, event[info.Open+1:]...)
+	}
+	if info.ID == "" {
+		dst = append(dst, `"`+EventIDMember+`":"`...)
+		dst = append(dst, id...)
+		dst = append(dst, '"')
+		if !info.HasTimestamp || !info.Empty {
+			dst = append(dst, ',')
+		}
+	}
+	if !info.HasTimestamp {
+		dst = append(dst, `"`+TimestampMember+`":"`...)
+		dst = now.UTC().AppendFormat(dst, TimestampLayout)
+		dst = append(dst, '"')
+		if !info.Empty {
+			dst = append(dst, ',')
+		}
+	}
+	return append(dst, event[info.Open+1:]...)
+}
+
+// AppendSig appends to dst the lowercase hex signature of a stamped event
+// for stream under the active key, and returns it with the key id. The
+// event must have passed CheckEvent and AppendStamped (Sign checks it
+// again; this does not): it is the producers' fast path.
+func (k *Keyring) AppendSig(dst []byte, stream string, stamped []byte) ([]byte, string) {
+	key := k.active
+	st := key.pool.Get().(*macState)
+	key.mac(st, stream, stamped)
+	dst = hex.AppendEncode(dst, st.sum[:])
+	key.pool.Put(st)
+	return dst, key.id
+}
+
+// DerivedEventID returns a UUID (version 8, RFC 9562) derived from a
+// producer's name and a sequence number, so that a producer that sends the
+// same sequence again (a re-run of the same file) gives every event the
+// same id.
+func DerivedEventID(producer string, seq uint64) string {
+	h := sha256.New()
+	h.Write([]byte(producer))
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], seq)
+	h.Write(n[:])
+	var u [32]byte
+	h.Sum(u[:0])
+	u[6] = u[6]&0x0f | 0x80
+	u[8] = u[8]&0x3f | 0x80
+	return formatUUID(u[:16])
+}
+
+// NewEventID returns a new UUIDv7 event id taken from now, as Stamp does.
+func NewEventID(now time.Time) string { return newEventID(now) }
+
+func formatUUID(u []byte) string {
+	var s [36]byte
+	hex.Encode(s[0:8], u[0:4])
+	s[8] = '-'
+	hex.Encode(s[9:13], u[4:6])
+	s[13] = '-'
+	hex.Encode(s[14:18], u[6:8])
+	s[18] = '-'
+	hex.Encode(s[19:23], u[8:10])
+	s[23] = '-'
+	hex.Encode(s[24:36], u[10:16])
+	return string(s[:])
+}
+
+// StampedOverhead is how many bytes AppendStamped adds at most to an event
+// that has neither event_id nor timestamp, with a generated id.
+func StampedOverhead() int { return EventInfo{}.StampedLen(0, GeneratedIDLen) }

@@ -1,0 +1,116 @@
+package integrity
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestCheckEventRules(t *testing.T) {
+	long := `{"a":"` + strings.Repeat("x", DefaultMaxEventBytes-8) + `"}`
+	for _, tc := range []struct{ name, in, rule, want string }{
+		{"null", `null`, RuleObject, "not a JSON object"},
+		{"array", `[1]`, RuleObject, "not a JSON object"},
+		{"not JSON", `{"a":`, RuleJSON, "not valid JSON"},
+		{"trailing garbage", `{"a":1} x`, RuleJSON, "not valid JSON"},
+		{"invalid UTF-8", "{\"a\":\"\xff\"}", RuleUTF8, "not valid UTF-8"},
+		{"numeric id", `{"event_id":5}`, RuleEventID, `"event_id" must be a non-empty string`},
+		{"empty id", `{"event_id":""}`, RuleEventID, `"event_id" must be a non-empty string`},
+		{"id twice", `{"event_id":"a","event_id":"b"}`, RuleDuplicate, `"event_id" appears twice`},
+		{"escaped id twice", `{"event_id":"a","event\u005fid":"b"}`, RuleDuplicate, `"event_id" appears twice`},
+		{"any member twice", `{"a":1,"b":2,"a":3}`, RuleDuplicate, `"a" appears twice`},
+		{"twice after many", `{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9,"j":10,"k":11,"l":12,"m":13,"n":14,"o":15,"p":16,"q":17,"r":18,"q":19}`, RuleDuplicate, `"q" appears twice`},
+		{"bad timestamp", `{"timestamp":"yesterday"}`, RuleTimestamp, "RFC 3339"},
+		{"timestamp twice", `{"timestamp":"2026-01-01T00:00:00Z","timestamp":"2026-01-01T00:00:00Z"}`, RuleDuplicate, "appears twice"},
+		{"over the limit", `{"a":"` + strings.Repeat("x", DefaultMaxEventBytes) + `"}`, RuleSize, "1 MiB"},
+		{"over the limit once stamped", long, RuleSize, "once event_id and timestamp are added"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := CheckEvent([]byte(tc.in), DefaultMaxEventBytes)
+			require.ErrorIs(t, err, ErrInvalidEvent)
+			var ee *EventError
+			require.ErrorAs(t, err, &ee)
+			assert.Equal(t, tc.rule, ee.Rule)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+	info, err := CheckEvent([]byte(long), 0)
+	require.NoError(t, err, "no limit")
+	assert.Greater(t, info.StampedLen(len(long), GeneratedIDLen), DefaultMaxEventBytes)
+}
+
+// TestCheckedEventsSign: an event CheckEvent accepts is stamped and signed
+// without error, and the stamped bytes keep the limit they were checked
+// against.
+func TestCheckedEventsSign(t *testing.T) {
+	k := testKeyring(t, "k")
+	now := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
+	fits := `{"a":"` + strings.Repeat("x", DefaultMaxEventBytes-8-StampedOverhead()) + `"}`
+	for _, in := range []string{`{}`, ` { } `, `{"a":1}`, `{"event_id":"x"}`, `{"timestamp":"2026-01-01T00:00:00Z"}`, fits} {
+		info, err := k.CheckEvent([]byte(in))
+		require.NoError(t, err, in)
+		stamped := AppendStamped(nil, []byte(in), info, DerivedEventID("p", 1), now)
+		assert.Len(t, stamped, info.StampedLen(len(in), GeneratedIDLen))
+		_, err = k.Sign("s", stamped)
+		require.NoError(t, err, "%.80s", stamped)
+		sig, kid := k.AppendSig(nil, "s", stamped)
+		env, err := k.Verify("s", map[string]any{FieldVersion: Version, FieldKeyID: kid, FieldEvent: string(stamped), FieldSig: string(sig)})
+		require.NoError(t, err)
+		assert.NotEmpty(t, env.EventID)
+	}
+}
+
+func TestDerivedEventID(t *testing.T) {
+	a := DerivedEventID("file-1", 7)
+	assert.Equal(t, a, DerivedEventID("file-1", 7))
+	assert.NotEqual(t, a, DerivedEventID("file-1", 8))
+	assert.NotEqual(t, a, DerivedEventID("file-2", 7))
+	assert.Regexp(t, `^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`, a)
+}
+
+// FuzzCheckEvent: CheckEvent's JSON rule is encoding/json's, and every
+// event it accepts is stamped into valid JSON whose event_id and timestamp
+// encoding/json reads as the ones stamped.
+func FuzzCheckEvent(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1}`, `{"event_id":"x","timestamp":"2026-01-01T00:00:00Z"}`, `[1]`, `null`,
+		`{"a":"\ud800"}`, `{"a":1e5}`, `{"a":-0.5E-3}`, "{\"a\":\"\x7f\"}", `{"a":"\u00e9"}`, ` {"a":[{},[]]} `, `{"a":01}`, `{"a":.5}`,
+		"{\"a\":\"\t\"}", `{"a":tru}`, `{"event\u005fid":"y"}`} {
+		f.Add([]byte(s))
+	}
+	now := time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		info, err := CheckEvent(in, 0)
+		var ee *EventError
+		if err != nil {
+			require.True(t, errors.As(err, &ee))
+		}
+		jsonOK := json.Valid(in)
+		if ee != nil && ee.Rule == RuleJSON {
+			require.False(t, jsonOK, "CheckEvent refused valid JSON %q", in)
+			return
+		}
+		require.True(t, jsonOK, "CheckEvent took invalid JSON %q", in)
+		if name, dup := duplicateMember(string(in)); dup {
+			require.Error(t, err, "member %q twice", name)
+		}
+		if err != nil {
+			return
+		}
+		stamped := AppendStamped(nil, in, info, "00000000-0000-8000-8000-000000000000", now)
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(stamped, &m), "%q", stamped)
+		id, _ := m[EventIDMember].(string)
+		if info.ID == "" {
+			assert.Equal(t, "00000000-0000-8000-8000-000000000000", id)
+		} else {
+			assert.Equal(t, info.ID, id)
+		}
+		_, _, err = Stamp(in, now)
+		require.NoError(t, err)
+	})
+}

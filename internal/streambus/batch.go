@@ -1,0 +1,278 @@
+package streambus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/integrity"
+)
+
+// DefaultDedupWindow is how long Redis remembers a producer's last sequence
+// number, or an event id written by AppendOnce, after its last write.
+const DefaultDedupWindow = 24 * time.Hour
+
+// ErrSeqGap: a batch starts after the next sequence number Redis expects
+// from its producer, so an earlier batch of the producer is missing; nothing
+// of the batch was written. Send the missing batches first.
+var ErrSeqGap = errors.New("streambus: producer sequence gap")
+
+// batchScript appends a producer's batch of signed events exactly once and
+// in order. Every event carries a sequence number (the batch's first plus
+// its position); KEYS[2], the producer's key, holds the last one written.
+// Events at or below it were written before (a retried batch whose reply
+// was lost, a re-run of the same file) and are skipped; a batch that starts
+// beyond the next one is refused whole with SEQGAP. A missing key (a new
+// producer, or one idle past the dedup window) accepts any start.
+//
+// The "#!lua" shebang makes Redis refuse the whole script up front when it
+// is out of memory. A write that still fails half-way (pcall) records the
+// events written so far before returning, so a retry neither doubles nor
+// skips any.
+//
+// KEYS[1] the stream, KEYS[2] the producer key. ARGV: first seq, dedup
+// window in ms, maxlen (0: none), kid, then event and sig per event.
+// Returns {skipped, {new ids}, error or false}.
+var batchScript = redis.NewScript(`#!lua
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'stream' and t ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. t .. ', not a stream: nothing was written')
+end
+local first = tonumber(ARGV[1])
+local n = (#ARGV - 4) / 2
+local skip = 0
+local last = redis.call('GET', KEYS[2])
+if last then
+  last = tonumber(last)
+  if first > last + 1 then
+    return redis.error_reply('SEQGAP the producer wrote up to ' .. string.format('%d', last) .. ', this batch starts at ' .. ARGV[1] .. ': nothing was written')
+  end
+  skip = math.min(last + 1 - first, n)
+end
+local maxlen = tonumber(ARGV[3])
+local kid = ARGV[4]
+local ids = {}
+local failed = false
+for i = skip, n - 1 do
+  local r
+  if maxlen > 0 then
+    r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', '1', 'kid', kid, 'event', ARGV[5 + 2 * i], 'sig', ARGV[6 + 2 * i])
+  else
+    r = redis.pcall('XADD', KEYS[1], '*', 'v', '1', 'kid', kid, 'event', ARGV[5 + 2 * i], 'sig', ARGV[6 + 2 * i])
+  end
+  if type(r) == 'table' and r.err then
+    failed = r.err
+    break
+  end
+  ids[#ids + 1] = r
+end
+if #ids > 0 then
+  redis.call('SET', KEYS[2], string.format('%d', first + skip + #ids - 1), 'PX', ARGV[2])
+elseif last then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+return {skip, ids, failed}
+`)
+
+// AppendBatch is a producer's run of signed events for one stream, with
+// consecutive sequence numbers from FirstSeq.
+type AppendBatch struct {
+	Stream   string
+	Producer string
+	FirstSeq uint64
+	KeyID    string
+	// Events are stamped and signed (integrity.AppendStamped, AppendSig);
+	// Sigs[i] is Events[i]'s hex signature.
+	Events [][]byte
+	Sigs   [][]byte
+	// EventIDs[i] is Events[i]'s event_id.
+	EventIDs []string
+}
+
+// Len is the number of events.
+func (b *AppendBatch) Len() int { return len(b.Events) }
+
+// AppendResult is what Redis did with a AppendBatch.
+type AppendResult struct {
+	// Skipped events, from the start, had been written before.
+	Skipped int
+	// IDs are the entry ids of the events written now, from Events[Skipped].
+	IDs []string
+	// Err, when not nil, stopped the batch after IDs: the events after them
+	// were not written.
+	Err error
+}
+
+// ProducerKey is the key that holds a producer's last sequence number for
+// stream. It extends the stream's name, so that a stream named with a hash
+// tag ("audit:{0}") puts it in the stream's slot.
+func ProducerKey(stream, producer string) string { return stream + ":producer:" + producer }
+
+// EventKey is the key AppendOnce sets for an event id on stream.
+func EventKey(stream, eventID string) string { return stream + ":event:" + eventID }
+
+// AppendBatches appends batches in one round trip (one script call per
+// batch, pipelined), in order. window is how long Redis remembers each
+// producer's sequence (≤ 0: DefaultDedupWindow). It returns one result per
+// batch; err is set when the round trip itself failed (then no result says
+// anything, and the outcome of every batch is unknown unless
+// IsNotSent(err)). A batch Redis refused gets a result whose Err is set and
+// whose IDs are empty (ErrSeqGap for a gap).
+func (b *Bus) AppendBatches(ctx context.Context, batches []*AppendBatch, maxLen int64, window time.Duration) ([]AppendResult, error) {
+	if window <= 0 {
+		window = DefaultDedupWindow
+	}
+	if maxLen < 0 {
+		return nil, fmt.Errorf("%w: maxlen %d is negative", ErrInvalidArgs, maxLen)
+	}
+	for _, bt := range batches {
+		if bt.Stream == "" || bt.Producer == "" || bt.FirstSeq == 0 || len(bt.Events) != len(bt.Sigs) {
+			return nil, fmt.Errorf("%w: batch needs a stream, a producer, a first seq above 0 and a sig per event", ErrInvalidArgs)
+		}
+	}
+	cmds, err := b.runBatches(ctx, batches, maxLen, window)
+	if err != nil && isNoScript(err) {
+		// Nothing ran: load the script and send the batches again.
+		if lerr := batchScript.Load(ctx, b.rdb).Err(); lerr != nil {
+			return nil, fmt.Errorf("load the append script: %w", lerr)
+		}
+		cmds, err = b.runBatches(ctx, batches, maxLen, window)
+	}
+	if err != nil && !IsRedisError(err) {
+		return nil, err // the round trip failed
+	}
+	out := make([]AppendResult, len(batches))
+	for i, c := range cmds {
+		out[i] = batchResult(c)
+	}
+	return out, nil
+}
+
+func (b *Bus) runBatches(ctx context.Context, batches []*AppendBatch, maxLen int64, window time.Duration) ([]*redis.Cmd, error) {
+	ms := window.Milliseconds()
+	var args []any
+	cmds := make([]*redis.Cmd, 0, len(batches))
+	_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, bt := range batches {
+			args = append(args[:0], bt.FirstSeq, ms, maxLen, bt.KeyID)
+			for i := range bt.Events {
+				args = append(args, bt.Events[i], bt.Sigs[i])
+			}
+			// go-redis keeps the argument slice: give each command its own.
+			a := make([]any, len(args))
+			copy(a, args)
+			cmds = append(cmds, batchScript.EvalSha(ctx, p, []string{bt.Stream, ProducerKey(bt.Stream, bt.Producer)}, a...))
+		}
+		return nil
+	})
+	return cmds, err
+}
+
+func batchResult(c *redis.Cmd) AppendResult {
+	res, err := c.Slice()
+	if err != nil {
+		if redis.HasErrorPrefix(err, "SEQGAP") {
+			err = fmt.Errorf("%w: %w", ErrSeqGap, err)
+		}
+		return AppendResult{Err: err}
+	}
+	var r AppendResult
+	if len(res) < 2 {
+		return AppendResult{Err: fmt.Errorf("streambus: append script reply has %d elements", len(res))}
+	}
+	skipped, _ := res[0].(int64)
+	r.Skipped = int(skipped)
+	raw, _ := res[1].([]any)
+	r.IDs = make([]string, 0, len(raw))
+	for _, id := range raw {
+		s, _ := id.(string)
+		r.IDs = append(r.IDs, s)
+	}
+	if len(res) > 2 {
+		if msg, ok := res[2].(string); ok {
+			r.Err = fmt.Errorf("xadd after %d event(s): %s", len(r.IDs), msg)
+		}
+	}
+	return r
+}
+
+// onceScript appends one signed envelope unless an event with its id was
+// appended through it within the dedup window, in which case it returns
+// the entry id of that first append. KEYS[1] the stream, KEYS[2] the event
+// key. ARGV: window ms, maxlen (0: none), then the envelope's fields and
+// values. Returns {entry id, 1 if it was there before}.
+var onceScript = redis.NewScript(`#!lua
+local old = redis.call('GET', KEYS[2])
+if old then
+  return {old, 1}
+end
+local cmd = {'XADD', KEYS[1]}
+if tonumber(ARGV[2]) > 0 then
+  cmd[#cmd + 1] = 'MAXLEN'
+  cmd[#cmd + 1] = '~'
+  cmd[#cmd + 1] = ARGV[2]
+end
+cmd[#cmd + 1] = '*'
+for i = 3, #ARGV do
+  cmd[#cmd + 1] = ARGV[i]
+end
+local id = redis.call(unpack(cmd))
+redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
+return {id, 0}
+`)
+
+// AppendOnce appends a signed envelope to stream unless an envelope with the
+// same event id was appended through AppendOnce within window (≤ 0:
+// DefaultDedupWindow); it returns the entry id, and true when the event was
+// there already (a retry after a lost reply).
+func (b *Bus) AppendOnce(ctx context.Context, stream string, env integrity.Envelope, maxLen int64, window time.Duration) (string, bool, error) {
+	if window <= 0 {
+		window = DefaultDedupWindow
+	}
+	if stream == "" || env.EventID == "" {
+		return "", false, fmt.Errorf("%w: empty stream name or event id", ErrInvalidArgs)
+	}
+	args := append([]any{window.Milliseconds(), maxLen}, env.Values()...)
+	res, err := onceScript.Run(ctx, b.rdb, []string{stream, EventKey(stream, env.EventID)}, args...).Slice()
+	if err != nil {
+		return "", false, fmt.Errorf("append to stream %q: %w", stream, err)
+	}
+	if len(res) != 2 {
+		return "", false, fmt.Errorf("streambus: append reply has %d elements", len(res))
+	}
+	id, _ := res[0].(string)
+	dup, _ := res[1].(int64)
+	return id, dup == 1, nil
+}
+
+func isNoScript(err error) bool { return redis.HasErrorPrefix(err, "NOSCRIPT") }
+
+// IsRedisError: Redis answered with an error reply (so the command, or the
+// script, did not run or stopped where it said), as opposed to a failed
+// connection or a timeout, after which the outcome is unknown.
+func IsRedisError(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr)
+}
+
+// DurabilityProblems says why Redis could lose appended entries on its own:
+// an eviction policy other than noeviction, or no AOF. The error is CONFIG
+// GET's (a server that forbids it, or does not answer).
+func DurabilityProblems(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
+	policy, err1 := rdb.ConfigGet(ctx, "maxmemory-policy").Result()
+	aof, err2 := rdb.ConfigGet(ctx, "appendonly").Result()
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	var problems []string
+	if p := policy["maxmemory-policy"]; p != "noeviction" {
+		problems = append(problems, fmt.Sprintf("maxmemory-policy is %q: Redis may evict audit entries under memory pressure (set noeviction)", p))
+	}
+	if a := aof["appendonly"]; a != "yes" {
+		problems = append(problems, "appendonly is off: entries written since the last snapshot are lost if Redis stops (set appendonly yes)")
+	}
+	return problems, nil
+}
