@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what auditproc's build and tests need on a fresh Debian machine and
-# nothing else: redis-server (process backend and the local Redis image), and the
-# clang/wasi-libc toolchain for C plugins. Idempotent: already-present tools are
-# left alone, so a developer's machine is not touched twice.
+# nothing else: redis-server (process backend and the local Redis image), the
+# clang/wasi-libc toolchain for C plugins, and PostgreSQL and rsyslog for the
+# sink tests. Idempotent: already-present tools are left alone, so a
+# developer's machine is not touched twice.
 set -euo pipefail
 
 need=()
@@ -13,6 +14,11 @@ command -v wasm-ld      >/dev/null 2>&1 || need+=(lld)
 [ -d /usr/include/wasm32-wasi ] || [ -d /usr/lib/wasm32-wasi ] || need+=(wasi-libc)
 ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || need+=(libclang-rt-14-dev-wasm32)
 command -v wat2wasm     >/dev/null 2>&1 || need+=(wabt)
+# The sink tests start a real PostgreSQL (internal/pgtest) and rsyslog with
+# its TLS driver (internal/syslogtest).
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+[ -x /usr/sbin/rsyslogd ] || command -v rsyslogd >/dev/null 2>&1 || need+=(rsyslog)
+ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1 || need+=(rsyslog-gnutls)
 # promtool checks and unit-tests deploy/prometheus/alerts.yaml (TestAlertRules).
 command -v promtool     >/dev/null 2>&1 || need+=(prometheus)
 

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -57,6 +59,7 @@ func runPreflight(ctx context.Context, cf *configFlags, withPlugins bool, logger
 	problems := config.Problems(err)
 	broken := map[int]bool{} // plugins whose entry is already wrong
 	redisBroken := false
+	sinkBroken := map[string]bool{} // sinks whose entry is already wrong
 	for _, e := range problems {
 		var fe *config.FieldError
 		if errors.As(e, &fe) {
@@ -65,6 +68,11 @@ func runPreflight(ctx context.Context, cf *configFlags, withPlugins bool, logger
 				broken[i] = true
 			}
 			redisBroken = redisBroken || strings.HasPrefix(fe.Key, "redis.")
+			if rest, ok := strings.CutPrefix(fe.Key, "sinks."); ok {
+				sinkBroken[strings.SplitN(rest, ".", 2)[0]] = true
+			} else if rest, ok := strings.CutPrefix(fe.Key, "sinks["); ok {
+				sinkBroken[strings.SplitN(rest, "]", 2)[0]] = true
+			}
 		}
 	}
 	if keys, err := integrity.LoadKeyring(os.Getenv); err != nil {
@@ -90,6 +98,20 @@ func runPreflight(ctx context.Context, cf *configFlags, withPlugins bool, logger
 				problems = append(problems, err)
 			}
 		}
+	}
+	// External sinks: their secrets and TLS files must be readable; nothing
+	// connects (run connects on the first write).
+	for _, name := range slices.Sorted(maps.Keys(p.cfg.Sinks)) {
+		s := p.cfg.Sinks[name]
+		if !s.External() || sinkBroken[name] {
+			continue
+		}
+		dest, err := s.OpenExternal(name, slog.New(slog.DiscardHandler))
+		if err != nil {
+			problems = append(problems, &config.FieldError{Key: "sinks." + name, Origin: origins.Of("sinks." + name).String(), Msg: err.Error()})
+			continue
+		}
+		_ = dest.Close()
 	}
 	if withPlugins && len(p.cfg.Plugins) > 0 {
 		var lg *slog.Logger

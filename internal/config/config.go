@@ -153,17 +153,93 @@ type DeadLetter struct {
 	Stream string `koanf:"stream"`
 }
 
-// Sink is a destination plugins may emit to (when granted).
+// Sink is a destination plugins may emit to (when granted). Which keys
+// apply depends on Type; docs/sinks.md describes each type and what it
+// guarantees.
 type Sink struct {
 	// Type is "stream" (a Redis stream; entries are signed like any audit
 	// event and committed atomically with the ack), "file" (JSON lines,
-	// at-least-once) or "stdout" (JSON lines, at-least-once).
+	// at-least-once), "stdout" (JSON lines, at-least-once), or one of the
+	// external destinations, written and confirmed before the ack (at least
+	// once, idempotent on event_id): "postgres", "syslog" or "http".
 	Type string `koanf:"type"`
 	// Stream is the Redis stream of a "stream" sink.
 	Stream string `koanf:"stream"`
 	// Path is the file of a "file" sink.
 	Path string `koanf:"path"`
+
+	// URL of a "postgres" sink (a libpq URL without password; TLS with
+	// sslmode, sslrootcert, sslcert, sslkey) or an "http" sink.
+	URL string `koanf:"url"`
+	// Table of a "postgres" sink, created when missing. Default
+	// sink.DefaultPostgresTable (audit_events).
+	Table string `koanf:"table"`
+	// PasswordEnv names the environment variable holding the PostgreSQL
+	// password; PasswordFile is a file holding it. Never the password itself.
+	PasswordEnv  string `koanf:"password_env"`
+	PasswordFile string `koanf:"password_file"`
+
+	// Address (host:port) of a "syslog" collector.
+	Address string `koanf:"address"`
+	// TLS: syslog over TLS (RFC 5425) instead of plain TCP.
+	TLS bool `koanf:"tls"`
+	// CAFile, CertFile, KeyFile and ServerName configure TLS of "syslog"
+	// and https "http" sinks (relative to the configuration file).
+	CAFile     string `koanf:"ca_file"`
+	CertFile   string `koanf:"cert_file"`
+	KeyFile    string `koanf:"key_file"`
+	ServerName string `koanf:"server_name"`
+	// Facility, Severity, Hostname, AppName, MsgID and SDID shape "syslog"
+	// messages; see sink.SyslogConfig for their defaults.
+	Facility string `koanf:"facility"`
+	Severity string `koanf:"severity"`
+	Hostname string `koanf:"hostname"`
+	AppName  string `koanf:"app_name"`
+	MsgID    string `koanf:"msg_id"`
+	SDID     string `koanf:"sd_id"`
+
+	// Preset of an "http" sink: splunk_hec, elasticsearch, opensearch, loki.
+	Preset string `koanf:"preset"`
+	// Format of an "http" sink without preset: json (default) or ndjson.
+	Format string `koanf:"format"`
+	// Index of the elasticsearch and opensearch presets.
+	Index string `koanf:"index"`
+	// Labels of the loki preset's stream. Default {job: auditproc}.
+	Labels map[string]string `koanf:"labels"`
+	// HeadersFromEnv maps header names to the environment variables holding
+	// their values (tokens never live in this file).
+	HeadersFromEnv map[string]string `koanf:"headers_from_env"`
+	// IdempotencyHeader of an "http" sink. Default Idempotency-Key.
+	IdempotencyHeader string `koanf:"idempotency_header"`
+	// MaxAttempts of one "http" write before the entries wait for the next
+	// round. Default sink.DefaultHTTPMaxAttempts.
+	MaxAttempts int `koanf:"max_attempts"`
+	// Backoff: the first pause between "http" attempts. Default
+	// sink.DefaultHTTPBackoff.
+	Backoff time.Duration `koanf:"backoff"`
+	// Timeout bounds one write of an external sink. Default 10s.
+	Timeout time.Duration `koanf:"timeout"`
 }
+
+// External reports whether the sink is an external destination (postgres,
+// syslog, http).
+func (s Sink) External() bool {
+	switch s.Type {
+	case SinkPostgres, SinkSyslog, SinkHTTP:
+		return true
+	}
+	return false
+}
+
+// Sink types.
+const (
+	SinkStream   = "stream"
+	SinkFile     = "file"
+	SinkStdout   = "stdout"
+	SinkPostgres = "postgres"
+	SinkSyslog   = "syslog"
+	SinkHTTP     = "http"
+)
 
 // Plugin is one step of the pipeline, in order.
 type Plugin struct {
@@ -414,21 +490,28 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 	for name, s := range c.Sinks {
 		key := "sinks." + name
 		switch s.Type {
-		case "stream":
+		case SinkStream:
 			if s.Stream == "" {
 				bad(key+".stream", "is required for a stream sink")
 			} else if s.Stream == c.Stream.Name {
 				bad(key+".stream", "must differ from stream.name (%q): emits would be processed again", c.Stream.Name)
 			}
-		case "file":
+		case SinkFile:
 			if s.Path == "" {
 				bad(key+".path", "is required for a file sink")
 			}
-		case "stdout":
+		case SinkStdout:
+		case SinkPostgres, SinkSyslog, SinkHTTP:
+			if err := s.validateExternal(); err != nil {
+				bad(key, "%v", err)
+			}
 		case "":
-			bad(key+".type", "is required: stream, file or stdout")
+			bad(key+".type", "is required: stream, file, stdout, postgres, syslog or http")
 		default:
-			bad(key+".type", "must be stream, file or stdout, got %q", s.Type)
+			bad(key+".type", "must be stream, file, stdout, postgres, syslog or http, got %q", s.Type)
+		}
+		if misplaced := s.misplacedKeys(); len(misplaced) > 0 {
+			bad(key, "%s not apply to a %s sink", strings.Join(misplaced, ", ")+map[bool]string{true: " does", false: " do"}[len(misplaced) == 1], s.Type)
 		}
 	}
 	if pipeline && len(c.Plugins) == 0 {

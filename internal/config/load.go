@@ -124,6 +124,7 @@ func LoadOrigins(src Source) (Config, Origins, error) {
 				cfg.Plugins[i].Path = filepath.Join(base, p)
 			}
 		}
+		cfg.resolveSinkPaths(base)
 	}
 	if err := cfg.loadSecrets(src.Getenv); err != nil {
 		errs = append(errs, err)
@@ -307,6 +308,10 @@ func decode(k *koanf.Koanf, cfg *Config) []error {
 	sort.Strings(unused)
 	for _, key := range unused {
 		if hint, ok := secretKeys[key]; ok {
+			errs = append(errs, &FieldError{Key: key, Msg: "secrets are not read from the configuration file: " + hint})
+			continue
+		}
+		if hint, ok := sinkSecretHint(key); ok {
 			errs = append(errs, &FieldError{Key: key, Msg: "secrets are not read from the configuration file: " + hint})
 			continue
 		}

@@ -47,7 +47,8 @@ type commitPlan struct {
 	retries []*work
 }
 
-// planCommit decides what to do with a batch of verdicts. It is a pure
+// planCommit decides what to do with a batch of verdicts, once deliver
+// wrote the emits for external sinks. It is a pure
 // function of the batch and the sinks.
 func planCommit(batch []work, sinks map[string]*sink) commitPlan {
 	var plan commitPlan
@@ -59,6 +60,9 @@ func planCommit(batch []work, sinks map[string]*sink) commitPlan {
 			it := streambus.Item{ID: w.entry.ID, Attempted: w.entry.Attempts > 0}
 			for _, e := range r.Emits {
 				s := sinks[e.Sink]
+				if s.dest != nil {
+					continue // written and confirmed by deliver
+				}
 				if s.kind == SinkStream {
 					// checkEmits stamped every emit of an ok result.
 					it.Adds = append(it.Adds, streambus.Add{Stream: s.stream, Event: e.Event, Stamped: true})
@@ -121,9 +125,14 @@ func (p *Processor) applyCommit(ctx context.Context, plan *commitPlan) (queued b
 	p.failures.forget(plan)
 	for name, evs := range plan.lines {
 		s := p.sinks[name]
-		if err := p.retrySink(ctx, s, func() error { return s.line.write(evs) }); err != nil {
+		if err := p.retrySink(ctx, s, func() error {
+			start := time.Now()
+			defer func() { p.metrics.SinkLatency.WithLabelValues(name).Observe(time.Since(start).Seconds()) }()
+			return s.line.write(evs)
+		}); err != nil {
 			return false // nothing acked: every entry of the batch is redelivered
 		}
+		p.metrics.SinkWrites.WithLabelValues(name).Add(float64(len(evs)))
 		p.outcomes.emitted(name, len(evs))
 	}
 	if len(plan.queue.ids) > 0 {
@@ -189,6 +198,7 @@ func (p *Processor) commitLoop(ctx context.Context, results <-chan *[]work) {
 				break more
 			}
 		}
+		p.deliver(ctx, batch)
 		plan := planCommit(batch, p.sinks)
 		queued := p.applyCommit(ctx, &plan)
 		p.uncommitted.Add(-int64(len(batch)))

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/auditproc/auditproc/host"
+	extsink "github.com/auditproc/auditproc/internal/sink"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
@@ -27,9 +28,11 @@ type Metrics struct {
 	DeadLettered   *prometheus.CounterVec // by reason
 	Reclaimed      prometheus.Counter
 	DeletedPending prometheus.Counter
-	Emitted        *prometheus.CounterVec // by sink
-	RedisErrors    *prometheus.CounterVec // by operation
-	SinkErrors     *prometheus.CounterVec // by sink
+	Emitted        *prometheus.CounterVec   // by sink
+	RedisErrors    *prometheus.CounterVec   // by operation
+	SinkErrors     *prometheus.CounterVec   // by sink: failed writes (each retried or refused)
+	SinkWrites     *prometheus.CounterVec   // by sink: events the sink confirmed
+	SinkLatency    *prometheus.HistogramVec // by sink: one write
 	LateAcks       prometheus.Counter
 	GroupRecreated prometheus.Counter
 	Pending        prometheus.Gauge
@@ -77,9 +80,6 @@ func NewMetrics() *Metrics {
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "auditproc_redis_errors_total", Help: "Failed Redis operations, by operation.",
 		}, []string{"op"}),
-		SinkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "auditproc_sink_errors_total", Help: "Failed writes to file and stdout sinks, by sink (each is retried; the entries wait unacknowledged).",
-		}, []string{"sink"}),
 		LateAcks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "auditproc_late_acks_total", Help: "Acks that found the entry no longer pending for this consumer (claimed by another replica meanwhile).",
 		}),
@@ -96,9 +96,13 @@ func NewMetrics() *Metrics {
 			Name: "auditproc_ready", Help: "1 while Redis answers and the loop runs.",
 		}),
 	}
+	// The sink metrics are defined by the sink package, for every sink that
+	// is written before the ack (file, stdout and the external ones).
+	sm := extsink.NewMetrics(r)
+	m.SinkErrors, m.SinkWrites, m.SinkLatency = sm.Errors, sm.Writes, sm.Latency
 	r.MustRegister(m.Read, m.Verified, m.Tampered, m.Verdicts, m.PluginLatency, m.Acked,
 		m.DeadLettered, m.Reclaimed, m.DeletedPending, m.Emitted,
-		m.RedisErrors, m.SinkErrors, m.LateAcks, m.GroupRecreated, m.Pending, m.Lag, m.Ready,
+		m.RedisErrors, m.LateAcks, m.GroupRecreated, m.Pending, m.Lag, m.Ready,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

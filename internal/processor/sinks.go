@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	extsink "github.com/auditproc/auditproc/internal/sink"
 )
 
 // SinkKind is the type of a sink.
@@ -22,7 +24,18 @@ const (
 	SinkFile SinkKind = "file"
 	// SinkStdout writes JSON lines to standard output (at least once).
 	SinkStdout SinkKind = "stdout"
+	// SinkPostgres, SinkSyslog and SinkHTTP are external destinations:
+	// written and confirmed before the ack (at least once, idempotent on
+	// event_id), through Sink.Dest.
+	SinkPostgres SinkKind = "postgres"
+	SinkSyslog   SinkKind = "syslog"
+	SinkHTTP     SinkKind = "http"
 )
+
+// External reports whether k is an external destination.
+func (k SinkKind) External() bool {
+	return k == SinkPostgres || k == SinkSyslog || k == SinkHTTP
+}
 
 // Sink is where a plugin's emits go.
 type Sink struct {
@@ -31,6 +44,8 @@ type Sink struct {
 	Stream string
 	// Path for a file sink.
 	Path string
+	// Dest writes to an external destination; the processor closes it.
+	Dest extsink.Sink
 }
 
 func (s Sink) validate() error {
@@ -44,6 +59,10 @@ func (s Sink) validate() error {
 			return errors.New("a file sink needs a path")
 		}
 	case SinkStdout:
+	case SinkPostgres, SinkSyslog, SinkHTTP:
+		if s.Dest == nil {
+			return fmt.Errorf("a %s sink needs its destination opened", s.Type)
+		}
 	default:
 		return fmt.Errorf("unknown type %q", s.Type)
 	}
@@ -54,15 +73,16 @@ func (s Sink) validate() error {
 type sink struct {
 	name   string
 	kind   SinkKind
-	stream string    // SinkStream
-	line   *lineSink // SinkFile, SinkStdout
+	stream string       // SinkStream
+	line   *lineSink    // SinkFile, SinkStdout
+	dest   extsink.Sink // SinkPostgres, SinkSyslog, SinkHTTP
 }
 
 // openSinks opens the line sinks of cfg.
 func openSinks(cfg map[string]Sink) (map[string]*sink, error) {
 	sinks := make(map[string]*sink, len(cfg))
 	for name, c := range cfg {
-		s := &sink{name: name, kind: c.Type, stream: c.Stream}
+		s := &sink{name: name, kind: c.Type, stream: c.Stream, dest: c.Dest}
 		switch c.Type {
 		case SinkFile:
 			ls, err := openFileSink(name, c.Path)
@@ -83,6 +103,9 @@ func closeSinks(sinks map[string]*sink) {
 	for _, s := range sinks {
 		if s.line != nil {
 			_ = s.line.close()
+		}
+		if s.dest != nil {
+			_ = s.dest.Close()
 		}
 	}
 }

@@ -2,11 +2,18 @@ package processor
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"github.com/auditproc/auditproc/abi"
 	"github.com/auditproc/auditproc/host"
@@ -82,7 +89,7 @@ func (p *Processor) runWorker(ctx context.Context, slot int, pw pipelineWorker, 
 				Deliveries: uint32(min(e.Deliveries, 1<<31)), Data: e.Event,
 			})
 			p.journal.end(slot)
-			p.checkEmits(&res)
+			p.checkEmits(e, &res)
 			obs.observe(&res)
 			// The worker reuses Event and Timings on its next call;
 			// Timings were observed just above.
@@ -97,13 +104,24 @@ func (p *Processor) runWorker(ctx context.Context, slot int, pw pipelineWorker, 
 // and turns the result into a reject when one cannot be: an emit that is
 // not a JSON object, or whose event_id or timestamp is malformed, could
 // never be committed, and retrying it would stall every entry behind it.
-func (p *Processor) checkEmits(r *host.Result) {
+//
+// An emit without event_id gets one derived from the entry (stream, entry
+// id, position among the entry's emits), and one without timestamp gets
+// the time the entry was appended: a retried entry emits the same event
+// again, so an external sink's idempotency key recognises it.
+func (p *Processor) checkEmits(e *streambus.Entry, r *host.Result) {
 	if r.Verdict != abi.VerdictOK {
 		return
 	}
-	now := time.Now()
+	at := entryTime(e.ID)
 	for i := range r.Emits {
-		stamped, _, err := integrity.Stamp(r.Emits[i].Event, now)
+		ev := r.Emits[i].Event
+		if !gjson.GetBytes(ev, integrity.EventIDMember).Exists() && json.Valid(ev) && gjson.ParseBytes(ev).IsObject() {
+			if withID, err := sjson.SetBytes(ev, integrity.EventIDMember, derivedEventID(e.Stream, e.ID, i)); err == nil {
+				ev = withID
+			}
+		}
+		stamped, _, err := integrity.Stamp(ev, at)
 		if err != nil {
 			r.Verdict = abi.VerdictReject
 			r.Plugin = r.Emits[i].Plugin
@@ -113,6 +131,43 @@ func (p *Processor) checkEmits(r *host.Result) {
 		}
 		r.Emits[i].Event = stamped
 	}
+}
+
+// derivedEventID is a UUID (version 8, RFC 9562) made of the SHA-256 of the
+// entry's stream and id and the emit's position: the same for every
+// delivery of the entry.
+func derivedEventID(stream, entryID string, n int) string {
+	h := sha256.New()
+	h.Write([]byte(stream))
+	h.Write([]byte{0})
+	h.Write([]byte(entryID))
+	h.Write([]byte{0})
+	h.Write([]byte(strconv.Itoa(n)))
+	var u [16]byte
+	copy(u[:], h.Sum(nil))
+	u[6] = u[6]&0x0f | 0x80 // version 8
+	u[8] = u[8]&0x3f | 0x80 // variant 10
+	var b [36]byte
+	hex.Encode(b[0:8], u[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], u[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], u[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], u[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:], u[10:])
+	return string(b[:])
+}
+
+// entryTime is the time in a stream entry id ("1700000000000-0"), or now
+// when the id has none.
+func entryTime(id string) time.Time {
+	ms, _, _ := strings.Cut(id, "-")
+	if n, err := strconv.ParseInt(ms, 10, 64); err == nil && n > 0 {
+		return time.UnixMilli(n)
+	}
+	return time.Now()
 }
 
 // observers records results' per-plugin verdicts and latencies, with the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -103,11 +102,11 @@ func truncate(s string, n int) string {
 }
 
 // Metrics count every sink's writes, errors and latency, labelled by sink
-// name.
+// name. The processor updates them around each write.
 type Metrics struct {
-	Writes  *prometheus.CounterVec   // auditproc_sink_writes_total: items confirmed
-	Errors  *prometheus.CounterVec   // auditproc_sink_errors_total: items not confirmed by a write
-	Latency *prometheus.HistogramVec // auditproc_sink_latency_seconds: one Write call
+	Writes  *prometheus.CounterVec   // auditproc_sink_writes_total: events confirmed
+	Errors  *prometheus.CounterVec   // auditproc_sink_errors_total: failed writes
+	Latency *prometheus.HistogramVec // auditproc_sink_latency_seconds: one write
 }
 
 // NewMetrics creates the sink metrics and registers them on reg (when not
@@ -115,10 +114,10 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "auditproc_sink_writes_total", Help: "Events an external sink's destination confirmed, by sink.",
+			Name: "auditproc_sink_writes_total", Help: "Events a sink confirmed (written, synced or acknowledged by the destination) before their entries were acked, by sink.",
 		}, []string{"sink"}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "auditproc_sink_errors_total", Help: "Events a sink write did not deliver (to be retried or dead-lettered), by sink.",
+			Name: "auditproc_sink_errors_total", Help: "Failed writes to a sink, by sink: each is retried while the entries wait unacknowledged, or, when the destination refused an event for good, its entry is dead-lettered.",
 		}, []string{"sink"}),
 		Latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "auditproc_sink_latency_seconds",
@@ -130,32 +129,4 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.Writes, m.Errors, m.Latency)
 	}
 	return m
-}
-
-// Instrument wraps s so that every Write is counted under name.
-func (m *Metrics) Instrument(name string, s Sink) Sink {
-	return &instrumented{Sink: s, name: name, m: m}
-}
-
-type instrumented struct {
-	Sink
-	name string
-	m    *Metrics
-}
-
-func (s *instrumented) Write(ctx context.Context, items []Item) error {
-	start := time.Now()
-	err := s.Sink.Write(ctx, items)
-	s.m.Latency.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
-	failed := 0
-	for _, e := range ItemErrors(err, len(items)) {
-		if e != nil {
-			failed++
-		}
-	}
-	s.m.Writes.WithLabelValues(s.name).Add(float64(len(items) - failed))
-	if failed > 0 {
-		s.m.Errors.WithLabelValues(s.name).Add(float64(failed))
-	}
-	return err
 }
