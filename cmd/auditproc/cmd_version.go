@@ -35,6 +35,7 @@ func rootCommands() []*command {
 		healthCommand(),
 		benchCommand(),
 		pipelineTestCommand(),
+		topCommand(),
 		verifyCommand(),
 	}
 }

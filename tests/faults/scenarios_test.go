@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -134,6 +135,35 @@ func TestRedisRestart(t *testing.T) {
 			assert.Positive(t, recovered, "the replicas logged the recovery")
 		})
 	}
+}
+
+// TestRedisDownBatchSpool kills Redis for longer than the write timeout
+// under the batching API with a spool: the producer spools what Redis does
+// not take, drains it in order once Redis is back, and no event is lost or
+// written twice.
+func TestRedisDownBatchSpool(t *testing.T) {
+	c := newCluster(t, options{fsync: "always"})
+	c.startReplica("replica-a")
+	c.startReplica("replica-b")
+	p := c.produceBatched(ciEvents, ciRate, filepath.Join(t.TempDir(), "spool"))
+	p.waitWritten(ciEvents/3, time.Minute)
+	ctx := context.Background()
+	require.NoError(t, c.redis.Kill(ctx))
+	c.note("Redis killed (SIGKILL) after %d events sent", p.count.Load())
+	time.Sleep(4 * time.Second) // four write timeouts
+	require.NoError(t, c.redis.Restart(ctx))
+	c.note("Redis started again; %d events sent", p.count.Load())
+	p.wait(3 * time.Minute)
+	c.drain(2 * time.Minute)
+	r := c.check(p, "Redis killed for 4 s under the batching producer with a spool")
+	p.mu.Lock()
+	spooled := p.spooled
+	p.mu.Unlock()
+	c.note("events spooled while Redis was away, then drained: %d", spooled)
+	assert.Positive(t, spooled, "the outage outlasted the write timeout: events were spooled")
+	assert.Zero(t, r.Lost, "no event lost")
+	assert.Zero(t, r.EntryDupes, "no event written twice")
+	assert.Equal(t, ciEvents, r.Written, "every event written")
 }
 
 // TestRollingRestart stops (SIGTERM) and starts each of three replicas in
