@@ -239,7 +239,7 @@ func eachLine(r io.Reader, maxBytes int, f func(line []byte, no int) error) erro
 			break
 		}
 		if tooLong {
-			return usagef("emit: line %d is longer than the limit of an event, %s: nothing was written", no, limitName(maxBytes))
+			return usagef("emit: line %d is longer than the limit of an event, %s: nothing was written", no, integrity.SizeName(maxBytes))
 		}
 		if t := bytes.TrimSpace(line); len(t) > 0 {
 			if err := f(t, no); err != nil {
@@ -250,13 +250,6 @@ func eachLine(r io.Reader, maxBytes int, f func(line []byte, no int) error) erro
 			return nil // the last line had no newline
 		}
 	}
-}
-
-func limitName(n int) string {
-	if n == integrity.DefaultMaxEventBytes {
-		return fmt.Sprintf("1 MiB (%d bytes)", n)
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // send appends n events through a Producer named producer ("" for a
@@ -282,19 +275,22 @@ func (e *emitter) send(ctx context.Context, producer string, n int, progress boo
 	start := time.Now()
 	sent := 0
 	var sendErr error
+	// One deadline per 256 events rather than a timer per event: each
+	// Send may wait up to --timeout for room in the queue.
+	sctx, cancel := context.WithTimeout(ctx, e.timeout)
 	err = each(func(line []byte) error {
-		sctx, cancel := context.WithTimeout(ctx, e.timeout)
-		_, err := p.Send(sctx, line)
-		cancel()
-		if err != nil {
+		if _, err := p.Send(sctx, line); err != nil {
 			return err
 		}
 		sent++
 		if sent%256 == 0 {
+			cancel()
+			sctx, cancel = context.WithTimeout(ctx, e.timeout)
 			bar.set(sent)
 		}
 		return nil
 	})
+	cancel()
 	if err != nil {
 		sendErr = err
 	}

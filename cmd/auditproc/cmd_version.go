@@ -35,6 +35,9 @@ func rootCommands() []*command {
 		healthCommand(),
 		benchCommand(),
 		pipelineTestCommand(),
+		topCommand(),
+		completionCommand(),
+		completeCommand(),
 		verifyCommand(),
 	}
 }
