@@ -13,6 +13,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=image-lib.sh
+. "$root/scripts/image-lib.sh"
 image="${IMAGE:-auditproc/postgres:15-local}"
 force=
 case "${1:-}" in
@@ -21,13 +23,7 @@ case "${1:-}" in
 *) echo "usage: $0 [--force]" >&2; exit 2 ;;
 esac
 
-if ! command -v docker >/dev/null 2>&1; then
-  echo "postgres-image: docker is not installed" >&2
-  exit 1
-fi
-if [ -z "$force" ] && docker image inspect "$image" >/dev/null 2>&1; then
-  exit 0
-fi
+need_build postgres-image "$image" "$force" || exit 0
 pgbin=/usr/lib/postgresql/15/bin
 if [ ! -x "$pgbin/postgres" ]; then
   "$root/scripts/deps.sh"
@@ -51,16 +47,8 @@ cp "$root/docker/postgres/docker-entrypoint.sh" "$rootfs/usr/local/bin/docker-en
 chmod 0755 "$rootfs/usr/local/bin/docker-entrypoint.sh"
 cp "$root/docker/postgres/Dockerfile" "$stage/Dockerfile"
 
-# Every shared object the programs and the server's modules need, at the path
-# the loader looks for it (the loader itself included).
-{
-  for bin in "$pgbin"/postgres "$pgbin"/initdb "$pgbin"/psql "$pgbin"/pg_ctl "$shell" /usr/lib/postgresql/15/lib/*.so; do
-    ldd "$bin" 2>/dev/null | awk '/=> \//{print $3} /^[[:space:]]*\//{print $1}'
-  done
-} | sort -u | while read -r lib; do
-  mkdir -p "$rootfs$(dirname "$lib")"
-  cp -L "$lib" "$rootfs$lib"
-done
+# Every shared object the programs and the server's modules need.
+stage_libs "$rootfs" "$pgbin"/postgres "$pgbin"/initdb "$pgbin"/psql "$pgbin"/pg_ctl "$shell" /usr/lib/postgresql/15/lib/*.so
 
 # The server's user (uid 999 like the official image) owns the data directory.
 echo 'root:x:0:0:root:/root:/bin/sh' >"$rootfs/etc/passwd"
@@ -70,12 +58,4 @@ chmod 0700 "$stage/pghome/data"
 
 version="$("$pgbin/postgres" --version | awk '{print $3}')"
 echo "postgres-image: building $image from $pgbin (PostgreSQL $version), nothing pulled" >&2
-if ! DOCKER_BUILDKIT=0 docker build --pull=false \
-  --label "org.opencontainers.image.title=auditproc local postgresql" \
-  --label "org.opencontainers.image.version=$version" \
-  -t "$image" "$stage" >"$stage/build.log" 2>&1; then
-  cat "$stage/build.log" >&2
-  echo "postgres-image: docker build of $image failed" >&2
-  exit 1
-fi
-docker image inspect "$image" --format 'postgres-image: {{index .RepoTags 0}} {{.Size}} bytes' >&2
+build_image postgres-image "$image" "$stage" "auditproc local postgresql" "$version"

@@ -143,7 +143,7 @@ func newCluster(t *testing.T, o options) *cluster {
   - name: archive
     path: /faults/e2e-go.wasm
     sinks: [archive]
-    deadline: 200ms
+    deadline: 90ms
     config: {sink: archive}`
 	}
 	c.config = []byte(fmt.Sprintf(`redis: {url: "redis://redis:6379/0"}

@@ -52,7 +52,8 @@ func startPostgres(t *testing.T, network string) *pgServer {
 		testcontainers.WithExposedPorts("5432/tcp"),
 		testcontainers.WithLabels(map[string]string{redistest.LabelTest: t.Name()}),
 		tcnetwork.WithNetworkName([]string{"postgres"}, network),
-		testcontainers.WithWaitStrategy(wait.ForListeningPort("5432/tcp").WithStartupTimeout(2*time.Minute)),
+		// The image has no shell tools for a port probe: its log says when.
+		testcontainers.WithWaitStrategy(wait.ForLog("database system is ready to accept connections").WithStartupTimeout(2*time.Minute)),
 	)
 	if s.ctr != nil {
 		t.Cleanup(func() {
