@@ -20,8 +20,10 @@ type Event struct {
 	scratch []byte
 }
 
+//lint:ignore U1000 reached from the //go:wasmexport functions of exports_wasip1.go, which a native build leaves out
 const minArenaCap = 4 << 10
 
+//lint:ignore U1000 reached from the //go:wasmexport functions of exports_wasip1.go, which a native build leaves out
 func (e *Event) reset(in abi.Input) {
 	e.in = in
 	e.changed = false

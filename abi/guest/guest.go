@@ -78,6 +78,8 @@ type InitFunc func(config []byte) error
 
 // The registrations are made by init functions before the host calls
 // anything, and read only by the exported functions.
+//
+//lint:ignore U1000 reached from the //go:wasmexport functions of exports_wasip1.go, which a native build leaves out
 var (
 	handler  Handler
 	initFunc InitFunc

@@ -1,5 +1,7 @@
 package guest
 
+//lint:file-ignore U1000 this runtime is reached from the //go:wasmexport functions of exports_wasip1.go, which a native build leaves out
+
 import (
 	"unsafe"
 

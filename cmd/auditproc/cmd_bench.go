@@ -48,7 +48,7 @@ HMAC key is generated for the run and never printed.`,
 			fs.StringVar(&cfg.Pipeline, "pipeline", bench.DefaultPipeline, "the default pipeline's configuration file")
 			fs.StringVar(&cfg.WasmDir, "wasm-dir", bench.DefaultWasmDir, "directory of the built example plugins (make plugins)")
 			fs.StringVar(&cfg.CacheDir, "cache-dir", bench.DefaultCacheDir, "compiled-module cache, warmed before measuring")
-			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, noop-go, noop-c, forward, three, default, trusted, produce-raw, produce-emit, produce-batch, produce-sync")
+			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, verify-v2, noop-go, noop-c, forward, three, default, trusted, produce-raw, produce-emit, produce-batch, produce-sync, trail")
 			// The scenarios' own processes: not for users.
 			fs.StringVar(&child, "child", "", "internal: run one scenario's consumer (baseline, baseline-hmac, verify) or producer (produce-raw, produce-batch, produce-sync)")
 			fs.StringVar(&evs, "events", "", "internal: the JSON-lines file a producer scenario appends")

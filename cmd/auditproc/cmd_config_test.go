@@ -78,6 +78,7 @@ log:
 		flags  []string
 		noKeys bool
 		want   int
+		says   string // in config check's report, when set
 	}{
 		{name: "valid", file: plugin, want: exitOK},
 		{name: "metrics off in the file", file: plugin + "metrics:\n  address: \"off\"\n", want: exitOK},
@@ -96,6 +97,10 @@ log:
 		{name: "missing plugin module", file: "plugins:\n  - name: ghost\n    path: " + filepath.Join(t.TempDir(), "ghost.wasm") + "\n", want: exitUsage},
 		{name: "plugin refuses its config", file: fmt.Sprintf("plugins:\n  - name: refuse\n    path: %s\n", refuse), want: exitUsage},
 		{name: "no plugins", file: "", want: exitUsage},
+		// A cluster (closed loopback port: nothing is asked) whose stream
+		// and dead-letter stream hash to different slots: every commit
+		// would fail with CROSSSLOT.
+		{name: "cluster layout that fails every commit", file: plugin, env: map[string]string{"AUDITPROC_REDIS_URL": "", "AUDITPROC_REDIS_CLUSTER_ADDRS": "127.0.0.1:1"}, want: exitUsage, says: "slot"},
 		{name: "password in the file", file: plugin + "redis:\n  password: hunter2\n", want: exitUsage},
 		{name: "missing TLS CA file", file: plugin, env: map[string]string{"AUDITPROC_REDIS_TLS_CA_FILE": filepath.Join(t.TempDir(), "ca.pem")}, want: exitUsage},
 	}
@@ -124,6 +129,9 @@ log:
 			assert.Equal(t, checkCode, runCode, "run must agree with config check:\nrun said:\n%s\ncheck said:\n%s%s", runErr, checkOut, checkErr)
 			if tc.want != exitOK {
 				assert.NotContains(t, runErr, "processor_started", "run refused before it started")
+			}
+			if tc.says != "" {
+				assert.Contains(t, checkErr, tc.says)
 			}
 		})
 	}

@@ -91,9 +91,12 @@ func dlqListCommand() *command {
 	return &command{
 		name:    "list",
 		summary: "list dead-lettered entries, oldest first",
-		usage:   "[--count N] [--json]",
+		usage:   "[--count N] [--json] [--stream NAME]",
 		examples: `  auditproc dlq list
-  auditproc dlq list --json --count 1000 > dead.jsonl`,
+  auditproc dlq list --json --count 1000 > dead.jsonl
+
+  # only the dead letters of one audit stream (of the first --count entries)
+  auditproc dlq list --stream audit:payments`,
 		flags: func(fs *flag.FlagSet) {
 			cf = newConfigFlags(fs)
 			fs.Int64Var(&count, "count", 100, "list at most this many")
@@ -120,6 +123,16 @@ func dlqListCommand() *command {
 			msgs, err := bus.XRange(ctx, cfg.DeadLetter.Stream, "-", "+", count)
 			if err != nil {
 				return fmt.Errorf("dlq list %s: %w", cfg.DeadLetter.Stream, err)
+			}
+			if cf.set("stream") {
+				// --stream lists the dead letters of that audit stream only.
+				kept := msgs[:0]
+				for _, m := range msgs {
+					if parseDeadLetter(m).OriginalStream == cfg.Stream.Name {
+						kept = append(kept, m)
+					}
+				}
+				msgs = kept
 			}
 			if asJSON {
 				enc := json.NewEncoder(sio.out)

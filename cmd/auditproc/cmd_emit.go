@@ -239,7 +239,7 @@ func eachLine(r io.Reader, maxBytes int, f func(line []byte, no int) error) erro
 			break
 		}
 		if tooLong {
-			return usagef("emit: line %d is longer than the limit of an event, %s: nothing was written", no, limitName(maxBytes))
+			return usagef("emit: line %d is longer than the limit of an event, %s: nothing was written", no, integrity.SizeName(maxBytes))
 		}
 		if t := bytes.TrimSpace(line); len(t) > 0 {
 			if err := f(t, no); err != nil {
@@ -250,13 +250,6 @@ func eachLine(r io.Reader, maxBytes int, f func(line []byte, no int) error) erro
 			return nil // the last line had no newline
 		}
 	}
-}
-
-func limitName(n int) string {
-	if n == integrity.DefaultMaxEventBytes {
-		return fmt.Sprintf("1 MiB (%d bytes)", n)
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // send appends n events through a Producer named producer ("" for a

@@ -47,8 +47,9 @@ func statusCommand() *command {
 	return &command{
 		name:    "status",
 		summary: "show the stream's consumer groups: lag, pending per consumer, dead letters",
-		usage:   "[--json] [flags]",
+		usage:   "[--json] [--group NAME] [flags]",
 		examples: `  auditproc status
+  auditproc status --group audit-consumers
   auditproc status --json | jq '.groups[0].lag'`,
 		flags: func(fs *flag.FlagSet) {
 			cf = newConfigFlags(fs)
@@ -73,6 +74,19 @@ func statusCommand() *command {
 			st, err := readStatus(ctx, rdb, cfg.Stream.Name, cfg.DeadLetter.Stream)
 			if err != nil {
 				return fmt.Errorf("status of stream %q: %w", cfg.Stream.Name, err)
+			}
+			if cf.set("group") {
+				// --group shows that consumer group only.
+				var only []groupStatus
+				for _, g := range st.Groups {
+					if g.Name == cfg.Stream.Group {
+						only = append(only, g)
+					}
+				}
+				if len(only) == 0 {
+					return fmt.Errorf("status: stream %q has no consumer group %q", cfg.Stream.Name, cfg.Stream.Group)
+				}
+				st.Groups = only
 			}
 			if asJSON {
 				enc := json.NewEncoder(sio.out)
@@ -124,8 +138,10 @@ func readStatus(ctx context.Context, rdb redis.UniversalClient, stream, dlq stri
 	return st, nil
 }
 
+// isNoSuchKey: XINFO on a stream that does not exist yet (go-redis's
+// HasErrorPrefix compares after the "ERR " prefix).
 func isNoSuchKey(err error) bool {
-	return redis.HasErrorPrefix(err, "ERR no such key") || errors.Is(err, redis.Nil)
+	return redis.HasErrorPrefix(err, "no such key") || errors.Is(err, redis.Nil)
 }
 
 func printStatus(sio stdio, st streamStatus) {

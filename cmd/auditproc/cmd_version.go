@@ -35,6 +35,10 @@ func rootCommands() []*command {
 		healthCommand(),
 		benchCommand(),
 		pipelineTestCommand(),
+		topCommand(),
+		completionCommand(),
+		completeCommand(),
+		verifyCommand(),
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // SIGHUP never ends auditproc (logrotate and systemd's ExecReload send it):
@@ -24,6 +26,10 @@ func init() {
 }
 
 func main() {
+	// go-redis logs through a package-level logger of its own (plain text
+	// with the standard log package unless replaced): its lines go through
+	// slog as JSON like every other line.
+	redis.SetLogger(newRedisLogger(os.Stderr))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// The first signal starts a graceful shutdown; restoring the default
 	// handlers then lets a second signal end the process at once (entries in

@@ -37,7 +37,10 @@ const (
 
 // Stream names in the benchmark's Redis.
 const (
-	stream        = "bench:stream"
+	stream = "bench:stream"
+	// chainStream holds as many events as stream, signed with envelope
+	// version 2 as one chained source.
+	chainStream   = "bench:chain"
 	latencyStream = "bench:latency"
 	deadLetter    = "bench:dead"
 	keyID         = "bench"
@@ -142,6 +145,18 @@ type Report struct {
 	Rate              int
 	Rounds            int
 	Results           []Result
+	// Trail holds the rows of the trail table: producer and processor
+	// cost of envelope v2 next to v1, and `auditproc verify` next to a
+	// plain XRANGE scan.
+	Trail []TrailRow
+}
+
+// TrailRow is a rate and its ratio to a reference row (Of).
+type TrailRow struct {
+	Title string
+	Rate  float64 // entries/s
+	Ratio float64
+	Of    string
 }
 
 type scenario struct {
@@ -150,6 +165,7 @@ type scenario struct {
 	pluginCfg   string   // configuration file, for the warm-up ("" for none)
 	latency     bool
 	sink        string // stream the forward plugin writes to, for latency
+	stream      string // the stream drained; "" is stream
 }
 
 type runner struct {
@@ -161,6 +177,8 @@ type runner struct {
 	dir    string
 	keys   *integrity.Keyring
 	groups int
+	// chainFilled: chainStream is filled (once per run).
+	chainFilled bool
 }
 
 // Run runs every scenario and returns the report; progress goes to logger.
@@ -222,13 +240,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	)
 
 	var scenarios []scenario
-	if len(cfg.Only) == 0 || slices.ContainsFunc(cfg.Only, func(n string) bool { return !strings.HasPrefix(n, "produce-") }) {
+	if len(cfg.Only) == 0 || slices.ContainsFunc(cfg.Only, func(n string) bool { return !strings.HasPrefix(n, "produce-") && n != "trail" }) {
 		if scenarios, err = r.scenarios(); err != nil {
 			return nil, err
 		}
 	}
 	producers := r.produceScenarios()
-	if len(scenarios) == 0 && len(producers) == 0 {
+	trail := len(cfg.Only) == 0 || slices.Contains(cfg.Only, "trail")
+	if len(scenarios) == 0 && len(producers) == 0 && !trail {
 		return nil, fmt.Errorf("bench: no scenario named %q", r.cfg.Only)
 	}
 	rep := &Report{Entries: cfg.Entries, Rate: cfg.Rate, Rounds: cfg.Rounds}
@@ -242,17 +261,27 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 			return nil, err
 		}
 	}
+	if trail {
+		if err := r.trailScan(ctx, rep); err != nil {
+			return nil, err
+		}
+	}
 	return rep, nil
 }
 
 // drains runs the consumer scenarios on a pre-filled stream.
 func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) error {
 	r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", stream))
+	t0 := time.Now()
 	size, err := prefill(ctx, r.rdb, r.keys, stream, r.cfg.Entries)
 	if err != nil {
 		return err
 	}
+	v1 := float64(r.cfg.Entries) / time.Since(t0).Seconds()
 	rep.EventBytes = size
+	if err := r.prefillChain(ctx, rep, v1); err != nil {
+		return err
+	}
 	for _, sc := range scenarios {
 		if sc.pluginCfg != "" {
 			if err := r.warm(ctx, sc); err != nil {
@@ -275,11 +304,21 @@ func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) 
 			}
 		}
 	}
-	var base float64
+	var base, verifyV1 float64
 	for i, sc := range scenarios {
 		res := best[i]
 		if sc.name == "baseline" {
 			base = res.Throughput
+		}
+		switch sc.name {
+		case "verify":
+			verifyV1 = res.Throughput
+		case "verify-v2":
+			if verifyV1 > 0 {
+				rep.Trail = append(rep.Trail,
+					TrailRow{Title: "processor: verify, no plugins, envelope v1", Rate: verifyV1, Ratio: 1, Of: "v1"},
+					TrailRow{Title: "processor: verify, no plugins, envelope v2", Rate: res.Throughput, Ratio: res.Throughput / verifyV1, Of: "v1"})
+			}
 		}
 		if base > 0 {
 			res.Ratio = res.Throughput / base
@@ -402,6 +441,7 @@ func (r *runner) scenarios() ([]scenario, error) {
 		{name: "baseline", title: "go-redis loop, no verification (baseline)", args: []string{"bench", "--child", "baseline"}},
 		{name: "baseline-hmac", title: "go-redis loop + HMAC verify", args: []string{"bench", "--child", "baseline-hmac"}},
 		{name: "verify", title: "auditproc: verify, no plugins", args: []string{"bench", "--child", "verify"}},
+		{name: "verify-v2", title: "auditproc: verify, no plugins, envelope v2 (chained)", args: []string{"bench", "--child", "verify"}, stream: chainStream},
 		{name: "noop-go", title: "auditproc: verify + Go no-op (guarded)", args: runArgs(noopGo), pluginCfg: noopGo},
 		{name: "noop-c", title: "auditproc: verify + C no-op (guarded)", args: runArgs(noopC), pluginCfg: noopC},
 		{name: "forward", title: "auditproc: verify + forward to a stream sink (guarded)", args: runArgs(fwd), pluginCfg: fwd, latency: sink != "", sink: sink},
@@ -494,6 +534,10 @@ func (r *runner) redisCPU() time.Duration {
 // drain runs a scenario on the pre-filled stream with a new group.
 func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	res := Result{Name: sc.name, Title: sc.title}
+	stream := stream
+	if sc.stream != "" {
+		stream = sc.stream
+	}
 	group, err := r.newGroup(ctx, stream, sc.name)
 	if err != nil {
 		return res, err
@@ -513,7 +557,11 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 		waitErr           error
 		done              bool
 	)
-	n := int64(r.cfg.Entries)
+	// Every entry is acked: a chained stream's checkpoints too.
+	n, err := r.rdb.XLen(ctx, stream).Result()
+	if err != nil {
+		return res, err
+	}
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
 	for !done {
@@ -545,11 +593,95 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
 		res.PeakRSS = ru.Maxrss * 1024 // KiB on Linux
 	}
-	res.Throughput = float64(n) / last.Sub(first).Seconds()
-	res.CPU = (cpu - cpu0) / time.Duration(n)
+	events := int64(r.cfg.Entries)
+	res.Throughput = float64(events) / last.Sub(first).Seconds()
+	res.CPU = (cpu - cpu0) / time.Duration(events)
 	if rcpu > 0 {
-		res.RedisCPU = (rcpu - rcpu0) / time.Duration(n)
+		res.RedisCPU = (rcpu - rcpu0) / time.Duration(events)
 	}
 	res.Start = first.Sub(started)
 	return res, nil
+}
+
+// prefillChain fills chainStream (once per run) and adds the producer rows
+// of the trail table: v1's prefill rate (v1, entries/s) against this one's.
+func (r *runner) prefillChain(ctx context.Context, rep *Report, v1 float64) error {
+	if r.chainFilled {
+		return nil
+	}
+	r.chainFilled = true
+	r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", chainStream))
+	t0 := time.Now()
+	if err := prefillChain(ctx, r.rdb, r.keys, chainStream, r.cfg.Entries); err != nil {
+		return err
+	}
+	v2 := float64(r.cfg.Entries) / time.Since(t0).Seconds()
+	if v1 > 0 {
+		rep.Trail = append(rep.Trail,
+			TrailRow{Title: "producer: stamp + sign + pipelined XADD, envelope v1", Rate: v1, Ratio: 1, Of: "v1"},
+			TrailRow{Title: "producer: stamp + chain sign + pipelined XADD, envelope v2", Rate: v2, Ratio: v2 / v1, Of: "v1"})
+	}
+	return nil
+}
+
+// trailScan measures `auditproc verify` on the chained stream against a
+// plain XRANGE scan of it (go-redis, pages of 1000, fields into maps, no
+// checks): the reference rate of reading the trail at all.
+func (r *runner) trailScan(ctx context.Context, rep *Report) error {
+	if err := r.prefillChain(ctx, rep, 0); err != nil {
+		return err
+	}
+	n, err := r.rdb.XLen(ctx, chainStream).Result()
+	if err != nil {
+		return err
+	}
+	best := func(measure func() (time.Duration, error)) (float64, error) {
+		var rate float64
+		for range r.cfg.Rounds {
+			d, err := measure()
+			if err != nil {
+				return 0, err
+			}
+			rate = max(rate, float64(n)/d.Seconds())
+		}
+		return rate, nil
+	}
+	scan, err := best(func() (time.Duration, error) {
+		t0 := time.Now()
+		start := "-"
+		for {
+			page, err := r.rdb.XRangeN(ctx, chainStream, start, "+", 1000).Result()
+			if err != nil {
+				return 0, err
+			}
+			if len(page) < 1000 {
+				return time.Since(t0), nil
+			}
+			start = "(" + page[len(page)-1].ID
+		}
+	})
+	if err != nil {
+		return err
+	}
+	cfgPath := filepath.Join(r.dir, "verify.yaml")
+	if err := os.WriteFile(cfgPath, []byte("{}\n"), 0o600); err != nil {
+		return err
+	}
+	verify, err := best(func() (time.Duration, error) {
+		cmd := exec.CommandContext(ctx, r.cfg.Executable, "verify", "--config", cfgPath, "--stream", chainStream, "--quiet")
+		cmd.Env = r.env
+		t0 := time.Now()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("auditproc verify: %w\n%s", err, out)
+		}
+		return time.Since(t0), nil
+	})
+	if err != nil {
+		return err
+	}
+	rep.Trail = append(rep.Trail,
+		TrailRow{Title: "plain XRANGE scan, pages of 1000 (go-redis, no checks)", Rate: scan, Ratio: 1, Of: "XRANGE"},
+		TrailRow{Title: "auditproc verify (every signature, the chain, a process of its own)", Rate: verify, Ratio: verify / scan, Of: "XRANGE"})
+	return nil
 }

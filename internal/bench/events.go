@@ -29,6 +29,15 @@ var actions = []string{"invoice.approve", "export.create", "user.login", "docume
 
 // next returns a signed event for stream: its envelope and event id.
 func (g *eventGen) next(stream string) (integrity.Envelope, error) {
+	stamped, err := g.event()
+	if err != nil {
+		return integrity.Envelope{}, err
+	}
+	return g.keys.Sign(stream, stamped)
+}
+
+// event returns a stamped event.
+func (g *eventGen) event() ([]byte, error) {
 	g.n++
 	action, outcome, severity := actions[g.r.IntN(len(actions))], "success", "info"
 	switch x := g.r.IntN(100); {
@@ -45,10 +54,7 @@ func (g *eventGen) next(stream string) (integrity.Envelope, error) {
 		`"user_agent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36","request_id":"req-%016x"}`,
 		actor, actor, action, g.r.IntN(1_000_000), outcome, severity, g.r.IntN(256), g.r.IntN(256), g.r.Uint64())
 	stamped, _, err := integrity.Stamp(ev, time.Now())
-	if err != nil {
-		return integrity.Envelope{}, err
-	}
-	return g.keys.Sign(stream, stamped)
+	return stamped, err
 }
 
 // prefill appends n signed events to stream, 1000 per pipelined round trip,
@@ -71,6 +77,53 @@ func prefill(ctx context.Context, rdb *redis.Client, keys *integrity.Keyring, st
 		}
 	}
 	return total / max(n, 1), nil
+}
+
+// prefillChain appends n events to stream as one chained source (envelope
+// v2, checkpoints by the default policy, a closing one), 1000 per
+// pipelined round trip.
+func prefillChain(ctx context.Context, rdb *redis.Client, keys *integrity.Keyring, stream string, n int) error {
+	g := newEventGen(keys, 1)
+	chain, err := integrity.NewChain(keys, "bench", integrity.ChainConfig{})
+	if err != nil {
+		return err
+	}
+	add := func(pipe redis.Pipeliner, envs []integrity.StreamEnvelope) {
+		for _, e := range envs {
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: e.Stream, Values: e.Values()})
+		}
+	}
+	for done := 0; done < n; {
+		pipe := rdb.Pipeline()
+		for i := 0; i < 1000 && done < n; i, done = i+1, done+1 {
+			ev, err := g.event()
+			if err != nil {
+				return err
+			}
+			now := time.Now()
+			env, err := chain.Sign(stream, ev, now)
+			if err != nil {
+				return err
+			}
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: env.Values()})
+			due, err := chain.Due(now)
+			if err != nil {
+				return err
+			}
+			add(pipe, due)
+		}
+		if done == n {
+			closing, err := chain.Close(time.Now())
+			if err != nil {
+				return err
+			}
+			add(pipe, closing)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("prefill %s: %w", stream, err)
+		}
+	}
+	return nil
 }
 
 // Baseline drains group on stream with a plain go-redis loop: XREADGROUP

@@ -50,6 +50,16 @@ func (rep *Report) Print(w io.Writer) {
 		}
 		_ = tw.Flush()
 	}
+	if len(rep.Trail) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+		fmt.Fprintln(tw, "| trail: envelope v2 cost, verify\t| entries/s\t| ratio\t|")
+		fmt.Fprintln(tw, "|---\t|---:\t|---:\t|")
+		for _, t := range rep.Trail {
+			fmt.Fprintf(tw, "| %s\t| %.0fk\t| %.2f × %s\t|\n", t.Title, t.Rate/1000, t.Ratio, t.Of)
+		}
+		_ = tw.Flush()
+	}
 }
 
 func redisCPU(r Result) string {

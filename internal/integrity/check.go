@@ -83,7 +83,7 @@ func (in EventInfo) StampedLen(eventLen, idLen int) int {
 func CheckEvent(event []byte, maxBytes int) (EventInfo, error) {
 	var info EventInfo
 	if maxBytes > 0 && len(event) > maxBytes {
-		return info, eventError(RuleSize, "the event is %d bytes, more than the limit of %s", len(event), sizeName(maxBytes))
+		return info, eventError(RuleSize, "the event is %d bytes, more than the limit of %s", len(event), SizeName(maxBytes))
 	}
 	view := bytesAsString(event)
 	if !gjson.Valid(view) {
@@ -147,7 +147,7 @@ func CheckEvent(event []byte, maxBytes int) (EventInfo, error) {
 	}
 	if n := info.StampedLen(len(event), GeneratedIDLen); maxBytes > 0 && n > maxBytes {
 		return info, eventError(RuleSize, "the event is %d bytes once %s and %s are added, more than the limit of %s",
-			n, EventIDMember, TimestampMember, sizeName(maxBytes))
+			n, EventIDMember, TimestampMember, SizeName(maxBytes))
 	}
 	return info, nil
 }
@@ -158,7 +158,9 @@ func (k *Keyring) CheckEvent(event []byte) (EventInfo, error) {
 	return CheckEvent(event, k.maxEventBytes)
 }
 
-func sizeName(n int) string {
+// SizeName says n bytes as an error message does: "1 MiB (1048576 bytes)"
+// for the default limit.
+func SizeName(n int) string {
 	if n == DefaultMaxEventBytes {
 		return fmt.Sprintf("1 MiB (%d bytes)", n)
 	}

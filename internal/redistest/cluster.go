@@ -101,7 +101,8 @@ func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 		}
 		args := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout / time.Millisecond)),
-			"--cluster-port", strconv.Itoa(bus), "--cluster-announce-ip", "127.0.0.1"}
+			"--cluster-port", strconv.Itoa(bus), "--cluster-announce-ip", "127.0.0.1",
+			"--repl-diskless-sync-delay", "0"}
 		node := &ClusterNode{}
 		if cc.links {
 			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
@@ -193,14 +194,14 @@ func (c *Cluster) Node(id string) *ClusterNode {
 	return nil
 }
 
-// Masters returns the nodes that are masters now, as a running node sees
-// them.
+// Masters returns the nodes that are masters serving slots now, as a
+// running node sees them.
 func (c *Cluster) Masters(ctx context.Context) ([]*ClusterNode, error) {
 	var masters []*ClusterNode
 	err := c.eachView(ctx, func(lines []nodeLine) {
 		masters = masters[:0]
 		for _, l := range lines {
-			if l.master && !l.failed {
+			if l.master && !l.failed && len(l.slots) > 0 {
 				if n := c.Node(l.id); n != nil {
 					masters = append(masters, n)
 				}

@@ -181,7 +181,7 @@ func TestShared(t *testing.T) {
 			mustGet(t, ctx, c, key, name)
 		})
 	}
-	if Shared(t) != Shared(t) {
+	if first, second := Shared(t), Shared(t); first != second {
 		t.Fatal("Shared returned two servers")
 	}
 }

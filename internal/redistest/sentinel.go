@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,16 +27,19 @@ type Sentinel struct {
 }
 
 // StartSentinel starts the Sentinel deployment for t (process backend) and
-// waits until every sentinel knows the replica and the other sentinels. It
+// waits until the replica is in sync and every sentinel knows the replica
+// and the other sentinels. It
 // is torn down in t's cleanup.
 func StartSentinel(t testing.TB, opts ...Option) *Sentinel {
 	t.Helper()
 	if _, err := redisServerPath(); err != nil {
 		SkipOrFail(t, err.Error())
 	}
-	master := Start(t, append([]Option{WithBackend(Process)}, opts...)...)
+	// No delay before a full sync (the default waits 5s for more replicas).
+	fast := WithArgs("--repl-diskless-sync-delay", "0")
+	master := Start(t, append([]Option{WithBackend(Process), fast}, opts...)...)
 	host, port, _ := net.SplitHostPort(master.Addr())
-	replica := Start(t, append([]Option{WithBackend(Process), WithArgs("--replicaof", host, port)}, opts...)...)
+	replica := Start(t, append([]Option{WithBackend(Process), fast, WithArgs("--replicaof", host, port)}, opts...)...)
 	s := &Sentinel{Servers: []*Server{master, replica}}
 	conf := fmt.Sprintf("sentinel monitor %s %s %s 2\n"+
 		"sentinel down-after-milliseconds %s %d\n"+
@@ -48,6 +52,15 @@ func StartSentinel(t testing.TB, opts ...Option) *Sentinel {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	rc := redis.NewClient(&redis.Options{Addr: replica.Addr()})
+	err := waitCond(ctx, func() (bool, error) {
+		info, err := rc.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up"), err
+	})
+	_ = rc.Close()
+	if err != nil {
+		t.Fatalf("redistest: replica %s not in sync with its master: %v", replica.Addr(), err)
+	}
 	for _, sn := range s.Sentinels {
 		cl := redis.NewSentinelClient(&redis.Options{Addr: sn.Addr()})
 		err := waitCond(ctx, func() (bool, error) {

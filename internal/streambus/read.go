@@ -312,7 +312,13 @@ func (b *Bus) putScratch(sc *scratch) {
 // raw sends a command whose first key is its argument 1 and returns its
 // raw reply, in a buffer of its own (parsed entries point into it).
 func (b *Bus) raw(ctx context.Context, args ...any) ([]byte, error) {
-	buf := &replyBuffer{b: make([]byte, 0, 512)}
+	return b.rawSized(ctx, 512, args...)
+}
+
+// rawSized is raw with a reply buffer of size bytes to start with (it
+// grows by doubling: a good guess saves copies of large replies).
+func (b *Bus) rawSized(ctx context.Context, size int, args ...any) ([]byte, error) {
+	buf := &replyBuffer{b: make([]byte, 0, size)}
 	cmd := redis.NewRawWriteToCmd(ctx, buf, args...)
 	cmd.SetFirstKeyPos(1)
 	_ = b.rdb.Process(ctx, cmd)
@@ -335,12 +341,28 @@ func (b *Bus) XRange(ctx context.Context, stream, start, end string, count int64
 	if stream == "" {
 		return nil, fmt.Errorf("%w: empty stream name", ErrInvalidArgs)
 	}
-	raw, err := b.raw(ctx, "xrange", stream, start, end, "count", b.count(count))
+	return b.xrange(ctx, "xrange", stream, start, end, count)
+}
+
+// XRevRange is XRange newest first, from end down to start.
+func (b *Bus) XRevRange(ctx context.Context, stream, end, start string, count int64) ([]RawEntry, error) {
+	if stream == "" {
+		return nil, fmt.Errorf("%w: empty stream name", ErrInvalidArgs)
+	}
+	return b.xrange(ctx, "xrevrange", stream, end, start, count)
+}
+
+func (b *Bus) xrange(ctx context.Context, cmd, stream, start, end string, count int64) ([]RawEntry, error) {
+	count = b.count(count)
+	raw, err := b.rawSized(ctx, b.replySize(count), cmd, stream, start, end, "count", count)
 	if err != nil {
-		return nil, fmt.Errorf("xrange %s %s on stream %q: %w", start, end, stream, err)
+		return nil, fmt.Errorf("%s %s %s on stream %q: %w", cmd, start, end, stream, err)
 	}
 	var sc scratch
 	entries, err := parseEntriesReply(raw, &sc)
+	if err == nil {
+		b.noteReplySize(count, len(entries), len(raw))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("xrange %s %s on stream %q: %w", start, end, stream, err)
 	}

@@ -36,6 +36,7 @@ type producer struct {
 	lastErr   time.Time
 	longest   time.Duration // longest time from a first failure to the next success
 	outStart  time.Time
+	spooled   int // events the batching producer spooled (and drained)
 
 	count atomic.Int64 // events written so far
 	stop  atomic.Bool
@@ -115,7 +116,8 @@ func (p *producer) loop(n, rate int) error {
 }
 
 // write retries one event until Redis acknowledges it. Only ErrUnavailable
-// is retried: anything else is a failure of the suite.
+// and ErrOutcomeUnknown are retried: anything else is a failure of the
+// suite.
 func (p *producer) write(id string, ev []byte) error {
 	failed := false
 	for {
@@ -132,7 +134,9 @@ func (p *producer) write(id string, ev []byte) error {
 			p.mu.Unlock()
 			return nil
 		}
-		if !errors.Is(err, audit.ErrUnavailable) {
+		// Not written, or written perhaps: retried with the same event id,
+		// which Redis does not store twice.
+		if !errors.Is(err, audit.ErrUnavailable) && !errors.Is(err, audit.ErrOutcomeUnknown) {
 			return fmt.Errorf("producer: event %s: %w", id, err)
 		}
 		p.mu.Lock()
@@ -187,4 +191,91 @@ func (p *producer) stopProducing() {
 func (p *producer) waitWritten(n int64, timeout time.Duration) {
 	p.c.t.Helper()
 	waitFor(p.c.t, timeout, fmt.Sprintf("%d events written", n), func() bool { return p.count.Load() >= n })
+}
+
+// produceBatched starts producing n numbered events at about rate per
+// second through an audit.Producer (the batching API) with a spool in
+// spoolDir. An event counts as written once its result says written,
+// already there, or spooled and then drained: wait flushes, waits for the
+// spool to drain and closes the Producer.
+func (c *cluster) produceBatched(n, rate int, spoolDir string) *producer {
+	c.t.Helper()
+	opts := c.redis.Options()
+	opts.ContextTimeoutEnabled = true
+	opts.MaxRetries = -1
+	opts.DialTimeout = time.Second
+	rdb := redis.NewClient(opts)
+	keys, err := audit.NewKeyring(keyID, map[string][]byte{keyID: c.key})
+	require.NoError(c.t, err)
+	bp, err := audit.NewProducer(audit.Config{Client: rdb, Keys: keys, Stream: stream, Group: group,
+		WriteTimeout: time.Second, RetryDelay: 100 * time.Millisecond, SpoolDir: spoolDir, BatchSize: 64}, discard)
+	require.NoError(c.t, err)
+	p := &producer{
+		c: c, run: fmt.Sprintf("b%d", time.Now().UnixNano()%1e9),
+		written: map[string]int{}, poison: map[string]bool{}, ambiguous: map[string]bool{}, errKinds: map[string]int{},
+		done: make(chan struct{}),
+	}
+	c.t.Cleanup(func() {
+		p.stop.Store(true)
+		<-p.done
+		_ = rdb.Close()
+	})
+	go func() {
+		defer close(p.done)
+		p.err = p.batchLoop(bp, n, rate)
+	}()
+	c.note("batching producer started: %d events at about %d/s, spool %s", n, rate, spoolDir)
+	return p
+}
+
+func (p *producer) batchLoop(bp *audit.Producer, n, rate int) error {
+	start := time.Now()
+	type sent struct {
+		id  string
+		seq int
+		pd  audit.Pending
+	}
+	var all []sent
+	for seq := 0; seq < n && !p.stop.Load(); seq++ {
+		if ahead := time.Duration(seq)*time.Second/time.Duration(rate) - time.Since(start); ahead > 0 {
+			time.Sleep(ahead)
+		}
+		id := fmt.Sprintf("%s-%07d", p.run, seq)
+		ev := fmt.Sprintf(`{"event_id":%q,"seq":%d,"run":%q,"actor":"user-%d","action":"record.read","outcome":"success","severity":"info"}`,
+			id, seq, p.run, seq%17)
+		pd, err := bp.Send(context.Background(), []byte(ev))
+		if err != nil {
+			return fmt.Errorf("batching producer: event %s: %w", id, err)
+		}
+		all = append(all, sent{id, seq, pd})
+		p.count.Add(1)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := bp.Flush(ctx); err != nil {
+		return err
+	}
+	for bp.Stats().SpoolEvents > 0 && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	st := bp.Stats()
+	if err := bp.Close(ctx); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.spooled = int(st.Spooled)
+	for _, s := range all {
+		r := s.pd.Result()
+		if r.Err != nil {
+			p.errs++
+			p.errKinds[errKind(r.Err)]++
+			continue
+		}
+		p.written[s.id] = s.seq
+	}
+	if st.SpoolEvents > 0 {
+		return fmt.Errorf("batching producer: %d events still in the spool", st.SpoolEvents)
+	}
+	return nil
 }
