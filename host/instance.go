@@ -85,7 +85,7 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	}
 	inst := &instance{p: p}
 	base, cancel := context.WithCancel(context.Background())
-	inst.ctx = context.WithValue(inst.withMemory(base), instanceKey{}, inst)
+	inst.ctx = context.WithValue(base, instanceKey{}, inst)
 	inst.cancel = cancel
 	inst.stdout = &lineWriter{p: p, stream: "stdout"}
 	inst.stderr = &lineWriter{p: p, stream: "stderr"}
@@ -122,7 +122,8 @@ func (inst *instance) initialize() error {
 		killed := !inst.end(p.now())
 		return inStep(step, inst.classify(err, killed))
 	}
-	mod, err := p.rt.InstantiateModule(inst.ctx, p.module, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
+	// The allocator is read only here; calls keep a shorter context chain.
+	mod, err := p.rt.InstantiateModule(inst.withMemory(inst.ctx), p.module, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
 	if err != nil {
 		// wazero keeps no module that failed to instantiate, and so
 		// never frees a memory it made for it.
