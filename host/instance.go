@@ -130,8 +130,12 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 			}
 			return nil, fmt.Errorf("%w: %s returned %d: %s", ErrInitRefused, abi.ExportInit, int32(status), msg)
 		}
-	} else {
-		inst.end()
+	} else if !inst.end() {
+		// Instantiation (_initialize) ran past the init deadline: the
+		// ticker cancelled the instance's context, so the instance could
+		// never run a call.
+		inst.close(-1)
+		return nil, fmt.Errorf("instantiate plugin %q: %w", p.spec.Name, inst.classify(nil, true))
 	}
 	inst.phase = phaseIdle
 	inst.message = inst.message[:0]
