@@ -275,19 +275,22 @@ func (e *emitter) send(ctx context.Context, producer string, n int, progress boo
 	start := time.Now()
 	sent := 0
 	var sendErr error
+	// One deadline per 256 events rather than a timer per event: each
+	// Send may wait up to --timeout for room in the queue.
+	sctx, cancel := context.WithTimeout(ctx, e.timeout)
 	err = each(func(line []byte) error {
-		sctx, cancel := context.WithTimeout(ctx, e.timeout)
-		_, err := p.Send(sctx, line)
-		cancel()
-		if err != nil {
+		if _, err := p.Send(sctx, line); err != nil {
 			return err
 		}
 		sent++
 		if sent%256 == 0 {
+			cancel()
+			sctx, cancel = context.WithTimeout(ctx, e.timeout)
 			bar.set(sent)
 		}
 		return nil
 	})
+	cancel()
 	if err != nil {
 		sendErr = err
 	}

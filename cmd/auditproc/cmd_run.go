@@ -144,6 +144,7 @@ func runCommand() *command {
 		stopWhenIdle bool
 		summary      bool
 		watch        bool
+		force        bool
 	)
 	return &command{
 		name:    "run",
@@ -171,6 +172,7 @@ func runCommand() *command {
 			fs.BoolVar(&stopWhenIdle, "stop-when-idle", false, "exit once nothing is left to read or pending")
 			fs.BoolVar(&watch, "watch", false, "reload the pipeline when the configuration file or a plugin module changes (as on SIGHUP)")
 			fs.BoolVar(&summary, "summary", false, "print a summary table on stdout when the run ends")
+			fs.BoolVar(&force, "force", false, "start even when none of the stream's newest entries verifies with the keyring")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if len(args) > 0 {
@@ -185,7 +187,7 @@ func runCommand() *command {
 			if err != nil {
 				return err
 			}
-			pf.cf, pf.watch, pf.hup = cf, watch, hup
+			pf.cf, pf.watch, pf.hup, pf.force = cf, watch, hup, force
 			return startProcessor(ctx, sio, pf, stopWhenIdle, summary)
 		},
 	}
@@ -249,6 +251,14 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		RequireChain: cfg.Integrity.RequireChain}, logger, rdb, keys)
 	if err != nil {
 		return err
+	}
+	if w := integrity.KeyringFileWarning(os.Getenv); w != "" {
+		logger.Warn("keyring_file_readable", slog.String("detail", w))
+	}
+	if !pf.force {
+		if err := checkKeyring(ctx, bus, cfg.Stream.Name, keys); err != nil {
+			return err
+		}
 	}
 	metrics := processor.NewMetrics()
 	registerBuildInfo(metrics.Registry)
@@ -514,4 +524,41 @@ func openSinks(cfg *config.Config, logger *slog.Logger) (map[string]processor.Si
 		sinks[name] = ps
 	}
 	return sinks, nil
+}
+
+// keyringProbe is how many of the newest entries run checks against the
+// keyring before it starts.
+const keyringProbe = 100
+
+// checkKeyring refuses to start (exit 2) when the stream holds entries and
+// none of the newest keyringProbe verifies: that is a wrong keyring far
+// more often than an attack, and a processor started with it would
+// dead-letter every valid entry. The error names the key ids seen and held.
+func checkKeyring(ctx context.Context, bus *streambus.Bus, stream string, keys *integrity.Keyring) error {
+	entries, err := bus.XRevRange(ctx, stream, "+", "-", keyringProbe)
+	if err != nil || len(entries) == 0 {
+		return nil // the read loop reports Redis trouble; an empty stream proves nothing
+	}
+	var seen []string
+	for _, e := range entries {
+		if _, err := bus.VerifyRaw(stream, e); err == nil {
+			return nil
+		}
+		for i := 0; i+1 < len(e.Fields); i += 2 {
+			if e.Fields[i] == integrity.FieldKeyID && !slices.Contains(seen, e.Fields[i+1]) && len(seen) < 10 {
+				seen = append(seen, strings.Clone(e.Fields[i+1]))
+			}
+		}
+	}
+	return usagef("none of the newest %d entries of stream %q verifies with this keyring (key ids seen in them: %s; key ids held: %s): "+
+		"started with the wrong keyring, auditproc would dead-letter every valid entry. Check AUDITPROC_HMAC_KEYS or AUDITPROC_HMAC_KEYS_FILE, "+
+		"or start with --force if these entries are indeed forged",
+		len(entries), stream, orNone(seen), strings.Join(keys.KeyIDs(), ", "))
+}
+
+func orNone(ids []string) string {
+	if len(ids) == 0 {
+		return "none"
+	}
+	return strings.Join(ids, ", ")
 }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"math"
+	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestTopQuantile(t *testing.T) {
@@ -18,4 +21,37 @@ func TestTopQuantile(t *testing.T) {
 	assert.InDelta(t, 0.01, p99, 1e-9)
 	_, ok = quantile(0.5, after, after)
 	assert.False(t, ok, "no observations in between")
+}
+
+// TestCompletion: the scripts are valid shell, and the candidates follow the
+// command tree and each command's flags.
+func TestCompletion(t *testing.T) {
+	complete := func(words ...string) []string {
+		out, errOut, code := runCLI(t, append([]string{"__complete"}, words...)...)
+		require.Equal(t, exitOK, code, errOut)
+		return strings.Fields(out)
+	}
+	top := complete()
+	for _, want := range []string{"run", "config", "dlq", "test", "top", "completion", "version"} {
+		assert.Contains(t, top, want)
+	}
+	assert.NotContains(t, top, "__complete")
+	assert.Equal(t, []string{"check"}, complete("config"))
+	assert.Contains(t, complete("dlq", "replay", "--config", "x.yaml"), "--all")
+	assert.Contains(t, complete("config", "check"), "--print")
+	assert.Contains(t, complete("run"), "--watch")
+
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		out, _, code := runCLI(t, "completion", sh)
+		require.Equal(t, exitOK, code)
+		assert.Contains(t, out, "auditproc __complete")
+		if path, err := exec.LookPath(sh); err == nil && sh == "bash" {
+			cmd := exec.Command(path, "-n")
+			cmd.Stdin = strings.NewReader(out)
+			b, err := cmd.CombinedOutput()
+			assert.NoError(t, err, "%s -n: %s", sh, b)
+		}
+	}
+	_, _, code := runCLI(t, "completion", "tcsh")
+	assert.Equal(t, exitUsage, code)
 }

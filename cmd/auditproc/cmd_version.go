@@ -36,6 +36,8 @@ func rootCommands() []*command {
 		benchCommand(),
 		pipelineTestCommand(),
 		topCommand(),
+		completionCommand(),
+		completeCommand(),
 		verifyCommand(),
 	}
 }

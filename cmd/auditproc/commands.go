@@ -18,6 +18,10 @@ type command struct {
 	flags    func(fs *flag.FlagSet) // registers the command's flags; nil for none
 	run      func(ctx context.Context, io stdio, fs *flag.FlagSet, args []string) error
 	subs     []*command
+	// rawArgs hands every argument to run unparsed (__complete).
+	rawArgs bool
+	// hidden leaves the command out of help (__complete).
+	hidden bool
 }
 
 // root is the command tree. Each file cmd_*.go adds its commands in init-free
@@ -51,6 +55,9 @@ func dispatch(ctx context.Context, c *command, path []string, args []string, sio
 		}
 		printGroupHelp(sio.err, c, path)
 		return usagef("unknown command %q for %q", args[0], strings.Join(path, " "))
+	}
+	if c.rawArgs {
+		return c.run(ctx, sio, nil, args)
 	}
 	fs := flag.NewFlagSet(strings.Join(path, " "), flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -93,7 +100,9 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 func printGroupHelp(w io.Writer, c *command, path []string) {
 	fmt.Fprintf(w, "%s — %s\n\nUsage:\n  %s <command> [flags]\n\nCommands:\n", strings.Join(path, " "), c.summary, strings.Join(path, " "))
 	for _, s := range c.subs {
-		fmt.Fprintf(w, "  %-12s %s\n", s.name, s.summary)
+		if !s.hidden {
+			fmt.Fprintf(w, "  %-12s %s\n", s.name, s.summary)
+		}
 	}
 	fmt.Fprintf(w, "\nRun '%s <command> --help' for a command's flags and examples.\n", strings.Join(path, " "))
 }

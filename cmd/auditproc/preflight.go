@@ -37,6 +37,8 @@ type preflight struct {
 	cf    *configFlags
 	watch bool
 	hup   <-chan os.Signal
+	// force skips run's keyring check against the stream's newest entries.
+	force bool
 }
 
 // close releases what preflight opened (the pipeline and the Redis client).

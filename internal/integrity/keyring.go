@@ -272,6 +272,10 @@ func LoadKeyring(getenv func(string) string) (*Keyring, error) {
 	case inline != "":
 		text, source = inline, EnvKeys
 	case path != "":
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o022 != 0 {
+			return nil, fmt.Errorf("%w: %s %s is writable by group or others (mode %04o): anyone who can change it can make this process trust their key; chmod go-w %s",
+				ErrInvalidKeyring, EnvKeysFile, path, fi.Mode().Perm(), path)
+		}
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrInvalidKeyring, EnvKeysFile, err)
@@ -291,6 +295,23 @@ func LoadKeyring(getenv func(string) string) (*Keyring, error) {
 		}
 	}
 	return nil, fmt.Errorf("%s: %w", source, err)
+}
+
+// KeyringFileWarning returns a warning when the keyring file named by
+// EnvKeysFile is readable by group or others (a key readable by anyone but
+// the producers and auditproc can forge entries), "" otherwise. A file
+// writable by them is refused by LoadKeyring.
+func KeyringFileWarning(getenv func(string) string) string {
+	path := getenv(EnvKeysFile)
+	if path == "" {
+		return ""
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o044 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s %s is readable by group or others (mode %04o): whoever reads it can sign entries; chmod go-r %s unless it is a mounted secret only this process sees",
+		EnvKeysFile, path, fi.Mode().Perm(), path)
 }
 
 func validKeyID(id string) bool {

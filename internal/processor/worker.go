@@ -2,8 +2,6 @@ package processor
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -133,31 +131,11 @@ func (p *Processor) checkEmits(e *streambus.Entry, r *host.Result) {
 	}
 }
 
-// derivedEventID is a UUID (version 8, RFC 9562) made of the SHA-256 of the
-// entry's stream and id and the emit's position: the same for every
+// derivedEventID is the id of an entry's emit number n: a UUID (version 8)
+// of the SHA-256 of the entry's stream and id and n, the same for every
 // delivery of the entry.
 func derivedEventID(stream, entryID string, n int) string {
-	h := sha256.New()
-	h.Write([]byte(stream))
-	h.Write([]byte{0})
-	h.Write([]byte(entryID))
-	h.Write([]byte{0})
-	h.Write([]byte(strconv.Itoa(n)))
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x80 // version 8
-	u[8] = u[8]&0x3f | 0x80 // variant 10
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
+	return integrity.DerivedEventID(stream+"\x00"+entryID, uint64(n))
 }
 
 // entryTime is the time in a stream entry id ("1700000000000-0"), or now

@@ -341,10 +341,22 @@ func (b *Bus) XRange(ctx context.Context, stream, start, end string, count int64
 	if stream == "" {
 		return nil, fmt.Errorf("%w: empty stream name", ErrInvalidArgs)
 	}
+	return b.xrange(ctx, "xrange", stream, start, end, count)
+}
+
+// XRevRange is XRange newest first, from end down to start.
+func (b *Bus) XRevRange(ctx context.Context, stream, end, start string, count int64) ([]RawEntry, error) {
+	if stream == "" {
+		return nil, fmt.Errorf("%w: empty stream name", ErrInvalidArgs)
+	}
+	return b.xrange(ctx, "xrevrange", stream, end, start, count)
+}
+
+func (b *Bus) xrange(ctx context.Context, cmd, stream, start, end string, count int64) ([]RawEntry, error) {
 	count = b.count(count)
-	raw, err := b.rawSized(ctx, b.replySize(count), "xrange", stream, start, end, "count", count)
+	raw, err := b.rawSized(ctx, b.replySize(count), cmd, stream, start, end, "count", count)
 	if err != nil {
-		return nil, fmt.Errorf("xrange %s %s on stream %q: %w", start, end, stream, err)
+		return nil, fmt.Errorf("%s %s %s on stream %q: %w", cmd, start, end, stream, err)
 	}
 	var sc scratch
 	entries, err := parseEntriesReply(raw, &sc)

@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -390,4 +394,68 @@ func TestVerifyReportsEachDamage(t *testing.T) {
 	code, _, stderr := e.run(20*time.Second, "verify", "--config", cfg, "--from", "yesterday")
 	assert.Equal(t, 2, code, "a bad id is a usage error")
 	assert.Contains(t, stderr, "not a stream entry id")
+}
+
+// TestWrongKeyringRefusedAtStart: run refuses to start (exit 2) when none
+// of the stream's newest entries verifies with its keyring, naming the key
+// ids seen and held, and leaves every entry untouched; --force starts
+// anyway. A keyring file writable by group or others is refused (exit 2);
+// one readable by them is a warning.
+func TestWrongKeyringRefusedAtStart(t *testing.T) {
+	e := newEnv(t)
+	e.emitNumbered(stream, 5, "")
+	cfg := e.config(pipeline(`{"sink": "out"}`))
+
+	other, err := integrity.GenerateKey()
+	require.NoError(t, err)
+	wrong := filepath.Join(e.dir, "wrong-keys")
+	require.NoError(t, os.WriteFile(wrong, []byte(integrity.FormatKeyLine("other-key", other)+"\n"), 0o600))
+	run := func(keysFile string, args ...string) (int, string) {
+		cmd := exec.Command(binary, append([]string{"run", "--config", cfg, "--stop-when-idle"}, args...)...)
+		cmd.Env = append(os.Environ(), "AUDITPROC_HMAC_KEYS_FILE="+keysFile)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		done := make(chan error, 1)
+		require.NoError(t, cmd.Start())
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Fatalf("run did not exit: %s", stderr.String())
+		}
+		return cmd.ProcessState.ExitCode(), stderr.String()
+	}
+
+	code, stderr := run(wrong)
+	assert.Equal(t, 2, code, stderr)
+	assert.Contains(t, stderr, "none of the newest 5 entries")
+	assert.Contains(t, stderr, "key ids seen in them: e2e")
+	assert.Contains(t, stderr, "key ids held: other-key")
+	assert.Zero(t, e.xlen(dlq), "nothing dead-lettered")
+	groups, err := e.rdb.XInfoGroups(context.Background(), stream).Result()
+	require.NoError(t, err)
+	assert.Empty(t, groups, "refused before reading anything")
+
+	code, stderr = run(wrong, "--force")
+	assert.Equal(t, 0, code, stderr)
+	assert.NotContains(t, stderr, "none of the newest")
+
+	// The right keyring, in files of other modes.
+	key, err := os.ReadFile(e.keysFile)
+	require.NoError(t, err)
+	writable := filepath.Join(e.dir, "writable-keys")
+	require.NoError(t, os.WriteFile(writable, key, 0o600))
+	require.NoError(t, os.Chmod(writable, 0o620))
+	code, stderr = run(writable)
+	assert.Equal(t, 2, code, stderr)
+	assert.Contains(t, stderr, "writable by group or others")
+
+	readable := filepath.Join(e.dir, "readable-keys")
+	require.NoError(t, os.WriteFile(readable, key, 0o600))
+	require.NoError(t, os.Chmod(readable, 0o644))
+	code, stderr = run(readable)
+	assert.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "keyring_file_readable")
 }

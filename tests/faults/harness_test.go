@@ -86,6 +86,7 @@ func buildAndRun(m *testing.M) int {
 type options struct {
 	fsync        string // appendfsync of Redis: everysec (default) or always
 	trapPerMille int    // plugin "second" traps on about this many of 1000 deliveries
+	postgres     bool   // a PostgreSQL container and a third plugin emitting to a postgres sink
 }
 
 // cluster is one scenario's world: a private network, Redis on it as
@@ -100,7 +101,8 @@ type cluster struct {
 	key     []byte
 	config  []byte
 	wasm    string
-	fsync   string // Redis's appendfsync
+	fsync   string    // Redis's appendfsync
+	pg      *pgServer // with options.postgres
 
 	mu       sync.Mutex
 	replicas []*replica
@@ -133,6 +135,17 @@ func newCluster(t *testing.T, o options) *cluster {
 	c.keys, err = integrity.NewKeyring(keyID, map[string][]byte{keyID: key})
 	require.NoError(t, err)
 
+	pgSink, pgPlugin := "", ""
+	if o.postgres {
+		c.pg = startPostgres(t, c.net)
+		pgSink = "\n  archive: {type: postgres, url: \"postgres://auditproc@postgres:5432/postgres?sslmode=disable\", password_env: " + pgPasswordEnv + ", timeout: 5s}"
+		pgPlugin = `
+  - name: archive
+    path: /faults/e2e-go.wasm
+    sinks: [archive]
+    deadline: 90ms
+    config: {sink: archive}`
+	}
 	c.config = []byte(fmt.Sprintf(`redis: {url: "redis://redis:6379/0"}
 stream: {name: %q, group: %q}
 consumer: {workers: 2, batch_size: 64, block: 200ms, shutdown_timeout: 15s}
@@ -142,7 +155,7 @@ log: {format: json, level: info}
 metrics: {address: "0.0.0.0:9464"}
 sinks:
   first: {type: stream, stream: %q}
-  out: {type: stream, stream: %q}
+  out: {type: stream, stream: %q}%s
 plugins:
   - name: first
     path: /faults/e2e-go.wasm
@@ -153,8 +166,8 @@ plugins:
     path: /faults/e2e-go.wasm
     sinks: [out]
     deadline: 200ms
-    config: {sink: out, trap_per_mille: %d}
-`, stream, group, minIdle, maxDeliv, dlq, sinkFirst, sinkOut, o.trapPerMille))
+    config: {sink: out, trap_per_mille: %d}%s
+`, stream, group, minIdle, maxDeliv, dlq, sinkFirst, sinkOut, pgSink, o.trapPerMille, pgPlugin))
 	c.note("Redis %s (container, AOF appendfsync %s, noeviction); replicas: %s; plugin traps per mille: %d",
 		c.redis.InternalAddr(), o.fsync, image, o.trapPerMille)
 	return c
@@ -182,7 +195,7 @@ func (c *cluster) startReplica(name string) *replica {
 	defer cancel()
 	ctr, err := testcontainers.Run(ctx, image,
 		testcontainers.WithCmd("run", "--config", "/faults/plugins.yaml", "--consumer", name),
-		testcontainers.WithEnv(map[string]string{"AUDITPROC_HMAC_KEYS": c.keyLine}),
+		testcontainers.WithEnv(c.replicaEnv()),
 		testcontainers.WithFiles(
 			testcontainers.ContainerFile{Reader: strings.NewReader(string(c.config)), ContainerFilePath: "/faults/plugins.yaml", FileMode: 0o644},
 			testcontainers.ContainerFile{HostFilePath: c.wasm, ContainerFilePath: "/faults/e2e-go.wasm", FileMode: 0o644},

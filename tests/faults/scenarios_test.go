@@ -2,7 +2,6 @@ package faults
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -93,17 +92,16 @@ func TestNetworkCut(t *testing.T) {
 		assert.Positive(t, r.Reclaimed, "replica-b reclaimed the cut replica's entries")
 	}
 	c.note("replica-a logged redis_operation_failed %d times", a.logCount("redis_operation_failed"))
-	// Known issue: now and then a replica cut off in the middle of a Redis
-	// call never gets an answer or an error from go-redis after the network
-	// comes back (seen about one run in three; every Redis call has a
-	// deadline). No entry is lost — the invariant above holds, the other
-	// replica finishes everything — but the cut replica stops working until
-	// it is restarted. AUDITPROC_STRICT_LIVENESS=1 makes that a failure.
-	if os.Getenv("AUDITPROC_STRICT_LIVENESS") == "1" {
-		assert.True(t, resumed, "replica-a resumes reading after the network comes back (liveness)")
-	} else if !resumed {
-		t.Log("KNOWN ISSUE: replica-a did not resume after the network cut (set AUDITPROC_STRICT_LIVENESS=1 to fail on it)")
-	}
+	// Liveness: the cut replica resumes by itself. Every connection has
+	// TCP keepalive (5s idle, 3 probes 2s apart) and every command a
+	// deadline, and a dial is tried once per attempt: go-redis's default
+	// of five dials per attempt, each up to dial_timeout (5s) while the
+	// name "redis" does not resolve, plus the 5s retry backoff, could keep
+	// a reader away for 30s after the network was back, the whole window
+	// this scenario waited before declaring the replica dead.
+	// TestCutReplicaResumes (tests/e2e) cuts a replica off four times in a
+	// row in standalone and cluster mode.
+	assert.True(t, resumed, "replica-a resumes reading after the network comes back (liveness)")
 }
 
 // TestRedisRestart kills Redis (SIGKILL to redis-server) under load and
