@@ -241,3 +241,17 @@ func TestMetricsOffInFile(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, cfg.Metrics.Address)
 }
+
+// TestVariableNamedByTheFileIsKnown: a variable the configuration names
+// (a sink's headers_from_env) is not an unknown AUDITPROC_ variable.
+func TestVariableNamedByTheFileIsKnown(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "plugins.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("metrics:\n  address: \"off\"\nlog:\n  level: info\n# AUDITPROC_MY_TOKEN\n"), 0o600))
+	environ := func() []string { return []string{"AUDITPROC_MY_TOKEN=x"} }
+	_, err := config.Load(config.Source{File: file, NoPipeline: true, Environ: environ})
+	require.ErrorIs(t, err, config.ErrInvalid, "a comment does not name it")
+	require.NoError(t, os.WriteFile(file, []byte("metrics:\n  address: \"off\"\nsinks:\n  es: {type: stdout}\nx_ref: AUDITPROC_MY_TOKEN\n"), 0o600))
+	_, err = config.Load(config.Source{File: file, NoPipeline: true, Environ: environ})
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), "AUDITPROC_MY_TOKEN: unknown variable")
+}

@@ -88,7 +88,11 @@ func LoadOrigins(src Source) (Config, Origins, error) {
 		}
 	}
 	if src.Environ != nil {
-		errs = append(errs, unknownVariables(src.Environ())...)
+		// A variable the file names as a value (a sink's headers_from_env)
+		// is the user's own, read by auditproc: not unknown.
+		referenced := map[string]bool{}
+		collectStrings(k.Raw(), referenced)
+		errs = append(errs, unknownVariables(src.Environ(), referenced)...)
 	}
 	if src.Getenv != nil {
 		env := envValues(src.Getenv)
@@ -205,12 +209,29 @@ var toolVariables = map[string]bool{
 	"AUDITPROC_MAIN":               true,
 	"AUDITPROC_FAULTS_REPORT":      true,
 	"AUDITPROC_COMPOSE_REDIS_PORT": true,
+	"AUDITPROC_PG_BIN":             true,
+}
+
+// collectStrings adds every string value below v to into.
+func collectStrings(v any, into map[string]bool) {
+	switch x := v.(type) {
+	case string:
+		into[x] = true
+	case map[string]any:
+		for _, e := range x {
+			collectStrings(e, into)
+		}
+	case []any:
+		for _, e := range x {
+			collectStrings(e, into)
+		}
+	}
 }
 
 // KnownVariable reports whether auditproc or its tooling reads the
 // AUDITPROC_… variable name.
 func KnownVariable(name string) bool {
-	if toolVariables[name] || strings.HasPrefix(name, "AUDITPROC_IT_") {
+	if toolVariables[name] || strings.HasPrefix(name, "AUDITPROC_IT_") || strings.HasPrefix(name, "AUDITPROC_TEST_") {
 		return true
 	}
 	for key := range envKeys() {
@@ -223,7 +244,7 @@ func KnownVariable(name string) bool {
 
 // unknownVariables reports every AUDITPROC_… variable of environ that
 // auditproc does not read: a misspelt one would otherwise be ignored.
-func unknownVariables(environ []string) []error {
+func unknownVariables(environ []string, referenced map[string]bool) []error {
 	var known []string
 	for key := range envKeys() {
 		known = append(known, EnvName(key))
@@ -234,7 +255,7 @@ func unknownVariables(environ []string) []error {
 	var errs []error
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, EnvPrefix) || KnownVariable(name) {
+		if !strings.HasPrefix(name, EnvPrefix) || KnownVariable(name) || referenced[name] {
 			continue
 		}
 		msg := "unknown variable: auditproc reads no such setting"
