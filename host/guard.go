@@ -55,8 +55,34 @@ func offerMeter(ctx context.Context, rt wazero.Runtime) error {
 // call when it is past its deadline or its instance was cancelled (the
 // ticker found it overdue, or the plugin is closing).
 func meterTick(ctx context.Context, _ api.Module, _ []uint64) {
-	inst := instanceFrom(ctx)
-	if inst == nil {
+	if inst := instanceFrom(ctx); inst != nil {
+		inst.checkDeadline()
+	}
+}
+
+// hostWorkPeriod is how many bytes of host work (copied, scanned, validated
+// or generated for the guest) a host function does between two checks of the
+// running call's deadline.
+const hostWorkPeriod = 64 << 10
+
+// charge counts n bytes of host work for the running call and checks its
+// deadline whenever the work since the last check reaches hostWorkPeriod. A
+// host function calls it before the work, in steps of at most
+// hostWorkPeriod, so a call that asks the host for unbounded work is
+// stopped at its deadline like a guest loop.
+func (inst *instance) charge(n int) {
+	inst.work += uint64(n)
+	if inst.work >= hostWorkPeriod {
+		inst.work = 0
+		inst.checkDeadline()
+	}
+}
+
+// checkDeadline stops the running call, on the goroutine running it, when
+// it is past its deadline or its instance was cancelled (the ticker found
+// it overdue, or the plugin is closing). Trusted plugins have no deadline.
+func (inst *instance) checkDeadline() {
+	if inst.p.spec.Trusted {
 		return
 	}
 	inst.expire(inst.p.now())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/tetratelabs/wazero"
@@ -55,6 +56,7 @@ func (inst *instance) trapf(format string, args ...any) {
 }
 
 // read returns the guest's bytes [ptr, ptr+n), trapping when out of range.
+// It charges nothing: the caller charges for what it does with them.
 func (inst *instance) read(mod api.Module, fn string, ptr, n uint32) []byte {
 	b, ok := mod.Memory().Read(ptr, n)
 	if !ok {
@@ -77,6 +79,8 @@ func hostLog(ctx context.Context, mod api.Module, stack []uint64) {
 	inst := mustInstance(ctx)
 	level, ptr, n := int32(stack[0]), uint32(stack[1]), uint32(stack[2])
 	b := inst.read(mod, abi.FuncLog, ptr, n)
+	// Only the first abi.DefaultMaxLogBytes are looked at.
+	inst.charge(min(len(b), abi.DefaultMaxLogBytes))
 	var l slog.Level
 	switch abi.LogLevel(level) {
 	case abi.LogDebug:
@@ -94,16 +98,27 @@ func hostLog(ctx context.Context, mod api.Module, stack []uint64) {
 func hostSetMessage(ctx context.Context, mod api.Module, stack []uint64) {
 	inst := mustInstance(ctx)
 	b := inst.read(mod, abi.FuncSetMessage, uint32(stack[0]), uint32(stack[1]))
-	if len(b) > abi.DefaultMaxMessageBytes {
-		b = b[:abi.DefaultMaxMessageBytes]
-	}
+	b = truncateUTF8(b, abi.DefaultMaxMessageBytes)
+	inst.charge(len(b))
 	inst.message = append(inst.message[:0], b...)
 }
 
-// isObject reports whether b is the text of one JSON object.
-func isObject(b []byte) bool {
-	b = bytes.TrimLeft(b, " \t\r\n")
-	return len(b) > 0 && b[0] == '{' && gjson.ValidBytes(b)
+// truncateUTF8 returns b cut to at most n bytes, never inside a UTF-8
+// sequence.
+func truncateUTF8(b []byte, n int) []byte {
+	if len(b) <= n {
+		return b
+	}
+	// Back off over at most three continuation bytes to the start of the
+	// character that does not fit.
+	cut := n
+	for i := 0; i < utf8.UTFMax-1 && cut > 0 && !utf8.RuneStart(b[cut]); i++ {
+		cut--
+	}
+	if !utf8.RuneStart(b[cut]) { // no character starts nearby: invalid text anyway
+		cut = n
+	}
+	return b[:cut]
 }
 
 func hostSetEvent(ctx context.Context, mod api.Module, stack []uint64) {
@@ -114,13 +129,22 @@ func hostSetEvent(ctx context.Context, mod api.Module, stack []uint64) {
 		setResult(stack, abi.ErrInvalid)
 	case len(b) > inst.p.spec.MaxEventBytes:
 		setResult(stack, abi.ErrLimit)
-	case !isObject(b):
+	case !inst.chargedValidObject(b):
 		setResult(stack, abi.ErrInvalid)
 	default:
 		inst.eventBuf = append(inst.eventBuf[:0], b...)
 		inst.event = inst.eventBuf
 		setResult(stack, abi.ResultOK)
 	}
+}
+
+// chargedValidObject charges for validating b, which the caller has bounded
+// by a size limit, and reports whether it is one JSON object's text (valid
+// UTF-8, nested at most maxJSONDepth deep). It also charges for the copy the
+// caller makes of a valid b.
+func (inst *instance) chargedValidObject(b []byte) bool {
+	inst.charge(2 * len(b))
+	return validObject(b)
 }
 
 func hostEmit(ctx context.Context, mod api.Module, stack []uint64) {
@@ -144,7 +168,7 @@ func hostEmit(ctx context.Context, mod api.Module, stack []uint64) {
 		setResult(stack, abi.ErrNotGranted)
 	case len(inst.emits) >= spec.MaxEmits || len(b) > spec.MaxEmitBytes:
 		setResult(stack, abi.ErrLimit)
-	case !isObject(b):
+	case !inst.chargedValidObject(b):
 		setResult(stack, abi.ErrInvalid)
 	default:
 		inst.emits = append(inst.emits, Emit{Plugin: spec.Name, Sink: sink, Event: bytes.Clone(b)})
@@ -160,6 +184,9 @@ func hostEventGet(ctx context.Context, mod api.Module, stack []uint64) {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
+	// The lookup may scan the whole event and the path, and copies out at
+	// most the event.
+	inst.charge(2*len(inst.event) + len(path))
 	var gpath string
 	if simplePath(path) {
 		gpath = view(path)
@@ -213,22 +240,22 @@ func hostEventSet(ctx context.Context, mod api.Module, stack []uint64) {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
-	segs, ok := splitPath(path)
-	if !ok {
-		setResult(stack, abi.ErrInvalid)
-		return
-	}
 	if len(val) > inst.p.spec.MaxEventBytes {
 		setResult(stack, abi.ErrLimit)
 		return
 	}
-	if !gjson.ValidBytes(val) {
+	// Splitting the path, validating val, then building the new event from
+	// the old one and val.
+	inst.charge(2*len(path) + 2*len(val) + len(inst.event))
+	segs, ok := splitPath(path)
+	// The value goes len(segs) levels below the event's top level.
+	if !ok || len(segs) >= maxJSONDepth || !validJSON(val, maxJSONDepth-len(segs)) {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
 	var out []byte
 	if len(segs) == 0 {
-		if !isObject(val) {
+		if !validObject(val) {
 			setResult(stack, abi.ErrInvalid)
 			return
 		}
@@ -260,6 +287,8 @@ func hostEventDelete(ctx context.Context, mod api.Module, stack []uint64) {
 		setResult(stack, abi.ErrInvalid)
 		return
 	}
+	// Splitting the path, a lookup and a rewrite of the event.
+	inst.charge(2*len(path) + 2*len(inst.event))
 	segs, ok := splitPath(path)
 	if !ok || len(segs) == 0 {
 		setResult(stack, abi.ErrInvalid)

@@ -52,7 +52,9 @@ type instance struct {
 	regionPtr uint32
 	regionLen uint32
 
+	memory  *guestMemory // nil until wazero allocates it
 	stack   [2]uint64
+	work    uint64 // host work since the last deadline check, see charge
 	events  int
 	baseMem uint32
 	stdout  *lineWriter
@@ -83,7 +85,7 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	}
 	inst := &instance{p: p}
 	base, cancel := context.WithCancel(context.Background())
-	inst.ctx = context.WithValue(base, instanceKey{}, inst)
+	inst.ctx = context.WithValue(inst.withMemory(base), instanceKey{}, inst)
 	inst.cancel = cancel
 	inst.stdout = &lineWriter{p: p, stream: "stdout"}
 	inst.stderr = &lineWriter{p: p, stream: "stderr"}
@@ -95,11 +97,39 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 
 	inst.begin(ctx, p.now(), p.spec.InitDeadline)
 	inst.phase = phaseInit
+	if err := inst.initialize(); err != nil {
+		inst.close(-1)
+		return nil, err
+	}
+	inst.phase = phaseIdle
+	inst.message = inst.message[:0]
+	return inst, nil
+}
+
+// initStartSection names the module's start function (the Wasm start
+// section, which runs as the module is instantiated) in errors.
+const initStartSection = "the start function"
+
+// initialize instantiates the module (running its start function), then
+// calls _initialize and auditproc_init when exported, all within the
+// running call's deadline (begin was called). An error names the step that
+// failed, and a module that closed itself (proc_exit, even with code 0) is
+// refused: it could process no event.
+func (inst *instance) initialize() error {
+	p := inst.p
+	step := initStartSection
+	fail := func(err error) error {
+		killed := !inst.end(p.now())
+		return inStep(step, inst.classify(err, killed))
+	}
 	mod, err := p.rt.InstantiateModule(inst.ctx, p.module, p.modCfg.WithStdout(inst.stdout).WithStderr(inst.stderr))
 	if err != nil {
-		killed := !inst.end()
-		inst.close(-1)
-		return nil, fmt.Errorf("instantiate plugin %q: %w", p.spec.Name, inst.classify(err, killed))
+		// wazero keeps no module that failed to instantiate, and so
+		// never frees a memory it made for it.
+		if inst.memory != nil {
+			inst.memory.Free()
+		}
+		return fail(err)
 	}
 	inst.mod = mod
 	inst.mem = mod.ExportedMemory(abi.ExportMemory)
@@ -109,37 +139,56 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	inst.baseMem = inst.mem.Size()
 	inst.reuse = mod.ExportedFunction(abi.ExportAllocReuse) != nil
 
+	if initialize := mod.ExportedFunction(abi.ExportInitialize); initialize != nil {
+		step = abi.ExportInitialize
+		if err := initialize.CallWithStack(inst.ctx, nil); err != nil || mod.IsClosed() {
+			return fail(inst.exited(err))
+		}
+	}
+	status := uint64(0)
 	if inst.init != nil {
-		var status uint64
+		step = abi.ExportAlloc
 		ptr, n, err := inst.put(p.spec.Config)
-		if err == nil {
+		if err == nil && !mod.IsClosed() {
+			step = abi.ExportInit
 			inst.stack[0], inst.stack[1] = uint64(ptr), uint64(n)
 			err = inst.init.CallWithStack(inst.ctx, inst.stack[:])
 			status = inst.stack[0]
 		}
-		killed := !inst.end()
-		if err != nil || killed {
-			inst.close(-1)
-			return nil, fmt.Errorf("%s of plugin %q: %w", abi.ExportInit, p.spec.Name, inst.classify(err, killed))
+		if err != nil || mod.IsClosed() {
+			return fail(inst.exited(err))
 		}
-		if int32(status) != 0 {
-			msg := string(inst.message)
-			inst.close(-1)
-			if msg == "" {
-				msg = "no message"
-			}
-			return nil, fmt.Errorf("%w: %s returned %d: %s", ErrInitRefused, abi.ExportInit, int32(status), msg)
-		}
-	} else if !inst.end() {
-		// Instantiation (_initialize) ran past the init deadline: the
-		// ticker cancelled the instance's context, so the instance could
-		// never run a call.
-		inst.close(-1)
-		return nil, fmt.Errorf("instantiate plugin %q: %w", p.spec.Name, inst.classify(nil, true))
 	}
-	inst.phase = phaseIdle
-	inst.message = inst.message[:0]
-	return inst, nil
+	if !inst.end(p.now()) {
+		// Every step returned, the last past the deadline.
+		return inStep(step, inst.classify(nil, true))
+	}
+	if int32(status) != 0 {
+		msg := string(inst.message)
+		if msg == "" {
+			msg = "no message"
+		}
+		return fmt.Errorf("%w: %s returned %d: %s", ErrInitRefused, abi.ExportInit, int32(status), msg)
+	}
+	return nil
+}
+
+// inStep names the export (or the start function) whose call failed with
+// err; ErrGuestMemory errors name auditproc_alloc already.
+func inStep(step string, err error) error {
+	if errors.Is(err, ErrGuestMemory) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", step, err)
+}
+
+// exited is err, or for a call that returned with its module closed, the
+// exit that closed it.
+func (inst *instance) exited(err error) error {
+	if err == nil {
+		return fmt.Errorf("%w: the module closed itself", ErrExit)
+	}
+	return err
 }
 
 // begin marks a call as running with its deadline: timeout from now, or
@@ -157,9 +206,22 @@ func (inst *instance) begin(ctx context.Context, now int64, timeout time.Duratio
 	inst.state.Store(inst.seq<<2 | 1)
 }
 
-// end marks the call as finished and reports whether it was not killed.
-func (inst *instance) end() bool {
-	return inst.state.CompareAndSwap(inst.seq<<2|1, inst.seq<<2)
+// end marks the call as finished and reports whether it kept its deadline:
+// it was not killed, and it did not return past its deadline.
+//
+// The second test is the worker's own and does not wait for the ticker: a
+// guest running compiled code cannot be preempted by the Go scheduler, so
+// while a garbage collection waits to stop the world for it, every other
+// goroutine (the ticker too) stands still, and the call can return and be
+// ended before the ticker has run once. A call that overran is a deadline
+// failure however it returned.
+//
+// now is a p.now() value read after the call returned.
+func (inst *instance) end(now int64) bool {
+	if !inst.state.CompareAndSwap(inst.seq<<2|1, inst.seq<<2) {
+		return false
+	}
+	return inst.p.spec.Trusted || now <= inst.deadline.Load()
 }
 
 // expire kills the running call when it is past its deadline (ticker side).
@@ -215,16 +277,21 @@ func (inst *instance) guestMemory(ptr, n uint32) error {
 
 // classify turns a failed call into an error wrapping one of the cause
 // sentinels.
+//
+// killed says the call was stopped or returned past its deadline: that is
+// a deadline failure, unless the guest had trapped on its own (a trap
+// names what went wrong; an exit or a stop does not).
 func (inst *instance) classify(err error, killed bool) error {
 	var exit *sys.ExitError
+	isExit := errors.As(err, &exit)
 	switch {
-	case killed:
+	case killed && (err == nil || isExit):
 		return fmt.Errorf("%w of %s", ErrDeadline, inst.timeout)
 	case errors.Is(err, ErrGuestMemory):
 		return err
 	case inst.fault != nil:
 		return fmt.Errorf("%w: %w", ErrTrap, inst.fault)
-	case errors.As(err, &exit):
+	case isExit:
 		if inst.p.isClosed() {
 			return ErrClosed
 		}
@@ -262,6 +329,9 @@ func (inst *instance) close(cause Cause) {
 	inst.cancel()
 	if inst.mod != nil {
 		_ = inst.mod.Close(context.Background())
+	}
+	if inst.memory != nil {
+		inst.memory.release()
 	}
 	inst.stdout.flush()
 	inst.stderr.flush()
@@ -302,6 +372,7 @@ type outcome struct {
 	event   []byte
 	err     error // why the host imposed the verdict; the instance is gone when set
 	discard bool
+	end     time.Time // when the call returned; zero when none was made
 }
 
 // process runs auditproc_process on one event whose current text is cur;
@@ -318,26 +389,34 @@ func (inst *instance) process(ctx context.Context, ev *Event, cur []byte, start 
 	inst.event = cur
 	inst.begin(ctx, int64(start.Sub(inst.p.epoch)), spec.Deadline)
 
+	step := abi.ExportAlloc
 	view, ptr, err := inst.region(n)
 	if err == nil {
+		step = abi.ExportProcess
 		putInput(view, ev, cur)
 		inst.phase = phaseProcess
 		inst.stack[0], inst.stack[1] = uint64(ptr), uint64(n)
 		err = inst.proc.CallWithStack(inst.ctx, inst.stack[:])
 		inst.phase = phaseIdle
 	}
-	killed := !inst.end()
+	// The clock is read once, for the deadline and for the caller's timing.
+	end := time.Now()
+	killed := !inst.end(int64(end.Sub(inst.p.epoch)))
 	if err != nil || killed {
 		// Killed even when the call finished as the ticker fired: its
 		// context is cancelled, so the instance cannot be used again.
-		return outcome{verdict: abi.VerdictRetry, err: inst.classify(err, killed), discard: true}
+		err = inst.classify(err, killed)
+		if step == abi.ExportAlloc {
+			err = inStep(step, err)
+		}
+		return outcome{verdict: abi.VerdictRetry, err: err, discard: true, end: end}
 	}
 	v := abi.Verdict(int32(uint32(inst.stack[0])))
 	if !v.Valid() {
-		return outcome{verdict: abi.VerdictRetry, err: fmt.Errorf("%w: invalid verdict %d", ErrInvalidVerdict, int32(v)), discard: true}
+		return outcome{verdict: abi.VerdictRetry, err: fmt.Errorf("%w: invalid verdict %d", ErrInvalidVerdict, int32(v)), discard: true, end: end}
 	}
 	inst.events++
-	return outcome{verdict: v, event: inst.event}
+	return outcome{verdict: v, event: inst.event, end: end}
 }
 
 // recycleCause reports whether a healthy instance should be replaced.

@@ -123,7 +123,11 @@ var (
 // from (WASI and auditproc) and returns the signature of every function a
 // plugin may import.
 func offerImports(ctx context.Context, rt wazero.Runtime) (map[Import]signature, error) {
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+	wasi, err := wasiModuleBuilder(ctx, rt)
+	if err == nil {
+		_, err = wasi.Instantiate(ctx)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("host: instantiate WASI: %w", err)
 	}
 	if _, err := hostModule(rt).Instantiate(ctx); err != nil {
@@ -341,7 +345,7 @@ func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte
 
 // meteredVersion names the meter's output format in the cache: change it when
 // the instrumentation changes.
-const meteredVersion = "meter4"
+const meteredVersion = "meter5"
 
 // meteredPath is where the instrumented module of the module with SHA-256
 // sum is kept in the compilation cache directory ("" without one):

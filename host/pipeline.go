@@ -136,7 +136,10 @@ func (w *Worker) Process(ctx context.Context, ev Event) Result {
 			start = time.Now()
 		}
 		out := inst.process(ctx, &ev, res.Event, start)
-		end := time.Now()
+		end := out.end
+		if end.IsZero() {
+			end = time.Now()
+		}
 		w.timings = append(w.timings, Timing{Plugin: pl.spec.Name, Duration: end.Sub(start)})
 		start = end
 		if out.discard {

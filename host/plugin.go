@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
-
-	"github.com/auditproc/auditproc/abi"
 )
 
 // Plugin is a loaded, compiled and checked plugin: one wazero runtime with
@@ -78,7 +76,10 @@ func newPlugin(spec PluginSpec, cfg Config, sum string, c *compiledPlugin) *Plug
 	logger = logger.With("plugin", spec.Name)
 	modCfg := wazero.NewModuleConfig().
 		WithName(""). // many instances of one module in one runtime
-		WithStartFunctions(abi.ExportInitialize).
+		// _initialize is called by newInstance, which names it in errors and
+		// refuses a module that exits in it (wazero takes proc_exit(0) there
+		// for success).
+		WithStartFunctions().
 		// Real randomness: wazero's default is a fixed sequence, which would
 		// give every instance the same "random" ids.
 		WithRandSource(rand.Reader)
@@ -138,10 +139,17 @@ func (p *Plugin) Close(ctx context.Context) error {
 	for inst := range p.live {
 		inst.cancel()
 	}
+	idle := p.idle
 	p.live = nil
 	p.idle = nil
 	p.mu.Unlock()
-	return p.comp.close(ctx)
+	err := p.comp.close(ctx)
+	// No call runs in an idle instance: its memory can go now. An instance a
+	// worker holds is closed when the worker gives it back.
+	for _, inst := range idle {
+		inst.close(-1)
+	}
+	return err
 }
 
 func (p *Plugin) now() int64 { return int64(time.Since(p.epoch)) }

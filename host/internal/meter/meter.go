@@ -66,8 +66,18 @@ func Instrument(wasm []byte, period uint32) ([]byte, error) {
 			return nil, err
 		}
 	}
+	// A module without a name section gets one (see rewriteCustom) after
+	// its last standard section, where custom sections already stand.
+	hasNames, last := false, 0
+	for i, s := range secs {
+		if s.id != secCustom {
+			last = i
+		} else if isNameSection(s.payload) {
+			hasNames = true
+		}
+	}
 	out := append([]byte(nil), header...)
-	for _, s := range secs {
+	for i, s := range secs {
 		payload, keep, err := m.rewrite(s)
 		if err != nil {
 			return nil, err
@@ -76,6 +86,12 @@ func Instrument(wasm []byte, period uint32) ([]byte, error) {
 			out = append(out, s.id)
 			out = wasmbin.AppendU32(out, uint32(len(payload)))
 			out = append(out, payload...)
+		}
+		if i == last && !hasNames {
+			names := m.nameSection()
+			out = append(out, secCustom)
+			out = wasmbin.AppendU32(out, uint32(len(names)))
+			out = append(out, names...)
 		}
 	}
 	return out, nil
