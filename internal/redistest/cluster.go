@@ -402,11 +402,16 @@ func (c *Cluster) healthy(ctx context.Context) (bool, string) {
 				}
 			}
 		}
-		v := slotView(lines)
+		// Replica relations travel by gossip: a node that already says
+		// role:slave may still be listed as a bare master elsewhere.
+		v := slotView(lines) + "|" + c.replicaView(lines)
 		if view == "" {
 			view = v
 		} else if v != view {
-			return false, "nodes disagree on the slot owners"
+			return false, "nodes disagree on the slot owners or the replicas"
+		}
+		if strings.Contains(repl, "role:slave") && !strings.Contains(v, "|"+n.ID+">") && !strings.Contains(v, ";"+n.ID+">") {
+			return false, fmt.Sprintf("%s: not yet known as a replica", n.Addr())
 		}
 	}
 	return true, ""
@@ -478,6 +483,22 @@ func parseNodes(s string) []nodeLine {
 		out = append(out, l)
 	}
 	return out
+}
+
+// replicaView lists the running, healthy replicas of a view and their
+// masters, sorted.
+func (c *Cluster) replicaView(lines []nodeLine) string {
+	var parts []string
+	for _, l := range lines {
+		if l.master || l.failed {
+			continue
+		}
+		if o := c.Node(l.id); o != nil && o.Running() {
+			parts = append(parts, l.id+">"+l.masterID)
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ";")
 }
 
 func slotView(lines []nodeLine) string {
