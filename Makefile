@@ -8,7 +8,7 @@ GO       ?= go
 BIN      := bin
 WASM_OUT := build/wasm
 
-.PHONY: all build deps plugins test test-short demo bench redis-image image soak clean
+.PHONY: all build deps plugins lint test test-short demo bench redis-image image soak clean
 
 all: build plugins
 
@@ -52,11 +52,22 @@ ifneq ($(filter test,$(MAKECMDGOALS)),)
 DOCKER_UP := $(shell timeout 10 docker info >/dev/null 2>&1 && echo yes)
 endif
 
+# go vet and staticcheck over the host's packages and, built for wasip1, the
+# guest side (ABI, plugins, examples). staticcheck is pinned and installed
+# into build/tools on first use. Part of `make test`.
+STATICCHECK := build/tools/staticcheck
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/build/tools $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+lint: $(STATICCHECK)
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+	GOOS=wasip1 GOARCH=wasm $(STATICCHECK) ./abi/... ./plugins/... ./examples/...
+
 # The whole suite. Tests that need Redis or Docker skip on a laptop without
 # them; with AUDITPROC_NO_SKIP=1 (set by .ci/run) such a skip is a failure.
 # The fault suite's invariant tables are printed at the end, passing or not.
-test: deps plugins $(if $(DOCKER_UP),redis-image image)
-	$(GO) vet ./...
+test: deps plugins lint $(if $(DOCKER_UP),redis-image image)
 	@mkdir -p build && rm -f build/faults-report.txt
 	AUDITPROC_FAULTS_REPORT=$(CURDIR)/build/faults-report.txt $(GO) test -count=1 -timeout 30m ./...
 	@if [ -f build/faults-report.txt ]; then echo "== fault suite invariant tables"; cat build/faults-report.txt; fi

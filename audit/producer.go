@@ -161,7 +161,6 @@ type Producer struct {
 	spoolEvents, spoolBytes        atomic.Int64
 	closeCtx                       atomic.Pointer[context.Context]
 	derivedIDs                     bool
-	warnOnce                       sync.Once
 }
 
 // NewProducer returns a Producer writing with cfg (see Config for the

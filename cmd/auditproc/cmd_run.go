@@ -64,17 +64,12 @@ func (c *configFlags) key(name, key string, def any, usage string) {
 	c.keys[name] = key
 }
 
-// load reads the configuration: defaults, file, environment, then the flags
-// the user set. A missing default plugins.yaml is no error: defaults,
-// environment and flags are used alone.
-func (c *configFlags) load() (config.Config, error) { return c.loadFor(false) }
-
-// loadNoPipeline is load for commands that need no plugins (emit, status,
-// dlq): the pipeline's rules are not checked.
-func (c *configFlags) loadNoPipeline() (config.Config, error) { return c.loadFor(true) }
-
-func (c *configFlags) loadFor(noPipeline bool) (config.Config, error) {
-	cfg, _, err := c.loadOrigins(noPipeline)
+// loadNoPipeline reads the configuration for commands that need no plugins
+// (emit, status, dlq): defaults, file, environment, then the flags the user
+// set; the pipeline's rules are not checked. A missing default plugins.yaml
+// is no error: defaults, environment and flags are used alone.
+func (c *configFlags) loadNoPipeline() (config.Config, error) {
+	cfg, _, err := c.loadOrigins(true)
 	if err != nil {
 		return cfg, usageError{err}
 	}
@@ -434,7 +429,7 @@ func checkDurability(ctx context.Context, rdb redis.UniversalClient, logger *slo
 		logger.Warn("redis_not_durable", slog.String("problem", p))
 	}
 	if require && len(problems) > 0 {
-		return fmt.Errorf("Redis is not durable and require_durable_redis is set: %s", strings.Join(problems, "; "))
+		return fmt.Errorf("redis is not durable and require_durable_redis is set: %s", strings.Join(problems, "; "))
 	}
 	return nil
 }

@@ -186,9 +186,7 @@ func parseURL(raw string) (Target, error) {
 		t.Addrs = append(t.Addrs, h)
 	}
 	q := u.Query()
-	for _, a := range q["addr"] {
-		t.Addrs = append(t.Addrs, a)
-	}
+	t.Addrs = append(t.Addrs, q["addr"]...)
 	for k := range q {
 		if k != "addr" && k != "db" {
 			return Target{}, bad("has the unknown parameter " + strconv.Quote(k) + " (known: addr, db)")

@@ -96,15 +96,6 @@ func TestDeadLetterAtomic(t *testing.T) {
 	assert.Equal(t, "string", typ)
 }
 
-// items makes commit items acknowledging entries, without adds.
-func items(entries []streambus.Entry) []streambus.Item {
-	out := make([]streambus.Item, len(entries))
-	for i, e := range entries {
-		out[i] = streambus.Item{ID: e.ID}
-	}
-	return out
-}
-
 func TestCommit(t *testing.T) {
 	f := newFixture(t, streambus.Config{})
 	ctx := context.Background()
