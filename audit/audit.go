@@ -546,7 +546,7 @@ func (b *Bus) Consume(ctx context.Context, consumer string) iter.Seq2[Message, e
 			batch, err := b.bus.XReadGroup(rctx, args)
 			cancel()
 			if err != nil {
-				if ctx.Err() != nil || !yield(Message{}, classify("consume", err)) {
+				if ended(ctx) || !yield(Message{}, classify("consume", err)) {
 					return
 				}
 				sleep(ctx, b.cfg.RetryDelay)
@@ -597,6 +597,17 @@ func (b *Bus) ackCheckpoints(ctx context.Context, cps []streambus.Entry) {
 	if _, err := b.Ack(ctx, ids...); err != nil {
 		b.log.LogAttrs(ctx, slog.LevelWarn, "audit_ack_failed", slog.String("error", err.Error()))
 	}
+}
+
+// ended reports whether ctx is done or its deadline has passed: a read
+// bounded by that deadline can fail with a timeout an instant before the
+// context's own timer marks it done.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

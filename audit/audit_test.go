@@ -25,6 +25,10 @@ func TestMain(m *testing.M) { redistest.Main(m) }
 
 var seq atomic.Int64
 
+// testStream names a stream of its own for each use, so that the shared
+// server's streams of an earlier run (go test -count=N) never leak in.
+func testStream(t testing.TB) string { return fmt.Sprintf("test:%s:%d", t.Name(), seq.Add(1)) }
+
 func testKeys(t testing.TB) *audit.Keyring {
 	t.Helper()
 	key, err := audit.GenerateKey()
@@ -43,7 +47,7 @@ func newBus(t *testing.T, cfg audit.Config) *audit.Bus {
 		cfg.Keys = testKeys(t)
 	}
 	if cfg.Stream == "" {
-		cfg.Stream = fmt.Sprintf("test:%s:%d", t.Name(), seq.Add(1))
+		cfg.Stream = testStream(t)
 	}
 	bus, err := audit.New(cfg, nil)
 	require.NoError(t, err)
@@ -168,7 +172,7 @@ func TestConsumeRedeliversAndClaims(t *testing.T) {
 	var logs bytes.Buffer
 	srv := redistest.Shared(t)
 	cfg := audit.Config{
-		RedisURL: srv.URL(), Keys: testKeys(t), Stream: fmt.Sprintf("test:%s", t.Name()),
+		RedisURL: srv.URL(), Keys: testKeys(t), Stream: testStream(t),
 		Block: 200 * time.Millisecond, ClaimMinIdle: 50 * time.Millisecond, Count: 2,
 	}
 	bus, err := audit.New(cfg, slog.New(slog.NewJSONHandler(&logs, nil)))
@@ -235,7 +239,7 @@ func TestConsumeSkipsTamperedAndDeleted(t *testing.T) {
 	var logs bytes.Buffer
 	srv := redistest.Shared(t)
 	rdb := srv.Client(t)
-	stream := fmt.Sprintf("test:%s", t.Name())
+	stream := testStream(t)
 	bus, err := audit.New(audit.Config{Client: rdb, Keys: testKeys(t), Stream: stream, Block: 100 * time.Millisecond},
 		slog.New(slog.NewJSONHandler(&logs, nil)))
 	require.NoError(t, err)
@@ -340,7 +344,7 @@ func TestCancelledContext(t *testing.T) {
 
 func TestServerRefusalIsNotUnavailable(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
-	stream := fmt.Sprintf("test:%s", t.Name())
+	stream := testStream(t)
 	require.NoError(t, rdb.Set(context.Background(), stream, "not a stream", 0).Err())
 	bus := newBus(t, audit.Config{Client: rdb, Stream: stream})
 	_, err := bus.Audit(context.Background(), "x")

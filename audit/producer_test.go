@@ -29,7 +29,7 @@ func newProducer(t *testing.T, cfg audit.Config) *audit.Producer {
 		cfg.Keys = testKeys(t)
 	}
 	if cfg.Stream == "" {
-		cfg.Stream = fmt.Sprintf("test:%s:%d", t.Name(), seq.Add(1))
+		cfg.Stream = testStream(t)
 	}
 	p, err := audit.NewProducer(cfg, nil)
 	require.NoError(t, err)
@@ -54,7 +54,7 @@ func streamEvents(t *testing.T, rdb *redis.Client, stream string) []map[string]a
 func TestProducerWritesInOrder(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Shared(t)
-	stream := fmt.Sprintf("test:%s", t.Name())
+	stream := testStream(t)
 	keys := testKeys(t)
 	p := newProducer(t, audit.Config{RedisURL: srv.URL(), Keys: keys, Stream: stream, BatchSize: 64, QueueSize: 256})
 	const n = 3000
@@ -108,7 +108,7 @@ func TestProducerWritesInOrder(t *testing.T) {
 func TestProducerSameIDSkipsStored(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Shared(t)
-	stream := fmt.Sprintf("test:%s", t.Name())
+	stream := testStream(t)
 	keys := testKeys(t)
 	cfg := audit.Config{RedisURL: srv.URL(), Keys: keys, Stream: stream, ProducerID: "file-abc", BatchSize: 16}
 	first := newProducer(t, cfg)
