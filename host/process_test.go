@@ -158,7 +158,7 @@ func TestFailuresReplaceTheInstance(t *testing.T) {
 		cause   host.Cause
 	}{
 		{fixture: "trap-process", event: boom, err: host.ErrTrap, cause: host.CauseTrap},
-		{fixture: "recursion", spec: host.PluginSpec{Deadline: 5 * time.Second}, event: boom, err: host.ErrTrap, cause: host.CauseTrap},
+		{fixture: "recursion", spec: host.PluginSpec{Deadline: time.Minute}, event: boom, err: host.ErrTrap, cause: host.CauseTrap},
 		{fixture: "recursion-c", event: boom, err: host.ErrTrap, cause: host.CauseTrap},
 		{fixture: "panic-go", event: boom, err: host.ErrTrap, cause: host.CauseTrap},
 		{fixture: "proc-exit", event: boom, err: host.ErrExit, cause: host.CauseExit},

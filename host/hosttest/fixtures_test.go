@@ -81,7 +81,7 @@ func TestFixturesRefusedAtLoad(t *testing.T) {
 			for _, w := range tt.want {
 				assert.Contains(t, err.Error(), w)
 			}
-			assert.Less(t, time.Since(start), 5*time.Second, "refusing the module took too long")
+			assert.Less(t, time.Since(start), time.Minute, "refusing the module hung (a liveness bound, not a speed check)")
 		})
 	}
 	// The host is still fine.
