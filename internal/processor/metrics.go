@@ -38,6 +38,7 @@ type Metrics struct {
 	Pending        prometheus.Gauge
 	Lag            prometheus.Gauge
 	Ready          prometheus.Gauge
+	LastRead       prometheus.Gauge
 }
 
 // NewMetrics creates and registers every metric.
@@ -95,6 +96,9 @@ func NewMetrics() *Metrics {
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "auditproc_ready", Help: "1 while Redis answers and the loop runs.",
 		}),
+		LastRead: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "auditproc_last_read_timestamp_seconds", Help: "Unix time when a read of the stream last succeeded (with entries or empty).",
+		}),
 	}
 	// The sink metrics are defined by the sink package, for every sink that
 	// is written before the ack (file, stdout and the external ones).
@@ -102,7 +106,7 @@ func NewMetrics() *Metrics {
 	m.SinkErrors, m.SinkWrites, m.SinkLatency = sm.Errors, sm.Writes, sm.Latency
 	r.MustRegister(m.Read, m.Verified, m.Tampered, m.Verdicts, m.PluginLatency, m.Acked,
 		m.DeadLettered, m.Reclaimed, m.DeletedPending, m.Emitted,
-		m.RedisErrors, m.LateAcks, m.GroupRecreated, m.Pending, m.Lag, m.Ready,
+		m.RedisErrors, m.LateAcks, m.GroupRecreated, m.Pending, m.Lag, m.Ready, m.LastRead,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -131,7 +131,11 @@ func (p *Processor) read(ctx context.Context, id string, acks *pendingAcks) (str
 			p.acked(*acks, batch.Acked)
 			*acks = pendingAcks{}
 		}
-		p.lastRead.Store(time.Now().UnixNano())
+		now := time.Now()
+		p.lastRead.Store(now.UnixNano())
+		if err == nil {
+			p.metrics.LastRead.Set(float64(now.UnixNano()) / 1e9)
+		}
 		if err != nil && redis.HasErrorPrefix(err, "NOGROUP") {
 			p.recreateGroup(ctx)
 		}

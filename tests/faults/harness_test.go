@@ -236,11 +236,13 @@ func (r *replica) quit() int64 {
 	r.c.t.Helper()
 	left := r.signal("QUIT")
 	logs := r.logs()
-	if i := strings.Index(logs, "goroutine "); i >= 0 {
-		logs = logs[i:]
-	}
 	root, err := wasmtest.FindRoot()
 	require.NoError(r.c.t, err)
+	if i := strings.Index(logs, "goroutine "); i >= 0 {
+		// What it logged before it was stopped: where it waited and why.
+		_ = os.WriteFile(filepath.Join(root, "build", "faults-"+r.name+".log"), []byte(logs[:i]), 0o644)
+		logs = logs[i:]
+	}
 	path := filepath.Join(root, "build", "faults-"+r.name+"-goroutines.txt")
 	require.NoError(r.c.t, os.WriteFile(path, []byte(logs), 0o644))
 	r.c.note("%s's goroutine stacks: %s", r.name, path)
@@ -428,21 +430,20 @@ func (c *cluster) pendingOf(name string) int64 {
 	return p.Consumers[name]
 }
 
-// lastSeen returns when consumer name last read from the group (from XINFO
-// CONSUMERS idle time), or the zero time when unknown.
-func (c *cluster) lastSeen(name string) time.Time {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	cs, err := c.rdb.XInfoConsumers(ctx, stream, group).Result()
+// lastRead returns when the replica's reads of the stream last succeeded
+// (its auditproc_last_read_timestamp_seconds), or the zero time when
+// unknown. XINFO CONSUMERS cannot tell: before Redis 7.2 a read that finds
+// nothing new leaves a consumer's idle time running.
+func (r *replica) lastRead() time.Time {
+	m, err := r.metrics()
 	if err != nil {
 		return time.Time{}
 	}
-	for _, x := range cs {
-		if x.Name == name {
-			return time.Now().Add(-x.Idle)
-		}
+	ts, ok := m["auditproc_last_read_timestamp_seconds"]
+	if !ok || ts == 0 {
+		return time.Time{}
 	}
-	return time.Time{}
+	return time.Unix(0, int64(ts*1e9))
 }
 
 // drain waits until the group has delivered every entry and nothing is

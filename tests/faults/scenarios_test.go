@@ -71,7 +71,7 @@ func TestNetworkCut(t *testing.T) {
 	c.note("replica-a was cut off for %s (reclaim.min_idle %s)", time.Since(cut).Round(time.Millisecond), minIdle)
 	reconnected := time.Now()
 	resumed := true
-	for !c.lastSeen("replica-a").After(reconnected) {
+	for !a.lastRead().After(reconnected) {
 		if time.Since(reconnected) > 30*time.Second {
 			resumed = false
 			break
