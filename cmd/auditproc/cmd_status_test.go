@@ -97,6 +97,35 @@ func (b *frameBuffer) String() string {
 	return b.buf.String()
 }
 
+// runLive runs a live view in-process until its output satisfies until, then
+// cancels its context as SIGINT or SIGTERM would; it returns the output and
+// the exit code. The view ending on its own, or writing to standard error,
+// fails the test.
+func runLive(t *testing.T, until func(out string) bool, args ...string) (string, int) {
+	t.Helper()
+	var out, errOut frameBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, args, stdio{in: strings.NewReader(""), out: &out, err: &errOut})
+	}()
+	deadline := time.After(60 * time.Second)
+	for !until(out.String()) {
+		select {
+		case err := <-done:
+			t.Fatalf("%s ended on its own: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out.String(), errOut.String())
+		case <-deadline:
+			t.Fatalf("no such output within 60s:\n%s", out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cancel()
+	err := <-done
+	assert.Empty(t, errOut.String())
+	return out.String(), exitCode(err)
+}
+
 const statusFrameHeader = "auditproc status — "
 
 // TestStatusWatch runs `status --watch` in-process against a real Redis: it
@@ -115,27 +144,7 @@ func TestStatusWatch(t *testing.T) {
 
 	watch := func(t *testing.T, until func(out string) bool, args ...string) (string, int) {
 		t.Helper()
-		var out, errOut frameBuffer
-		cctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		done := make(chan error, 1)
-		go func() {
-			done <- run(cctx, append([]string{"status", "--watch", "--stream", "st:w"}, args...), stdio{in: strings.NewReader(""), out: &out, err: &errOut})
-		}()
-		deadline := time.After(60 * time.Second)
-		for !until(out.String()) {
-			select {
-			case err := <-done:
-				t.Fatalf("status --watch ended on its own: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
-			case <-deadline:
-				t.Fatalf("no such output within 60s:\n%s", out.String())
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-		cancel()
-		err := <-done
-		assert.Empty(t, errOut.String())
-		return out.String(), exitCode(err)
+		return runLive(t, until, append([]string{"status", "--watch", "--stream", "st:w"}, args...)...)
 	}
 
 	t.Run("table", func(t *testing.T) {
