@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"text/tabwriter"
 	"time"
 
@@ -40,25 +41,40 @@ type streamStatus struct {
 
 func statusCommand() *command {
 	var (
-		cf      *configFlags
-		asJSON  bool
-		timeout time.Duration
+		cf       *configFlags
+		asJSON   bool
+		watch    bool
+		interval = intervalFlag(time.Second)
+		timeout  time.Duration
 	)
 	return &command{
 		name:    "status",
 		summary: "show the stream's consumer groups: lag, pending per consumer, dead letters",
-		usage:   "[--json] [--group NAME] [flags]",
+		usage:   "[--json] [--group NAME] [--watch [--interval 1s]] [flags]",
 		examples: `  auditproc status
   auditproc status --group audit-consumers
-  auditproc status --json | jq '.groups[0].lag'`,
+  auditproc status --json | jq '.groups[0].lag'
+  auditproc status --watch --interval 2s
+
+--watch shows the status again every interval until interrupted (Ctrl-C or
+SIGTERM, exit 0): in place on a terminal; one frame after another, separated
+by a blank line, when the output is a pipe or a file. With --json each frame
+is one JSON object on one line (JSON Lines, never a cleared screen), with "at"
+(when it was read) and "error" (when Redis did not answer). An error reading Redis is shown in the frame and the
+view goes on.`,
 		flags: func(fs *flag.FlagSet) {
 			cf = newConfigFlags(fs)
 			fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
-			fs.DurationVar(&timeout, "timeout", 5*time.Second, "give up when Redis does not answer within this time")
+			fs.BoolVar(&watch, "watch", false, "refresh the view every --interval until interrupted")
+			fs.Var(&interval, "interval", "with --watch: the refresh period, a `duration` with a unit")
+			fs.DurationVar(&timeout, "timeout", 5*time.Second, "give up when Redis does not answer within this time (with --watch: per refresh)")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if len(args) > 0 {
 				return usagef("status takes no arguments, got %q", args)
+			}
+			if !watch && cf.set("interval") {
+				return usagef("status: --interval goes with --watch")
 			}
 			cfg, err := cf.loadNoPipeline()
 			if err != nil {
@@ -69,34 +85,83 @@ func statusCommand() *command {
 				return usageError{err}
 			}
 			defer rdb.Close()
-			ctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			st, err := readStatus(ctx, rdb, cfg.Stream.Name, cfg.DeadLetter.Stream)
-			if err != nil {
-				return fmt.Errorf("status of stream %q: %w", cfg.Stream.Name, err)
-			}
+			group := ""
 			if cf.set("group") {
-				// --group shows that consumer group only.
-				var only []groupStatus
-				for _, g := range st.Groups {
-					if g.Name == cfg.Stream.Group {
-						only = append(only, g)
-					}
-				}
-				if len(only) == 0 {
-					return fmt.Errorf("status: stream %q has no consumer group %q", cfg.Stream.Name, cfg.Stream.Group)
-				}
-				st.Groups = only
+				group = cfg.Stream.Group
 			}
+			read := func(ctx context.Context) (streamStatus, error) {
+				ctx, cancel := context.WithTimeout(ctx, timeout)
+				defer cancel()
+				st, err := readStatus(ctx, rdb, cfg.Stream.Name, cfg.DeadLetter.Stream)
+				if err != nil {
+					return st, fmt.Errorf("status of stream %q: %w", cfg.Stream.Name, err)
+				}
+				return onlyGroup(st, group)
+			}
+			if !watch {
+				st, err := read(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					enc := json.NewEncoder(sio.out)
+					enc.SetIndent("", "  ")
+					return enc.Encode(st)
+				}
+				printStatus(sio.out, st)
+				return nil
+			}
+			layout := screens
 			if asJSON {
-				enc := json.NewEncoder(sio.out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				layout = records
 			}
-			printStatus(sio, st)
-			return nil
+			return refresh(ctx, sio.out, time.Duration(interval), layout, func(ctx context.Context, w io.Writer) error {
+				at := time.Now().UTC()
+				st, err := read(ctx)
+				if asJSON {
+					frame := statusFrame{At: at, streamStatus: st}
+					if err != nil {
+						frame.Error = err.Error()
+					}
+					return json.NewEncoder(w).Encode(frame)
+				}
+				fmt.Fprintf(w, "auditproc status — %s  every %s\n\n", at.Format(time.RFC3339), time.Duration(interval))
+				if err != nil {
+					fmt.Fprintln(w, err)
+					return nil
+				}
+				printStatus(w, st)
+				return nil
+			})
 		},
 	}
+}
+
+// statusFrame is one frame of `status --watch --json`: the status, when it
+// was read, and the error if Redis did not answer.
+type statusFrame struct {
+	At time.Time `json:"at"`
+	streamStatus
+	Error string `json:"error,omitempty"`
+}
+
+// onlyGroup keeps the consumer group named (all when group is empty): an
+// error when the stream has no such group.
+func onlyGroup(st streamStatus, group string) (streamStatus, error) {
+	if group == "" {
+		return st, nil
+	}
+	var only []groupStatus
+	for _, g := range st.Groups {
+		if g.Name == group {
+			only = append(only, g)
+		}
+	}
+	if len(only) == 0 {
+		return st, fmt.Errorf("status: stream %q has no consumer group %q", st.Stream, group)
+	}
+	st.Groups = only
+	return st, nil
 }
 
 func readStatus(ctx context.Context, rdb redis.UniversalClient, stream, dlq string) (streamStatus, error) {
@@ -144,8 +209,8 @@ func isNoSuchKey(err error) bool {
 	return redis.HasErrorPrefix(err, "no such key") || errors.Is(err, redis.Nil)
 }
 
-func printStatus(sio stdio, st streamStatus) {
-	w := tabwriter.NewWriter(sio.out, 0, 0, 2, ' ', 0)
+func printStatus(out io.Writer, st streamStatus) {
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "stream %s: %d entries; dead-letter stream %s: %d entries\n", st.Stream, st.Length, st.DeadLetterStream, st.DeadLetterLength)
 	if len(st.Groups) == 0 {
 		fmt.Fprintln(w, "no consumer groups yet (auditproc run creates one)")

@@ -24,7 +24,7 @@ func topCommand() *command {
 	var (
 		cf       *configFlags
 		once     bool
-		interval time.Duration
+		interval = intervalFlag(time.Second)
 		replicas stringList
 	)
 	return &command{
@@ -40,19 +40,18 @@ Redis and stream settings); rates, verdicts and latencies from each replica's
 /metrics (--metrics, repeatable; default the configured metrics.address, a
 wildcard host asked on 127.0.0.1). Rates and latencies are over the last
 interval: --once samples twice, one interval apart, and prints one frame.
-The view refreshes every interval until interrupted (Ctrl-C).`,
+The view refreshes every interval until interrupted (Ctrl-C or SIGTERM, exit
+0): in place on a terminal, one frame after another, separated by a blank
+line, when the output is a pipe or a file.`,
 		flags: func(fs *flag.FlagSet) {
 			cf = newConfigFlags(fs)
 			fs.BoolVar(&once, "once", false, "print one frame as plain text and exit")
-			fs.DurationVar(&interval, "interval", time.Second, "refresh period, and the window of rates")
+			fs.Var(&interval, "interval", "refresh period and window of the rates, a `duration` with a unit")
 			fs.Var(&replicas, "metrics", "a replica's metrics `HOST:PORT` (repeatable; default the configured metrics.address)")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if len(args) > 0 {
 				return usagef("top takes no arguments, got %q", args)
-			}
-			if interval <= 0 {
-				return usagef("top: --interval must be positive")
 			}
 			cfg, err := cf.loadNoPipeline()
 			if err != nil {
@@ -73,23 +72,22 @@ The view refreshes every interval until interrupted (Ctrl-C).`,
 			}
 			defer rdb.Close()
 			v := &topView{rdb: rdb, stream: cfg.Stream.Name, group: cfg.Stream.Group, dlq: cfg.DeadLetter.Stream, targets: targets}
+			// Rates need two samples: the first frame comes one interval
+			// after the first sample.
 			prev := v.sample(ctx)
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(interval):
-				}
-				cur := v.sample(ctx)
-				if !once {
-					fmt.Fprint(sio.out, "\x1b[H\x1b[2J") // home, clear
-				}
-				v.render(sio.out, prev, cur)
-				if once {
-					return nil
-				}
-				prev = cur
+			if !sleep(ctx, time.Duration(interval)) {
+				return nil
 			}
+			draw := func(ctx context.Context, w io.Writer) error {
+				cur := v.sample(ctx)
+				v.render(w, prev, cur)
+				prev = cur
+				return nil
+			}
+			if once {
+				return draw(ctx, sio.out)
+			}
+			return refresh(ctx, sio.out, time.Duration(interval), screens, draw)
 		},
 	}
 }

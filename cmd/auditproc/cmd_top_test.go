@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/auditproc/auditproc/internal/redistest"
 )
 
 func TestTopQuantile(t *testing.T) {
@@ -54,4 +56,22 @@ func TestCompletion(t *testing.T) {
 	}
 	_, _, code := runCLI(t, "completion", "tcsh")
 	assert.Equal(t, exitUsage, code)
+}
+
+// TestTopRefreshes: without --once, top draws a frame every interval (from a
+// real Redis; the replica's /metrics does not answer and is shown so), one
+// after another with a blank line between when the output is no terminal,
+// and the end of its context (SIGINT or SIGTERM in main) ends it with exit 0.
+func TestTopRefreshes(t *testing.T) {
+	srv := redistest.Start(t)
+	t.Setenv("AUDITPROC_CONFIG", "")
+	t.Setenv("AUDITPROC_REDIS_URL", srv.URL())
+	const header = "auditproc top — "
+	out, code := runLive(t, func(out string) bool { return strings.Count(out, header) >= 2 },
+		"top", "--interval", "20ms", "--stream", "st:top", "--metrics", "127.0.0.1:1")
+	assert.Equal(t, exitOK, code)
+	assert.True(t, strings.HasPrefix(out, header), out)
+	assert.Equal(t, strings.Count(out, header)-1, strings.Count(out, "\n\n"+header), "frames are separated by a blank line:\n%s", out)
+	assert.NotContains(t, out, clearScreen, "no terminal: the screen is never cleared")
+	assert.Contains(t, out, "127.0.0.1:1  unreachable")
 }

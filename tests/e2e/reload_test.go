@@ -105,16 +105,25 @@ func TestHotReloadUnderLoad(t *testing.T) {
 
 	first, second := e.sinkRecords(out), e.sinkRecords("audit:out2")
 	counts := countByEventID(append(first, second...))
+	lost, duplicates, firstWrong := 0, 0, ""
 	for _, id := range ids {
-		if !assert.Equal(t, 1, counts[id], "event %s emitted once across the reloads", id) {
-			break
+		switch c := counts[id]; {
+		case c == 0:
+			lost++
+		case c > 1:
+			duplicates += c - 1
+		}
+		if counts[id] != 1 && firstWrong == "" {
+			firstWrong = id
 		}
 	}
+	assert.Zero(t, lost, "events lost across the reloads (the first wrong: %s)", firstWrong)
+	assert.Zero(t, duplicates, "events processed twice across the reloads (the first wrong: %s)", firstWrong)
 	assert.Len(t, counts, n)
 	assert.Zero(t, e.pending(stream, group))
 	assert.Zero(t, e.xlen(dlq))
 	assert.NotEmpty(t, first)
 	assert.NotEmpty(t, second, "the reloaded pipeline ran")
 	assert.Empty(t, p.logLines("config_reload_failed"))
-	t.Logf("%d entries, %d reloads: %d emitted to out, %d to out2, each exactly once", n, reloads, len(first), len(second))
+	t.Logf("%d events, %d reloads: %d emitted to out, %d to out2; lost %d, duplicates %d", n, reloads, len(first), len(second), lost, duplicates)
 }
