@@ -26,6 +26,10 @@ func (rep *Report) Print(w io.Writer) {
 		fmt.Fprintln(tw, "| scenario\t| entries/s\t| × baseline\t| CPU µs/entry\t| Redis CPU µs/entry\t| peak RSS MiB\t| start ms\t| p50 / p99 ms\t|")
 		fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|")
 		for _, r := range drains {
+			if r.Missing != "" {
+				fmt.Fprintf(tw, "| %s\t| —\t| —\t| —\t| —\t| —\t| —\t| —\t|\n", r.Title)
+				continue
+			}
 			lat := "—"
 			if r.Latency {
 				lat = fmt.Sprintf("%d / %d", r.P50.Milliseconds(), r.P99.Milliseconds())

@@ -53,10 +53,25 @@ type Server struct {
 	cred     *syscall.Credential // nil when not root
 }
 
-// Bin finds the directory of initdb and pg_ctl.
+// Find returns dir when it holds pg_ctl and initdb, or, when dir is empty,
+// the directory Bin finds.
+func Find(dir string) (string, error) {
+	if dir == "" {
+		return Bin()
+	}
+	for _, prog := range []string{"pg_ctl", "initdb"} {
+		if _, err := os.Stat(filepath.Join(dir, prog)); err != nil {
+			return "", fmt.Errorf("pgserver: PostgreSQL is not installed in %s (no %s; scripts/deps.sh installs postgresql)", dir, prog)
+		}
+	}
+	return dir, nil
+}
+
+// Bin finds the directory of initdb and pg_ctl: $AUDITPROC_PG_BIN, the
+// PATH, then the newest /usr/lib/postgresql/<version>/bin.
 func Bin() (string, error) {
 	if d := os.Getenv(EnvBin); d != "" {
-		return d, nil
+		return Find(d)
 	}
 	if p, err := exec.LookPath("pg_ctl"); err == nil {
 		return filepath.Dir(p), nil
@@ -76,10 +91,11 @@ func version(binDir string) int {
 	return n
 }
 
-// New creates a cluster in a temporary directory and starts it. The
-// caller ends it with Close.
-func New() (*Server, error) {
-	bin, err := Bin()
+// New creates a cluster in a temporary directory and starts it, with the
+// programs of binDir (empty: the directory Bin finds). The caller ends it
+// with Close.
+func New(binDir string) (*Server, error) {
+	bin, err := Find(binDir)
 	if err != nil {
 		return nil, err
 	}

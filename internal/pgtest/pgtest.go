@@ -37,7 +37,7 @@ func Start(t testing.TB) *Server {
 	if _, err := pgserver.Bin(); err != nil {
 		redistest.SkipOrFail(t, err.Error())
 	}
-	srv, err := pgserver.New()
+	srv, err := pgserver.New("")
 	if err != nil {
 		t.Fatal(err)
 	}

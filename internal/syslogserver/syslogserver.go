@@ -52,6 +52,8 @@ type Message struct {
 
 // Options of New.
 type Options struct {
+	// Bin is the rsyslogd program; empty finds it (see Bin).
+	Bin string
 	// TLS adds the TLS input (RFC 5425); it needs rsyslog's gtls driver.
 	TLS bool
 }
@@ -89,7 +91,19 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// Bin finds rsyslogd.
+// Find returns path when it is a file, or, when path is empty, the
+// rsyslogd Bin finds.
+func Find(path string) (string, error) {
+	if path == "" {
+		return Bin()
+	}
+	if st, err := os.Stat(path); err != nil || st.IsDir() {
+		return "", fmt.Errorf("syslogserver: rsyslogd is not installed at %s (scripts/deps.sh installs rsyslog)", path)
+	}
+	return path, nil
+}
+
+// Bin finds rsyslogd: on the PATH, then /usr/sbin and /sbin.
 func Bin() (string, error) {
 	p, err := exec.LookPath("rsyslogd")
 	if err != nil {
@@ -113,7 +127,7 @@ func TLSInstalled() bool {
 // New starts rsyslogd with its files in a temporary directory and waits
 // until it listens. The caller ends it with Close.
 func New(opts Options) (*Server, error) {
-	bin, err := Bin()
+	bin, err := Find(opts.Bin)
 	if err != nil {
 		return nil, err
 	}
