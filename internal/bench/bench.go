@@ -127,6 +127,9 @@ type Result struct {
 	// RedisCPU is the Redis server's per entry while draining (0 when
 	// unknown: a server the run did not start).
 	RedisCPU time.Duration
+	// DestCPU is the external destination's (PostgreSQL's processes',
+	// rsyslogd's) per entry while draining; 0 for the other scenarios.
+	DestCPU time.Duration
 	// PeakRSS is the child's maximum resident set, bytes.
 	PeakRSS int64
 	// Start is from the child's start to its first read.
@@ -651,6 +654,7 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	var (
 		first, last       time.Time
 		cpu0, rcpu0, rcpu time.Duration
+		dcpu0, dcpu       time.Duration
 		waitErr           error
 		done              bool
 	)
@@ -674,9 +678,15 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 		now := time.Now()
 		if first.IsZero() && read > 0 {
 			first, cpu0, rcpu0 = now, cpuOf(cmd.Process.Pid), r.redisCPU()
+			if sc.dest != nil {
+				dcpu0 = sc.dest.cpu()
+			}
 		}
 		if last.IsZero() && acked >= n {
 			last, rcpu = now, r.redisCPU()
+			if sc.dest != nil {
+				dcpu = sc.dest.cpu()
+			}
 		}
 	}
 	if waitErr != nil {
@@ -695,6 +705,9 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	res.CPU = (cpu - cpu0) / time.Duration(events)
 	if rcpu > 0 {
 		res.RedisCPU = (rcpu - rcpu0) / time.Duration(events)
+	}
+	if dcpu > 0 {
+		res.DestCPU = (dcpu - dcpu0) / time.Duration(events)
 	}
 	res.Start = first.Sub(started)
 	if sc.dest != nil {

@@ -98,6 +98,20 @@ func (d *destination) close() {
 	}
 }
 
+// cpu is the destination server's CPU time so far (0 when unknown).
+func (d *destination) cpu() time.Duration {
+	switch d.kind {
+	case ScenarioPostgres:
+		pid, err := d.pg.Pid()
+		if err != nil {
+			return 0
+		}
+		return treeCPU(pid)
+	default:
+		return cpuOf(d.syslog.Pid())
+	}
+}
+
 // reset empties the destination before a drain or a latency run (the
 // postgres sink creates its table again at start).
 func (d *destination) reset(ctx context.Context) error {

@@ -241,6 +241,17 @@ func (s *Server) Remove() {
 	}
 }
 
+// Pid is the postmaster's process id (from postmaster.pid), while the
+// server runs.
+func (s *Server) Pid() (int, error) {
+	b, err := os.ReadFile(filepath.Join(s.data, "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strconv.Atoi(strings.TrimSpace(line))
+}
+
 // Addr is 127.0.0.1:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
