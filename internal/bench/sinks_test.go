@@ -26,6 +26,14 @@ var auditprocBin struct {
 	err  error
 }
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if auditprocBin.path != "" {
+		_ = os.RemoveAll(filepath.Dir(auditprocBin.path))
+	}
+	os.Exit(code)
+}
+
 // binary builds the auditproc binary once per test run: the bench runs
 // every scenario as a child process of it.
 func binary(t *testing.T) string {
