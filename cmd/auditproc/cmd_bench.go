@@ -32,11 +32,20 @@ func benchCommand() *command {
   # a quicker run of two scenarios
   auditproc bench --entries 50000 --only baseline,default
 
+  # the sinks: a stream, PostgreSQL and syslog side by side
+  auditproc bench --entries 50000 --rounds 1 --only baseline,forward,postgres,syslog
+
 Every scenario drains the same pre-filled stream through a new consumer group,
 in a child process ('auditproc run --stop-when-idle' for the plugin pipelines),
 whose rusage gives CPU and peak RSS. Throughput is counted from the group's
 first read to its last ack, observed through Redis (start-up excluded). The
-HMAC key is generated for the run and never printed.`,
+HMAC key is generated for the run and never printed.
+
+The postgres and syslog scenarios forward every event, like 'forward', to a
+PostgreSQL sink and to a syslog sink (TCP, octet-counting); the bench starts
+its own PostgreSQL cluster and rsyslogd on 127.0.0.1 for them, in temporary
+directories removed at the end. When PostgreSQL or rsyslog is not installed
+(scripts/deps.sh installs both) the row says so and the rest runs.`,
 		flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&cfg.Entries, "entries", bench.DefaultEntries, "entries pre-filled and drained per scenario")
 			fs.StringVar(&cfg.Executable, "auditproc", "", "the auditproc binary to measure (default: this one), to compare builds")
@@ -48,7 +57,9 @@ HMAC key is generated for the run and never printed.`,
 			fs.StringVar(&cfg.Pipeline, "pipeline", bench.DefaultPipeline, "the default pipeline's configuration file")
 			fs.StringVar(&cfg.WasmDir, "wasm-dir", bench.DefaultWasmDir, "directory of the built example plugins (make plugins)")
 			fs.StringVar(&cfg.CacheDir, "cache-dir", bench.DefaultCacheDir, "compiled-module cache, warmed before measuring")
-			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, verify-v2, noop-go, noop-c, forward, three, default, trusted, produce-raw, produce-emit, produce-batch, produce-sync, trail")
+			fs.StringVar(&cfg.PostgresBin, "postgres-bin", "", "directory of PostgreSQL's initdb and pg_ctl for the postgres scenario (default: $AUDITPROC_PG_BIN, the PATH, /usr/lib/postgresql/<newest>/bin)")
+			fs.StringVar(&cfg.Rsyslogd, "rsyslogd", "", "rsyslogd program for the syslog scenario (default: the PATH, /usr/sbin)")
+			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, verify-v2, noop-go, noop-c, forward, postgres, syslog, three, default, trusted, produce-raw, produce-emit, produce-batch, produce-sync, trail")
 			// The scenarios' own processes: not for users.
 			fs.StringVar(&child, "child", "", "internal: run one scenario's consumer (baseline, baseline-hmac, verify) or producer (produce-raw, produce-batch, produce-sync)")
 			fs.StringVar(&evs, "events", "", "internal: the JSON-lines file a producer scenario appends")

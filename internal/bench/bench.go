@@ -79,6 +79,12 @@ type Config struct {
 	// machine is shared: the best of several is the least disturbed).
 	// Default DefaultRounds.
 	Rounds int
+	// PostgresBin is the directory of PostgreSQL's initdb and pg_ctl for
+	// the postgres scenario; empty searches (pgserver.Bin).
+	PostgresBin string
+	// Rsyslogd is the rsyslogd program for the syslog scenario; empty
+	// searches (syslogserver.Bin).
+	Rsyslogd string
 }
 
 func (c *Config) setDefaults() {
@@ -121,6 +127,9 @@ type Result struct {
 	// RedisCPU is the Redis server's per entry while draining (0 when
 	// unknown: a server the run did not start).
 	RedisCPU time.Duration
+	// DestCPU is the external destination's (PostgreSQL's processes',
+	// rsyslogd's) per entry while draining; 0 for the other scenarios.
+	DestCPU time.Duration
 	// PeakRSS is the child's maximum resident set, bytes.
 	PeakRSS int64
 	// Start is from the child's start to its first read.
@@ -133,6 +142,9 @@ type Result struct {
 	// Producer: a producer scenario (throughput from the child's start to
 	// its exit, the file appended to a fresh stream).
 	Producer bool
+	// Missing says why the scenario was not run (its destination server is
+	// not installed); its numbers are zero.
+	Missing string
 }
 
 // Report is what Run measured.
@@ -166,6 +178,9 @@ type scenario struct {
 	latency     bool
 	sink        string // stream the forward plugin writes to, for latency
 	stream      string // the stream drained; "" is stream
+	// dest is the external destination the forward plugin writes to (the
+	// postgres and syslog scenarios), nil for the others.
+	dest *destination
 }
 
 type runner struct {
@@ -179,6 +194,9 @@ type runner struct {
 	groups int
 	// chainFilled: chainStream is filled (once per run).
 	chainFilled bool
+	// pg and syslog are the destinations of the external sink scenarios,
+	// nil when those are not run.
+	pg, syslog *destination
 }
 
 // Run runs every scenario and returns the report; progress goes to logger.
@@ -239,6 +257,27 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		"AUDITPROC_LOG_FORMAT=text",
 	)
 
+	// The external sinks' servers, started for the run when their
+	// scenarios are asked for.
+	if r.wants(ScenarioPostgres) {
+		if r.pg, err = startPostgres(ctx, cfg.PostgresBin, dir); err != nil {
+			return nil, err
+		}
+		defer r.pg.close()
+		if r.pg.missing == "" {
+			logger.Info("postgres_started", slog.String("addr", r.pg.pg.Addr()))
+		}
+	}
+	if r.wants(ScenarioSyslog) {
+		if r.syslog, err = startSyslog(cfg.Rsyslogd); err != nil {
+			return nil, err
+		}
+		defer r.syslog.close()
+		if r.syslog.missing == "" {
+			logger.Info("rsyslog_started", slog.String("addr", r.syslog.syslog.TCPAddr()))
+		}
+	}
+
 	var scenarios []scenario
 	if len(cfg.Only) == 0 || slices.ContainsFunc(cfg.Only, func(n string) bool { return !strings.HasPrefix(n, "produce-") && n != "trail" }) {
 		if scenarios, err = r.scenarios(); err != nil {
@@ -269,6 +308,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	return rep, nil
 }
 
+// wants reports whether the run includes the scenario name.
+func (r *runner) wants(name string) bool {
+	return len(r.cfg.Only) == 0 || slices.Contains(r.cfg.Only, name)
+}
+
 // drains runs the consumer scenarios on a pre-filled stream.
 func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) error {
 	r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", stream))
@@ -283,7 +327,7 @@ func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) 
 		return err
 	}
 	for _, sc := range scenarios {
-		if sc.pluginCfg != "" {
+		if sc.pluginCfg != "" && !sc.skipped() {
 			if err := r.warm(ctx, sc); err != nil {
 				return err
 			}
@@ -292,6 +336,9 @@ func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) 
 	best := make([]Result, len(scenarios))
 	for round := 1; round <= r.cfg.Rounds; round++ {
 		for i, sc := range scenarios {
+			if sc.skipped() {
+				continue
+			}
 			r.log.Info("scenario_started", slog.String("scenario", sc.name), slog.Int("round", round))
 			res, err := r.drain(ctx, sc)
 			if err != nil {
@@ -307,6 +354,11 @@ func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) 
 	var base, verifyV1 float64
 	for i, sc := range scenarios {
 		res := best[i]
+		if sc.skipped() {
+			r.log.Warn("scenario_not_run", slog.String("scenario", sc.name), slog.String("reason", sc.dest.missing))
+			rep.Results = append(rep.Results, Result{Name: sc.name, Title: sc.title, Missing: sc.dest.missing})
+			continue
+		}
 		if sc.name == "baseline" {
 			base = res.Throughput
 		}
@@ -359,13 +411,18 @@ type pluginFile struct {
 // given plugins and the default pipeline's sinks.
 func (r *runner) writeConfig(name string, plugins []pluginFile, sinks map[string]config.Sink) (string, error) {
 	type sinkFile struct {
-		Type   string `json:"type"`
-		Stream string `json:"stream,omitempty"`
-		Path   string `json:"path,omitempty"`
+		Type         string `json:"type"`
+		Stream       string `json:"stream,omitempty"`
+		Path         string `json:"path,omitempty"`
+		URL          string `json:"url,omitempty"`
+		Table        string `json:"table,omitempty"`
+		PasswordFile string `json:"password_file,omitempty"`
+		Address      string `json:"address,omitempty"`
 	}
 	sf := map[string]sinkFile{}
 	for n, s := range sinks {
-		sf[n] = sinkFile{Type: s.Type, Stream: s.Stream, Path: s.Path}
+		sf[n] = sinkFile{Type: s.Type, Stream: s.Stream, Path: s.Path, URL: s.URL, Table: s.Table,
+			PasswordFile: s.PasswordFile, Address: s.Address}
 	}
 	data, err := json.MarshalIndent(map[string]any{"plugins": plugins, "sinks": sf}, "", "  ")
 	if err != nil {
@@ -437,6 +494,38 @@ func (r *runner) scenarios() ([]scenario, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The forward plugin again, its sink an external destination.
+	external := func(d *destination, title string) (scenario, error) {
+		sc := scenario{name: d.kind, title: title, dest: d, latency: true}
+		if d.missing != "" {
+			sc.title += " — not run: " + d.missing
+			return sc, nil
+		}
+		if len(forward) == 0 || len(forward[0].Sinks) == 0 {
+			return sc, errors.New("default pipeline: no forward plugin with a sink")
+		}
+		cfg, err := r.writeConfig(d.kind, forward, map[string]config.Sink{forward[0].Sinks[0]: d.sink})
+		if err != nil {
+			return sc, err
+		}
+		sc.args, sc.pluginCfg = runArgs(cfg), cfg
+		return sc, nil
+	}
+	var sinkScenarios []scenario
+	if r.pg != nil {
+		sc, err := external(r.pg, "auditproc: verify + forward to a PostgreSQL sink (guarded)")
+		if err != nil {
+			return nil, err
+		}
+		sinkScenarios = append(sinkScenarios, sc)
+	}
+	if r.syslog != nil {
+		sc, err := external(r.syslog, "auditproc: verify + forward to a syslog sink, TCP (guarded)")
+		if err != nil {
+			return nil, err
+		}
+		sinkScenarios = append(sinkScenarios, sc)
+	}
 	list := []scenario{
 		{name: "baseline", title: "go-redis loop, no verification (baseline)", args: []string{"bench", "--child", "baseline"}},
 		{name: "baseline-hmac", title: "go-redis loop + HMAC verify", args: []string{"bench", "--child", "baseline-hmac"}},
@@ -445,10 +534,13 @@ func (r *runner) scenarios() ([]scenario, error) {
 		{name: "noop-go", title: "auditproc: verify + Go no-op (guarded)", args: runArgs(noopGo), pluginCfg: noopGo},
 		{name: "noop-c", title: "auditproc: verify + C no-op (guarded)", args: runArgs(noopC), pluginCfg: noopC},
 		{name: "forward", title: "auditproc: verify + forward to a stream sink (guarded)", args: runArgs(fwd), pluginCfg: fwd, latency: sink != "", sink: sink},
+	}
+	list = append(list, sinkScenarios...)
+	list = append(list, []scenario{
 		{name: "three", title: "auditproc: " + strings.Join(names, "+"), args: runArgs(three), pluginCfg: three},
 		{name: "default", title: fmt.Sprintf("auditproc: default pipeline (%d plugins)", len(all)), args: runArgs(defPath), pluginCfg: defPath, latency: sink != "", sink: sink},
 		{name: "trusted", title: "auditproc: default pipeline, all trusted (no guard)", args: runArgs(trusted), pluginCfg: trusted, latency: sink != "", sink: sink},
-	}
+	}...)
 	if len(r.cfg.Only) == 0 {
 		return list, nil
 	}
@@ -462,6 +554,9 @@ func (r *runner) scenarios() ([]scenario, error) {
 	}
 	return out, nil
 }
+
+// skipped reports whether the scenario's destination is not installed.
+func (sc scenario) skipped() bool { return sc.dest != nil && sc.dest.missing != "" }
 
 // warm fills the compiled-module cache for a scenario's plugins, so that
 // its start time is that of a warm cache.
@@ -542,6 +637,11 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	if sc.dest != nil {
+		if err := sc.dest.reset(ctx); err != nil {
+			return res, fmt.Errorf("empty %s: %w", sc.dest.kind, err)
+		}
+	}
 	started := time.Now()
 	cmd, logf, err := r.child(ctx, sc, stream, group)
 	if err != nil {
@@ -554,6 +654,7 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	var (
 		first, last       time.Time
 		cpu0, rcpu0, rcpu time.Duration
+		dcpu0, dcpu       time.Duration
 		waitErr           error
 		done              bool
 	)
@@ -577,9 +678,15 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 		now := time.Now()
 		if first.IsZero() && read > 0 {
 			first, cpu0, rcpu0 = now, cpuOf(cmd.Process.Pid), r.redisCPU()
+			if sc.dest != nil {
+				dcpu0 = sc.dest.cpu()
+			}
 		}
 		if last.IsZero() && acked >= n {
 			last, rcpu = now, r.redisCPU()
+			if sc.dest != nil {
+				dcpu = sc.dest.cpu()
+			}
 		}
 	}
 	if waitErr != nil {
@@ -599,7 +706,17 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	if rcpu > 0 {
 		res.RedisCPU = (rcpu - rcpu0) / time.Duration(events)
 	}
+	if dcpu > 0 {
+		res.DestCPU = (dcpu - dcpu0) / time.Duration(events)
+	}
 	res.Start = first.Sub(started)
+	if sc.dest != nil {
+		// Every entry acked is in the destination: a sink that lost
+		// entries fails the bench rather than measure fast.
+		if err := sc.dest.await(ctx, int(n)); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
 }
 

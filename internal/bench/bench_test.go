@@ -47,3 +47,16 @@ func TestReportPrint(t *testing.T) {
 	assert.Contains(t, b.String(), "| x")
 	assert.Contains(t, b.String(), "1 / 3")
 }
+
+func TestReportPrintSinkRows(t *testing.T) {
+	var b strings.Builder
+	(&Report{Entries: 10, EventBytes: 380, Rounds: 1, Rate: 100, Results: []Result{
+		{Title: "stream", Throughput: 1000, Ratio: 1, RedisCPU: 2 * time.Microsecond},
+		{Title: "pg", Throughput: 1500, Ratio: 0.5, DestCPU: 7 * time.Microsecond},
+		{Title: "syslog — not run: rsyslog is not installed", Missing: "rsyslog is not installed"},
+	}}).Print(&b)
+	out := b.String()
+	assert.Contains(t, out, "| sink server CPU µs/entry")
+	assert.Regexp(t, `\| pg +\| 2k +\| 0\.50 +\| 0\.00 +\| — +\| 7\.00 +\|`, out)
+	assert.Regexp(t, `\| syslog — not run: rsyslog is not installed +\| — +\| — +\| — +\| — +\| — +\| — +\| — +\| — +\|`, out)
+}

@@ -17,14 +17,23 @@ import (
 
 // latency offers entries at cfg.Rate for cfg.LatencyFor to a scenario that
 // forwards every event it keeps to sink (a stream sink committed with the
-// ack), and records append-to-ack percentiles into res.
+// ack), and records append-to-ack percentiles into res. For a scenario
+// forwarding to an external destination (dest), the percentiles are from
+// the append to the destination's receipt (its clock; the ack follows the
+// sink's confirmation).
 func (r *runner) latency(ctx context.Context, sc scenario, res *Result) error {
 	sink := sc.sink
-	if sink == "" {
+	switch {
+	case sc.dest != nil:
+		if err := sc.dest.reset(ctx); err != nil {
+			return err
+		}
+	case sink == "":
 		return fmt.Errorf("no forward sink in the scenario")
-	}
-	if err := r.rdb.Del(ctx, sink).Err(); err != nil {
-		return err
+	default:
+		if err := r.rdb.Del(ctx, sink).Err(); err != nil {
+			return err
+		}
 	}
 	// A stream of its own: a group on a shared one would start with the
 	// previous scenario's entries as a backlog.
@@ -126,7 +135,24 @@ func (r *runner) latency(ctx context.Context, sc scenario, res *Result) error {
 	}
 
 	var lat []time.Duration
-	for from := "-"; ; {
+	if sc.dest != nil {
+		if err := sc.dest.await(ctx, int(total)); err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		err := sc.dest.arrivals(ctx, func(id string, at time.Time) {
+			// A message delivered twice (at least once) counts once, its
+			// first arrival.
+			if src, ok := sent[id]; ok && !seen[id] {
+				seen[id] = true
+				lat = append(lat, at.Sub(time.UnixMilli(src)))
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for from := "-"; sc.dest == nil; {
 		msgs, err := r.rdb.XRangeN(ctx, sink, from, "+", 10_000).Result()
 		if err != nil {
 			return err
@@ -143,6 +169,9 @@ func (r *runner) latency(ctx context.Context, sc scenario, res *Result) error {
 		from = "(" + msgs[len(msgs)-1].ID
 	}
 	if len(lat) == 0 {
+		if sc.dest != nil {
+			return fmt.Errorf("no forwarded entry found in %s", sc.dest.kind)
+		}
 		return fmt.Errorf("no forwarded entry found in %s", sink)
 	}
 	slices.Sort(lat)

@@ -12,15 +12,7 @@ import (
 // cpuOf returns a process's user+system CPU time so far, from
 // /proc/<pid>/stat (clock ticks, 100 per second on Linux); 0 when unknown.
 func cpuOf(pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(data[i+1:]))
+	f := statFields(pid)
 	// After the command: state(3) ... utime(14) stime(15), 1-based in the full line.
 	if len(f) < 13 {
 		return 0
@@ -28,4 +20,46 @@ func cpuOf(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * (time.Second / 100)
+}
+
+// statFields are the fields of /proc/<pid>/stat after the command (the
+// first is the state, field 3); nil when unknown.
+func statFields(pid int) []string {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(data[i+1:]))
+}
+
+// treeCPU returns the CPU time of a process and its children so far: its
+// own, that of its children it waited for (cutime, cstime) and that of its
+// living children (a PostgreSQL server: the postmaster and its backends).
+func treeCPU(pid int) time.Duration {
+	f := statFields(pid)
+	if len(f) < 15 {
+		return 0
+	}
+	var ticks int64
+	for _, v := range f[11:15] { // utime stime cutime cstime
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	total := time.Duration(ticks) * (time.Second / 100)
+	procs, _ := os.ReadDir("/proc")
+	ppid := strconv.Itoa(pid)
+	for _, p := range procs {
+		child, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		if f := statFields(child); len(f) > 1 && f[1] == ppid { // ppid(4)
+			total += cpuOf(child)
+		}
+	}
+	return total
 }

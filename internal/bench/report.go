@@ -22,16 +22,37 @@ func (rep *Report) Print(w io.Writer) {
 	if len(drains) > 0 {
 		fmt.Fprintf(w, "%d entries of %d bytes (event JSON) per scenario, best of %d rounds; latency at %d entries/s offered\n\n",
 			rep.Entries, rep.EventBytes, rep.Rounds, rep.Rate)
-		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-		fmt.Fprintln(tw, "| scenario\t| entries/s\t| × baseline\t| CPU µs/entry\t| Redis CPU µs/entry\t| peak RSS MiB\t| start ms\t| p50 / p99 ms\t|")
-		fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|")
+		// The destination's CPU is a column when a scenario has one (an
+		// external sink's server).
+		dest := false
 		for _, r := range drains {
+			dest = dest || r.DestCPU > 0
+		}
+		destHead, destSep := "", ""
+		if dest {
+			destHead, destSep = "\t| sink server CPU µs/entry", "\t|---:"
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+		fmt.Fprintln(tw, "| scenario\t| entries/s\t| × baseline\t| CPU µs/entry\t| Redis CPU µs/entry"+destHead+"\t| peak RSS MiB\t| start ms\t| p50 / p99 ms\t|")
+		fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:"+destSep+"\t|---:\t|---:\t|---:\t|")
+		for _, r := range drains {
+			destCol := ""
+			if dest {
+				destCol = "\t| —"
+				if r.DestCPU > 0 {
+					destCol = "\t| " + us(r.DestCPU)
+				}
+			}
+			if r.Missing != "" {
+				fmt.Fprintf(tw, "| %s\t| —\t| —\t| —\t| —%s\t| —\t| —\t| —\t|\n", r.Title, destCol)
+				continue
+			}
 			lat := "—"
 			if r.Latency {
 				lat = fmt.Sprintf("%d / %d", r.P50.Milliseconds(), r.P99.Milliseconds())
 			}
-			fmt.Fprintf(tw, "| %s\t| %.0fk\t| %.2f\t| %s\t| %s\t| %.0f\t| %d\t| %s\t|\n",
-				r.Title, r.Throughput/1000, r.Ratio, us(r.CPU), redisCPU(r), float64(r.PeakRSS)/(1<<20), r.Start.Milliseconds(), lat)
+			fmt.Fprintf(tw, "| %s\t| %.0fk\t| %.2f\t| %s\t| %s%s\t| %.0f\t| %d\t| %s\t|\n",
+				r.Title, r.Throughput/1000, r.Ratio, us(r.CPU), redisCPU(r), destCol, float64(r.PeakRSS)/(1<<20), r.Start.Milliseconds(), lat)
 		}
 		_ = tw.Flush()
 	}
