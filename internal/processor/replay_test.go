@@ -274,3 +274,124 @@ func TestRedeliveryIsNotReplay(t *testing.T) {
 	assert.Zero(t, testutil.ToFloat64(r.metrics.Tampered.WithLabelValues("replayed")))
 	assert.Zero(t, f.pending(t))
 }
+
+// logBuffer collects a logger's JSON lines from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// lines returns the logged lines whose msg is msg, decoded.
+func (l *logBuffer) lines(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	sc := bufio.NewScanner(bytes.NewReader(l.b.Bytes()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &m))
+		if m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// lowMark is the low mark of source on the stream (seen.go), 0 when none.
+func (f *chainFixture) lowMark(t *testing.T, source string) int64 {
+	t.Helper()
+	n, err := f.rdb.HGet(context.Background(), streambus.SeqLowKey(f.stream), source).Int64()
+	if err == redis.Nil {
+		return 0
+	}
+	require.NoError(t, err)
+	return n
+}
+
+// addDeleted appends env and deletes it in one atomic step: an entry gone
+// before any reader could see it.
+var addDeleted = redis.NewScript(`
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV))
+redis.call('XDEL', KEYS[1], id)
+return id
+`)
+
+// TestSequenceGapAlarm: a source's sequence number that never arrives is
+// reported once its grace period ended (audit_sequence_gap, with the
+// missing range, and auditproc_sequence_gaps_total); one that arrives out
+// of order within the grace period raises nothing.
+func TestSequenceGapAlarm(t *testing.T) {
+	f := newChainFixture(t)
+	ctx := context.Background()
+	var logs logBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	const grace = 2 * time.Second
+	r := f.replica(t, "a", `{"sink":"seen"}`, processor.Config{GapGrace: grace, Block: 50 * time.Millisecond}, logger)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.p.Run(runCtx) }()
+	stopped := false
+	stopRun := func() {
+		if !stopped {
+			stopped = true
+			stop()
+			require.NoError(t, <-done)
+		}
+	}
+	defer stopRun()
+
+	// Source "early" writes seq 1, 2 and 4; seq 3 arrives once 4 was
+	// processed (its hole seen), well within the grace period.
+	early := f.producer(t, "early")
+	envs := f.seal(t, early, 4)
+	for _, i := range []int{0, 1, 3} {
+		f.write(t, envs[i], false)
+	}
+	require.Eventually(t, func() bool {
+		n, err := f.rdb.ZCard(ctx, streambus.SeenKey(f.stream, early.Source())).Result()
+		return err == nil && n == 1 && f.lowMark(t, early.Source()) == 2 && f.pending(t) == 0
+	}, time.Minute, 5*time.Millisecond, "seq 1, 2 and 4 processed, 3 missing")
+	f.write(t, envs[2], false)
+	require.Eventually(t, func() bool { return f.lowMark(t, early.Source()) == 4 }, time.Minute, 5*time.Millisecond)
+	// Had the hole stayed open, it would be reported within this wait.
+	time.Sleep(grace + grace/2)
+
+	// Source "gappy" writes seq 1 to 6; entry 4 is deleted (XDEL) before
+	// any reader sees it.
+	gappy := f.producer(t, "gappy")
+	envs = f.seal(t, gappy, 6)
+	var deleted string
+	for i, env := range envs {
+		if i == 3 {
+			var err error
+			deleted, err = addDeleted.Run(ctx, f.rdb, []string{f.stream}, env.Values()...).Text()
+			require.NoError(t, err)
+			continue
+		}
+		f.write(t, env, false)
+	}
+	require.NotEmpty(t, deleted)
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(r.metrics.SequenceGaps) >= 1
+	}, time.Minute, 10*time.Millisecond, "the gap is reported")
+	stopRun()
+
+	assert.InDelta(t, 1, testutil.ToFloat64(r.metrics.SequenceGaps), 0, "auditproc_sequence_gaps_total")
+	gaps := logs.lines(t, "audit_sequence_gap")
+	require.Len(t, gaps, 1)
+	g := gaps[0]
+	assert.Equal(t, gappy.Source(), g["source"])
+	assert.Equal(t, f.stream, g["stream"])
+	assert.EqualValues(t, 4, g["missing_from"])
+	assert.EqualValues(t, 4, g["missing_to"])
+	assert.EqualValues(t, 6, f.lowMark(t, gappy.Source()), "the missing entry is given up")
+	assert.Len(t, f.saw(t), 4+5, "every entry that arrived was processed")
+}
