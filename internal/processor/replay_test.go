@@ -308,7 +308,7 @@ func (l *logBuffer) lines(t *testing.T, msg string) []map[string]any {
 // lowMark is the low mark of source on the stream (seen.go), 0 when none.
 func (f *chainFixture) lowMark(t *testing.T, source string) int64 {
 	t.Helper()
-	n, err := f.rdb.HGet(context.Background(), streambus.SeqLowKey(f.stream), source).Int64()
+	n, err := f.rdb.HGet(context.Background(), streambus.SeqLowKey(f.stream, f.group), source).Int64()
 	if err == redis.Nil {
 		return 0
 	}
@@ -356,7 +356,7 @@ func TestSequenceGapAlarm(t *testing.T) {
 		f.write(t, envs[i], false)
 	}
 	require.Eventually(t, func() bool {
-		n, err := f.rdb.ZCard(ctx, streambus.SeenKey(f.stream, early.Source())).Result()
+		n, err := f.rdb.ZCard(ctx, streambus.SeenKey(f.stream, f.group, early.Source())).Result()
 		return err == nil && n == 1 && f.lowMark(t, early.Source()) == 2 && f.pending(t) == 0
 	}, time.Minute, 5*time.Millisecond, "seq 1, 2 and 4 processed, 3 missing")
 	f.write(t, envs[2], false)

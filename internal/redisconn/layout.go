@@ -25,7 +25,7 @@ type Key struct {
 // per-source sets begin with the stream's name too).
 func CommitKeys(cfg *config.Config) []Key {
 	keys := []Key{{"stream.name", cfg.Stream.Name}, {"dead_letter.stream", cfg.DeadLetter.Stream},
-		{"stream.name (sequence state)", streambus.SeqLowKey(cfg.Stream.Name)}}
+		{"stream.name (sequence state)", streambus.SeqLowKey(cfg.Stream.Name, cfg.Stream.Group)}}
 	names := make([]string, 0, len(cfg.Sinks))
 	for name, s := range cfg.Sinks {
 		if s.Type == "stream" {

@@ -171,7 +171,7 @@ func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scrip
 		}
 		set, strict := 0, 0
 		if it.mark.Source != "" {
-			k := SeenKey(stream, it.mark.Source)
+			k := SeenKey(stream, group, it.mark.Source)
 			set = slices.Index(sets, k)
 			if set < 0 {
 				sets = append(sets, k)
@@ -202,7 +202,7 @@ func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scrip
 		argv[2] = len(keys)
 	}
 	if len(sets) > 0 {
-		keys = append(keys, SeqLowKey(stream))
+		keys = append(keys, SeqLowKey(stream, group))
 		argv[3] = len(keys)
 		base := len(keys)
 		keys = append(keys, sets...)

@@ -10,13 +10,14 @@ import (
 )
 
 // The processed sequence numbers of chained (envelope version 2) sources,
-// per stream, which refuse replays and find gaps (docs/trail.md):
+// per stream and consumer group (each group processes the whole stream),
+// which refuse replays and find gaps (docs/trail.md):
 //
-//   - SeqLowKey(stream) is a hash: per source id, its low mark L. Every
+//   - SeqLowKey(stream, group) is a hash: per source id, its low mark L. Every
 //     sequence number up to L is settled: its entry was acknowledged
 //     (processed, dropped or dead-lettered), or it was reported missing
 //     (audit_sequence_gap) once its grace period ended.
-//   - SeenKey(stream, source) is a sorted set of the source's entries above
+//   - SeenKey(stream, group, source) is a sorted set of the source's entries above
 //     L that were delivered: member the entry id, score its sequence number.
 //     An entry is added when a read first delivers it (Seen), before any
 //     plugin runs, so that a copy read at the same moment by another
@@ -30,13 +31,15 @@ import (
 // flight, and one hash field per source session once it is settled. Both
 // keys begin with the stream's name, so they share its hash tag.
 
-// SeqLowKey is the hash of low marks per source of stream's chains.
-func SeqLowKey(stream string) string { return stream + ":seq:low" }
+// SeqLowKey is the hash of low marks per source of stream's chains, as
+// group processed them.
+func SeqLowKey(stream, group string) string { return stream + ":seq:" + group + ":low" }
 
-// SeenKey is the sorted set of source's delivered entries above its low
-// mark on stream. Source ids ("<name>/<session>") hold no braces, so the key
-// has the stream's hash tag.
-func SeenKey(stream, source string) string { return stream + ":seq:" + source }
+// SeenKey is the sorted set of source's entries above its low mark that
+// were delivered to group on stream. It begins with the stream's name, so it
+// has the stream's hash tag when the stream has one. (A source id,
+// "<name>/<session>", holds a "/" and no ":", so no two keys collide.)
+func SeenKey(stream, group, source string) string { return stream + ":seq:" + group + ":" + source }
 
 // Mark is a chained entry's place in its source's sequence, as Seen and
 // Commit record it.
@@ -147,16 +150,16 @@ func (b *Bus) Seen(ctx context.Context, stream, group string, marks []Mark) ([]S
 		return nil, fmt.Errorf("%w: seen needs stream and group", ErrInvalidArgs)
 	}
 	out := make([]SeenVerdict, len(marks))
-	keys := []string{stream, SeqLowKey(stream)}
+	keys := []string{stream, SeqLowKey(stream, group)}
 	argv := []any{group}
 	var asked []int
 	for i, m := range marks {
 		if m.Source == "" {
 			continue
 		}
-		k := slices.Index(keys[2:], SeenKey(stream, m.Source))
+		k := slices.Index(keys[2:], SeenKey(stream, group, m.Source))
 		if k < 0 {
-			keys = append(keys, SeenKey(stream, m.Source))
+			keys = append(keys, SeenKey(stream, group, m.Source))
 			k = len(keys)
 		} else {
 			k += 3
@@ -204,7 +207,7 @@ return {e, low, nxt}
 // hole was filled or settled by another consumer meanwhile. mark is where the
 // source stands afterwards.
 func (b *Bus) SettleGap(ctx context.Context, stream, group, source string, from, to uint64) (settled uint64, mark SourceMark, err error) {
-	res, err := settleScript.Run(ctx, b.rdb, []string{stream, SeqLowKey(stream), SeenKey(stream, source)},
+	res, err := settleScript.Run(ctx, b.rdb, []string{stream, SeqLowKey(stream, group), SeenKey(stream, group, source)},
 		group, source, strconv.FormatUint(from, 10), strconv.FormatUint(to, 10)).Int64Slice()
 	if err == nil && len(res) != 3 {
 		err = fmt.Errorf("%d values", len(res))

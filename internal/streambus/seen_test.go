@@ -18,7 +18,8 @@ import (
 // same source and seq) replayed and a redelivery fresh; Commit records the
 // marks with the ack, advances the low mark over what is acknowledged,
 // refuses a copy that bypassed Seen, and reports a hole; SettleGap gives a
-// hole up once. On a cluster every key stays in the stream's slot.
+// hole up once; each consumer group has its own state. On a cluster every
+// key stays in the stream's slot.
 func TestSequenceState(t *testing.T) {
 	for _, mode := range []string{"standalone", "cluster"} {
 		t.Run(mode, func(t *testing.T) {
@@ -108,7 +109,7 @@ func testSequenceState(t *testing.T, rdb redis.UniversalClient) {
 	require.NoError(t, err)
 	assert.Zero(t, settled)
 	// Only the low mark remains of the source.
-	n, err := rdb.Exists(ctx, streambus.SeenKey(stream, src.Source())).Result()
+	n, err := rdb.Exists(ctx, streambus.SeenKey(stream, group, src.Source())).Result()
 	require.NoError(t, err)
 	assert.Zero(t, n)
 	// seq 4 arriving now is a replay.
@@ -119,4 +120,14 @@ func testSequenceState(t *testing.T, rdb redis.UniversalClient) {
 	verdicts, err = bus.Seen(ctx, stream, group, []streambus.Mark{{ID: id4, Source: src.Source(), Seq: 4}})
 	require.NoError(t, err)
 	assert.Equal(t, []streambus.SeenVerdict{R}, verdicts)
+
+	// Another consumer group processes the whole stream: its state is its
+	// own.
+	_, err = bus.XGroupCreate(ctx, stream, "other", "0")
+	require.NoError(t, err)
+	_, err = bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: stream, Group: "other", Consumer: "c", Count: 10, Block: -1})
+	require.NoError(t, err)
+	verdicts, err = bus.Seen(ctx, stream, "other", marks)
+	require.NoError(t, err)
+	assert.Equal(t, []streambus.SeenVerdict{F, F, R, F, F}, verdicts)
 }
