@@ -61,16 +61,23 @@ local acked = 0
 local added = {}
 local replayed = {}
 local touched = {}
+local lows = {}
+local done = {}
 for e = 1, nitems do
   local id, set, src, seq = ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
   local clash = false
+  local held = false
   if set > 0 then
-    local low = tonumber(redis.call('HGET', KEYS[lowkey], src) or '0')
+    local low = lows[src]
+    if not low then
+      low = tonumber(redis.call('HGET', KEYS[lowkey], src) or '0')
+      lows[src] = low
+    end
     if seq <= low then
       clash = true
     else
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[set], seq, seq)) do
-        if m ~= id then clash = true end
+        if m == id then held = true else clash = true end
       end
     end
   end
@@ -84,7 +91,8 @@ for e = 1, nitems do
     redis.call('HDEL', KEYS[attempts], id)
   end
   if ok == 1 and set > 0 and not clash then
-    redis.call('ZADD', KEYS[set], 'NX', seq, id)
+    if not held then redis.call('ZADD', KEYS[set], seq, id) end
+    done[id] = true
   end
   if set > 0 then touched[set] = src end
   local nadd = tonumber(ARGV[i + 6])
@@ -119,7 +127,7 @@ for e = 1, nitems do
 end
 local marks = {}
 for set, src in pairs(touched) do
-  local low, nxt = compact(KEYS[1], group, KEYS[lowkey], src, KEYS[set])
+  local low, nxt = compact(KEYS[1], group, KEYS[lowkey], src, KEYS[set], done)
   marks[#marks + 1] = src
   marks[#marks + 1] = low
   marks[#marks + 1] = nxt

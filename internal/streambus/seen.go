@@ -91,23 +91,31 @@ func (m SourceMark) Hole() (from, to uint64, ok bool) {
 // the bottom of its set and returns {low, next}. It needs the stream key,
 // group, low-mark key, source and set key in its arguments.
 const compactLua = `
-local function compact(stream, group, lowkey, src, set)
+local function compact(stream, group, lowkey, src, set, done)
   local low = tonumber(redis.call('HGET', lowkey, src) or '0')
-  local moved = false
+  local low0 = low
   local nxt = 0
   while true do
-    local m = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    local m = redis.call('ZRANGE', set, 0, 63, 'WITHSCORES')
     if #m == 0 then break end
-    local s = tonumber(m[2])
-    if s > low + 1 then nxt = s break end
-    if s == low + 1 then
-      if #redis.call('XPENDING', stream, group, m[1], m[1], 1) > 0 then break end
-      low = s
-      moved = true
+    local n = 0
+    local stop = false
+    for j = 1, #m, 2 do
+      local s = tonumber(m[j + 1])
+      if s > low + 1 then nxt = s stop = true break end
+      if s == low + 1 then
+        if not (done and done[m[j]]) and #redis.call('XPENDING', stream, group, m[j], m[j], 1) > 0 then
+          stop = true
+          break
+        end
+        low = s
+      end
+      n = n + 1
     end
-    redis.call('ZREM', set, m[1])
+    if n > 0 then redis.call('ZREMRANGEBYRANK', set, 0, n - 1) end
+    if stop or #m < 128 then break end
   end
-  if moved then redis.call('HSET', lowkey, src, low) end
+  if low ~= low0 then redis.call('HSET', lowkey, src, low) end
   return low, nxt
 end
 `
@@ -119,20 +127,26 @@ end
 var seenScript = redis.NewScript(`
 local group = ARGV[1]
 local out = {}
+local lows = {}
 local i = 2
 while i <= #ARGV do
   local set = KEYS[tonumber(ARGV[i])]
   local src, seq, id = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   i = i + 4
-  local low = tonumber(redis.call('HGET', KEYS[2], src) or '0')
+  local low = lows[src]
+  if not low then
+    low = tonumber(redis.call('HGET', KEYS[2], src) or '0')
+    lows[src] = low
+  end
   local v = 0
   if seq <= low then
     if #redis.call('XPENDING', KEYS[1], group, id, id, 1) > 0 then v = 1 else v = 2 end
-  elseif not redis.call('ZSCORE', set, id) then
-    if #redis.call('ZRANGEBYSCORE', set, seq, seq, 'LIMIT', 0, 1) > 0 then
-      v = 1
-    else
+  else
+    local m = redis.call('ZRANGEBYSCORE', set, seq, seq, 'LIMIT', 0, 2)
+    if #m == 0 then
       redis.call('ZADD', set, seq, id)
+    elseif m[1] ~= id and m[2] ~= id then
+      v = 1
     end
   end
   out[#out + 1] = v
@@ -190,13 +204,13 @@ func (b *Bus) Seen(ctx context.Context, stream, group string, marks []Mark) ([]S
 // to. Returns {settled end or 0, low, next} after compaction.
 var settleScript = redis.NewScript(compactLua + `
 local group, src, from, to = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local low, nxt = compact(KEYS[1], group, KEYS[2], src, KEYS[3])
+local low, nxt = compact(KEYS[1], group, KEYS[2], src, KEYS[3], nil)
 if low + 1 ~= from or nxt == 0 then
   return {0, low, nxt}
 end
 local e = math.min(nxt - 1, to)
 redis.call('HSET', KEYS[2], src, e)
-low, nxt = compact(KEYS[1], group, KEYS[2], src, KEYS[3])
+low, nxt = compact(KEYS[1], group, KEYS[2], src, KEYS[3], nil)
 return {e, low, nxt}
 `)
 
