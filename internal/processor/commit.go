@@ -19,9 +19,9 @@ import (
 //   - retry (and every failure): nothing; the entry stays pending and the
 //     reclaimer runs it again.
 //
-// When no entry of the batch emitted to a stream sink, has attempts on
-// record or is chained (envelope version 2: its (source, seq) is recorded
-// with the ack), its acks are plain XACKs: they go to the ack queue and ride with
+// When no entry of the batch emitted to a stream sink or has attempts on
+// record, its acks (with the marks of chained entries: see
+// streambus.GroupReadArgs.AckMarks) are not a commit of their own: they go to the ack queue and ride with
 // the reader's next read. Otherwise the ok and dropped entries are
 // committed in one atomic script, which also clears their attempt counts.
 // A retry counts an attempt (streambus.Charge).
@@ -101,14 +101,22 @@ func planCommit(batch []work, sinks map[string]*sink) commitPlan {
 			plan.retries = append(plan.retries, w)
 		}
 	}
-	if len(plan.items) > 0 && plan.adds == 0 && !plan.attempted && !plan.marked {
+	if len(plan.items) > 0 && plan.adds == 0 && !plan.attempted {
 		// Acks only: they ride with the reader's next read (see ackQueue);
-		// the entries count as processed once acknowledged.
+		// the entries count as processed once acknowledged. Chained ones
+		// carry their marks, recorded with the ack.
 		ids := make([]string, len(plan.items))
+		var marks []streambus.Mark
+		if plan.marked {
+			marks = make([]streambus.Mark, len(plan.items))
+		}
 		for i := range plan.items {
 			ids[i] = plan.items[i].ID
+			if marks != nil {
+				marks[i] = plan.items[i].Mark
+			}
 		}
-		plan.queue = pendingAcks{ids: ids, ok: plan.ok, dropped: plan.dropped}
+		plan.queue = pendingAcks{ids: ids, marks: marks, ok: plan.ok, dropped: plan.dropped}
 		plan.items, plan.entries, plan.ok, plan.dropped = nil, nil, 0, 0
 	}
 	return plan

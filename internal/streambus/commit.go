@@ -75,6 +75,9 @@ for e = 1, nitems do
     end
     if seq <= low then
       clash = true
+    elseif tonumber(redis.call('ZSCORE', KEYS[set], id) or '0') == seq then
+      -- Recorded by the lookup: no other id can hold this seq.
+      held = true
     else
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[set], seq, seq)) do
         if m == id then held = true else clash = true end
@@ -167,8 +170,18 @@ type commitOutcome struct {
 
 // runCommit runs commitScript.
 func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scriptItem) (commitOutcome, error) {
-	keys := []string{stream}
-	argv := []any{group, len(items), 0, 0, 0}
+	keys, argv := commitArgs(stream, group, items)
+	res, err := commitScript.Run(ctx, b.rdb, keys, argv...).Slice()
+	if err != nil {
+		return commitOutcome{}, err
+	}
+	return parseCommit(res, items), nil
+}
+
+// commitArgs are the keys and arguments of commitScript for items.
+func commitArgs(stream, group string, items []scriptItem) (keys []string, argv []any) {
+	keys = []string{stream}
+	argv = []any{group, len(items), 0, 0, 0}
 	forgets := false
 	var sets []string // source set keys, in KEYS after the targets
 	var setArgs []int // argv positions holding an index into sets
@@ -218,10 +231,11 @@ func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scrip
 			argv[pos] = argv[pos].(int) + base
 		}
 	}
-	res, err := commitScript.Run(ctx, b.rdb, keys, argv...).Slice()
-	if err != nil {
-		return commitOutcome{}, err
-	}
+	return keys, argv
+}
+
+// parseCommit reads commitScript's reply.
+func parseCommit(res []any, items []scriptItem) commitOutcome {
 	var out commitOutcome
 	out.acked, _ = res[0].(int64)
 	raw, _ := res[1].([]any)
@@ -250,7 +264,7 @@ func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scrip
 			out.marks = append(out.marks, SourceMark{Source: src, Low: uint64(low), Next: uint64(nxt)})
 		}
 	}
-	return out, nil
+	return out
 }
 
 // ReasonKind names why an entry was dead-lettered: one of the constants
