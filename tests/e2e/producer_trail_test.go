@@ -67,6 +67,14 @@ func TestVerifyCleanAfterEmitFile(t *testing.T) {
 	require.Equal(t, 0, code, "a clean trail: %+v", r.Findings)
 	assert.True(t, r.OK)
 	assert.Equal(t, n+checkpoints, r.Entries)
+
+	// The same file again: nothing written, nothing signed, still clean.
+	code, stdout, stderr = e.emitRun(nil, "--file", path)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, fmt.Sprintf("0 written, %d already there", n))
+	code, r = e.verifyJSON("--stream", stream)
+	require.Equal(t, 0, code, "a clean trail: %+v", r.Findings)
+	assert.Equal(t, n+checkpoints, r.Entries)
 }
 
 // TestVerifyCleanAfterProducer: goroutines sharing one audit.Producer share
