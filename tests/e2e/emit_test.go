@@ -266,4 +266,11 @@ func TestSpoolSurvivesKill(t *testing.T) {
 	st, err = audit.ReadSpoolStatus(spool)
 	require.NoError(t, err)
 	assert.Zero(t, st.Events, "the spool is drained")
+	// The second run sent the spool before signing anything, then only
+	// what Redis lacked: no gap, break or replay (the killed run's chain
+	// has no closing checkpoint: a missing tail in time, which is true).
+	_, r := e.verifyJSON("--stream", stream)
+	for _, f := range r.Findings {
+		assert.Equal(t, "missing_tail", f.Kind, "%+v", f)
+	}
 }
