@@ -141,3 +141,64 @@ func TestCompileMemoryBounded(t *testing.T) {
 	})
 	assert.Less(t, grew, int64(256<<20), "Load of a %d-byte module: heap grew by %d MiB", len(wasm), grew>>20)
 }
+
+// nestedLoopsModule is a valid ABI module with one extra function of n
+// nested empty loops (3n bytes of code).
+func nestedLoopsModule(n int) []byte {
+	sec := func(id byte, b []byte) []byte { return append(leb([]byte{id}, uint64(len(b))), b...) }
+	name := func(b []byte, s string) []byte { return append(leb(b, uint64(len(s))), s...) }
+	types := []byte{3, 0x60, 0, 0, 0x60, 1, 0x7f, 1, 0x7f, 0x60, 2, 0x7f, 0x7f, 1, 0x7f}
+	funcs := []byte{4, 0, 1, 2, 0}
+	mem := []byte{1, 0, 1}
+	exp := []byte{4}
+	exp = append(name(exp, "memory"), 2, 0)
+	exp = append(name(exp, "auditproc_abi_v1"), 0, 0)
+	exp = append(name(exp, "auditproc_alloc"), 0, 1)
+	exp = append(name(exp, "auditproc_process"), 0, 2)
+	big := []byte{0}
+	for range n {
+		big = append(big, 0x03, 0x40) // loop
+	}
+	for range n + 1 {
+		big = append(big, 0x0b) // end
+	}
+	code := []byte{4, 2, 0, 0x0b, 5, 0, 0x41, 0x80, 0x08, 0x0b, 4, 0, 0x41, 0, 0x0b}
+	code = append(leb(code, uint64(len(big))), big...)
+	out := []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
+	out = append(out, sec(1, types)...)
+	out = append(out, sec(3, funcs)...)
+	out = append(out, sec(5, mem)...)
+	out = append(out, sec(7, exp)...)
+	return append(out, sec(10, code)...)
+}
+
+// TestNestedLoopsLoad: a 60 KB module whose one (never called) function
+// nests 20,000 empty loops must be loaded or refused by plugin check
+// (Inspect) and Load, not hang them. Instrumented, every loop holds the
+// meter's check (a branch and a call), and wazero's compiler takes time
+// that grows with the cube of the nesting: 1,000 loops 0.2 s, 3,000 1.6 s,
+// 6,000 7.4 s (trusted, not instrumented: 0.9 s), 20,000 more than
+// 100 s; a 3 MB module of a million nested loops hangs plugin check,
+// config check and run for good.
+func TestNestedLoopsLoad(t *testing.T) {
+	wasm := nestedLoopsModule(20_000)
+	done := make(chan error, 2)
+	go func() {
+		_, err := host.Inspect(context.Background(), wasm)
+		done <- err
+	}()
+	go func() {
+		p, err := host.Load(context.Background(), host.PluginSpec{Name: "loops", Wasm: wasm}, host.Config{CacheDir: t.TempDir()})
+		if err == nil {
+			_ = p.Close(context.Background())
+		}
+		done <- err
+	}()
+	for range 2 {
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("loading a %d-byte module still running after 60 s", len(wasm))
+		}
+	}
+}
