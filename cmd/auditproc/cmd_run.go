@@ -267,7 +267,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		DeadLetter: cfg.DeadLetter.Stream, BatchSize: cfg.Consumer.BatchSize, Block: cfg.Consumer.Block,
 		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
 		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout, StateDir: cfg.Consumer.StateDir,
-		Sinks: sinks, StopWhenIdle: stopWhenIdle,
+		GapGrace: cfg.Integrity.GapGrace, Sinks: sinks, StopWhenIdle: stopWhenIdle,
 	}, logger, bus, pipeline, metrics)
 	if err != nil {
 		return err

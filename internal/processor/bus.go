@@ -25,6 +25,11 @@ type bus interface {
 	Charge(ctx context.Context, stream, group string, ids ...string) ([]streambus.Charged, error)
 	Touch(ctx context.Context, stream, group, consumer string, ids ...string) (int64, error)
 	XRange(ctx context.Context, stream, start, end string, count int64) ([]streambus.RawEntry, error)
+	// Seen looks up and records the (source, seq) of a batch's chained
+	// entries before any plugin runs (replays); SettleGap reports a hole of
+	// a source's sequence as missing once its grace ended (gaps).
+	Seen(ctx context.Context, stream, group string, marks []streambus.Mark) ([]streambus.SeenVerdict, error)
+	SettleGap(ctx context.Context, stream, group, source string, from, to uint64) (uint64, streambus.SourceMark, error)
 }
 
 var _ bus = (*streambus.Bus)(nil)

@@ -20,7 +20,8 @@ import (
 //     reclaimer runs it again.
 //
 // When no entry of the batch emitted to a stream sink or has attempts on
-// record, its acks are plain XACKs: they go to the ack queue and ride with
+// record, its acks (with the marks of chained entries: see
+// streambus.GroupReadArgs.AckMarks) are not a commit of their own: they go to the ack queue and ride with
 // the reader's next read. Otherwise the ok and dropped entries are
 // committed in one atomic script, which also clears their attempt counts.
 // A retry counts an attempt (streambus.Charge).
@@ -33,14 +34,17 @@ type commitPlan struct {
 	// items are the ok and dropped entries, with their stream emits, when
 	// the batch has stream emits: one atomic Commit.
 	items []streambus.Item
+	// entries are the entries of items, in the same order.
+	entries []*streambus.Entry
 	// ok and dropped count the verdicts of items.
 	ok, dropped int64
 	// adds counts the stream emits of items; sinkOf names the sink of each
 	// stream they go to.
 	adds   int
 	sinkOf map[string]string
-	// attempted says an item has attempts on record to clear.
-	attempted bool
+	// attempted says an item has attempts on record to clear; marked that
+	// an item is chained, its (source, seq) recorded with its ack.
+	attempted, marked bool
 	// letters are the rejected entries.
 	letters []streambus.Letter
 	// retries are the entries left pending for another attempt.
@@ -57,7 +61,7 @@ func planCommit(batch []work, sinks map[string]*sink) commitPlan {
 		r := &w.result
 		switch r.Verdict {
 		case abi.VerdictOK:
-			it := streambus.Item{ID: w.entry.ID, Attempted: w.entry.Attempts > 0}
+			it := streambus.Item{ID: w.entry.ID, Attempted: w.entry.Attempts > 0, Mark: w.entry.Mark()}
 			for _, e := range r.Emits {
 				s := sinks[e.Sink]
 				if s.dest != nil {
@@ -79,12 +83,16 @@ func planCommit(batch []work, sinks map[string]*sink) commitPlan {
 				plan.lines[e.Sink] = append(plan.lines[e.Sink], e.Event)
 			}
 			plan.items = append(plan.items, it)
+			plan.entries = append(plan.entries, w.entry)
 			plan.ok++
 			plan.attempted = plan.attempted || it.Attempted
+			plan.marked = plan.marked || it.Mark.Source != ""
 		case abi.VerdictDrop:
-			plan.items = append(plan.items, streambus.Item{ID: w.entry.ID, Attempted: w.entry.Attempts > 0})
+			plan.items = append(plan.items, streambus.Item{ID: w.entry.ID, Attempted: w.entry.Attempts > 0, Mark: w.entry.Mark()})
+			plan.entries = append(plan.entries, w.entry)
 			plan.dropped++
 			plan.attempted = plan.attempted || w.entry.Attempts > 0
+			plan.marked = plan.marked || w.entry.Source != ""
 		case abi.VerdictReject:
 			plan.letters = append(plan.letters, w.entry.Letter(streambus.Reason{
 				Kind: streambus.ReasonRejected, Detail: fmt.Sprintf("plugin %q: %s", r.Plugin, r.Message),
@@ -95,13 +103,21 @@ func planCommit(batch []work, sinks map[string]*sink) commitPlan {
 	}
 	if len(plan.items) > 0 && plan.adds == 0 && !plan.attempted {
 		// Acks only: they ride with the reader's next read (see ackQueue);
-		// the entries count as processed once acknowledged.
+		// the entries count as processed once acknowledged. Chained ones
+		// carry their marks, recorded with the ack.
 		ids := make([]string, len(plan.items))
+		var marks []streambus.Mark
+		if plan.marked {
+			marks = make([]streambus.Mark, len(plan.items))
+		}
 		for i := range plan.items {
 			ids[i] = plan.items[i].ID
+			if marks != nil {
+				marks[i] = plan.items[i].Mark
+			}
 		}
-		plan.queue = pendingAcks{ids: ids, ok: plan.ok, dropped: plan.dropped}
-		plan.items, plan.ok, plan.dropped = nil, 0, 0
+		plan.queue = pendingAcks{ids: ids, marks: marks, ok: plan.ok, dropped: plan.dropped}
+		plan.items, plan.entries, plan.ok, plan.dropped = nil, nil, 0, 0
 	}
 	return plan
 }
@@ -149,7 +165,16 @@ func (p *Processor) applyCommit(ctx context.Context, plan *commitPlan) (queued b
 		if err != nil {
 			return queued
 		}
-		p.outcomes.acked(len(plan.items), res.Acked, plan.ok, plan.dropped)
+		p.gaps.observe(res.Marks)
+		if len(res.Replayed) > 0 {
+			// Another entry took the (source, seq) after the lookup: a
+			// replay that reached the plugins (the lookup failed, or state
+			// was changed meanwhile); its emits were not appended.
+			for _, i := range res.Replayed {
+				plan.letters = append(plan.letters, p.replayed(ctx, *plan.entries[i], "taken by another entry id before the commit"))
+			}
+		}
+		p.outcomes.acked(len(plan.items)-len(res.Replayed), res.Acked, plan.ok, plan.dropped)
 		for i, it := range plan.items {
 			for j := range res.IDs[i] {
 				p.outcomes.emitted(plan.sinkOf[it.Adds[j].Stream], 1)

@@ -247,3 +247,12 @@ func compareIDs(a, b string) int {
 	_, _ = fmt.Sscanf(b, "%d-%d", &bms, &bseq)
 	return cmp.Or(cmp.Compare(ams, bms), cmp.Compare(aseq, bseq))
 }
+
+// Seen finds every entry fresh: the fake streams hold no chained entries.
+func (b *fakeBus) Seen(_ context.Context, _, _ string, marks []streambus.Mark) ([]streambus.SeenVerdict, error) {
+	return make([]streambus.SeenVerdict, len(marks)), nil
+}
+
+func (b *fakeBus) SettleGap(context.Context, string, string, string, uint64, uint64) (uint64, streambus.SourceMark, error) {
+	return 0, streambus.SourceMark{}, nil
+}

@@ -35,6 +35,7 @@ type Metrics struct {
 	SinkLatency    *prometheus.HistogramVec // by sink: one write
 	LateAcks       prometheus.Counter
 	GroupRecreated prometheus.Counter
+	SequenceGaps   prometheus.Counter
 	Pending        prometheus.Gauge
 	Lag            prometheus.Gauge
 	Ready          prometheus.Gauge
@@ -87,6 +88,9 @@ func NewMetrics() *Metrics {
 		GroupRecreated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "auditproc_consumer_group_recreated_total", Help: "Times the stream or consumer group was found deleted and recreated (integrity alarm).",
 		}),
+		SequenceGaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "auditproc_sequence_gaps_total", Help: "Holes in a chained source's sequence numbers still open after integrity.gap_grace (audit_sequence_gap; integrity alarm).",
+		}),
 		Pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "auditproc_pending_entries", Help: "Entries pending in the consumer group (all consumers).",
 		}),
@@ -106,7 +110,7 @@ func NewMetrics() *Metrics {
 	m.SinkErrors, m.SinkWrites, m.SinkLatency = sm.Errors, sm.Writes, sm.Latency
 	r.MustRegister(m.Read, m.Verified, m.Tampered, m.Verdicts, m.PluginLatency, m.Acked,
 		m.DeadLettered, m.Reclaimed, m.DeletedPending, m.Emitted,
-		m.RedisErrors, m.LateAcks, m.GroupRecreated, m.Pending, m.Lag, m.Ready, m.LastRead,
+		m.RedisErrors, m.LateAcks, m.GroupRecreated, m.SequenceGaps, m.Pending, m.Lag, m.Ready, m.LastRead,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -60,6 +60,9 @@ type Config struct {
 	StateDir string
 	// Sinks by name.
 	Sinks map[string]Sink
+	// GapGrace is how long a skipped sequence number of a chained source
+	// may stay missing before audit_sequence_gap. Default DefaultGapGrace.
+	GapGrace time.Duration
 	// StopWhenIdle makes Run return once the stream is drained: nothing new
 	// to read, nothing pending for the group (used by the demo and tests).
 	StopWhenIdle bool
@@ -87,6 +90,9 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if c.GapGrace == 0 {
+		c.GapGrace = DefaultGapGrace
+	}
 }
 
 // Validate reports a configuration the loop cannot run with.
@@ -95,8 +101,8 @@ func (c *Config) Validate() error {
 	if c.Stream == "" || c.Group == "" || c.Consumer == "" || c.DeadLetter == "" {
 		errs = append(errs, errors.New("processor: stream, group, consumer and dead-letter stream are required"))
 	}
-	if c.BatchSize < 1 || c.Workers < 1 || c.MaxDeliveries < 1 || c.Block <= 0 || c.MinIdle <= 0 || c.ReclaimInterval <= 0 {
-		errs = append(errs, errors.New("processor: batch size, workers, max deliveries, block, min idle and reclaim interval must be positive"))
+	if c.BatchSize < 1 || c.Workers < 1 || c.MaxDeliveries < 1 || c.Block <= 0 || c.MinIdle <= 0 || c.ReclaimInterval <= 0 || c.GapGrace <= 0 {
+		errs = append(errs, errors.New("processor: batch size, workers, max deliveries, block, min idle, reclaim interval and gap grace must be positive"))
 	}
 	for name, s := range c.Sinks {
 		if err := s.validate(); err != nil {
@@ -133,6 +139,7 @@ type Processor struct {
 	acks        ackQueue  // finished entries to acknowledge with the next read
 	chunks      sync.Pool // of *[]work: result chunks, reused once committed
 	stats       Stats
+	gaps        gapTracker // holes in chained sources' sequences
 }
 
 // New checks cfg and opens the line sinks. b is the processor's only way to
@@ -252,6 +259,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	watchers.Go(func() { p.gaugeLoop(watchCtx) })
 	watchers.Go(func() { p.watchLoop(watchCtx) })
 	watchers.Go(func() { p.keepHeldLoop(watchCtx) })
+	watchers.Go(func() { p.gapLoop(watchCtx) })
 
 	// Shutdown, in order; each step waits for the one before:
 	//  1. ctx is cancelled (or the stream drained): reading and claiming

@@ -249,3 +249,63 @@ func BenchmarkRun(b *testing.B) {
 		})
 	}
 }
+
+// fillChained appends n events of a chained source (envelope version 2,
+// distinct sequence numbers) to stream.
+func fillChained(b *testing.B, rdb *redis.Client, keys *integrity.Keyring, stream string, n int) {
+	ctx := context.Background()
+	src, err := streambus.New(streambus.Config{Source: "bench"}, nil, rdb, keys)
+	require.NoError(b, err)
+	for done := 0; done < n; {
+		pipe := rdb.Pipeline()
+		for i := 0; i < 1000 && done < n; i, done = i+1, done+1 {
+			env, err := src.Seal(stream, []byte(benchEvent))
+			require.NoError(b, err)
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: env.Values()})
+		}
+		_, err := pipe.Exec(ctx)
+		require.NoError(b, err)
+	}
+}
+
+// BenchmarkRunChained is BenchmarkRun's verify and noop-go cases on a
+// stream of version 1 entries and on one of chained (version 2) entries,
+// in one run: the cost of the replay lookup per batch and of acks that go
+// through the commit script with their sequence numbers.
+func BenchmarkRunChained(b *testing.B) {
+	const entries = 50_000
+	srv := redistest.Start(b)
+	rdb := srv.Client(b)
+	keys := benchKeys(b)
+	fill(b, rdb, keys, "run:v1", entries)
+	fillChained(b, rdb, keys, "run:v2", entries)
+	bus, err := streambus.New(streambus.Config{}, nil, rdb, keys)
+	require.NoError(b, err)
+	groups := 0
+	for _, plugins := range []string{"verify", "noop-go"} {
+		for _, stream := range []string{"run:v1", "run:v2"} {
+			b.Run(plugins+"/"+stream[4:], func(b *testing.B) {
+				var pl []*host.Plugin
+				if plugins != "verify" {
+					pl = append(pl, loadNoop(b, plugins))
+				}
+				pipeline := host.NewPipeline(pl...)
+				var busy time.Duration
+				for b.Loop() {
+					groups++
+					proc, err := processor.New(processor.Config{
+						Stream: stream, Group: fmt.Sprintf("g%d", groups), Consumer: "c", DeadLetter: "run:dead",
+						Block: 100 * time.Millisecond, StopWhenIdle: true,
+					}, nil, bus, pipeline, nil)
+					require.NoError(b, err)
+					start := time.Now()
+					require.NoError(b, proc.Run(context.Background()))
+					busy += time.Since(start) - 100*time.Millisecond
+					st := proc.Stats()
+					require.EqualValues(b, entries, st.Processed.Load()+st.Dropped.Load())
+				}
+				b.ReportMetric(float64(b.N*entries)/busy.Seconds(), "entries/s")
+			})
+		}
+	}
+}

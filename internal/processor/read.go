@@ -110,6 +110,8 @@ func (p *Processor) readNew(ctx context.Context, feed feeder, stop context.Cance
 // also when the read then failed. ok is false once ctx ended.
 func (p *Processor) read(ctx context.Context, id string, acks *pendingAcks) (streambus.Batch, bool) {
 	var batch streambus.Batch
+	var replayed []string
+	defer func() { p.replayedAcks(ctx, replayed) }()
 	err := p.retryRedis(ctx, "xreadgroup", func() error {
 		// Every read has a deadline of its own, whatever the client and
 		// the network do: a read stuck on a dead connection fails and is
@@ -125,10 +127,12 @@ func (p *Processor) read(ctx context.Context, id string, acks *pendingAcks) (str
 		var err error
 		batch, err = p.bus.XReadGroup(rctx, streambus.GroupReadArgs{
 			Stream: p.cfg.Stream, Group: p.cfg.Group, Consumer: p.cfg.Consumer,
-			ID: id, Count: int64(p.cfg.BatchSize), Block: block, Ack: acks.list(),
+			ID: id, Count: int64(p.cfg.BatchSize), Block: block, Ack: acks.list(), AckMarks: acks.markList(),
 		})
 		if batch.AcksSent {
 			p.acked(*acks, batch.Acked)
+			p.gaps.observe(batch.AckMarks)
+			replayed = append(replayed, batch.AckReplayed...)
 			*acks = pendingAcks{}
 		}
 		now := time.Now()

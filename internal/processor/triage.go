@@ -33,19 +33,32 @@ func (p *Processor) triage(ctx context.Context, batch streambus.Batch, redeliver
 			return err
 		})
 	}
+	// Chained entries are looked up before any plugin runs: a (source,
+	// seq) already delivered under another entry id is a replay.
+	var letters []streambus.Letter
+	var gone []streambus.Entry
+	batch.Entries, batch.Checkpoints, letters, gone = p.refuseReplays(ctx, batch.Entries, batch.Checkpoints)
+	defer p.held.remove(gone) // once dead-lettered
 	if len(batch.Checkpoints) > 0 {
 		// Checkpoints of chained sources prove the trail whole to a reader
-		// of the stream; they carry no event for the plugins.
-		ids := make([]string, len(batch.Checkpoints))
+		// of the stream; they carry no event for the plugins. They count in
+		// their source's sequence, so they are committed with their marks.
+		items := make([]streambus.Item, len(batch.Checkpoints))
 		for i, c := range batch.Checkpoints {
-			ids[i] = c.ID
+			items[i] = streambus.Item{ID: c.ID, Mark: c.Mark()}
 		}
-		_ = p.retryRedis(ctx, "xack", func() error {
-			_, err := p.bus.XAck(ctx, p.cfg.Stream, p.cfg.Group, ids...)
+		var res streambus.CommitResult
+		if err := p.retryRedis(ctx, "commit", func() error {
+			var err error
+			res, err = p.bus.Commit(ctx, p.cfg.Stream, p.cfg.Group, items...)
 			return err
-		})
+		}); err == nil {
+			p.gaps.observe(res.Marks)
+			for _, i := range res.Replayed {
+				letters = append(letters, p.replayed(ctx, batch.Checkpoints[i], "its sequence number was settled meanwhile"))
+			}
+		}
 	}
-	var letters []streambus.Letter
 	for _, t := range batch.Tampered {
 		if t.Deliveries > int64(p.cfg.MaxDeliveries) {
 			letters = append(letters, t.Letter())
@@ -77,4 +90,75 @@ func (p *Processor) exhausted(e streambus.Entry) streambus.Reason {
 		detail += fmt.Sprintf("; last failure: plugin %q: %s", f.plugin, f.message)
 	}
 	return streambus.Reason{Kind: streambus.ReasonMaxDeliveries, Detail: detail}
+}
+
+// refuseReplays looks up the marks of a batch's chained entries and
+// checkpoints (one round trip, none for a batch without them) and returns
+// those to go on with, the dead letters of the replayed ones, and the
+// entries not to run (replayed, or found acknowledged meanwhile: a stale
+// claim), for the caller to let go once the letters are sent. On a Redis
+// failure every entry goes on: the commit refuses a replay too (with its
+// plugins run).
+func (p *Processor) refuseReplays(ctx context.Context, entries, checkpoints []streambus.Entry) (run, cps []streambus.Entry, letters []streambus.Letter, gone []streambus.Entry) {
+	var marks []streambus.Mark
+	for _, list := range [][]streambus.Entry{entries, checkpoints} {
+		for i := range list {
+			if list[i].Source != "" {
+				marks = append(marks, list[i].Mark())
+			}
+		}
+	}
+	if len(marks) == 0 {
+		return entries, checkpoints, nil, nil
+	}
+	var verdicts []streambus.SeenVerdict
+	if err := p.retryRedis(ctx, "seen", func() error {
+		var err error
+		verdicts, err = p.bus.Seen(ctx, p.cfg.Stream, p.cfg.Group, marks)
+		return err
+	}); err != nil {
+		return entries, checkpoints, nil, nil
+	}
+	n := 0
+	keep := func(list []streambus.Entry) []streambus.Entry {
+		out := list[:0]
+		for _, e := range list {
+			if e.Source == "" {
+				out = append(out, e)
+				continue
+			}
+			v := verdicts[n]
+			n++
+			switch v {
+			case streambus.SeenReplayed:
+				letters = append(letters, p.replayed(ctx, e, "already delivered under another entry id"))
+				gone = append(gone, e)
+			case streambus.SeenFinished:
+				gone = append(gone, e)
+			default:
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	run = keep(entries)
+	cps = keep(checkpoints)
+	return run, cps, letters, gone
+}
+
+// replayed refuses a replayed entry: the security log line and the
+// tampered metric of a refused entry, and its dead letter (reason
+// replayed), which does not take its mark.
+func (p *Processor) replayed(ctx context.Context, e streambus.Entry, why string) streambus.Letter {
+	p.log.LogAttrs(ctx, slog.LevelWarn, "security_audit_tampered_message",
+		slog.String("entry_id", e.ID), slog.String("stream", e.Stream),
+		slog.String("reason", string(streambus.ReasonReplayed)),
+		slog.String("error", fmt.Sprintf("replayed: seq %d of source %s %s", e.Seq, e.Source, why)),
+		slog.String("source", e.Source), slog.Uint64("seq", e.Seq),
+		slog.String("group", p.cfg.Group), slog.String("consumer", p.cfg.Consumer),
+		slog.Int64("deliveries", e.Deliveries))
+	p.metrics.Tampered.WithLabelValues(string(streambus.ReasonReplayed)).Inc()
+	p.outcomes.tampered(e.ID)
+	return e.Letter(streambus.Reason{Kind: streambus.ReasonReplayed,
+		Detail: fmt.Sprintf("seq %d of source %s %s", e.Seq, e.Source, why)})
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/auditproc/auditproc/internal/config"
+	"github.com/auditproc/auditproc/internal/streambus"
 )
 
 // ErrLayout is wrapped by CheckLayout's errors.
@@ -19,10 +20,12 @@ type Key struct {
 }
 
 // CommitKeys are the keys one commit of the processor touches in a single
-// atomic script: the stream (XACK), the dead-letter stream, and every
-// stream sink.
+// atomic script: the stream (XACK), the dead-letter stream, every stream
+// sink, and the sequence state of chained sources (streambus.SeqLowKey; the
+// per-source sets begin with the stream's name too).
 func CommitKeys(cfg *config.Config) []Key {
-	keys := []Key{{"stream.name", cfg.Stream.Name}, {"dead_letter.stream", cfg.DeadLetter.Stream}}
+	keys := []Key{{"stream.name", cfg.Stream.Name}, {"dead_letter.stream", cfg.DeadLetter.Stream},
+		{"stream.name (sequence state)", streambus.SeqLowKey(cfg.Stream.Name, cfg.Stream.Group)}}
 	names := make([]string, 0, len(cfg.Sinks))
 	for name, s := range cfg.Sinks {
 		if s.Type == "stream" {

@@ -28,34 +28,78 @@ import (
 // The "#!lua" shebang makes Redis (7.0+) refuse the whole script up front
 // when it is out of memory, instead of failing at its first write.
 //
-// KEYS[1] is the source stream, KEYS[2..] the target streams and, when an
-// item forgets, the attempts hash.
+// KEYS[1] is the source stream, KEYS[2..] the target streams, then, when
+// used, the attempts hash, the low-mark hash of chained sources and their
+// sets (seen.go).
 // ARGV: group, number of items, index of the attempts hash in KEYS (0:
-// none), then per item: id, forget (0 or 1), number of adds, then per add:
-// key index, maxlen (0: none), field count, fields and values.
-// Returns {acked count, {per add: new id, or false when skipped}}.
-var commitScript = redis.NewScript(`#!lua
+// none), index of the low-mark hash (0: none), index of the last target
+// stream, then per item: id, forget (0 or 1), index of its source's set (0:
+// no mark), source, seq, strict (0 or 1), number of adds, then per add: key
+// index, maxlen (0: none), field count, fields and values.
+//
+// An item with a mark whose (source, seq) is settled or held by another
+// entry id is a replay: a strict item (a processed entry) is then neither
+// acknowledged nor appended, and its index is returned in the replayed list,
+// to be dead-lettered; a letter is acknowledged and appended without taking
+// the mark. Otherwise the mark is recorded with the ack, and every source
+// touched has its low mark advanced (compact).
+// Returns {acked count, {per add: new id, or false when skipped}, {replayed
+// item indices, from 1}, {per source touched: source, low, next}}.
+var commitScript = redis.NewScript("#!lua\n" + compactLua + `
 local attempts = tonumber(ARGV[3])
-for k = 2, #KEYS do
-  if k ~= attempts then
-    local t = redis.call('TYPE', KEYS[k])['ok']
-    if t ~= 'stream' and t ~= 'none' then
-      return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. t .. ', not a stream: nothing was written')
-    end
+local lowkey = tonumber(ARGV[4])
+for k = 2, tonumber(ARGV[5]) do
+  local t = redis.call('TYPE', KEYS[k])['ok']
+  if t ~= 'stream' and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. t .. ', not a stream: nothing was written')
   end
 end
 local group = ARGV[1]
 local nitems = tonumber(ARGV[2])
-local i = 4
+local i = 6
 local acked = 0
 local added = {}
+local replayed = {}
+local touched = {}
+local lows = {}
+local done = {}
 for e = 1, nitems do
-  local ok = redis.call('XACK', KEYS[1], group, ARGV[i])
-  if ok == 1 and ARGV[i + 1] == '1' then
-    redis.call('HDEL', KEYS[attempts], ARGV[i])
+  local id, set, src, seq = ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
+  local clash = false
+  local held = false
+  if set > 0 then
+    local low = lows[src]
+    if not low then
+      low = tonumber(redis.call('HGET', KEYS[lowkey], src) or '0')
+      lows[src] = low
+    end
+    if seq <= low then
+      clash = true
+    elseif tonumber(redis.call('ZSCORE', KEYS[set], id) or '0') == seq then
+      -- Recorded by the lookup: no other id can hold this seq.
+      held = true
+    else
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[set], seq, seq)) do
+        if m == id then held = true else clash = true end
+      end
+    end
   end
-  local nadd = tonumber(ARGV[i + 2])
-  i = i + 3
+  local ok = 0
+  if clash and ARGV[i + 5] == '1' then
+    replayed[#replayed + 1] = e
+  else
+    ok = redis.call('XACK', KEYS[1], group, id)
+  end
+  if ok == 1 and ARGV[i + 1] == '1' then
+    redis.call('HDEL', KEYS[attempts], id)
+  end
+  if ok == 1 and set > 0 and not clash then
+    if not held then redis.call('ZADD', KEYS[set], seq, id) end
+    done[id] = true
+  end
+  if set > 0 then touched[set] = src end
+  local nadd = tonumber(ARGV[i + 6])
+  i = i + 7
   acked = acked + ok
   for a = 1, nadd do
     local key = KEYS[tonumber(ARGV[i])]
@@ -84,7 +128,14 @@ for e = 1, nitems do
     i = i + nf * 2
   end
 end
-return {acked, added}
+local marks = {}
+for set, src in pairs(touched) do
+  local low, nxt = compact(KEYS[1], group, KEYS[lowkey], src, KEYS[set], done)
+  marks[#marks + 1] = src
+  marks[#marks + 1] = low
+  marks[#marks + 1] = nxt
+end
+return {acked, added, replayed, marks}
 `)
 
 // scriptAdd is one signed entry to append in commitScript: the wire form of
@@ -100,21 +151,60 @@ type scriptAdd struct {
 type scriptItem struct {
 	id     string
 	forget bool // remove its count from the attempts hash
+	mark   Mark // Source "": none
+	strict bool // a replayed mark refuses the item (not a letter)
 	adds   []scriptAdd
 }
 
-// runCommit runs commitScript. ids holds, per item, the new ids of its adds,
-// or nil when the item was no longer pending (already acknowledged).
-func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scriptItem) (ids [][]string, acked int64, err error) {
-	keys := []string{stream}
-	argv := []any{group, len(items), 0}
+// commitOutcome is what commitScript did.
+type commitOutcome struct {
+	// ids holds, per item, the new ids of its adds, or nil when the item was
+	// not acknowledged (no longer pending, or replayed).
+	ids   [][]string
+	acked int64
+	// replayed are the indices of strict items refused as replays.
+	replayed []int
+	// marks are the sources the commit touched, where they stand now.
+	marks []SourceMark
+}
+
+// runCommit runs commitScript.
+func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scriptItem) (commitOutcome, error) {
+	keys, argv := commitArgs(stream, group, items)
+	res, err := commitScript.Run(ctx, b.rdb, keys, argv...).Slice()
+	if err != nil {
+		return commitOutcome{}, err
+	}
+	return parseCommit(res, items), nil
+}
+
+// commitArgs are the keys and arguments of commitScript for items.
+func commitArgs(stream, group string, items []scriptItem) (keys []string, argv []any) {
+	keys = []string{stream}
+	argv = []any{group, len(items), 0, 0, 0}
 	forgets := false
+	var sets []string // source set keys, in KEYS after the targets
+	var setArgs []int // argv positions holding an index into sets
 	for _, it := range items {
 		forget := 0
 		if it.forget {
 			forget, forgets = 1, true
 		}
-		argv = append(argv, it.id, forget, len(it.adds))
+		set, strict := 0, 0
+		if it.mark.Source != "" {
+			k := SeenKey(stream, group, it.mark.Source)
+			set = slices.Index(sets, k)
+			if set < 0 {
+				sets = append(sets, k)
+				set = len(sets) - 1
+			}
+			set++
+			setArgs = append(setArgs, len(argv)+2)
+			if it.strict {
+				strict = 1
+			}
+		}
+		argv = append(argv, it.id, forget, set, it.mark.Source, strconv.FormatUint(it.mark.Seq, 10), strict, len(it.adds))
 		for _, a := range it.adds {
 			k := slices.Index(keys[1:], a.stream)
 			if k < 0 {
@@ -127,27 +217,54 @@ func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scrip
 			argv = append(argv, a.fields...)
 		}
 	}
+	argv[4] = len(keys)
 	if forgets {
 		keys = append(keys, AttemptsKey(stream))
 		argv[2] = len(keys)
 	}
-	res, err := commitScript.Run(ctx, b.rdb, keys, argv...).Slice()
-	if err != nil {
-		return nil, 0, err
+	if len(sets) > 0 {
+		keys = append(keys, SeqLowKey(stream, group))
+		argv[3] = len(keys)
+		base := len(keys)
+		keys = append(keys, sets...)
+		for _, pos := range setArgs {
+			argv[pos] = argv[pos].(int) + base
+		}
 	}
-	acked, _ = res[0].(int64)
+	return keys, argv
+}
+
+// parseCommit reads commitScript's reply.
+func parseCommit(res []any, items []scriptItem) commitOutcome {
+	var out commitOutcome
+	out.acked, _ = res[0].(int64)
 	raw, _ := res[1].([]any)
-	ids = make([][]string, len(items))
+	out.ids = make([][]string, len(items))
 	n := 0
 	for i, it := range items {
 		for range it.adds {
 			if id, ok := raw[n].(string); ok {
-				ids[i] = append(ids[i], id)
+				out.ids[i] = append(out.ids[i], id)
 			}
 			n++
 		}
 	}
-	return ids, acked, nil
+	if len(res) > 3 {
+		rep, _ := res[2].([]any)
+		for _, r := range rep {
+			if i, ok := r.(int64); ok {
+				out.replayed = append(out.replayed, int(i)-1)
+			}
+		}
+		ms, _ := res[3].([]any)
+		for j := 0; j+2 < len(ms); j += 3 {
+			src, _ := ms[j].(string)
+			low, _ := ms[j+1].(int64)
+			nxt, _ := ms[j+2].(int64)
+			out.marks = append(out.marks, SourceMark{Source: src, Low: uint64(low), Next: uint64(nxt)})
+		}
+	}
+	return out
 }
 
 // ReasonKind names why an entry was dead-lettered: one of the constants
@@ -197,11 +314,27 @@ type Letter struct {
 	// Fields are the entry's fields as stored, as field, value pairs, in
 	// stream order (a field named twice appears twice).
 	Fields []any
+	// Mark, when its Source is set, is recorded as settled with the dead
+	// letter (seen.go), unless another entry holds it.
+	Mark Mark
 }
 
 // Letter returns the dead letter of a verified entry.
 func (e Entry) Letter(reason Reason) Letter {
-	return Letter{ID: e.ID, Reason: reason, Deliveries: e.Deliveries, KeyID: e.KeyID, Fields: e.Envelope().Values()}
+	l := Letter{ID: e.ID, Reason: reason, Deliveries: e.Deliveries, KeyID: e.KeyID, Fields: e.Envelope().Values()}
+	if reason.Kind != ReasonReplayed {
+		l.Mark = e.Mark()
+	}
+	return l
+}
+
+// Mark is the entry's place in its source's sequence: the zero Mark for an
+// envelope version 1 entry.
+func (e Entry) Mark() Mark {
+	if e.Source == "" {
+		return Mark{}
+	}
+	return Mark{ID: e.ID, Source: e.Source, Seq: e.Seq}
 }
 
 // Letter returns the dead letter of an entry that failed verification, with
@@ -244,9 +377,10 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 		for j := 0; j+1 < len(l.Fields); j += 2 {
 			fields = append(fields, DeadLetterFieldPrefix+fmt.Sprint(l.Fields[j]), l.Fields[j+1])
 		}
-		items[i] = scriptItem{id: l.ID, forget: true, adds: []scriptAdd{{stream: dlq, fields: fields}}}
+		items[i] = scriptItem{id: l.ID, forget: true, mark: l.Mark, adds: []scriptAdd{{stream: dlq, fields: fields}}}
 	}
-	added, acked, err := b.runCommit(ctx, stream, group, items)
+	out, err := b.runCommit(ctx, stream, group, items)
+	added, acked := out.ids, out.acked
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter %d entries from stream %q group %q to %q: %w", len(letters), stream, group, dlq, err)
 	}
@@ -286,6 +420,11 @@ type Item struct {
 	// Attempted says the entry has attempts on record (Entry.Attempts > 0):
 	// the count is removed with the ack.
 	Attempted bool
+	// Mark, when its Source is set, is the chained entry's (source, seq),
+	// recorded with the ack. An item whose mark another entry id holds (or
+	// that is settled) is a replay: not acknowledged, nothing appended, and
+	// listed in CommitResult.Replayed.
+	Mark Mark
 }
 
 // CommitResult says what Commit did.
@@ -295,6 +434,11 @@ type CommitResult struct {
 	// IDs holds, per item, the new entry ids of its Adds in order; nil for an
 	// item that was already acknowledged, whose Adds were not appended.
 	IDs [][]string
+	// Replayed are the indices of the items refused as replays (see
+	// Item.Mark): still pending, to be dead-lettered.
+	Replayed []int
+	// Marks say where each source of the items' marks stands now.
+	Marks []SourceMark
 }
 
 // Commit acknowledges each item's entry in group on stream and appends its
@@ -317,7 +461,7 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 		if it.ID == "" {
 			return CommitResult{}, fmt.Errorf("%w: commit item %d has no entry id", ErrInvalidArgs, i)
 		}
-		sealed[i].id, sealed[i].forget = it.ID, it.Attempted
+		sealed[i].id, sealed[i].forget, sealed[i].mark, sealed[i].strict = it.ID, it.Attempted, it.Mark, true
 		for j, a := range it.Adds {
 			if a.Stream == "" || a.MaxLen < 0 {
 				return CommitResult{}, fmt.Errorf("%w: commit item %d add %d needs a stream and a non-negative maxlen", ErrInvalidArgs, i, j)
@@ -336,12 +480,12 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 			nadds++
 		}
 	}
-	ids, acked, err := b.runCommit(ctx, stream, group, sealed)
+	out, err := b.runCommit(ctx, stream, group, sealed)
 	if err != nil {
 		return CommitResult{}, fmt.Errorf("commit %d entries with %d events on stream %q group %q: %w", len(items), nadds, stream, group, err)
 	}
 	b.log.LogAttrs(ctx, slog.LevelDebug, "messages_committed",
 		slog.String("stream", stream), slog.String("group", group),
-		slog.Int("entries", len(items)), slog.Int64("acked", acked), slog.Int("events", nadds))
-	return CommitResult{Acked: acked, IDs: ids}, nil
+		slog.Int("entries", len(items)), slog.Int64("acked", out.acked), slog.Int("events", nadds))
+	return CommitResult{Acked: out.acked, IDs: out.ids, Replayed: out.replayed, Marks: out.marks}, nil
 }

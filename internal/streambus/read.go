@@ -31,6 +31,12 @@ type GroupReadArgs struct {
 	// Ack lists ids to acknowledge (XACK) in the same round trip, before the
 	// read: the previous batch of a read loop. Batch.Acked reports the count.
 	Ack []string
+	// AckMarks, when not nil, holds the Mark of each id of Ack (Source ""
+	// for a version 1 entry). With any chained one, the acks go through the
+	// commit script instead of XACK, still in the same round trip: the
+	// marks are recorded with the acks, a replay is refused
+	// (Batch.AckReplayed) and Batch.AckMarks says where the sources stand.
+	AckMarks []Mark
 }
 
 // XReadGroup reads for a consumer of a group and returns the verified
@@ -67,7 +73,28 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 	buf := &replyBuffer{b: make([]byte, 0, b.replySize(count))}
 	read := redis.NewRawWriteToCmd(rt, buf, rawReadGroupArgs(a.Group, a.Consumer, count, a.Stream, id)...)
 	read.SetFirstKeyPos(7)
-	if len(a.Ack) > 0 {
+	if items := markedAcks(a.Ack, a.AckMarks); items != nil {
+		keys, argv := commitArgs(a.Stream, a.Group, items)
+		pipe := b.rdb.Pipeline()
+		ack := commitScript.EvalSha(rt, pipe, keys, argv...)
+		_ = pipe.Process(rt, read)
+		_, _ = pipe.Exec(rt)
+		res, err := ack.Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// The script is not loaded yet (or Redis restarted): once more,
+			// on its own.
+			res, err = commitScript.Run(rt, b.rdb, keys, argv...).Slice()
+		}
+		if err != nil {
+			return Batch{}, fmt.Errorf("ack %d chained ids on stream %q group %q: %w", len(a.Ack), a.Stream, a.Group, err)
+		}
+		out := parseCommit(res, items)
+		batch.Acked, batch.AcksSent, batch.AckMarks = out.acked, true, out.marks
+		for _, i := range out.replayed {
+			batch.AckReplayed = append(batch.AckReplayed, items[i].id)
+		}
+		b.logAcked(ctx, a.Stream, a.Group, len(a.Ack), batch.Acked)
+	} else if len(a.Ack) > 0 {
 		pipe := b.rdb.Pipeline()
 		ack := pipe.XAck(rt, a.Stream, a.Group, a.Ack...)
 		_ = pipe.Process(rt, read)
@@ -377,4 +404,30 @@ func (b *Bus) xrange(ctx context.Context, cmd, stream, start, end string, count 
 // does (a field named twice included).
 func (b *Bus) VerifyRaw(stream string, e RawEntry) (integrity.Envelope, error) {
 	return b.keys.VerifyFields(stream, e.Fields)
+}
+
+// markedAcks are the commit items of acks with their marks, nil when none
+// of them is chained (a plain XACK does).
+func markedAcks(ids []string, marks []Mark) []scriptItem {
+	if len(marks) != len(ids) {
+		return nil
+	}
+	chained := false
+	for _, m := range marks {
+		if m.Source != "" {
+			chained = true
+			break
+		}
+	}
+	if !chained {
+		return nil
+	}
+	items := make([]scriptItem, len(ids))
+	for i, id := range ids {
+		items[i] = scriptItem{id: id, mark: marks[i], strict: true}
+		if marks[i].Source == "" {
+			items[i].mark = Mark{}
+		}
+	}
+	return items
 }

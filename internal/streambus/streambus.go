@@ -257,6 +257,11 @@ type Batch struct {
 	// read that followed (a failed read, a cancelled wait), so that the
 	// caller does not send them again.
 	AcksSent bool
+	// AckReplayed are the ids of GroupReadArgs.Ack refused as replays (see
+	// Item.Mark): not acknowledged, to be dead-lettered.
+	AckReplayed []string
+	// AckMarks say where the sources of the acks' marks stand now.
+	AckMarks []SourceMark
 }
 
 // Len is the number of entries Redis returned: verified, tampered and deleted.
