@@ -129,11 +129,16 @@ type Config struct {
 	// Pipeline is the most batches per round trip. Default: DefaultPipeline.
 	Pipeline int
 	// ProducerID names the producer in Redis, where its last sequence
-	// number is kept for DedupWindow. Leave it empty for a random name per
-	// Producer. A fixed name means "the same sequence of events": a new
-	// Producer with it starts again at sequence 1, skips what Redis holds
-	// already, and derives missing event ids from the name and the sequence
-	// (auditproc emit names a producer after the file's content).
+	// number and event count are kept for DedupWindow. Leave it empty for a
+	// random name per Producer. A fixed name means "the same sequence of
+	// events": a new Producer with it numbers its events from 1 again,
+	// passes over the ones Redis holds already (Result.Duplicate), and
+	// derives missing event ids from the name and the event's number
+	// (auditproc emit names a producer after the file's content). When
+	// Redis cannot say at NewProducer how many it holds, the script in
+	// Redis still skips them (nothing is doubled), but the new chain then
+	// starts with entries never written, which `auditproc verify` reports
+	// as a gap.
 	ProducerID string
 	// DedupWindow is how long Redis remembers a producer's last sequence
 	// number after its last write. Default: DefaultDedupWindow.
@@ -429,9 +434,11 @@ func encodeEvent(event any) ([]byte, error) {
 	case nil:
 		return nil, fmt.Errorf("%w: nil event", ErrInvalidEvent)
 	case []byte:
-		raw = ev
+		// JSON text is checked once, by integrity.CheckEvent, on the way
+		// to signing (Stamp, Producer.Send): every rule in one pass.
+		return ev, nil
 	case json.RawMessage:
-		raw = ev
+		return ev, nil
 	case string:
 		raw = []byte(ev)
 		if !isJSONObject(raw) {

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,13 +86,29 @@ func (p Pending) Wait(ctx context.Context) (Result, error) {
 	}
 }
 
-// batch is a run of sealed events with consecutive sequence numbers.
+// batch is a run of signed entries (events, and the chain's checkpoints)
+// with consecutive sequence numbers.
 type batch struct {
 	streambus.AppendBatch
 	arena   []byte
-	offs    []int // per event: event start, sig start; arena end closes the last
-	results []Result
+	offs    []int    // per entry: event start, sig start; arena end closes the last
+	results []Result // per entry; a checkpoint's is never handed out
+	events  int      // entries that are events
 	done    chan struct{}
+}
+
+// countEvents returns how many of the first n entries are events.
+func (b *batch) countEvents(n int) int {
+	if b.Kinds == nil {
+		return n
+	}
+	k := 0
+	for _, kind := range b.Kinds[:n] {
+		if kind == integrity.KindEvent {
+			k++
+		}
+	}
+	return k
 }
 
 func (b *batch) seal() {
@@ -134,12 +152,22 @@ type ProducerStats struct {
 // Config.WriteTimeout go to a local fsynced spool and are sent, in order,
 // once Redis is back.
 //
+// Events are signed with envelope version 2, like Bus.Audit's: one chain
+// per Producer (source id "<Config.Source>/<random session>"), shared by
+// every goroutine that calls Send (signing is serialised under one lock,
+// in the order entries go to the stream), with a signed checkpoint every
+// Config.CheckpointEvery events or Config.CheckpointInterval (also when
+// idle) and a closing one in Close. Checkpoints travel in the batches, and
+// through the spool, like events, so a spooled and drained run still reads
+// as one whole chain (`auditproc verify`, docs/trail.md).
+//
 // A Producer is safe for concurrent use; events from one goroutine keep
 // their order.
 type Producer struct {
 	cfg   Config
 	bus   *Bus
 	keys  *integrity.Keyring
+	chain *integrity.Chain
 	id    string
 	log   *slog.Logger
 	spool *spool
@@ -153,8 +181,12 @@ type Producer struct {
 	cur     *batch
 	queue   []*batch // sealed, waiting for the writer
 	last    *batch   // the last batch handed to the writer
-	nextSeq uint64
-	closed  bool
+	nextSeq uint64 // of the next entry, for the producer key
+	// nextEvent numbers events (checkpoints not counted): derived event
+	// ids and the events a re-run skips (heldEvents) go by it.
+	nextEvent  uint64
+	heldEvents uint64
+	closed     bool
 
 	queued                         atomic.Int64
 	written, dups, spooled, failed atomic.Uint64
@@ -164,9 +196,13 @@ type Producer struct {
 }
 
 // NewProducer returns a Producer writing with cfg (see Config for the
-// Producer's fields) and starts its writer. It does not contact Redis; with
-// Config.SpoolDir it opens (and locks) the spool, whose events from an
-// earlier run are sent first. Close it to flush and stop.
+// Producer's fields) and starts its writer. With Config.SpoolDir it opens
+// (and locks) the spool, whose events from an earlier run are sent first.
+// Without Config.ProducerID it does not contact Redis; with one it first
+// sends what the spool holds and reads how many of the producer's events
+// Redis holds already (within WriteTimeout each; Redis away, it goes on),
+// so that Send passes over them without signing them into the new chain.
+// Close it to flush and stop.
 func NewProducer(cfg Config, logger *slog.Logger) (*Producer, error) {
 	b, err := New(cfg, logger)
 	if err != nil {
@@ -178,7 +214,13 @@ func NewProducer(cfg Config, logger *slog.Logger) (*Producer, error) {
 		wake:  make(chan struct{}, 1),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
-		id:    b.cfg.ProducerID, nextSeq: 1,
+		id:    b.cfg.ProducerID, nextSeq: 1, nextEvent: 1,
+	}
+	p.chain, err = integrity.NewChain(p.keys, b.cfg.Source, integrity.ChainConfig{
+		CheckpointEvery: b.cfg.CheckpointEvery, CheckpointInterval: b.cfg.CheckpointInterval})
+	if err != nil {
+		_ = b.Close()
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	p.derivedIDs = p.id != ""
 	if p.id == "" {
@@ -200,8 +242,108 @@ func NewProducer(cfg Config, logger *slog.Logger) (*Producer, error) {
 				slog.String("dir", b.cfg.SpoolDir), slog.Int64("events", ev), slog.Int64("bytes", by))
 		}
 	}
+	if p.derivedIDs {
+		// A named producer learns how many of its events Redis holds
+		// before it signs any, the spool of an earlier run sent first
+		// when Redis answers.
+		if p.spool != nil && p.spoolEvents.Load() > 0 {
+			(&writer{p: p, delay: p.cfg.RetryDelay}).drain()
+		}
+		p.heldEvents = p.readHeld()
+	}
 	go p.run()
+	go p.runCheckpoints()
 	return p, nil
+}
+
+// readHeld returns how many events of the named producer Redis holds from
+// an earlier run (0 when it does not say within WriteTimeout): Send
+// resolves those as Duplicate without signing them, so that this run's
+// chain has no entry that is never written.
+func (p *Producer) readHeld() uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
+	defer cancel()
+	raw, err := p.bus.rdb.Get(ctx, streambus.ProducerKey(p.cfg.Stream, p.id)).Result()
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(raw)
+	n, err := strconv.ParseUint(f[len(f)-1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// Source returns the source id the Producer signs its chain as:
+// "<Config.Source>/<session>".
+func (p *Producer) Source() string { return p.chain.Source() }
+
+// runCheckpoints adds the chain's checkpoints due by time (every
+// Config.CheckpointInterval, also when idle) until Close.
+func (p *Producer) runCheckpoints() {
+	interval := p.cfg.CheckpointInterval
+	if interval <= 0 {
+		interval = integrity.DefaultCheckpointInterval
+	}
+	t := time.NewTicker(min(max(interval/10, time.Millisecond), time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.mu.Lock()
+			added := false
+			if !p.closed {
+				added = p.addCheckpoints(p.chain.Due(time.Now()))
+			}
+			p.mu.Unlock()
+			if added {
+				p.kick()
+			}
+		}
+	}
+}
+
+// addCheckpoints appends signed checkpoints to the filling batch, in
+// chain order; p.mu is held. A checkpoint that could not be signed is
+// logged: the chain goes on, and a reader misses only that checkpoint.
+func (p *Producer) addCheckpoints(envs []integrity.StreamEnvelope, err error) bool {
+	if err != nil {
+		p.log.LogAttrs(context.Background(), slog.LevelWarn, "audit_checkpoint_failed", slog.String("error", err.Error()))
+	}
+	for _, env := range envs {
+		b := p.cur
+		if b == nil {
+			b = p.newBatch()
+			p.cur = b
+		}
+		start := len(b.arena)
+		b.arena = append(b.arena, env.Event...)
+		sigAt := len(b.arena)
+		b.arena = append(b.arena, env.Sig...)
+		p.addEntry(b, env.Link, env.EventID, start, sigAt)
+	}
+	return len(envs) > 0
+}
+
+// addEntry records the entry just appended to b's arena; p.mu is held.
+func (p *Producer) addEntry(b *batch, link integrity.Link, id string, start, sigAt int) {
+	if len(b.results) == 0 {
+		b.Source, b.ChainSeq, b.Prev = link.Source, link.Seq, link.Prev
+	}
+	b.offs = append(b.offs, start, sigAt)
+	b.Kinds = append(b.Kinds, link.Kind)
+	b.results = append(b.results, Result{EventID: id})
+	b.EventIDs = append(b.EventIDs, id)
+	if link.Kind == integrity.KindEvent {
+		b.events++
+	}
+	p.nextSeq++
+	if len(b.results) >= p.cfg.BatchSize {
+		p.handOff()
+	}
 }
 
 // ID is the producer's name in Redis (Config.ProducerID, or a random one).
@@ -249,37 +391,51 @@ func (p *Producer) SendWithID(ctx context.Context, event any, eventID string) (P
 		<-p.space
 		return Pending{}, ErrClosed
 	}
-	b := p.cur
-	if b == nil {
-		b = p.newBatch()
-		p.cur = b
-	}
-	seq := p.nextSeq
-	p.nextSeq++
+	evNo := p.nextEvent
 	id := info.ID
 	if id == "" {
 		switch {
 		case eventID != "":
 			id = eventID
 		case p.derivedIDs:
-			id = integrity.DerivedEventID(p.id, seq)
+			id = integrity.DerivedEventID(p.id, evNo)
 		default:
 			id = integrity.NewEventID(now)
 		}
 	} else {
 		id = string([]byte(id)) // raw may be the caller's buffer
 	}
-	i := len(b.results)
-	b.offs = append(b.offs, len(b.arena))
-	b.arena = integrity.AppendStamped(b.arena, raw, info, id, now)
-	b.offs = append(b.offs, len(b.arena))
-	b.arena, _ = p.keys.AppendSig(b.arena, p.cfg.Stream, b.arena[b.offs[2*i]:])
-	b.results = append(b.results, Result{EventID: id})
-	b.EventIDs = append(b.EventIDs, id)
-	full := len(b.results) >= p.cfg.BatchSize
-	if full {
-		p.handOff()
+	if evNo <= p.heldEvents {
+		// An earlier run of this named producer wrote it.
+		p.nextEvent++
+		p.mu.Unlock()
+		<-p.space
+		p.dups.Add(1)
+		b := &batch{results: []Result{{EventID: id, Duplicate: true}}, done: make(chan struct{})}
+		close(b.done)
+		return Pending{b: b}, nil
 	}
+	b := p.cur
+	if b == nil {
+		b = p.newBatch()
+		p.cur = b
+	}
+	p.nextEvent++ // after newBatch: its FirstEvent is evNo
+	i := len(b.results)
+	start := len(b.arena)
+	b.arena = integrity.AppendStamped(b.arena, raw, info, id, now)
+	sigAt := len(b.arena)
+	var link integrity.Link
+	b.arena, link, err = p.chain.AppendSign(b.arena, p.cfg.Stream, b.arena[start:sigAt], now)
+	if err != nil {
+		b.arena = b.arena[:start]
+		p.nextEvent--
+		p.mu.Unlock()
+		<-p.space
+		return Pending{}, ErrClosed
+	}
+	p.addEntry(b, link, id, start, sigAt)
+	p.addCheckpoints(p.chain.Due(now))
 	p.mu.Unlock()
 	p.queued.Add(1)
 	p.kick()
@@ -289,10 +445,12 @@ func (p *Producer) SendWithID(ctx context.Context, event any, eventID string) (P
 func (p *Producer) newBatch() *batch {
 	b := &batch{done: make(chan struct{})}
 	b.Stream, b.Producer, b.FirstSeq, b.KeyID = p.cfg.Stream, p.id, p.nextSeq, p.keys.ActiveKeyID()
+	b.FirstEvent = p.nextEvent
 	b.results = make([]Result, 0, p.cfg.BatchSize)
 	b.arena = make([]byte, 0, p.cfg.BatchSize*512)
 	b.offs = make([]int, 0, 2*p.cfg.BatchSize)
 	b.EventIDs = make([]string, 0, p.cfg.BatchSize)
+	b.Kinds = make([]string, 0, p.cfg.BatchSize)
 	return b
 }
 
@@ -367,6 +525,9 @@ func (p *Producer) Close(ctx context.Context) error {
 		return nil
 	}
 	p.closed = true
+	// The closing checkpoint goes last, through the writer (or the spool)
+	// like every entry.
+	p.addCheckpoints(p.chain.Close(time.Now()))
 	p.mu.Unlock()
 	ferr := p.Flush(ctx)
 	p.closeCtx.Store(&ctx)
@@ -440,7 +601,7 @@ type writer struct {
 }
 
 func (w *writer) release(b *batch) {
-	n := len(b.results)
+	n := b.events
 	w.p.queued.Add(-int64(n))
 	for range n {
 		<-w.p.space
@@ -524,8 +685,9 @@ func (w *writer) complete(b *batch, r streambus.AppendResult) {
 		}
 		res.EntryID = r.IDs[i-r.Skipped]
 	})
-	p.dups.Add(uint64(r.Skipped))
-	p.written.Add(uint64(len(r.IDs)))
+	skipped := b.countEvents(r.Skipped)
+	p.dups.Add(uint64(skipped))
+	p.written.Add(uint64(b.events - skipped))
 	w.release(b)
 }
 
@@ -536,7 +698,7 @@ func (w *writer) fail(b *batch, sent bool, err error) {
 	}
 	e := fmt.Errorf("%w: %w", class, err)
 	b.resolve(func(_ int, res *Result) { res.Err = e })
-	w.p.failed.Add(uint64(len(b.results)))
+	w.p.failed.Add(uint64(b.events))
 	w.release(b)
 }
 
@@ -606,12 +768,12 @@ func (w *writer) spoolBatch(b *batch, sent bool) {
 			err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 		}
 		b.resolve(func(_ int, res *Result) { res.Err = err })
-		p.failed.Add(uint64(len(b.results)))
+		p.failed.Add(uint64(b.events))
 		w.release(b)
 		return
 	}
 	b.resolve(func(_ int, res *Result) { res.Spooled = true })
-	p.spooled.Add(uint64(len(b.results)))
+	p.spooled.Add(uint64(b.events))
 	w.setDepth()
 	w.release(b)
 }
@@ -651,11 +813,15 @@ func (w *writer) drain() bool {
 		}
 		cancel()
 		if err != nil {
+			p.log.LogAttrs(context.Background(), slog.LevelDebug, "audit_spool_drain_failed",
+				slog.String("dir", p.cfg.SpoolDir), slog.String("error", err.Error()))
 			return false
 		}
 		p.spool.ack()
-		p.dups.Add(uint64(res[0].Skipped))
-		p.written.Add(uint64(len(res[0].IDs)))
+		rb := &batch{AppendBatch: *rec}
+		skipped := rb.countEvents(res[0].Skipped)
+		p.dups.Add(uint64(skipped))
+		p.written.Add(uint64(rb.countEvents(rec.Len()) - skipped))
 		w.delay = p.cfg.RetryDelay
 		if ev, _ := p.spool.depth(); ev == 0 {
 			p.log.LogAttrs(context.Background(), slog.LevelInfo, "audit_spool_drained", slog.String("dir", p.cfg.SpoolDir))
@@ -677,14 +843,21 @@ func (w *writer) waitSpooling() bool {
 		case <-t.C:
 			return true
 		case <-p.wake:
-			for _, b := range p.take(1 << 30) {
-				w.spoolBatch(b, false)
-			}
+			w.spoolAll()
 		case <-p.stop:
-			for _, b := range p.take(1 << 30) {
-				w.spoolBatch(b, false)
-			}
+			w.spoolAll()
 			return false
+		}
+	}
+}
+
+// spoolAll spools every batch queued, the filling one last (take hands it
+// off once the queue is empty): nothing waits in memory for a wake-up that
+// may not come.
+func (w *writer) spoolAll() {
+	for bs := w.p.take(1 << 30); bs != nil; bs = w.p.take(1 << 30) {
+		for _, b := range bs {
+			w.spoolBatch(b, false)
 		}
 	}
 }

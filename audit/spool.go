@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/auditproc/auditproc/internal/integrity"
 	"github.com/auditproc/auditproc/internal/streambus"
 )
 
@@ -22,9 +23,13 @@ import (
 //
 //	length uint32 BE | CRC-32C of the payload uint32 BE | payload
 //
-// A payload is one batch of signed events: version 1, stream, producer,
-// first sequence number, key id, event count, then per event its id, bytes
-// and signature (integers uvarint, strings uvarint length then bytes). Each
+// A payload is one batch of signed entries: the record version, stream,
+// producer, first sequence number, key id, then (record version 2) the
+// envelope version 2 chain's source, first chain seq, prev and the first
+// event number, then the entry count and per entry (version 2: its kind)
+// its event id, bytes and signature (integers uvarint, strings uvarint
+// length then bytes). Version 1 records (envelope version 1, from earlier
+// releases) are still drained. Each
 // record is fsynced before its events count as spooled. A record cut short
 // by a crash at the end of the last segment is dropped when the spool is
 // opened (its events never counted as spooled); a bad record anywhere else
@@ -35,7 +40,7 @@ const (
 	// SpoolSegmentBytes is the size past which a new segment starts.
 	SpoolSegmentBytes = 4 << 20
 
-	spoolRecordVersion = 1
+	spoolRecordVersion = 2
 	spoolHeader        = 8
 	spoolMaxRecord     = 1 << 30
 )
@@ -194,8 +199,8 @@ func scanSpool(dir string, repair bool) (SpoolStatus, error) {
 				return st, fmt.Errorf("%w: %s at offset %d: %w", ErrSpoolCorrupt, path, off, err)
 			}
 			st.Records++
-			st.Events += int64(b.Len())
-			st.Streams[b.Stream] += int64(b.Len())
+			st.Events += int64(eventsOf(b))
+			st.Streams[b.Stream] += int64(eventsOf(b))
 			off += size
 		}
 		st.sizes = append(st.sizes, int64(len(data)))
@@ -206,6 +211,11 @@ func scanSpool(dir string, repair bool) (SpoolStatus, error) {
 }
 
 var errTorn = errors.New("record cut short")
+
+// eventsOf counts a record's events (its chain's checkpoints not counted).
+func eventsOf(b *streambus.AppendBatch) int {
+	return (&batch{AppendBatch: *b}).countEvents(b.Len())
+}
 
 // decodeRecord decodes the record at the start of data and returns it with
 // its size.
@@ -235,19 +245,32 @@ func decodeRecord(data []byte) (*streambus.AppendBatch, int, error) {
 }
 
 func encodeBatch(b *streambus.AppendBatch) []byte {
-	size := spoolHeader + 64 + len(b.Stream) + len(b.Producer) + len(b.KeyID)
+	size := spoolHeader + 128 + len(b.Stream) + len(b.Producer) + len(b.KeyID) + len(b.Source) + len(b.Prev)
 	for i := range b.Events {
-		size += 30 + len(b.EventIDs[i]) + len(b.Events[i]) + len(b.Sigs[i])
+		size += 40 + len(b.EventIDs[i]) + len(b.Events[i]) + len(b.Sigs[i])
 	}
 	out := make([]byte, spoolHeader, size)
-	out = binary.AppendUvarint(out, spoolRecordVersion)
+	version := uint64(spoolRecordVersion)
+	if b.Source == "" {
+		version = 1
+	}
+	out = binary.AppendUvarint(out, version)
 	str := func(s []byte) { out = binary.AppendUvarint(out, uint64(len(s))); out = append(out, s...) }
 	str([]byte(b.Stream))
 	str([]byte(b.Producer))
 	out = binary.AppendUvarint(out, b.FirstSeq)
 	str([]byte(b.KeyID))
+	if version == 2 {
+		str([]byte(b.Source))
+		out = binary.AppendUvarint(out, b.ChainSeq)
+		str([]byte(b.Prev))
+		out = binary.AppendUvarint(out, b.FirstEvent)
+	}
 	out = binary.AppendUvarint(out, uint64(len(b.Events)))
 	for i := range b.Events {
+		if version == 2 {
+			str([]byte(b.Kinds[i]))
+		}
 		str([]byte(b.EventIDs[i]))
 		str(b.Events[i])
 		str(b.Sigs[i])
@@ -276,7 +299,8 @@ func decodeBatch(p []byte) (*streambus.AppendBatch, error) {
 		p = p[l:]
 		return s, true
 	}
-	if v, ok := num(); !ok || v != spoolRecordVersion {
+	version, ok := num()
+	if !ok || version < 1 || version > spoolRecordVersion {
 		return nil, bad
 	}
 	b := &streambus.AppendBatch{}
@@ -284,12 +308,29 @@ func decodeBatch(p []byte) (*streambus.AppendBatch, error) {
 	producer, ok2 := str()
 	first, ok3 := num()
 	kid, ok4 := str()
+	if version == 2 {
+		src, ok6 := str()
+		cseq, ok7 := num()
+		prev, ok8 := str()
+		fev, ok9 := num()
+		if !ok6 || !ok7 || !ok8 || !ok9 || len(src) == 0 || cseq == 0 {
+			return nil, bad
+		}
+		b.Source, b.ChainSeq, b.Prev, b.FirstEvent = string(src), cseq, string(prev), fev
+	}
 	n, ok5 := num()
 	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || n > uint64(len(p)) || first == 0 {
 		return nil, bad
 	}
 	b.Stream, b.Producer, b.FirstSeq, b.KeyID = string(stream), string(producer), first, string(kid)
 	for range n {
+		if version == 2 {
+			kind, ok := str()
+			if !ok || (string(kind) != integrity.KindEvent && string(kind) != integrity.KindCheckpoint) {
+				return nil, bad
+			}
+			b.Kinds = append(b.Kinds, string(kind))
+		}
 		id, ok1 := str()
 		ev, ok2 := str()
 		sig, ok3 := str()
@@ -326,7 +367,7 @@ func (s *spool) append(b *streambus.AppendBatch) error {
 	}
 	s.sizes[s.wseg] += int64(len(rec))
 	s.total += int64(len(rec))
-	s.events += int64(b.Len())
+	s.events += int64(eventsOf(b))
 	return nil
 }
 
@@ -383,14 +424,19 @@ func (s *spool) peek() (*streambus.AppendBatch, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%w: %s at offset %d: %w", ErrSpoolCorrupt, segName(s.dir, s.rseg), s.roff, err)
 			}
-			s.peekLen, s.peekN = size, b.Len()
+			s.peekLen, s.peekN = size, eventsOf(b)
 			return b, nil
 		}
 		// Segment drained. The one being written may have grown since it
 		// was read: read it again before deleting it.
 		if s.w != nil && s.wseg == s.rseg {
 			if fi, err := s.w.Stat(); err == nil && fi.Size() > int64(len(s.rdata)) {
-				s.rdata = nil
+				// Read it again from where the drain is, not from its start.
+				data, err := os.ReadFile(segName(s.dir, s.rseg))
+				if err != nil {
+					return nil, fmt.Errorf("audit: spool: %w", err)
+				}
+				s.rdata = data
 				continue
 			}
 			_ = s.w.Close()

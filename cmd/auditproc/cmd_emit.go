@@ -263,7 +263,7 @@ func (e *emitter) send(ctx context.Context, producer string, n int, progress boo
 	logger := newLogger(e.sio.err, "text", "warn")
 	p, err := audit.NewProducer(audit.Config{
 		Client: rdb, Keys: e.keys, Stream: e.cfg.Stream.Name, MaxLen: e.maxLen,
-		WriteTimeout: e.cfg.Redis.IOTimeout, ProducerID: producer,
+		WriteTimeout: e.cfg.Redis.IOTimeout, ProducerID: producer, Source: hostSource("emit"),
 		SpoolDir: e.spool, SpoolMaxBytes: e.spoolMax,
 		// Enough to keep the pipeline full; a file gains nothing from more.
 		QueueSize: 4 * audit.DefaultPipeline * audit.DefaultBatchSize,

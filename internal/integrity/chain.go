@@ -272,22 +272,55 @@ func (c *Chain) Sign(stream string, event []byte, now time.Time) (Envelope, erro
 
 // next signs the next link on stream. c.mu is held.
 func (c *Chain) next(stream, kind string, event []byte, now time.Time) (Envelope, error) {
+	st := c.state(stream, now)
+	env, err := c.keys.SignLink(stream, Link{Source: c.source, Seq: st.seq + 1, Prev: st.head, Kind: kind}, event)
+	if err != nil {
+		return Envelope{}, err
+	}
+	st.advance(env.Sig, kind, now)
+	return env, nil
+}
+
+// AppendSign is Sign's fast path for producers that keep envelopes in an
+// arena: it appends to dst the hex signature of stamped as the next event
+// of the chain on stream and returns it with the entry's link. stamped must
+// have passed CheckEvent and AppendStamped (it is not checked again).
+func (c *Chain) AppendSign(dst []byte, stream string, stamped []byte, now time.Time) ([]byte, Link, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return dst, Link{}, ErrChainClosed
+	}
+	st := c.state(stream, now)
+	link := Link{Source: c.source, Seq: st.seq + 1, Prev: st.head, Kind: KindEvent}
+	key := c.keys.active
+	ms := key.pool.Get().(*macState)
+	key.mac2(ms, stream, &link, stamped)
+	start := len(dst)
+	dst = hex.AppendEncode(dst, ms.sum[:])
+	key.pool.Put(ms)
+	st.advance(string(dst[start:]), KindEvent, now)
+	return dst, link, nil
+}
+
+// state is stream's chain state, created at now. c.mu is held.
+func (c *Chain) state(stream string, now time.Time) *chainState {
 	st := c.streams[stream]
 	if st == nil {
 		st = &chainState{last: now}
 		c.streams[stream] = st
 	}
-	env, err := c.keys.SignLink(stream, Link{Source: c.source, Seq: st.seq + 1, Prev: st.head, Kind: kind}, event)
-	if err != nil {
-		return Envelope{}, err
-	}
-	st.seq, st.head = env.Seq, env.Sig
+	return st
+}
+
+// advance records the link just signed.
+func (st *chainState) advance(sig, kind string, now time.Time) {
+	st.seq, st.head = st.seq+1, sig
 	if kind == KindCheckpoint {
 		st.since, st.last = 0, now
 	} else {
 		st.since++
 	}
-	return env, nil
 }
 
 // Due returns the checkpoints due at now, signed, one per stream whose

@@ -128,3 +128,37 @@ func stampedAt(t *testing.T, i int) []byte {
 	require.NoError(t, err)
 	return out
 }
+
+// TestChainAppendSignIsSign: the producers' arena fast path signs the same
+// link, with the same signature, as Sign, and the chain goes on from it.
+func TestChainAppendSignIsSign(t *testing.T) {
+	k := testKeyring(t, "k1")
+	c, err := NewChain(k, "svc", ChainConfig{CheckpointEvery: 2, CheckpointInterval: time.Minute})
+	require.NoError(t, err)
+	t0 := time.Date(2026, 7, 1, 10, 0, 0, 0, time.UTC)
+	first, err := c.Sign("s", stampedAt(t, 0), t0)
+	require.NoError(t, err)
+	event := stampedAt(t, 1)
+	arena := []byte("prefix")
+	arena, link, err := c.AppendSign(arena, "s", event, t0)
+	require.NoError(t, err)
+	sig := string(arena[len("prefix"):])
+	assert.Equal(t, Link{Source: first.Source, Seq: 2, Prev: first.Sig, Kind: KindEvent}, link)
+	want, err := k.SignLink("s", link, event)
+	require.NoError(t, err)
+	assert.Equal(t, want.Sig, sig)
+	env := Envelope{Version: Version2, KeyID: "k1", Event: event, Sig: sig, Link: link}
+	_, err = verifyValues(t, k, "s", env)
+	require.NoError(t, err)
+
+	due, err := c.Due(t0)
+	require.NoError(t, err)
+	require.Len(t, due, 1, "2 entries: a checkpoint is due")
+	assert.EqualValues(t, 3, due[0].Seq)
+	assert.Equal(t, sig, due[0].Prev, "the checkpoint follows the fast path's link")
+
+	_, err = c.Close(t0)
+	require.NoError(t, err)
+	_, _, err = c.AppendSign(nil, "s", stampedAt(t, 2), t0)
+	require.ErrorIs(t, err, ErrChainClosed)
+}

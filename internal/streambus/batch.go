@@ -20,48 +20,103 @@ const DefaultDedupWindow = 24 * time.Hour
 // of the batch was written. Send the missing batches first.
 var ErrSeqGap = errors.New("streambus: producer sequence gap")
 
-// batchScript appends a producer's batch of signed events exactly once and
-// in order. Every event carries a sequence number (the batch's first plus
-// its position); KEYS[2], the producer's key, holds the last one written.
-// Events at or below it were written before (a retried batch whose reply
-// was lost, a re-run of the same file) and are skipped; a batch that starts
-// beyond the next one is refused whole with SEQGAP. A missing key (a new
-// producer, or one idle past the dedup window) accepts any start.
+// batchScript appends a producer's batch of signed entries exactly once
+// and in order. Every entry carries a sequence number (the batch's first
+// plus its position); KEYS[2], the producer's key, holds "<source> <last
+// seq> <last event number>" (a bare number from earlier versions: both
+// numbers). Entries at or below the last seq were written before (a retried
+// batch whose reply was lost) and are skipped; a batch that starts beyond
+// the next one is refused whole with SEQGAP. A batch of another source (a
+// new session of the same named producer: a re-run of the same file) skips
+// its leading events numbered at or below the last event number instead,
+// so that no event is stored twice. A missing key (a new producer, or one
+// idle past the dedup window) accepts any start.
+//
+// An envelope version 2 batch (a source) is XADDed as v 2 with src, seq
+// (the batch's chain seq plus the position), prev (the previous entry's
+// sig, the batch's prev for the first) and kind; version 1 batches (spool
+// records of earlier versions) as v 1.
 //
 // The "#!lua" shebang makes Redis refuse the whole script up front when it
 // is out of memory. A write that still fails half-way (pcall) records the
-// events written so far before returning, so a retry neither doubles nor
+// entries written so far before returning, so a retry neither doubles nor
 // skips any.
 //
 // KEYS[1] the stream, KEYS[2] the producer key. ARGV: first seq, dedup
-// window in ms, maxlen (0: none), kid, then event and sig per event.
-// Returns {skipped, {new ids}, error or false}.
+// window in ms, maxlen (0: none), kid, source ("" for version 1), chain
+// seq, prev, first event number, then per entry (kind for version 2)
+// event and sig. Returns {skipped, {new ids}, error or false}.
 var batchScript = redis.NewScript(`#!lua
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t ~= 'stream' and t ~= 'none' then
   return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' holds a ' .. t .. ', not a stream: nothing was written')
 end
 local first = tonumber(ARGV[1])
-local n = (#ARGV - 4) / 2
-local skip = 0
-local last = redis.call('GET', KEYS[2])
-if last then
-  last = tonumber(last)
-  if first > last + 1 then
-    return redis.error_reply('SEQGAP the producer wrote up to ' .. string.format('%d', last) .. ', this batch starts at ' .. ARGV[1] .. ': nothing was written')
-  end
-  skip = math.min(last + 1 - first, n)
-end
 local maxlen = tonumber(ARGV[3])
 local kid = ARGV[4]
+local src = ARGV[5]
+local cseq = tonumber(ARGV[6])
+local firstev = tonumber(ARGV[8])
+local base, step = 9, 2
+if src ~= '' then
+  step = 3
+end
+local n = (#ARGV - 8) / step
+local function isevent(i)
+  return step == 2 or ARGV[base + step * i] == 'event'
+end
+local skip = 0
+local lastev = 0
+local raw = redis.call('GET', KEYS[2])
+if raw then
+  local s, l, e = string.match(raw, '^(%S+) (%d+) (%d+)$')
+  local last
+  if s then
+    last, lastev = tonumber(l), tonumber(e)
+  else
+    last = tonumber(raw)
+    s, lastev = src, last
+  end
+  if s == src then
+    if first > last + 1 then
+      return redis.error_reply('SEQGAP the producer wrote up to ' .. string.format('%d', last) .. ', this batch starts at ' .. ARGV[1] .. ': nothing was written')
+    end
+    skip = math.min(last + 1 - first, n)
+  else
+    local ev = firstev
+    for i = 0, n - 1 do
+      if isevent(i) then
+        if ev > lastev then
+          break
+        end
+        ev = ev + 1
+      end
+      skip = i + 1
+    end
+  end
+end
 local ids = {}
 local failed = false
 for i = skip, n - 1 do
+  local o = base + step * i
   local r
-  if maxlen > 0 then
-    r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', '1', 'kid', kid, 'event', ARGV[5 + 2 * i], 'sig', ARGV[6 + 2 * i])
+  if step == 2 then
+    if maxlen > 0 then
+      r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', '1', 'kid', kid, 'event', ARGV[o], 'sig', ARGV[o + 1])
+    else
+      r = redis.pcall('XADD', KEYS[1], '*', 'v', '1', 'kid', kid, 'event', ARGV[o], 'sig', ARGV[o + 1])
+    end
   else
-    r = redis.pcall('XADD', KEYS[1], '*', 'v', '1', 'kid', kid, 'event', ARGV[5 + 2 * i], 'sig', ARGV[6 + 2 * i])
+    local prev = ARGV[7]
+    if i > 0 then
+      prev = ARGV[o - 1]
+    end
+    local seq = string.format('%d', cseq + i)
+    if maxlen > 0 then
+      r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', seq, 'prev', prev, 'kind', ARGV[o], 'event', ARGV[o + 1], 'sig', ARGV[o + 2])
+    else
+      r = redis.pcall('XADD', KEYS[1], '*', 'v', '2', 'kid', kid, 'src', src, 'seq', seq, 'prev', prev, 'kind', ARGV[o], 'event', ARGV[o + 1], 'sig', ARGV[o + 2])
+    end
   end
   if type(r) == 'table' and r.err then
     failed = r.err
@@ -70,8 +125,18 @@ for i = skip, n - 1 do
   ids[#ids + 1] = r
 end
 if #ids > 0 then
-  redis.call('SET', KEYS[2], string.format('%d', first + skip + #ids - 1), 'PX', ARGV[2])
-elseif last then
+  local evs = 0
+  for i = 0, skip + #ids - 1 do
+    if isevent(i) then
+      evs = evs + 1
+    end
+  end
+  local name = src
+  if name == '' then
+    name = '-'
+  end
+  redis.call('SET', KEYS[2], name .. ' ' .. string.format('%d', first + skip + #ids - 1) .. ' ' .. string.format('%d', math.max(lastev, firstev + evs - 1)), 'PX', ARGV[2])
+elseif raw then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 return {skip, ids, failed}
@@ -90,6 +155,18 @@ type AppendBatch struct {
 	Sigs   [][]byte
 	// EventIDs[i] is Events[i]'s event_id.
 	EventIDs []string
+
+	// Source, when set, makes the batch envelope version 2: entry i is
+	// link ChainSeq+i of Source, with Kinds[i] (integrity.KindEvent or
+	// KindCheckpoint) and the prev Sigs[i-1] (Prev for entry 0). Without a
+	// Source the entries are version 1 events.
+	Source   string
+	ChainSeq uint64
+	Prev     string
+	Kinds    []string
+	// FirstEvent is the number of the batch's first event among the
+	// producer's events (checkpoints not counted); 0 means FirstSeq.
+	FirstEvent uint64
 }
 
 // Len is the number of events.
@@ -132,6 +209,9 @@ func (b *Bus) AppendBatches(ctx context.Context, batches []*AppendBatch, maxLen 
 		if bt.Stream == "" || bt.Producer == "" || bt.FirstSeq == 0 || len(bt.Events) != len(bt.Sigs) {
 			return nil, fmt.Errorf("%w: batch needs a stream, a producer, a first seq above 0 and a sig per event", ErrInvalidArgs)
 		}
+		if bt.Source != "" && (bt.ChainSeq == 0 || len(bt.Kinds) != len(bt.Events)) {
+			return nil, fmt.Errorf("%w: a chained batch needs a chain seq above 0 and a kind per entry", ErrInvalidArgs)
+		}
 	}
 	cmds, err := b.runBatches(ctx, batches, maxLen, window)
 	if err != nil && isNoScript(err) {
@@ -157,8 +237,15 @@ func (b *Bus) runBatches(ctx context.Context, batches []*AppendBatch, maxLen int
 	cmds := make([]*redis.Cmd, 0, len(batches))
 	_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, bt := range batches {
-			args = append(args[:0], bt.FirstSeq, ms, maxLen, bt.KeyID)
+			firstEvent := bt.FirstEvent
+			if firstEvent == 0 {
+				firstEvent = bt.FirstSeq
+			}
+			args = append(args[:0], bt.FirstSeq, ms, maxLen, bt.KeyID, bt.Source, bt.ChainSeq, bt.Prev, firstEvent)
 			for i := range bt.Events {
+				if bt.Source != "" {
+					args = append(args, bt.Kinds[i])
+				}
 				args = append(args, bt.Events[i], bt.Sigs[i])
 			}
 			// go-redis keeps the argument slice: give each command its own.

@@ -88,7 +88,7 @@ func TestEmitStatusAndKeygenCommands(t *testing.T) {
 	code, stdout, stderr := e.run(20*time.Second, "emit", "--config", cfg, "--file", good)
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "emitted 2 event(s)")
-	assert.EqualValues(t, 2, e.xlen(stream), "two events (emit appends through audit.Producer, envelope version 1: no chain, no checkpoint)")
+	assert.EqualValues(t, 3, e.xlen(stream), "two events and the closing checkpoint of emit's chain (envelope version 2)")
 
 	code, _, _ = e.run(60*time.Second, "run", "--config", cfg, "--stop-when-idle", "--consumer", "c1")
 	require.Equal(t, 0, code)
@@ -106,7 +106,7 @@ func TestEmitStatusAndKeygenCommands(t *testing.T) {
 		} `json:"groups"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(stdout), &st))
-	assert.EqualValues(t, 2, st.Length)
+	assert.EqualValues(t, 3, st.Length)
 	require.Len(t, st.Groups, 1)
 	assert.Equal(t, group, st.Groups[0].Name)
 	assert.Zero(t, st.Groups[0].Lag)
