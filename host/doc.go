@@ -31,9 +31,11 @@
 // the call when it is past its deadline. A runaway guest (a loop, recursion
 // without loops, a loop of large fills) stops within about a millisecond of
 // its deadline (TestGuardStopsRunaways), and one ticker per plugin also
-// marks overdue calls. A module using WebAssembly the meter does not know
-// falls back to wazero's guard, with a warning at load (Plugin.Guard tells
-// which guard a plugin has).
+// marks overdue calls. A module the meter cannot instrument is refused at
+// load unless the plugin is trusted: no other guard sees recursion without
+// loops or straight-line bulk instructions (Plugin.Guard tells which guard
+// a plugin has). So is any module, trusted or not, whose control structures
+// nest too deep to compile within bounds (meter.MaxNesting).
 //
 // Measured on the shared 2-core development machine (BenchmarkExamples,
 // BenchmarkProcess, BenchmarkPluginCall in internal/processor), a 300-byte

@@ -18,9 +18,6 @@ const (
 	// check its deadline every few thousand loop iterations and function
 	// entries. The default for plugins that are not trusted.
 	GuardMetered Guard = iota
-	// GuardWazero: wazero's close-on-context-done guard, for modules using
-	// WebAssembly the meter does not know. Loops run several times slower.
-	GuardWazero
 	// GuardOff: the plugin is trusted; nothing stops a call that never returns.
 	GuardOff
 )
@@ -29,8 +26,6 @@ func (g Guard) String() string {
 	switch g {
 	case GuardMetered:
 		return "metered"
-	case GuardWazero:
-		return "wazero"
 	case GuardOff:
 		return "off"
 	}

@@ -51,6 +51,9 @@ func Inspect(ctx context.Context, wasm []byte) (ModuleInfo, error) {
 	if err := precheck.Check(wasm); err != nil {
 		return ModuleInfo{}, err
 	}
+	if err := checkShape(wasm); err != nil {
+		return ModuleInfo{}, err
+	}
 	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
 	defer rt.Close(ctx)
 	offered, err := offerImports(ctx, rt)
@@ -270,10 +273,6 @@ func Load(ctx context.Context, spec PluginSpec, cfg Config) (*Plugin, error) {
 			_ = p.Close(context.Background())
 		}
 	}()
-	if c.fallback != nil {
-		p.logger.Warn("plugin uses WebAssembly that the metered deadline guard cannot instrument; using wazero's guard, under which loops run several times slower",
-			"reason", c.fallback)
-	}
 	if info := describe(c.module, c.offered); len(info.Problems) > 0 {
 		return fail(errors.Join(info.Problems...))
 	}
@@ -300,14 +299,39 @@ type compiledPlugin struct {
 	module   wazero.CompiledModule
 	offered  map[Import]signature
 	guard    Guard
-	fallback error // why a guarded plugin is not metered
+}
+
+// checkShape refuses a module the meter refuses: one whose control
+// structures nest too deep to compile within bounds (meter.ErrTooComplex),
+// or one it cannot read through, whose shape is then unknown. Trusted
+// plugins and plugin check's static part go through it too. A malformed
+// module is left to wazero's validation, whose errors are the ones to
+// report.
+func checkShape(wasm []byte) error {
+	_, err := meter.Instrument(wasm, meterPeriod)
+	if errors.Is(err, meter.ErrMalformed) {
+		return nil
+	}
+	return meterRefusal(err)
+}
+
+// meterRefusal says why the meter's refusal err refuses the module.
+func meterRefusal(err error) error {
+	if err == nil || errors.Is(err, meter.ErrTooComplex) {
+		return err
+	}
+	return fmt.Errorf("%w: the deadline guard cannot meter this module (%v); it would run unguarded", ErrModuleRefused, err)
 }
 
 // compilePlugin compiles wasm in a runtime of its own: instrumented by the
-// meter when the plugin is guarded, with wazero's guard when the module uses
-// what the meter does not know, and plain when trusted.
+// meter when the plugin is guarded, plain when trusted. A guarded module the
+// meter cannot instrument is refused: nothing else stops every way a guest
+// can run on (recursion without loops, straight-line bulk instructions).
 func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, sum string) (*compiledPlugin, error) {
 	if spec.Trusted {
+		if err := checkShape(wasm); err != nil {
+			return nil, err
+		}
 		return compileWith(ctx, spec, cfg, wasm, GuardOff)
 	}
 	cached := meteredPath(cfg.dir(), sum)
@@ -325,27 +349,20 @@ func compilePlugin(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte
 		return nil, fmt.Errorf("compile: %w", err)
 	}
 	metered, err := meter.Instrument(wasm, meterPeriod)
-	if err == nil {
-		var c *compiledPlugin
-		if c, err = compileWith(ctx, spec, cfg, metered, GuardMetered); err == nil {
-			saveMetered(cached, metered) // only what compiled is kept
-			return c, nil
-		}
+	if err != nil {
+		return nil, meterRefusal(err)
 	}
-	// The meter refused the module, or what it made did not compile:
-	// wazero's guard on the module as written, whose errors are the ones to
-	// report.
-	c, cerr := compileWith(ctx, spec, cfg, wasm, GuardWazero)
-	if cerr != nil {
-		return nil, cerr
+	c, err := compileWith(ctx, spec, cfg, metered, GuardMetered)
+	if err != nil {
+		return nil, fmt.Errorf("compile: the metered module: %w", err)
 	}
-	c.fallback = err
+	saveMetered(cached, metered) // only what compiled is kept
 	return c, nil
 }
 
 // meteredVersion names the meter's output format in the cache: change it when
 // the instrumentation changes.
-const meteredVersion = "meter5"
+const meteredVersion = "meter6"
 
 // meteredPath is where the instrumented module of the module with SHA-256
 // sum is kept in the compilation cache directory ("" without one):
@@ -422,8 +439,7 @@ func compileWith(ctx context.Context, spec PluginSpec, cfg Config, wasm []byte, 
 	}
 	c.rt = wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfig().
 		WithCompilationCache(cache).
-		WithMemoryLimitPages(spec.memoryLimitPages()).
-		WithCloseOnContextDone(guard == GuardWazero))
+		WithMemoryLimitPages(spec.memoryLimitPages()))
 	defer func() {
 		if err != nil {
 			c.close(context.Background())

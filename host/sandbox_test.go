@@ -26,7 +26,7 @@ func TestLocalsBombRefused(t *testing.T) {
 	path := wasmtest.Path(t, "hostile/locals-bomb")
 	wasm, err := os.ReadFile(path)
 	require.NoError(t, err)
-	const want = "code section at byte 105: too many parameters and locals of function 2: 4294967297, the limit is 50000"
+	const want = "code section at byte 105: too many parameters and locals of function 2: 4294967297, the limit is 49999"
 
 	_, err = host.Inspect(context.Background(), wasm)
 	require.ErrorIs(t, err, host.ErrModuleRefused)

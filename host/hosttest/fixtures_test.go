@@ -51,7 +51,7 @@ func TestFixturesRefusedAtLoad(t *testing.T) {
 		{"process-signature", host.ErrExports, []string{"auditproc_process has signature (i32) -> (i32)"}},
 		{"import-sock", host.ErrImports, []string{"wasi_snapshot_preview1.sock_accept", "wasi_snapshot_preview1.sock_recv", "no network"}},
 		{"import-unknown", host.ErrImports, []string{"env.system", `unknown module "env"`}},
-		{"import-guard", host.ErrImports, []string{"auditproc_guard.tick", `unknown module "auditproc_guard"`}},
+		{"import-guard", host.ErrModuleRefused, []string{"cannot meter", `imports from "auditproc_guard"`}},
 		{"import-unknown-hostfn", host.ErrImports, []string{"auditproc.exec"}},
 		{"import-signature", host.ErrImports, []string{"auditproc.log", "(i32, i32, i32)"}},
 		{"import-memory", host.ErrImports, []string{"env.memory"}},

@@ -44,6 +44,5 @@ func TestGuardModes(t *testing.T) {
 	spec.Trusted = true
 	assert.Equal(t, host.GuardOff, hosttest.Load(t, spec, host.Config{}).Guard())
 	assert.Equal(t, "metered", host.GuardMetered.String())
-	assert.Equal(t, "wazero", host.GuardWazero.String())
 	assert.Equal(t, "off", host.GuardOff.String())
 }

@@ -22,5 +22,7 @@
 // function, element segments and the function and local names of the "name"
 // section. Sections it cannot keep exact (DWARF, other name subsections) are
 // dropped. A module using an instruction the rewrite does not know is
-// refused with ErrUnsupported, and the host falls back to wazero's guard.
+// refused with ErrUnsupported, and the host refuses to run it guarded. A
+// module nesting control structures past MaxNesting, MaxLoopNesting or
+// MaxWork is refused with ErrTooComplex.
 package meter

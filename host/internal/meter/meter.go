@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 
+	"github.com/auditproc/auditproc/host/internal/precheck"
 	"github.com/auditproc/auditproc/host/internal/wasmbin"
 )
 
@@ -20,6 +21,11 @@ const (
 
 // ErrUnsupported reports a module the rewrite cannot instrument exactly.
 var ErrUnsupported = wasmbin.ErrUnsupported
+
+// ErrTooComplex reports a module whose control structures would take the
+// host too long or too much memory to compile (see MaxNesting). Unlike
+// ErrUnsupported it is a refusal whatever guard the plugin runs under.
+var ErrTooComplex = fmt.Errorf("%w: too deeply nested to compile within bounds", precheck.ErrRefused)
 
 // ErrMalformed reports a module that is not valid WebAssembly binary format.
 var ErrMalformed = wasmbin.ErrMalformed
@@ -111,4 +117,5 @@ type module struct {
 	// dataIndexed: the module names data segments by index (a data count
 	// section, memory.init or data.drop), so they are not merged.
 	dataIndexed bool
+	work        uint64 // see MaxWork
 }

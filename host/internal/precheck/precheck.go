@@ -44,8 +44,13 @@ const (
 	MaxExports          = 100_000   // exports
 	MaxElementSegments  = 100_000   // element segments
 	MaxDataSegments     = 100_000   // data segments
-	MaxLocals           = 50_000    // parameters and locals of one function
-	MaxFunctionBytes    = 7_654_321 // the code of one function body
+	MaxLocals           = 49_999    // parameters and locals of one function (the meter adds one)
+	// Compiling takes some 340 bytes of host memory per byte of the
+	// function being compiled and time in proportion to the whole code: a
+	// 512 KiB body compiles in under 200 MiB (the largest function of the
+	// standard-Go examples is 29 KB), 16 MiB of code in about a minute.
+	MaxFunctionBytes    = 512 << 10 // the code of one function body
+	MaxCodeBytes        = 16 << 20  // the code of all function bodies
 	MaxNameSectionBytes = 4 << 20   // the "name" custom section
 	// MaxTableElements bounds the references of all of an instance's tables
 	// together (declared minimums, and growth through BoundTables) and the
@@ -377,11 +382,15 @@ func (c *checker) code(r *wasmbin.Reader) error {
 	if err != nil {
 		return err
 	}
+	var total uint64
 	for i := uint32(0); i < n && r.Err == nil; i++ {
 		fn := c.funcs - uint32(len(c.funcTypes)) + i // the function's index
 		size := r.U32()
 		if size > MaxFunctionBytes {
 			return over(fmt.Sprintf("bytes of the body of function %d", fn), uint64(size), MaxFunctionBytes)
+		}
+		if total += uint64(size); total > MaxCodeBytes {
+			return over("bytes of code (all function bodies)", total, MaxCodeBytes)
 		}
 		body := &wasmbin.Reader{B: r.Bytes(size)}
 		if r.Err != nil {

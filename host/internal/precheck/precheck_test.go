@@ -73,7 +73,7 @@ func TestCheckRefuses(t *testing.T) {
 		wasm []byte
 		want string
 	}{
-		{"locals bomb", oneFunction(bomb, nil), "too many parameters and locals of function 0: 4294967295, the limit is 50000"},
+		{"locals bomb", oneFunction(bomb, nil), "too many parameters and locals of function 0: 4294967295, the limit is 49999"},
 		{"locals over two groups", oneFunction([]byte{2, 0xA8, 0xC3, 0x01, 0x7F, 0xA9, 0xC3, 0x01, 0x7F}, nil), // 25000 + 25001
 			"too many parameters and locals of function 0: 50001"},
 		{"local groups count", oneFunction([]byte{0xFF, 0xFF, 0xFF, 0xFF, 0x0F}, nil), "4294967295"},
