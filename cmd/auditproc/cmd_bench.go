@@ -51,7 +51,7 @@ directories removed at the end. When PostgreSQL or rsyslog is not installed
 			fs.StringVar(&cfg.Executable, "auditproc", "", "the auditproc binary to measure (default: this one), to compare builds")
 			fs.IntVar(&cfg.Rounds, "rounds", bench.DefaultRounds, "drains per scenario, taking turns; the fastest is reported")
 			fs.IntVar(&cfg.Rate, "rate", bench.DefaultRate, "offered rate of the latency run, entries/s")
-			fs.DurationVar(&cfg.LatencyFor, "latency-for", bench.DefaultLatencyFor, "how long the latency run offers entries")
+			durationVar(fs, &cfg.LatencyFor, "latency-for", bench.DefaultLatencyFor, "how long the latency run offers entries")
 			fs.StringVar(&cfg.RedisURL, "redis-url", "", "a throwaway Redis to use instead of starting redis-server (its data is left behind)")
 			fs.StringVar(&cfg.RedisServer, "redis-server", bench.DefaultRedisServer, "redis-server binary started for the run")
 			fs.StringVar(&cfg.Pipeline, "pipeline", bench.DefaultPipeline, "the default pipeline's configuration file")

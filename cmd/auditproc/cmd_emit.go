@@ -62,7 +62,7 @@ event twice. To append the same lines again as new events, change the file.`,
 			fs.BoolVar(&quiet, "quiet", false, "print nothing but errors")
 			fs.StringVar(&spoolDir, "spool", "", "directory where signed events wait, fsynced, while Redis is away (sent in order once it is back; see 'auditproc spool')")
 			fs.Int64Var(&spoolMax, "spool-max", audit.DefaultSpoolMaxBytes, "most bytes the spool may hold")
-			fs.DurationVar(&timeout, "timeout", defaultEmitTimeout, "without --spool: how long to wait for Redis before giving up")
+			durationVar(fs, &timeout, "timeout", defaultEmitTimeout, "without --spool: how long to wait for Redis before giving up")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if file != "" && len(args) > 0 {

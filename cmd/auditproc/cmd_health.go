@@ -49,7 +49,7 @@ answer, 1 otherwise.`,
 			cf = newConfigFlags(fs)
 			fs.StringVar(&addr, "addr", "", "address of the metrics listener (default: the configured metrics.address, else "+defaultHealthAddr+")")
 			fs.StringVar(&path, "path", "/healthz", "path to ask: /healthz, /readyz or /metrics")
-			fs.DurationVar(&timeout, "timeout", 2*time.Second, "give up after this long")
+			durationVar(fs, &timeout, "timeout", 2*time.Second, "give up after this long")
 			fs.BoolVar(&quiet, "quiet", false, "print nothing; the exit status tells")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {

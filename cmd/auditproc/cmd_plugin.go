@@ -48,7 +48,7 @@ func (f *pluginFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.name, "name", "", "the plugin's name in results and logs (default: the file name without .wasm)")
 	fs.StringVar(&f.config, "config", "", "YAML or JSON `FILE` holding the plugin's configuration mapping, handed to auditproc_init as JSON (default {})")
 	fs.Var(&f.sinks, "sink", "grant the sink `NAME` to the plugin, as sinks: in plugins.yaml (repeatable)")
-	fs.DurationVar(&f.deadline, "deadline", config.DefaultPluginDeadline, "deadline of one event's call into the plugin")
+	durationVar(fs, &f.deadline, "deadline", config.DefaultPluginDeadline, "deadline of one event's call into the plugin")
 	fs.Var(&f.memoryLimit, "memory-limit", "cap on the plugin's linear memory, in bytes or with a KiB, MiB or GiB suffix")
 	fs.BoolVar(&f.trusted, "trusted", false, "turn the deadline guard off, as trusted: true in plugins.yaml (a plugin that never returns then hangs the command)")
 }

@@ -189,7 +189,7 @@ func TestPluginTestUsageErrors(t *testing.T) {
 		{"missing config file", []string{tag, "--config", filepath.Join(testdata, "nope.yaml")}, "nope.yaml: no such file"},
 		{"broken config", []string{tag, "--config", filepath.Join(testdata, "broken.yaml")}, "broken.yaml is neither YAML nor JSON"},
 		{"config not a mapping", []string{tag, "--config", filepath.Join(testdata, "list.yaml")}, "must be a mapping"},
-		{"bad deadline", []string{tag, "--deadline", "-1s"}, "--deadline must be positive"},
+		{"bad deadline", []string{tag, "--deadline", "-1s"}, "must be above zero"},
 		{"unknown flag", []string{tag, "--frobnicate"}, "flag provided but not defined: -frobnicate"},
 	}
 	for _, tt := range tests {

@@ -90,7 +90,7 @@ are skipped. Exit 0 once the spool is empty, 1 when Redis does not take
 them within --timeout (they stay in the spool).`,
 		flags: func(fs *flag.FlagSet) {
 			cf = newConfigFlags(fs)
-			fs.DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
+			durationVar(fs, &timeout, "timeout", time.Minute, "give up after this long")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if len(args) != 1 {

@@ -44,7 +44,7 @@ func statusCommand() *command {
 		cf       *configFlags
 		asJSON   bool
 		watch    bool
-		interval = intervalFlag(time.Second)
+		interval = durationFlag(time.Second)
 		timeout  time.Duration
 	)
 	return &command{
@@ -67,7 +67,7 @@ view goes on.`,
 			fs.BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 			fs.BoolVar(&watch, "watch", false, "refresh the view every --interval until interrupted")
 			fs.Var(&interval, "interval", "with --watch: the refresh period, a `duration` with a unit")
-			fs.DurationVar(&timeout, "timeout", 5*time.Second, "give up when Redis does not answer within this time (with --watch: per refresh)")
+			durationVar(fs, &timeout, "timeout", 5*time.Second, "give up when Redis does not answer within this time (with --watch: per refresh)")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
 			if len(args) > 0 {

@@ -24,7 +24,7 @@ func topCommand() *command {
 	var (
 		cf       *configFlags
 		once     bool
-		interval = intervalFlag(time.Second)
+		interval = durationFlag(time.Second)
 		replicas stringList
 	)
 	return &command{

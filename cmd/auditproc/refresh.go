@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -14,22 +15,29 @@ import (
 // clearScreen moves the cursor home and clears the terminal.
 const clearScreen = "\x1b[H\x1b[2J"
 
-// intervalFlag is a refresh period: a duration with a unit, above zero.
+// durationFlag is a flag's duration: with a unit and above zero (a bare
+// number is not read as nanoseconds, nor 0 as "no limit").
 // flag.Duration would take "0" and, for a bare "5", say only "parse error".
-type intervalFlag time.Duration
+type durationFlag time.Duration
 
-func (d *intervalFlag) String() string { return time.Duration(*d).String() }
+func (d *durationFlag) String() string { return time.Duration(*d).String() }
 
-func (d *intervalFlag) Set(s string) error {
+func (d *durationFlag) Set(s string) error {
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		return fmt.Errorf("%q is not a duration: give a unit, as in 1s, 500ms or 2m", s)
 	}
 	if v <= 0 {
-		return fmt.Errorf("%q: the interval must be above zero, as in 1s", s)
+		return fmt.Errorf("%q: the duration must be above zero, as in 1s", s)
 	}
-	*d = intervalFlag(v)
+	*d = durationFlag(v)
 	return nil
+}
+
+// durationVar defines a duration flag that needs a unit and is above zero.
+func durationVar(fs *flag.FlagSet, p *time.Duration, name string, value time.Duration, usage string) {
+	*p = value
+	fs.Var((*durationFlag)(p), name, usage)
 }
 
 // frameLayout is how refresh writes one frame after another.
