@@ -80,18 +80,27 @@ type keyChange struct {
 func (k *keyWatch) observe(b streambus.Batch) []keyChange {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	touched := map[string]bool{}
+	// A batch names few key ids, mostly one: the last one's window is
+	// kept at hand.
+	var touched []string
+	var last string
+	var lastW *outcomeWindow
 	add := func(kid string, failed bool) {
-		w := k.keys[kid]
-		if w == nil {
-			if k.keys == nil {
-				k.keys = map[string]*outcomeWindow{}
+		if lastW == nil || kid != last {
+			w := k.keys[kid]
+			if w == nil {
+				if k.keys == nil {
+					k.keys = map[string]*outcomeWindow{}
+				}
+				w = &outcomeWindow{}
+				k.keys[kid] = w
 			}
-			w = &outcomeWindow{}
-			k.keys[kid] = w
+			if !slices.Contains(touched, kid) {
+				touched = append(touched, kid)
+			}
+			last, lastW = kid, w
 		}
-		w.add(failed)
-		touched[kid] = true
+		lastW.add(failed)
 	}
 	for _, list := range [][]streambus.Entry{b.Entries, b.Checkpoints} {
 		for _, e := range list {
@@ -106,7 +115,7 @@ func (k *keyWatch) observe(b streambus.Batch) []keyChange {
 		}
 	}
 	var changes []keyChange
-	for kid := range touched {
+	for _, kid := range touched {
 		w := k.keys[kid]
 		if now := w.mostFail(); now != k.suspected[kid] {
 			if now {
@@ -147,8 +156,8 @@ func (k *keyWatch) suspects() []string {
 	return ids
 }
 
-// any reports whether some key id is under suspicion.
-func (k *keyWatch) any() bool {
+// suspecting reports whether some key id is under suspicion.
+func (k *keyWatch) suspecting() bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return len(k.suspected) > 0

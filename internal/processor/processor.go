@@ -171,7 +171,7 @@ func New(cfg Config, logger *slog.Logger, b bus, pipeline *host.Pipeline, metric
 
 // Ready reports whether Redis answers, the loop runs and no keyring
 // mismatch is suspected (for /readyz and the auditproc_ready gauge).
-func (p *Processor) Ready() bool { return p.ready.Load() && !p.keyWatch.any() }
+func (p *Processor) Ready() bool { return p.ready.Load() && !p.keyWatch.suspecting() }
 
 // NotReadyReason says why Ready is false, for /readyz; "" when ready.
 func (p *Processor) NotReadyReason() string {
