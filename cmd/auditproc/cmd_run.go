@@ -436,7 +436,7 @@ func checkDurability(ctx context.Context, rdb redis.UniversalClient, logger *slo
 
 // serveMetrics serves /metrics, /healthz (the process and its read loop are
 // alive) and /readyz
-// (Redis answers and the loop runs).
+// (Redis answers, the loop runs and no keyring mismatch is suspected).
 func serveMetrics(addr string, m *processor.Metrics, proc *processor.Processor, logger *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
@@ -452,7 +452,11 @@ func serveMetrics(addr string, m *processor.Metrics, proc *processor.Processor, 
 			fmt.Fprintln(w, "ready")
 			return
 		}
-		http.Error(w, "not ready: Redis unreachable or loop stopped", http.StatusServiceUnavailable)
+		reason := proc.NotReadyReason()
+		if reason == "" {
+			reason = "Redis unreachable or loop stopped"
+		}
+		http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
 	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -12,7 +12,12 @@ func (p *Processor) setReady(ready bool) {
 	p.readyMu.Lock()
 	defer p.readyMu.Unlock()
 	p.ready.Store(ready)
-	if ready {
+	p.publishReady()
+}
+
+// publishReady sets the auditproc_ready gauge from Ready. readyMu is held.
+func (p *Processor) publishReady() {
+	if p.Ready() {
 		p.metrics.Ready.Set(1)
 	} else {
 		p.metrics.Ready.Set(0)

@@ -36,10 +36,13 @@ type Metrics struct {
 	LateAcks       prometheus.Counter
 	GroupRecreated prometheus.Counter
 	SequenceGaps   prometheus.Counter
-	Pending        prometheus.Gauge
-	Lag            prometheus.Gauge
-	Ready          prometheus.Gauge
-	LastRead       prometheus.Gauge
+	// KeyringMismatch is 1 per key id under suspicion of a keyring
+	// mismatch (keyring.go), 0 once cleared.
+	KeyringMismatch *prometheus.GaugeVec
+	Pending         prometheus.Gauge
+	Lag             prometheus.Gauge
+	Ready           prometheus.Gauge
+	LastRead        prometheus.Gauge
 }
 
 // NewMetrics creates and registers every metric.
@@ -91,6 +94,9 @@ func NewMetrics() *Metrics {
 		SequenceGaps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "auditproc_sequence_gaps_total", Help: "Holes in a chained source's sequence numbers still open after integrity.gap_grace (audit_sequence_gap; integrity alarm).",
 		}),
+		KeyringMismatch: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "auditproc_keyring_mismatch_suspected", Help: "1 while most new entries naming this key id fail their signature (keyring_mismatch_suspected): this replica likely holds other bytes under the id; its refused entries stay pending and the replica is not ready.",
+		}, []string{"key_id"}),
 		Pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "auditproc_pending_entries", Help: "Entries pending in the consumer group (all consumers).",
 		}),
@@ -98,7 +104,7 @@ func NewMetrics() *Metrics {
 			Name: "auditproc_consumer_group_lag", Help: "Entries in the stream not yet delivered to the group.",
 		}),
 		Ready: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "auditproc_ready", Help: "1 while Redis answers and the loop runs.",
+			Name: "auditproc_ready", Help: "1 while Redis answers, the loop runs and no keyring mismatch is suspected.",
 		}),
 		LastRead: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "auditproc_last_read_timestamp_seconds", Help: "Unix time when a read of the stream last succeeded (with entries or empty).",
@@ -110,7 +116,7 @@ func NewMetrics() *Metrics {
 	m.SinkErrors, m.SinkWrites, m.SinkLatency = sm.Errors, sm.Writes, sm.Latency
 	r.MustRegister(m.Read, m.Verified, m.Tampered, m.Verdicts, m.PluginLatency, m.Acked,
 		m.DeadLettered, m.Reclaimed, m.DeletedPending, m.Emitted,
-		m.RedisErrors, m.LateAcks, m.GroupRecreated, m.SequenceGaps, m.Pending, m.Lag, m.Ready, m.LastRead,
+		m.RedisErrors, m.LateAcks, m.GroupRecreated, m.SequenceGaps, m.KeyringMismatch, m.Pending, m.Lag, m.Ready, m.LastRead,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,6 +141,7 @@ type Processor struct {
 	chunks      sync.Pool // of *[]work: result chunks, reused once committed
 	stats       Stats
 	gaps        gapTracker // holes in chained sources' sequences
+	keyWatch    keyWatch   // key ids whose entries mostly fail their signature
 }
 
 // New checks cfg and opens the line sinks. b is the processor's only way to
@@ -167,9 +169,21 @@ func New(cfg Config, logger *slog.Logger, b bus, pipeline *host.Pipeline, metric
 	return p, nil
 }
 
-// Ready reports whether Redis answers and the loop runs (for /readyz and
-// the auditproc_ready gauge).
-func (p *Processor) Ready() bool { return p.ready.Load() }
+// Ready reports whether Redis answers, the loop runs and no keyring
+// mismatch is suspected (for /readyz and the auditproc_ready gauge).
+func (p *Processor) Ready() bool { return p.ready.Load() && !p.keyWatch.suspecting() }
+
+// NotReadyReason says why Ready is false, for /readyz; "" when ready.
+func (p *Processor) NotReadyReason() string {
+	if kids := p.keyWatch.suspects(); len(kids) > 0 {
+		return "keyring mismatch suspected for key id " + strings.Join(kids, ", ") +
+			": most entries naming it fail their signature (see keyring_mismatch_suspected in the log); they stay pending until the rate drops"
+	}
+	if !p.ready.Load() {
+		return "Redis unreachable or loop stopped"
+	}
+	return ""
+}
 
 // Healthy reports whether the read loop is alive (for /healthz): false
 // once no read has returned for far longer than a read may take.

@@ -13,7 +13,9 @@ import (
 // delivery budget are dead-lettered; entries deleted while pending raise the
 // integrity alarm; tampered entries under the budget stay pending (the
 // reclaimer brings them back until the budget is spent, so they are kept for
-// forensics without looping forever). redelivered marks a batch of entries
+// forensics without looping forever); signature mismatches of a key id
+// under suspicion of a keyring mismatch (keyring.go) stay pending whatever
+// their deliveries. redelivered marks a batch of entries
 // delivered before (re-read or claimed).
 func (p *Processor) triage(ctx context.Context, batch streambus.Batch, redelivered bool) []streambus.Entry {
 	// The reclaimer may claim an entry this process holds already (read
@@ -59,7 +61,13 @@ func (p *Processor) triage(ctx context.Context, batch streambus.Batch, redeliver
 			}
 		}
 	}
+	if !redelivered {
+		p.watchKeys(ctx, batch)
+	}
 	for _, t := range batch.Tampered {
+		if p.keyWatch.holds(t) {
+			continue // a keyring mismatch is suspected: left pending
+		}
 		if t.Deliveries > int64(p.cfg.MaxDeliveries) {
 			letters = append(letters, t.Letter())
 		}
