@@ -19,8 +19,158 @@ import (
 	"github.com/auditproc/auditproc/internal/trail"
 )
 
-// verifyPage is how many entries one XRANGE of verify reads.
-const verifyPage = 1000
+// verifyPage is how many entries one XRANGE of verify reads (a variable
+// for tests).
+var verifyPage int64 = 1000
+
+// verifyFetchers is how many XRANGEs verify keeps in flight, and
+// verifySegmentPages the pages of a stream's share one of them walks (a
+// variable for tests).
+const verifyFetchers = 3
+
+var verifySegmentPages int64 = 4
+
+// verifyPageOf is a page of entries of one stream, in stream order, or the
+// error that ended the walk.
+type verifyPageOf struct {
+	stream  string
+	entries []trail.Entry
+	err     error
+}
+
+// fetchPages reads streams (lens their lengths), each from from to to,
+// and returns their pages in stream order, one stream after the other.
+//
+// One XRANGE after another leaves Redis idle while a page travels and is
+// parsed, and verify idle while Redis builds the next. So each stream's
+// id range is cut by time into segments of about verifySegmentPages pages
+// (by its length and the times of its first and last entries), and
+// verifyFetchers goroutines walk consecutive segments at once, each page
+// by page. The pages are handed on in segment order; a fetcher runs at
+// most two pages ahead of the checker, its segment at most verifyFetchers
+// ahead. The segments cover the range without gap or overlap whatever the
+// entries' spread; the last one ends at to, so a walk to "+" also reads
+// what was added while it ran.
+func fetchPages(ctx context.Context, bus *streambus.Bus, streams []string, lens []int64, from, to string) <-chan verifyPageOf {
+	type job struct {
+		stream, start, end string
+		out                chan verifyPageOf
+	}
+	jobs := make(chan job)
+	order := make(chan chan verifyPageOf, verifyFetchers)
+	send := func(ch chan verifyPageOf, p verifyPageOf) bool {
+		select {
+		case ch <- p:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for range verifyFetchers {
+		go func() {
+			for j := range jobs {
+				start := j.start
+				for {
+					got, err := bus.XRange(ctx, j.stream, start, j.end, verifyPage)
+					p := verifyPageOf{stream: j.stream, err: err, entries: make([]trail.Entry, len(got))}
+					for i, e := range got {
+						p.entries[i] = trail.Entry{ID: e.ID, Fields: e.Fields}
+					}
+					if !send(j.out, p) || err != nil || int64(len(got)) < verifyPage {
+						break
+					}
+					start = "(" + got[len(got)-1].ID
+				}
+				close(j.out)
+			}
+		}()
+	}
+	pages := make(chan verifyPageOf, 2)
+	// The dispatcher: segments to the fetchers, their outputs in order.
+	go func() {
+		defer close(order)
+		defer close(jobs)
+		dispatch := func(stream, start, end string) bool {
+			out := make(chan verifyPageOf, 2)
+			select {
+			case order <- out:
+			case <-ctx.Done():
+				return false
+			}
+			select {
+			case jobs <- job{stream: stream, start: start, end: end, out: out}:
+				return true
+			case <-ctx.Done():
+				close(out) // the collector waits for every segment's end
+				return false
+			}
+		}
+		for i, s := range streams {
+			bounds, err := segmentBounds(ctx, bus, s, lens[i], from, to)
+			if err != nil {
+				out := make(chan verifyPageOf, 1)
+				out <- verifyPageOf{stream: s, err: err}
+				close(out)
+				select {
+				case order <- out:
+				case <-ctx.Done():
+				}
+				return
+			}
+			for k := 0; k+1 < len(bounds); k += 2 {
+				if !dispatch(s, bounds[k], bounds[k+1]) {
+					return
+				}
+			}
+		}
+	}()
+	// The collector: each segment's pages, segment after segment.
+	go func() {
+		defer close(pages)
+		for out := range order {
+			for p := range out {
+				if !send(pages, p) {
+					return
+				}
+			}
+		}
+	}()
+	return pages
+}
+
+// segmentBounds cuts the range from-to of stream (n entries long) into
+// segments of about verifySegmentPages pages: start, end, start, end, …
+// (XRANGE bounds, inclusive; the first is from, the last to). Bounds in
+// between are whole milliseconds: "ms" starts at ms-0 and ends at the
+// last id of ms, so neighbouring segments neither overlap nor leave a gap.
+func segmentBounds(ctx context.Context, bus *streambus.Bus, stream string, n int64, from, to string) ([]string, error) {
+	segments := n / (verifyPage * verifySegmentPages)
+	if segments < 2 {
+		return []string{from, to}, nil
+	}
+	first, err := bus.XRange(ctx, stream, from, to, 1)
+	if err != nil {
+		return nil, err
+	}
+	last, err := bus.XRevRange(ctx, stream, to, from, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(first) == 0 || len(last) == 0 {
+		return []string{from, to}, nil
+	}
+	lo, hi := idMillis(first[0].ID), idMillis(last[0].ID)
+	span := hi - lo + 1
+	if span < 2 {
+		return []string{from, to}, nil
+	}
+	width := (span + segments - 1) / segments
+	bounds := []string{from}
+	for cut := lo + width; cut <= hi; cut += width {
+		bounds = append(bounds, strconv.FormatInt(cut-1, 10), strconv.FormatInt(cut, 10))
+	}
+	return append(bounds, to), nil
+}
 
 func verifyCommand() *command {
 	var (
@@ -96,49 +246,28 @@ checkpoint interval allows (missing_tail). Exit 0: no findings; 1: findings;
 				now = time.UnixMilli(idMillis(to))
 			}
 			var total int64
-			for _, s := range streams {
+			lens := make([]int64, len(streams))
+			for i, s := range streams {
 				n, err := rdb.XLen(ctx, s).Result()
 				if err != nil {
 					return usageError{fmt.Errorf("verify: stream %q: %w", s, err)}
 				}
+				lens[i] = n
 				total += n
+			}
+			// A short-lived process with a small heap: the same GC headroom
+			// as run's (gc.go) spares it most collections.
+			if stop := tuneGC(os.Getenv); stop != nil {
+				defer stop()
 			}
 			checker := trail.New(keys, trail.Config{FromStart: from == "-", Now: now})
 			bar := newProgress(sio.err, int(total), !quiet && !asJSON && isTerminal(sio.err))
-			// Pages are fetched one ahead of the checker, so that Redis and
-			// the verification work at once.
-			type page struct {
-				stream  string
-				entries []trail.Entry
-				err     error
-			}
-			pages := make(chan page, 2)
 			fctx, cancel := context.WithCancel(ctx)
 			defer cancel()
-			go func() {
-				defer close(pages)
-				for _, s := range streams {
-					start := from
-					for {
-						got, err := bus.XRange(fctx, s, start, to, verifyPage)
-						p := page{stream: s, err: err, entries: make([]trail.Entry, len(got))}
-						for i, e := range got {
-							p.entries[i] = trail.Entry{ID: e.ID, Fields: e.Fields}
-						}
-						select {
-						case pages <- p:
-						case <-fctx.Done():
-							return
-						}
-						if err != nil || len(got) < verifyPage {
-							break
-						}
-						start = "(" + got[len(got)-1].ID
-					}
-				}
-			}()
+			pages := fetchPages(fctx, bus, streams, lens, from, to)
 			done := 0
 			for p := range pages {
+				// p.err ends the walk: the deferred cancel stops the fetchers.
 				if p.err != nil {
 					bar.done()
 					return usageError{fmt.Errorf("verify: %w (%d entries read before)", p.err, done)}
@@ -148,6 +277,9 @@ checkpoint interval allows (missing_tail). Exit 0: no findings; 1: findings;
 				bar.set(done)
 			}
 			bar.done()
+			if err := ctx.Err(); err != nil {
+				return err // interrupted: the walk is not whole
+			}
 			findings, sources := checker.Finish()
 			if asJSON {
 				enc := json.NewEncoder(sio.out)

@@ -272,7 +272,7 @@ func (p *respParser) entries(out []rawEntry) ([]rawEntry, error) {
 	// One backing array for the fields of the whole batch (an envelope has
 	// four fields, eight strings).
 	backing := slices.Grow(p.sc.fields, 8*n)
-	for range n {
+	for i := range n {
 		if err := p.array(2); err != nil {
 			return out, err
 		}
@@ -288,6 +288,13 @@ func (p *respParser) entries(out []rawEntry) ([]rawEntry, error) {
 		case nf < 0:
 			e.deleted = true
 		case kind == '*':
+			if rest := (len(p.b) - p.pos) / 4; len(backing)+nf > cap(backing) && nf > 0 && nf <= rest && n-i <= rest/nf {
+				// More fields than foreseen (envelope v2 has eight):
+				// room for as many in each entry left, when the rest
+				// of the reply can hold them (a field takes at least
+				// 4 bytes).
+				backing = slices.Grow(backing, nf*(n-i))
+			}
 			start := len(backing)
 			for range nf {
 				s, err := p.bulk()
