@@ -59,10 +59,11 @@ func TestVerifySegmentedWalk(t *testing.T) {
 	require.Len(t, closing, 1)
 	xadd("1600-0", closing[0].Envelope)
 
-	verify := func() verifyReport {
+	verify := func(args ...string) verifyReport {
 		t.Helper()
 		var out strings.Builder
-		err := run(ctx, []string{"verify", "--stream", stream, "--json", "--quiet"}, stdio{in: strings.NewReader(""), out: &out, err: io.Discard})
+		args = append([]string{"verify", "--stream", stream, "--json", "--quiet"}, args...)
+		err := run(ctx, args, stdio{in: strings.NewReader(""), out: &out, err: io.Discard})
 		var rep verifyReport
 		require.NoError(t, json.Unmarshal([]byte(out.String()), &rep), "%v: %s", err, out.String())
 		return rep
@@ -81,4 +82,13 @@ func TestVerifySegmentedWalk(t *testing.T) {
 	require.Len(t, rep.Findings, 1, "%+v", rep.Findings)
 	require.Equal(t, "gap", rep.Findings[0].Kind)
 	require.Equal(t, ids[151], rep.Findings[0].EntryID)
+
+	// A range of it, from and to inside segments.
+	rep = verify("--from", ids[100], "--to", ids[200])
+	require.Equal(t, 100, rep.Entries)
+	require.Len(t, rep.Findings, 1, "%+v", rep.Findings)
+	require.Equal(t, "gap", rep.Findings[0].Kind)
+	require.Equal(t, ids[151], rep.Findings[0].EntryID)
+	require.Equal(t, uint64(101), rep.Sources[0].First)
+	require.Equal(t, uint64(201), rep.Sources[0].Last)
 }
