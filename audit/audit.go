@@ -158,16 +158,10 @@ type Config struct {
 // source name.
 func DefaultSource() string {
 	host, _ := os.Hostname()
-	name := []byte(host)
-	for i, c := range name {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			name[i] = '-'
-		}
+	if name := integrity.SourceName(host); name != "" {
+		return name
 	}
-	if len(name) == 0 {
-		return "producer"
-	}
-	return string(name[:min(len(name), integrity.MaxKeyIDLen)])
+	return "producer"
 }
 
 func (c *Config) setDefaults() {

@@ -124,16 +124,16 @@ func dlqListCommand() *command {
 			if err != nil {
 				return fmt.Errorf("dlq list %s: %w", cfg.DeadLetter.Stream, err)
 			}
-			if cf.set("stream") {
-				// --stream lists the dead letters of that audit stream only.
-				kept := msgs[:0]
-				for _, m := range msgs {
-					if parseDeadLetter(m).OriginalStream == cfg.Stream.Name {
-						kept = append(kept, m)
-					}
+			// The stream also holds its writers' checkpoints and
+			// withdrawals: only letters are listed. --stream lists the
+			// dead letters of that audit stream only.
+			kept := msgs[:0]
+			for _, m := range msgs {
+				if m.IsDeadLetter() && (!cf.set("stream") || parseDeadLetter(m).OriginalStream == cfg.Stream.Name) {
+					kept = append(kept, m)
 				}
-				msgs = kept
 			}
+			msgs = kept
 			if asJSON {
 				enc := json.NewEncoder(sio.out)
 				for _, m := range msgs {
@@ -225,6 +225,12 @@ between the two steps, the entry may be replayed twice (same event_id).`,
 			}
 			replayed, refused := 0, 0
 			for _, m := range msgs {
+				if !m.IsDeadLetter() {
+					if !all {
+						return usagef("dlq replay: %s in %s is not a dead letter (a checkpoint or a withdrawal)", m.ID, cfg.DeadLetter.Stream)
+					}
+					continue
+				}
 				d := parseDeadLetter(m)
 				if d.Repeated != "" {
 					refused++
@@ -242,6 +248,13 @@ between the two steps, the entry may be replayed twice (same event_id).`,
 				e, err := bus.XAdd(ctx, d.OriginalStream, env.Event, 0)
 				if err != nil {
 					return fmt.Errorf("dlq replay %s: %w (%d replayed before it)", d.ID, err, replayed)
+				}
+				// A sealed letter's deletion is accounted for first in its
+				// chain by a withdrawal, so that verify sees no gap.
+				if w, ok := m.Withdrawal(d.OriginalStream + " " + e.ID); ok {
+					if _, err := bus.AppendSealed(ctx, cfg.DeadLetter.Stream, w); err != nil {
+						return fmt.Errorf("dlq replay %s: appended as %s but its withdrawal not written, so not removed from %s: %w", d.ID, e.ID, cfg.DeadLetter.Stream, err)
+					}
 				}
 				if err := rdb.XDel(ctx, cfg.DeadLetter.Stream, d.ID).Err(); err != nil {
 					return fmt.Errorf("dlq replay %s: appended as %s but not removed from %s: %w", d.ID, e.ID, cfg.DeadLetter.Stream, err)

@@ -354,11 +354,5 @@ func (p *progress) done() {
 // hostSource is "<prefix>.<host name>", made a valid source name.
 func hostSource(prefix string) string {
 	host, _ := os.Hostname()
-	name := []byte(prefix + "." + host)
-	for i, c := range name {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
-			name[i] = '-'
-		}
-	}
-	return string(name[:min(len(name), integrity.MaxKeyIDLen)])
+	return integrity.SourceName(prefix + "." + host)
 }

@@ -242,11 +242,30 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	if err := checkDurability(ctx, rdb, logger, cfg.Safety.RequireDurableRedis); err != nil {
 		return err
 	}
+	// The replica is a source: its sink emits and dead letters are chained
+	// (envelope version 2, sealed letters), so the processed trail verifies
+	// like the one it reads.
 	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize),
-		RequireChain: cfg.Integrity.RequireChain}, logger, rdb, keys)
+		RequireChain: cfg.Integrity.RequireChain, Source: runSource(cfg.Stream.Consumer),
+		Checkpoint: integrity.ChainConfig{CheckpointEvery: cfg.Integrity.CheckpointEvery, CheckpointInterval: cfg.Integrity.CheckpointInterval},
+	}, logger, rdb, keys)
 	if err != nil {
 		return err
 	}
+	checkpoints, stopCheckpoints := context.WithCancel(context.WithoutCancel(ctx))
+	var checkpointing sync.WaitGroup
+	checkpointing.Go(func() { bus.RunCheckpoints(checkpoints) })
+	defer func() {
+		// After the processor's last commit: the checkpoints stop, and the
+		// closing ones say the replica's chains end here.
+		stopCheckpoints()
+		checkpointing.Wait()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Redis.IOTimeout+time.Second)
+		defer cancel()
+		if err := bus.CloseChain(cctx); err != nil {
+			logger.Warn("audit_chain_not_closed", slog.String("source", bus.Source()), slog.String("error", err.Error()))
+		}
+	}()
 	if w := integrity.KeyringFileWarning(os.Getenv); w != "" {
 		logger.Warn("keyring_file_readable", slog.String("detail", w))
 	}
@@ -560,4 +579,9 @@ func orNone(ids []string) string {
 		return "none"
 	}
 	return strings.Join(ids, ", ")
+}
+
+// runSource is the source name of a replica: "run.<consumer>", made valid.
+func runSource(consumer string) string {
+	return integrity.SourceName("run." + consumer)
 }

@@ -300,7 +300,7 @@ func (v *topView) render(w io.Writer, prev, cur topSample) {
 		lag = fmt.Sprint(cur.lag)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "STREAM LENGTH\tLAG\tPENDING\tDEAD LETTERS\tIN/s\tOUT/s")
+	fmt.Fprintln(tw, "STREAM LENGTH\tLAG\tPENDING\tDLQ LENGTH\tIN/s\tOUT/s")
 	in, out := 0.0, 0.0
 	for i := range cur.replicas {
 		in += rate("auditproc_entries_read_total", nil, i)

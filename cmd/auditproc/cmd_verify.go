@@ -260,7 +260,8 @@ checkpoint interval allows (missing_tail). Exit 0: no findings; 1: findings;
 			if stop := tuneGC(os.Getenv); stop != nil {
 				defer stop()
 			}
-			checker := trail.New(keys, trail.Config{FromStart: from == "-", Now: now})
+			checker := trail.New(keys, trail.Config{FromStart: from == "-", Now: now,
+				DeadLetters: map[string]bool{cfg.DeadLetter.Stream: true}})
 			bar := newProgress(sio.err, int(total), !quiet && !asJSON && isTerminal(sio.err))
 			fctx, cancel := context.WithCancel(ctx)
 			defer cancel()
@@ -286,7 +287,8 @@ checkpoint interval allows (missing_tail). Exit 0: no findings; 1: findings;
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(verifyReport{
 					OK: len(findings) == 0, Streams: streams, Entries: checker.Entries, Unchained: checker.Unchained,
-					Checkpoints: checker.Checkpoints, Sources: nonNil(sources), Findings: nonNil(findings),
+					Checkpoints: checker.Checkpoints, Voids: checker.Voids, Unsealed: checker.Unsealed, Withdrawn: checker.Withdrawn,
+					Sources: nonNil(sources), Findings: nonNil(findings),
 				}); err != nil {
 					return err
 				}
@@ -298,8 +300,12 @@ checkpoint interval allows (missing_tail). Exit 0: no findings; 1: findings;
 						closed++
 					}
 				}
-				fmt.Fprintf(sio.out, "verified %d entries of %s: %d chained source(s) (%d closed), %d checkpoints, %d unchained (v1) entries; %d finding(s)\n",
-					checker.Entries, strings.Join(streams, ", "), len(sources), closed, checker.Checkpoints, checker.Unchained, len(findings))
+				fmt.Fprintf(sio.out, "verified %d entries of %s: %d chained source(s) (%d closed), %d checkpoints (%d voids), %d unchained (v1) entries",
+					checker.Entries, strings.Join(streams, ", "), len(sources), closed, checker.Checkpoints, checker.Voids, checker.Unchained)
+				if checker.Unsealed > 0 || checker.Withdrawn > 0 {
+					fmt.Fprintf(sio.out, ", %d unsealed and %d withdrawn dead letters", checker.Unsealed, checker.Withdrawn)
+				}
+				fmt.Fprintf(sio.out, "; %d finding(s)\n", len(findings))
 			}
 			if len(findings) > 0 {
 				return errSilent
@@ -311,13 +317,19 @@ checkpoint interval allows (missing_tail). Exit 0: no findings; 1: findings;
 
 // verifyReport is verify's --json output.
 type verifyReport struct {
-	OK          bool                  `json:"ok"`
-	Streams     []string              `json:"streams"`
-	Entries     int                   `json:"entries"`
-	Unchained   int                   `json:"unchained"`
-	Checkpoints int                   `json:"checkpoints"`
-	Sources     []trail.SourceSummary `json:"sources"`
-	Findings    []trail.Finding       `json:"findings"`
+	OK          bool     `json:"ok"`
+	Streams     []string `json:"streams"`
+	Entries     int      `json:"entries"`
+	Unchained   int      `json:"unchained"`
+	Checkpoints int      `json:"checkpoints"`
+	// Voids stand in for entries their writer signed but did not append;
+	// Unsealed are dead letters written without a seal; Withdrawn are
+	// dead letters replayed and deleted with a withdrawal.
+	Voids     int                   `json:"voids"`
+	Unsealed  int                   `json:"unsealed_dead_letters"`
+	Withdrawn int                   `json:"withdrawn_dead_letters"`
+	Sources   []trail.SourceSummary `json:"sources"`
+	Findings  []trail.Finding       `json:"findings"`
 }
 
 func printFindings(sio stdio, findings []trail.Finding) {

@@ -85,6 +85,11 @@ type Checkpoint struct {
 	IntervalMS int64 `json:"interval_ms"`
 	// Closing marks the last entry of a source that stopped cleanly.
 	Closing bool `json:"closing"`
+	// Void, when set, makes the checkpoint a void: it stands in, at its
+	// seq, for the entry whose sig Void is, which its writer signed but did
+	// not append (Chain.SignVoidable). The source's next entry follows
+	// Void.
+	Void string `json:"void,omitempty"`
 }
 
 // ParseCheckpoint reads the checkpoint member of a checkpoint's event.
@@ -102,6 +107,12 @@ func ParseCheckpoint(event []byte) (Checkpoint, error) {
 	c := Checkpoint{LastSeq: last.Uint(), Head: head.Str, Every: int(every.Int()), IntervalMS: interval.Int(), Closing: closing.Bool()}
 	if strconv.FormatUint(c.LastSeq, 10) != last.Raw || c.Every < 0 || c.IntervalMS <= 0 {
 		return Checkpoint{}, malformed(FieldEvent, "checkpoint numbers out of range")
+	}
+	if void, ok := m["void"]; ok {
+		if void.Type != gjson.String || !isLowerHex(void.Str) || c.Closing {
+			return Checkpoint{}, malformed(FieldEvent, fmt.Sprintf("a void names the sig it stands in for (%d lowercase hex digits) and does not close", sigHexLen))
+		}
+		c.Void = void.Str
 	}
 	return c, nil
 }
@@ -146,6 +157,18 @@ func parseLink(src, seq, prev, kind string) (Link, error) {
 		return Link{}, malformed(FieldKind, fmt.Sprintf("want %q or %q", KindEvent, KindCheckpoint))
 	}
 	return Link{Source: src, Seq: n, Prev: prev, Kind: kind}, nil
+}
+
+// SourceName makes s a valid source name: each character outside
+// [A-Za-z0-9._-] becomes '-', and it is cut to 64 bytes; "" stays "".
+func SourceName(s string) string {
+	name := []byte(s)
+	for i, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			name[i] = '-'
+		}
+	}
+	return string(name[:min(len(name), MaxKeyIDLen)])
 }
 
 // ValidSourceID says s is "<name>/<session>", each part 1-64 characters of
@@ -411,5 +434,10 @@ func AppendCheckpointEvent(dst []byte, source string, seq uint64, now time.Time,
 	dst = strconv.AppendInt(dst, cp.IntervalMS, 10)
 	dst = append(dst, `,"closing":`...)
 	dst = strconv.AppendBool(dst, cp.Closing)
+	if cp.Void != "" {
+		dst = append(dst, `,"void":"`...)
+		dst = append(dst, cp.Void...)
+		dst = append(dst, '"')
+	}
 	return append(dst, "}}"...)
 }

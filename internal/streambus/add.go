@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -186,4 +187,25 @@ func (b *Bus) writeCheckpoints(ctx context.Context, envs []integrity.StreamEnvel
 			slog.String("source", envs[i].Source), slog.Uint64("seq", envs[i].Seq))
 	}
 	return nil
+}
+
+// AppendSealed appends an entry of fields (name, value, …) to stream,
+// sealed as the next link of the Bus's chain (integrity.Chain.Seal): for
+// records that are not events, such as a dead letter's withdrawal. It
+// needs a chained Bus.
+func (b *Bus) AppendSealed(ctx context.Context, stream string, fields []string) (string, error) {
+	if b.chain == nil {
+		return "", fmt.Errorf("%w: a sealed entry needs a chained bus (Config.Source)", ErrInvalidArgs)
+	}
+	seal, _, err := b.chain.Seal(stream, fields, time.Now())
+	if err != nil {
+		return "", fmt.Errorf("seal an entry for stream %q: %w", stream, err)
+	}
+	values := anys(append(slices.Clone(fields), seal...))
+	id, err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: values}).Result()
+	if err != nil {
+		b.chainBroken(ctx, stream, err)
+		return "", fmt.Errorf("xadd to stream %q: %w", stream, err)
+	}
+	return id, b.Checkpoint(ctx)
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -35,7 +36,12 @@ import (
 // none), index of the low-mark hash (0: none), index of the last target
 // stream, then per item: id, forget (0 or 1), index of its source's set (0:
 // no mark), source, seq, strict (0 or 1), number of adds, then per add: key
-// index, maxlen (0: none), field count, fields and values.
+// index, maxlen (0: none), field count, fields and values, void field
+// count (0: none), the void's fields and values.
+//
+// An add of a chained writer comes with its void (integrity.SignVoidable):
+// when its item is not acknowledged, the void is appended instead, so that
+// the writer's chain has no hole.
 //
 // An item with a mark whose (source, seq) is settled or held by another
 // entry id is a replay: a strict item (a processed entry) is then neither
@@ -46,6 +52,31 @@ import (
 // Returns {acked count, {per add: new id, or false when skipped}, {replayed
 // item indices, from 1}, {per source touched: source, low, next}}.
 var commitScript = redis.NewScript("#!lua\n" + compactLua + `
+-- xadd appends to key the nf fields and values at ARGV[i...].
+local function xadd(key, maxlen, i, nf)
+  if nf == 4 and maxlen == 0 then
+    -- The envelope's four fields, the common case: no table to build.
+    return redis.call('XADD', key, '*', ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+      ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
+  end
+  if nf == 8 and maxlen == 0 then
+    -- A chained envelope's eight.
+    return redis.call('XADD', key, '*', ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
+      ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10], ARGV[i + 11],
+      ARGV[i + 12], ARGV[i + 13], ARGV[i + 14], ARGV[i + 15])
+  end
+  local cmd = {'XADD', key}
+  if maxlen > 0 then
+    cmd[#cmd + 1] = 'MAXLEN'
+    cmd[#cmd + 1] = '~'
+    cmd[#cmd + 1] = maxlen
+  end
+  cmd[#cmd + 1] = '*'
+  for f = 0, nf * 2 - 1 do
+    cmd[#cmd + 1] = ARGV[i + f]
+  end
+  return redis.call(unpack(cmd))
+end
 local attempts = tonumber(ARGV[3])
 local lowkey = tonumber(ARGV[4])
 for k = 2, tonumber(ARGV[5]) do
@@ -106,26 +137,17 @@ for e = 1, nitems do
     local maxlen = tonumber(ARGV[i + 1])
     local nf = tonumber(ARGV[i + 2])
     i = i + 3
-    if ok == 1 and nf == 4 and maxlen == 0 then
-      -- The envelope's four fields, the common case: no table to build.
-      added[#added + 1] = redis.call('XADD', key, '*', ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3],
-        ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7])
-    elseif ok == 1 then
-      local cmd = {'XADD', key}
-      if maxlen > 0 then
-        cmd[#cmd + 1] = 'MAXLEN'
-        cmd[#cmd + 1] = '~'
-        cmd[#cmd + 1] = maxlen
-      end
-      cmd[#cmd + 1] = '*'
-      for f = 0, nf * 2 - 1 do
-        cmd[#cmd + 1] = ARGV[i + f]
-      end
-      added[#added + 1] = redis.call(unpack(cmd))
+    local nv = tonumber(ARGV[i + nf * 2])
+    if ok == 1 then
+      added[#added + 1] = xadd(key, maxlen, i, nf)
     else
       added[#added + 1] = false
+      if nv > 0 then
+        -- A chained add not appended: its void keeps the chain whole.
+        xadd(key, maxlen, i + nf * 2 + 1, nv)
+      end
     end
-    i = i + nf * 2
+    i = i + nf * 2 + 1 + nv * 2
   end
 end
 local marks = {}
@@ -144,6 +166,9 @@ type scriptAdd struct {
 	stream string
 	maxLen int64
 	fields []any
+	// void, for a chained add, is appended instead of fields when the
+	// item is not acknowledged.
+	void []any
 }
 
 // scriptItem is one entry to acknowledge in commitScript with the entries to
@@ -215,6 +240,8 @@ func commitArgs(stream, group string, items []scriptItem) (keys []string, argv [
 			}
 			argv = append(argv, k+1, a.maxLen, len(a.fields)/2)
 			argv = append(argv, a.fields...)
+			argv = append(argv, len(a.void)/2)
+			argv = append(argv, a.void...)
 		}
 	}
 	argv[4] = len(keys)
@@ -369,21 +396,32 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 	}
 	items := make([]scriptItem, len(letters))
 	for i, l := range letters {
-		fields := []any{
+		fields := []string{
 			DeadLetterOriginalID, l.ID, DeadLetterOriginalStream, stream,
 			DeadLetterReason, l.Reason.String(), DeadLetterDeliveries, strconv.FormatInt(l.Deliveries, 10),
 			DeadLetterKeyID, l.KeyID,
 		}
 		for j := 0; j+1 < len(l.Fields); j += 2 {
-			fields = append(fields, DeadLetterFieldPrefix+fmt.Sprint(l.Fields[j]), l.Fields[j+1])
+			fields = append(fields, DeadLetterFieldPrefix+argString(l.Fields[j]), argString(l.Fields[j+1]))
 		}
-		items[i] = scriptItem{id: l.ID, forget: true, mark: l.Mark, adds: []scriptAdd{{stream: dlq, fields: fields}}}
+		var void []any
+		if b.chain != nil {
+			seal, v, err := b.chain.Seal(dlq, fields, time.Now())
+			if err != nil {
+				return nil, fmt.Errorf("seal a dead letter for stream %q: %w", dlq, err)
+			}
+			fields, void = append(fields, seal...), v.Values()
+		}
+		add := scriptAdd{stream: dlq, fields: anys(fields), void: void}
+		items[i] = scriptItem{id: l.ID, forget: true, mark: l.Mark, adds: []scriptAdd{add}}
 	}
 	out, err := b.runCommit(ctx, stream, group, items)
 	added, acked := out.ids, out.acked
 	if err != nil {
+		b.chainBroken(ctx, dlq, err)
 		return nil, fmt.Errorf("dead-letter %d entries from stream %q group %q to %q: %w", len(letters), stream, group, dlq, err)
 	}
+	_ = b.Checkpoint(ctx) // by count; errors are logged there
 	ids := make([]string, len(letters))
 	for i, l := range letters {
 		if len(added[i]) == 0 {
@@ -397,6 +435,48 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 	}
 	b.logAcked(ctx, stream, group, len(letters), acked)
 	return ids, nil
+}
+
+// signAdd stamps (unless a.Stamped) and signs an Add: a chained Bus signs
+// it with its void, appended instead when its item is not acknowledged.
+func (b *Bus) signAdd(a Add) (scriptAdd, error) {
+	event := a.Event
+	if !a.Stamped {
+		stamped, _, err := integrity.Stamp(event, time.Now())
+		if err != nil {
+			return scriptAdd{}, fmt.Errorf("stamp event for stream %q: %w", a.Stream, err)
+		}
+		event = stamped
+	}
+	if b.chain == nil {
+		env, err := b.sign(a.Stream, event)
+		return scriptAdd{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values()}, err
+	}
+	env, void, err := b.chain.SignVoidable(a.Stream, event, time.Now())
+	if err != nil {
+		return scriptAdd{}, fmt.Errorf("sign event for stream %q: %w", a.Stream, err)
+	}
+	return scriptAdd{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values(), void: void.Values()}, nil
+}
+
+// argString is the string go-redis sends for a field name or value.
+func argString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	}
+	return fmt.Sprint(v)
+}
+
+// anys returns strs as arguments of a command.
+func anys(strs []string) []any {
+	out := make([]any, len(strs))
+	for i, s := range strs {
+		out[i] = s
+	}
+	return out
 }
 
 // Add is an event to append to a stream in Commit.
@@ -466,23 +546,23 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 			if a.Stream == "" || a.MaxLen < 0 {
 				return CommitResult{}, fmt.Errorf("%w: commit item %d add %d needs a stream and a non-negative maxlen", ErrInvalidArgs, i, j)
 			}
-			var env integrity.Envelope
-			var err error
-			if a.Stamped {
-				env, err = b.sign(a.Stream, a.Event)
-			} else {
-				env, err = b.seal(a.Stream, a.Event)
-			}
+			add, err := b.signAdd(a)
 			if err != nil {
 				return CommitResult{}, err
 			}
-			sealed[i].adds = append(sealed[i].adds, scriptAdd{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values()})
+			sealed[i].adds = append(sealed[i].adds, add)
 			nadds++
 		}
 	}
 	out, err := b.runCommit(ctx, stream, group, sealed)
 	if err != nil {
+		if nadds > 0 {
+			b.chainBroken(ctx, stream, err)
+		}
 		return CommitResult{}, fmt.Errorf("commit %d entries with %d events on stream %q group %q: %w", len(items), nadds, stream, group, err)
+	}
+	if nadds > 0 {
+		_ = b.Checkpoint(ctx) // by count; errors are logged there
 	}
 	b.log.LogAttrs(ctx, slog.LevelDebug, "messages_committed",
 		slog.String("stream", stream), slog.String("group", group),

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/streambus"
 )
 
 // Kinds of Finding.
@@ -78,6 +79,10 @@ type Config struct {
 	// Window is how many sequence numbers below the newest of a source
 	// keep their entry ids for replay reports. Default 1<<16.
 	Window uint64
+	// DeadLetters names the dead-letter streams: there a dead letter
+	// without a seal was written before auditproc sealed them: it is
+	// counted in Unsealed, not a finding.
+	DeadLetters map[string]bool
 }
 
 // Checker walks the entries of streams, each stream in stream order.
@@ -86,8 +91,11 @@ type Checker struct {
 	cfg      Config
 	findings []Finding
 	sources  map[sourceKey]*source
-	// Counts.
-	Entries, Unchained, Checkpoints int
+	// Counts. Voids are the checkpoints that stand in for an entry their
+	// writer withdrew (integrity.Checkpoint.Void).
+	// Withdrawn are the dead letters deleted after a replay whose
+	// withdrawal took their place.
+	Entries, Unchained, Checkpoints, Voids, Unsealed, Withdrawn int
 }
 
 type sourceKey struct{ stream, src string }
@@ -161,16 +169,42 @@ type Entry struct {
 type verdict struct {
 	repeated string
 	dup      bool
+	unsealed bool
 	env      integrity.Envelope
 	err      error
 }
 
 func (c *Checker) verify(stream string, fields []string) verdict {
+	if integrity.IsSealed(fields) {
+		// The seal's MAC covers every field in order, a copy of an
+		// ambiguous entry's fields included: only the letter's own fields
+		// must be named once.
+		if name, dup := repeatedOwnField(fields); dup {
+			return verdict{repeated: name, dup: true}
+		}
+		env, err := c.keys.VerifySealed(stream, fields)
+		return verdict{env: env, err: err}
+	}
+	if c.cfg.DeadLetters[stream] && (streambus.RawEntry{Fields: fields}).IsDeadLetter() {
+		return verdict{unsealed: true}
+	}
 	if name, dup := RepeatedField(fields); dup {
 		return verdict{repeated: name, dup: true}
 	}
 	env, err := c.keys.VerifyFields(stream, fields)
 	return verdict{env: env, err: err}
+}
+
+// repeatedOwnField is RepeatedField of a sealed entry's fields other than
+// its copied ones (named with streambus.DeadLetterFieldPrefix).
+func repeatedOwnField(fields []string) (string, bool) {
+	own := make([]string, 0, 24)
+	for i := 0; i+1 < len(fields); i += 2 {
+		if !strings.HasPrefix(fields[i], streambus.DeadLetterFieldPrefix) {
+			own = append(own, fields[i], fields[i+1])
+		}
+	}
+	return RepeatedField(own)
 }
 
 // parallelChunk is the smallest share of a page worth a goroutine.
@@ -208,6 +242,10 @@ func (c *Checker) Add(stream, id string, fields []string) {
 
 func (c *Checker) add(stream, id string, fields []string, v verdict) {
 	c.Entries++
+	if v.unsealed {
+		c.Unsealed++
+		return
+	}
 	if v.dup {
 		c.report(Finding{Stream: stream, EntryID: id, Source: fieldValue(fields, integrity.FieldSource), Kind: Ambiguous,
 			Detail: fmt.Sprintf("malformed_envelope: field %q named twice: readers disagree on its value", truncate(v.repeated))})
@@ -226,9 +264,15 @@ func (c *Checker) add(stream, id string, fields []string, v verdict) {
 	if env.IsCheckpoint() {
 		c.Checkpoints++
 	}
+	if env.Kind == integrity.KindSealed {
+		c.withdraw(stream, id, fields)
+	}
 	l := link{id: strings.Clone(id), sig: strings.Clone(env.Sig), prev: strings.Clone(env.Prev), ms: idMillis(id), checkpoint: env.IsCheckpoint()}
 	if l.checkpoint {
 		l.cp, _ = integrity.ParseCheckpoint(env.Event) // verified already
+		if l.cp.Void != "" {
+			c.Voids++
+		}
 	}
 	c.link(stream, env.Source, env.Seq, l)
 }
@@ -282,6 +326,26 @@ func (c *Checker) link(stream, src string, seq uint64, l link) {
 	}
 }
 
+// withdraw links, when the sealed entry id is a withdrawal (`dlq replay`
+// deleting a sealed dead letter it replayed), the deleted letter's seal in
+// its place in the letter's chain, so that the deletion is no gap. A
+// withdrawal whose letter is still there (the replay stopped before the
+// deletion) adds nothing.
+func (c *Checker) withdraw(stream, id string, fields []string) {
+	src := fieldValue(fields, streambus.WithdrawnSource)
+	seq, err := strconv.ParseUint(fieldValue(fields, streambus.WithdrawnSeq), 10, 64)
+	if src == "" || err != nil || seq == 0 {
+		return
+	}
+	s := c.sources[sourceKey{stream, src}]
+	if s != nil && (seq < s.next || s.pending[seq].id != "") {
+		return
+	}
+	c.Withdrawn++
+	c.link(stream, src, seq, link{id: strings.Clone(id), ms: idMillis(id),
+		sig: strings.Clone(fieldValue(fields, streambus.WithdrawnSig)), prev: strings.Clone(fieldValue(fields, streambus.WithdrawnPrev))})
+}
+
 // advance links entry seq (== s.next) after the chain's head.
 func (c *Checker) advance(s *source, seq uint64, l link) {
 	if seq > 1 && s.head != "" && l.prev != s.head {
@@ -293,6 +357,9 @@ func (c *Checker) advance(s *source, seq uint64, l link) {
 	}
 	s.seen[seq] = l.id
 	s.head, s.last, s.next = l.sig, l, seq+1
+	if l.checkpoint && l.cp.Void != "" {
+		s.head = l.cp.Void // the source's next entry follows the one withdrawn
+	}
 }
 
 // Finish reports what only the end of the walk shows: gaps never filled

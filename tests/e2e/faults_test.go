@@ -58,13 +58,13 @@ func TestSIGTERMDrainsInFlight(t *testing.T) {
 	require.Equal(t, 0, p.wait(30*time.Second))
 
 	assert.Zero(t, e.pending(stream, group), "everything read was finished and acked")
-	processed := e.xlen(out)
+	processed := e.records(out)
 	t.Logf("stopped after %d of %d events", processed, n)
 	assert.Len(t, p.logLines("shutdown_started"), 1)
 
 	code, _, _ := e.run(120*time.Second, "run", "--config", cfg, "--consumer", "replica-a", "--stop-when-idle")
 	require.Equal(t, 0, code)
-	assert.EqualValues(t, n, e.xlen(out), "the rest is processed by the next run, none twice")
+	assert.EqualValues(t, n, e.records(out), "the rest is processed by the next run, none twice")
 }
 
 // TestRedisRestartMidRun kills Redis (AOF always) under load and starts it

@@ -243,6 +243,9 @@ func (e *env) sinkRecords(stream string) []map[string]any {
 	require.NoError(e.t, err)
 	out := make([]map[string]any, 0, len(msgs))
 	for _, m := range msgs {
+		if m.Values[integrity.FieldKind] == integrity.KindCheckpoint {
+			continue // the writing replica's chain
+		}
 		env, err := e.keys.Verify(stream, m.Values)
 		require.NoError(e.t, err, "sink entry %s must be signed", m.ID)
 		var rec map[string]any
@@ -267,6 +270,37 @@ func (e *env) pending(stream, group string) int64 {
 	p, err := e.rdb.XPending(context.Background(), stream, group).Result()
 	require.NoError(e.t, err)
 	return p.Count
+}
+
+// records counts the entries of a sink or dead-letter stream that are
+// records (emits, dead letters): not the checkpoints of the replicas'
+// chains, nor withdrawals of dead letters.
+func (e *env) records(stream string) int64 {
+	e.t.Helper()
+	msgs, err := e.rdb.XRange(context.Background(), stream, "-", "+").Result()
+	require.NoError(e.t, err)
+	n := int64(0)
+	for _, m := range msgs {
+		_, withdrawal := m.Values[streambus.WithdrawnID]
+		if m.Values[integrity.FieldKind] != integrity.KindCheckpoint && !withdrawal {
+			n++
+		}
+	}
+	return n
+}
+
+// deadLetters returns the dead letters of stream.
+func (e *env) deadLetters(stream string) []redis.XMessage {
+	e.t.Helper()
+	msgs, err := e.rdb.XRange(context.Background(), stream, "-", "+").Result()
+	require.NoError(e.t, err)
+	var out []redis.XMessage
+	for _, m := range msgs {
+		if _, ok := m.Values[streambus.DeadLetterOriginalID]; ok {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func (e *env) xlen(stream string) int64 {

@@ -90,7 +90,7 @@ func TestKeyringMismatchSuspectedByRun(t *testing.T) {
 
 	code, _, stderr := e.run(60*time.Second, "run", "--config", cfg, "--consumer", "c1", "--stop-when-idle")
 	require.Equal(t, 0, code, stderr)
-	assert.EqualValues(t, n, e.xlen(out), "with the right keyring every entry is processed")
+	assert.EqualValues(t, n, e.records(out), "with the right keyring every entry is processed")
 	assert.Zero(t, e.xlen(dlq))
 	assert.Zero(t, e.pending(stream, group))
 }

@@ -63,7 +63,7 @@ func TestSighupNeverKills(t *testing.T) {
 	failed := p.logLines("config_reload_failed")[0]
 	assert.Contains(t, failed["error"], "not valid YAML")
 
-	waitFor(t, 60*time.Second, "the stream to drain", func() bool { return e.xlen(out) == 2000 })
+	waitFor(t, 60*time.Second, "the stream to drain", func() bool { return e.records(out) == 2000 })
 	p.signal(syscall.SIGTERM)
 	require.Equal(t, 0, p.wait(30*time.Second))
 	assert.Len(t, countByEventID(e.sinkRecords(out)), 2000)

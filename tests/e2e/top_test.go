@@ -27,7 +27,7 @@ func TestTopOnce(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	t.Logf("auditproc top --once:\n%s", stdout)
 	assert.Contains(t, stdout, "stream "+stream+"  group "+group)
-	for _, col := range []string{"LAG", "PENDING", "DEAD LETTERS", "IN/s", "OUT/s", "REPLICA", "READY", "PLUGIN", "OK/s", "REJECT/s", "P50", "P99"} {
+	for _, col := range []string{"LAG", "PENDING", "DLQ LENGTH", "IN/s", "OUT/s", "REPLICA", "READY", "PLUGIN", "OK/s", "REJECT/s", "P50", "P99"} {
 		assert.Contains(t, stdout, col)
 	}
 	lines := strings.Split(stdout, "\n")
@@ -48,16 +48,17 @@ func TestTopOnce(t *testing.T) {
 	assert.NotEqual(t, "0.0", f[1], "ok verdicts per second while the load runs")
 	assert.NotEqual(t, "-", f[5], "a p50 latency")
 
-	waitFor(t, 120*time.Second, "the stream to drain", func() bool { return e.xlen(dlq) == 2 && e.pending(stream, group) == 0 })
+	waitFor(t, 120*time.Second, "the stream to drain", func() bool { return len(e.deadLetters(dlq)) == 2 && e.pending(stream, group) == 0 })
 	p.signal(syscall.SIGTERM)
 	require.Equal(t, 0, p.wait(30*time.Second))
 
-	// Once drained: no lag, nothing pending, the two dead letters.
+	// Once drained: no lag, nothing pending, the dead-letter stream holds
+	// the two dead letters and the replica's closing checkpoint there.
 	code, stdout, stderr = e.run(30*time.Second, "top", "--once", "--config", cfg, "--metrics", freeAddr(t))
 	require.Equal(t, 0, code, stderr)
 	for _, l := range strings.Split(stdout, "\n") {
 		if f := strings.Fields(l); len(f) == 6 && f[0] != "STREAM" {
-			assert.Equal(t, []string{"0", "0", "2"}, f[1:4], "lag, pending, dead letters: %s", l)
+			assert.Equal(t, []string{"0", "0", "3"}, f[1:4], "lag, pending, dead-letter stream length: %s", l)
 		}
 	}
 	assert.Contains(t, stdout, "unreachable", "a replica that does not answer is shown as such")

@@ -215,8 +215,15 @@ func (e *env) verifyJSON(args ...string) (int, verifyReport) {
 }
 
 type verifyReport struct {
-	OK       bool `json:"ok"`
-	Entries  int  `json:"entries"`
+	OK        bool `json:"ok"`
+	Entries   int  `json:"entries"`
+	Voids     int  `json:"voids"`
+	Withdrawn int  `json:"withdrawn_dead_letters"`
+	Sources   []struct {
+		Stream string `json:"stream"`
+		Source string `json:"source"`
+		Closed bool   `json:"closed"`
+	} `json:"sources"`
 	Findings []struct {
 		Stream  string `json:"stream"`
 		EntryID string `json:"entry_id"`
