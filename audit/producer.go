@@ -181,7 +181,7 @@ type Producer struct {
 	cur     *batch
 	queue   []*batch // sealed, waiting for the writer
 	last    *batch   // the last batch handed to the writer
-	nextSeq uint64 // of the next entry, for the producer key
+	nextSeq uint64   // of the next entry, for the producer key
 	// nextEvent numbers events (checkpoints not counted): derived event
 	// ids and the events a re-run skips (heldEvents) go by it.
 	nextEvent  uint64

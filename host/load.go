@@ -293,12 +293,12 @@ const meterPeriod = 1 << 12
 
 // compiledPlugin is a plugin's runtime and compiled module.
 type compiledPlugin struct {
-	rt       wazero.Runtime
-	cache    wazero.CompilationCache // the plugin's own, or nil
-	shared   *Cache                  // the shared one it holds a reference of, or nil
-	module   wazero.CompiledModule
-	offered  map[Import]signature
-	guard    Guard
+	rt      wazero.Runtime
+	cache   wazero.CompilationCache // the plugin's own, or nil
+	shared  *Cache                  // the shared one it holds a reference of, or nil
+	module  wazero.CompiledModule
+	offered map[Import]signature
+	guard   Guard
 }
 
 // checkShape refuses a module the meter refuses: one whose control

@@ -33,18 +33,18 @@ import (
 
 // The limits a module must keep.
 const (
-	MaxModuleBytes      = 64 << 20  // the module's size
-	MaxTypes            = 1_000_000 // types in the type section
-	MaxParams           = 1_000     // parameters of one function type
-	MaxResults          = 1_000     // results of one function type
-	MaxImports          = 100_000   // imports
-	MaxFunctions        = 1_000_000 // functions, imported and defined
-	MaxTables           = 100       // tables, imported and defined
-	MaxGlobals          = 100_000   // globals, imported and defined
-	MaxExports          = 100_000   // exports
-	MaxElementSegments  = 100_000   // element segments
-	MaxDataSegments     = 100_000   // data segments
-	MaxLocals           = 49_999    // parameters and locals of one function (the meter adds one)
+	MaxModuleBytes     = 64 << 20  // the module's size
+	MaxTypes           = 1_000_000 // types in the type section
+	MaxParams          = 1_000     // parameters of one function type
+	MaxResults         = 1_000     // results of one function type
+	MaxImports         = 100_000   // imports
+	MaxFunctions       = 1_000_000 // functions, imported and defined
+	MaxTables          = 100       // tables, imported and defined
+	MaxGlobals         = 100_000   // globals, imported and defined
+	MaxExports         = 100_000   // exports
+	MaxElementSegments = 100_000   // element segments
+	MaxDataSegments    = 100_000   // data segments
+	MaxLocals          = 49_999    // parameters and locals of one function (the meter adds one)
 	// Compiling takes some 340 bytes of host memory per byte of the
 	// function being compiled and time in proportion to the whole code: a
 	// 512 KiB body compiles in under 200 MiB (the largest function of the
