@@ -98,6 +98,16 @@ func (b *Bus) Checkpoint(ctx context.Context) error {
 	if b.chain == nil {
 		return nil
 	}
+	b.writes.Lock()
+	defer b.writes.Unlock()
+	return b.checkpoint(ctx)
+}
+
+// checkpoint is Checkpoint with b.writes held.
+func (b *Bus) checkpoint(ctx context.Context) error {
+	if b.chain == nil {
+		return nil
+	}
 	due, err := b.chain.Due(time.Now())
 	if err == nil {
 		err = b.writeCheckpoints(ctx, due)
@@ -138,6 +148,8 @@ func (b *Bus) CloseChain(ctx context.Context) error {
 	if b.chain == nil {
 		return nil
 	}
+	b.writes.Lock()
+	defer b.writes.Unlock()
 	closing, err := b.chain.Close(time.Now())
 	if err == nil {
 		err = b.writeCheckpoints(ctx, closing)
@@ -197,6 +209,8 @@ func (b *Bus) AppendSealed(ctx context.Context, stream string, fields []string) 
 	if b.chain == nil {
 		return "", fmt.Errorf("%w: a sealed entry needs a chained bus (Config.Source)", ErrInvalidArgs)
 	}
+	b.writes.Lock()
+	defer b.writes.Unlock()
 	seal, _, err := b.chain.Seal(stream, fields, time.Now())
 	if err != nil {
 		return "", fmt.Errorf("seal an entry for stream %q: %w", stream, err)
@@ -207,5 +221,5 @@ func (b *Bus) AppendSealed(ctx context.Context, stream string, fields []string) 
 		b.chainBroken(ctx, stream, err)
 		return "", fmt.Errorf("xadd to stream %q: %w", stream, err)
 	}
-	return id, b.Checkpoint(ctx)
+	return id, b.checkpoint(ctx)
 }

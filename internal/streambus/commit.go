@@ -394,6 +394,10 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 	if len(letters) == 0 {
 		return nil, nil
 	}
+	if b.chain != nil {
+		b.writes.Lock()
+		defer b.writes.Unlock()
+	}
 	items := make([]scriptItem, len(letters))
 	for i, l := range letters {
 		fields := []string{
@@ -421,7 +425,7 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 		b.chainBroken(ctx, dlq, err)
 		return nil, fmt.Errorf("dead-letter %d entries from stream %q group %q to %q: %w", len(letters), stream, group, dlq, err)
 	}
-	_ = b.Checkpoint(ctx) // by count; errors are logged there
+	_ = b.checkpoint(ctx) // by count; errors are logged there
 	ids := make([]string, len(letters))
 	for i, l := range letters {
 		if len(added[i]) == 0 {
@@ -437,9 +441,11 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 	return ids, nil
 }
 
-// signAdd stamps (unless a.Stamped) and signs an Add: a chained Bus signs
-// it with its void, appended instead when its item is not acknowledged.
-func (b *Bus) signAdd(a Add) (scriptAdd, error) {
+// signAdd stamps (unless a.Stamped) and signs an Add. A chained Bus signs
+// it, when voidable, with its void, appended instead when its item is not
+// acknowledged; an Add signed without one that is not appended leaves a
+// gap in the chain.
+func (b *Bus) signAdd(a Add, voidable bool) (scriptAdd, error) {
 	event := a.Event
 	if !a.Stamped {
 		stamped, _, err := integrity.Stamp(event, time.Now())
@@ -448,7 +454,7 @@ func (b *Bus) signAdd(a Add) (scriptAdd, error) {
 		}
 		event = stamped
 	}
-	if b.chain == nil {
+	if b.chain == nil || !voidable {
 		env, err := b.sign(a.Stream, event)
 		return scriptAdd{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values()}, err
 	}
@@ -457,6 +463,16 @@ func (b *Bus) signAdd(a Add) (scriptAdd, error) {
 		return scriptAdd{}, fmt.Errorf("sign event for stream %q: %w", a.Stream, err)
 	}
 	return scriptAdd{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values(), void: void.Values()}, nil
+}
+
+// hasAdds says an item has events to append.
+func hasAdds(items []Item) bool {
+	for _, it := range items {
+		if len(it.Adds) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // argString is the string go-redis sends for a field name or value.
@@ -505,6 +521,12 @@ type Item struct {
 	// that is settled) is a replay: not acknowledged, nothing appended, and
 	// listed in CommitResult.Replayed.
 	Mark Mark
+	// Held says that no one else can have acknowledged the entry before
+	// this commit (it was delivered to this consumer, ReadAt, less than
+	// the group's claim idle time ago, it has no Mark, and the commit is
+	// not a retry): a chained Bus then signs its Adds without their voids
+	// (see signAdd), which spares the commit their cost.
+	Held bool
 }
 
 // CommitResult says what Commit did.
@@ -535,6 +557,10 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 	if len(items) == 0 {
 		return CommitResult{}, nil
 	}
+	if b.chain != nil && hasAdds(items) {
+		b.writes.Lock()
+		defer b.writes.Unlock()
+	}
 	sealed := make([]scriptItem, len(items))
 	nadds := 0
 	for i, it := range items {
@@ -546,7 +572,7 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 			if a.Stream == "" || a.MaxLen < 0 {
 				return CommitResult{}, fmt.Errorf("%w: commit item %d add %d needs a stream and a non-negative maxlen", ErrInvalidArgs, i, j)
 			}
-			add, err := b.signAdd(a)
+			add, err := b.signAdd(a, !it.Held)
 			if err != nil {
 				return CommitResult{}, err
 			}
@@ -562,7 +588,7 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 		return CommitResult{}, fmt.Errorf("commit %d entries with %d events on stream %q group %q: %w", len(items), nadds, stream, group, err)
 	}
 	if nadds > 0 {
-		_ = b.Checkpoint(ctx) // by count; errors are logged there
+		_ = b.checkpoint(ctx) // by count; errors are logged there
 	}
 	b.log.LogAttrs(ctx, slog.LevelDebug, "messages_committed",
 		slog.String("stream", stream), slog.String("group", group),

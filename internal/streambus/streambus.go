@@ -101,6 +101,12 @@ type Bus struct {
 	slice time.Duration
 	// chain signs appends when Config.Source is set.
 	chain *integrity.Chain
+	// writes serialises the chained writes of Commit, DeadLetter,
+	// AppendSealed and checkpoints, each signed and written under it: an
+	// entry is never signed while an earlier one's write is in flight, so a
+	// write whose outcome is unknown (the chain then restarts) can only
+	// leave its session's tail missing, never a hole before a later entry.
+	writes sync.Mutex
 }
 
 // New returns a Bus on rdb that signs and verifies with keys. The Bus does
@@ -192,6 +198,9 @@ type Entry struct {
 	// claimed entries, 0 for new ones. Unlike Deliveries, a claim or a read
 	// that did not run the entry does not count.
 	Attempts int64
+	// ReadAt is when the read or claim that returned the entry was sent:
+	// at or before its delivery to this consumer (see Item.Held).
+	ReadAt time.Time
 	// Link is the entry's place in its source's chain: zero for an
 	// envelope version 1 entry (Source "").
 	integrity.Link
