@@ -158,8 +158,9 @@ func dlqListCommand() *command {
 
 func dlqReplayCommand() *command {
 	var (
-		cf  *configFlags
-		all bool
+		cf       *configFlags
+		all      bool
+		unsealed bool
 	)
 	return &command{
 		name:    "replay",
@@ -172,10 +173,15 @@ func dlqReplayCommand() *command {
 Only entries whose original signature still verifies are replayed: an entry
 dead-lettered as forged or tampered is never re-signed. A replayed entry is
 removed from the dead-letter stream after it was appended; if auditproc stops
-between the two steps, the entry may be replayed twice (same event_id).`,
+between the two steps, the entry may be replayed twice (same event_id).
+
+A dead letter must carry its writer's seal, which must verify: a letter
+added or changed by someone without the key is refused. Letters written by
+an auditproc that did not seal them are refused too, unless --unsealed.`,
 		flags: func(fs *flag.FlagSet) {
 			cf = newConfigFlags(fs)
 			fs.BoolVar(&all, "all", false, "replay every dead-lettered entry")
+			fs.BoolVar(&unsealed, "unsealed", false, "also replay dead letters without a seal (written before auditproc sealed them)")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, ids []string) error {
 			if all == (len(ids) > 0) {
@@ -232,6 +238,18 @@ between the two steps, the entry may be replayed twice (same event_id).`,
 					continue
 				}
 				d := parseDeadLetter(m)
+				if !integrity.IsSealed(m.Fields) && !unsealed {
+					refused++
+					fmt.Fprintf(sio.err, "refused %s (original %s): the dead letter has no seal; replay letters written before auditproc sealed them with --unsealed\n",
+						d.ID, d.OriginalID)
+					continue
+				}
+				if _, err := keys.VerifySealed(cfg.DeadLetter.Stream, m.Fields); integrity.IsSealed(m.Fields) && err != nil {
+					refused++
+					fmt.Fprintf(sio.err, "refused %s (original %s): its seal does not verify (%s); a dead letter added or changed without the key is never replayed\n",
+						d.ID, d.OriginalID, integrity.Reason(err))
+					continue
+				}
 				if d.Repeated != "" {
 					refused++
 					fmt.Fprintf(sio.err, "refused %s (original %s): field %q is named twice (malformed_envelope); ambiguous entries are never replayed\n",

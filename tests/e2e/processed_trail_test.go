@@ -70,6 +70,31 @@ func TestVerifyCleanAfterRun(t *testing.T) {
 	require.Equal(t, 0, code, "withdrawn letters are no gap: %s", stdout)
 	assert.Equal(t, 2, r.Withdrawn)
 
+	// A letter forged without the key (a sealed one changed, a copy
+	// without its seal) is never replayed.
+	forgedLetters := []string{}
+	for _, seal := range []bool{true, false} {
+		fields := e.fieldsOf(dlq, dead[2].ID)
+		if seal {
+			fields[5] = "rejected: changed" // the reason
+		} else {
+			fields = fields[:len(fields)-10]
+		}
+		values := make([]any, len(fields))
+		for i, f := range fields {
+			values[i] = f
+		}
+		id, err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: dlq, Values: values}).Result()
+		require.NoError(t, err)
+		forgedLetters = append(forgedLetters, id)
+	}
+	code, stdout, stderr = e.run(30*time.Second, append([]string{"dlq", "replay", "--config", cfg}, forgedLetters...)...)
+	assert.Equal(t, 1, code, stderr)
+	assert.Contains(t, stdout, "0 replayed, 2 refused")
+	assert.Contains(t, stderr, "its seal does not verify (signature_mismatch)")
+	assert.Contains(t, stderr, "the dead letter has no seal")
+	require.NoError(t, e.rdb.XDel(ctx, dlq, forgedLetters...).Err())
+
 	// An emit deleted: a gap on the sink stream, named.
 	emits, err := e.rdb.XRangeN(ctx, out, "-", "+", 5).Result()
 	require.NoError(t, err)

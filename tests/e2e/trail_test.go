@@ -132,7 +132,7 @@ func TestRepeatedFieldRefusedOnEveryPath(t *testing.T) {
 	// dlq replay refuses every one and appends nothing.
 	cfg := e.config("plugins: []\n")
 	before := e.xlen(stream)
-	code, stdout, stderr := e.run(30*time.Second, "dlq", "replay", "--all", "--config", cfg)
+	code, stdout, stderr := e.run(30*time.Second, "dlq", "replay", "--all", "--unsealed", "--config", cfg)
 	assert.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "0 replayed, 8 refused")
 	assert.Equal(t, before, e.xlen(stream))
