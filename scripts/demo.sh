@@ -85,7 +85,8 @@ say "security log: $forged forged entries refused, never shown to a plugin"
 grep '"msg":"security_audit_tampered_message"' "$work/run.log" | grep -o '"entry_id":"[^"]*","stream":"[^"]*","reason":"[^"]*"' | sort -u | sed 's/^/  /'
 
 say "alerts emitted by the detect plugin (${prefix}audit:alerts)"
-alerts=$("${cli[@]}" XRANGE "${prefix}audit:alerts" - + | grep '^{' || true)
+# The replica's checkpoints there (its chain) are not alerts.
+alerts=$("${cli[@]}" XRANGE "${prefix}audit:alerts" - + | grep '^{' | grep -v '"checkpoint":{' || true)
 echo "${alerts:-(none)}" | sed 's/^/  /'
 
 say "a redacted event from the processed trail (${prefix}audit:archive)"
@@ -98,6 +99,11 @@ $ap dlq list --config "$config"
 
 say "consumer group status"
 $ap status --config "$config"
+
+say "auditproc verify --all: the whole trail, input and processed, checked from Redis and the key"
+# The forged entries are its findings (exit 1); the dead letters, alerts and
+# archive the replica chained verify whole.
+$ap verify --config "$config" --all || true
 
 if [ -n "$prefix" ]; then
   "${cli[@]}" DEL "$stream" "${prefix}audit:dead" "${prefix}audit:alerts" "${prefix}audit:archive" >/dev/null
