@@ -1,12 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -213,21 +216,23 @@ an auditproc that did not seal them are refused too, unless --unsealed.`,
 					fmt.Fprintf(sio.err, "dlq replay: closing checkpoint of %s not written: %v\n", bus.Source(), err)
 				}
 			}()
-			var msgs []streambus.RawEntry
-			if all {
-				msgs, err = xrangeAll(ctx, bus, cfg.DeadLetter.Stream)
-			} else {
-				for _, id := range ids {
-					var one []streambus.RawEntry
-					one, err = bus.XRange(ctx, cfg.DeadLetter.Stream, id, id, 1)
-					if err == nil && len(one) == 0 {
-						return usagef("dlq replay: no entry %s in %s", id, cfg.DeadLetter.Stream)
-					}
-					msgs = append(msgs, one...)
-				}
-			}
+			// The whole stream is read: a letter is judged against the
+			// others (copies, withdrawals, where sealing began).
+			every, err := xrangeAll(ctx, bus, cfg.DeadLetter.Stream)
 			if err != nil {
 				return fmt.Errorf("dlq replay: read %s: %w", cfg.DeadLetter.Stream, err)
+			}
+			book := newLetterBook(keys, cfg.DeadLetter.Stream, every)
+			msgs := every
+			if !all {
+				msgs = nil
+				for _, id := range ids {
+					i := slices.IndexFunc(every, func(m streambus.RawEntry) bool { return m.ID == id })
+					if i < 0 {
+						return usagef("dlq replay: no entry %s in %s", id, cfg.DeadLetter.Stream)
+					}
+					msgs = append(msgs, every[i])
+				}
 			}
 			replayed, refused := 0, 0
 			for _, m := range msgs {
@@ -238,16 +243,15 @@ an auditproc that did not seal them are refused too, unless --unsealed.`,
 					continue
 				}
 				d := parseDeadLetter(m)
-				if !integrity.IsSealed(m.Fields) && !unsealed {
-					refused++
-					fmt.Fprintf(sio.err, "refused %s (original %s): the dead letter has no seal; replay letters written before auditproc sealed them with --unsealed\n",
-						d.ID, d.OriginalID)
-					continue
-				}
 				if _, err := keys.VerifySealed(cfg.DeadLetter.Stream, m.Fields); integrity.IsSealed(m.Fields) && err != nil {
 					refused++
 					fmt.Fprintf(sio.err, "refused %s (original %s): its seal does not verify (%s); a dead letter added or changed without the key is never replayed\n",
 						d.ID, d.OriginalID, integrity.Reason(err))
+					continue
+				}
+				if why := book.refusal(m, unsealed); why != "" {
+					refused++
+					fmt.Fprintf(sio.err, "refused %s (original %s): %s\n", d.ID, d.OriginalID, why)
 					continue
 				}
 				if d.Repeated != "" {
@@ -325,4 +329,100 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// letterBook is what a dead-letter stream says about its letters: the
+// seals (source and seq) each letter holds, the ones withdrawn, and where
+// sealing began.
+type letterBook struct {
+	seals     map[string]int    // "<source> <seq>" -> letters holding it
+	withdrawn map[string]string // "<source> <seq>" -> the withdrawal's id
+	// firstChained is the id of the stream's first sealed or chained
+	// entry: a letter without a seal after it was written without the key.
+	firstChained string
+}
+
+// newLetterBook reads the entries of the dead-letter stream dlq; only
+// seals that verify with keys count.
+func newLetterBook(keys *integrity.Keyring, dlq string, entries []streambus.RawEntry) letterBook {
+	b := letterBook{seals: map[string]int{}, withdrawn: map[string]string{}}
+	for _, m := range entries {
+		sealed := false
+		if integrity.IsSealed(m.Fields) {
+			_, err := keys.VerifySealed(dlq, m.Fields)
+			sealed = err == nil
+		}
+		if (sealed || slices.Contains(m.Fields, integrity.FieldSource)) && b.firstChained == "" {
+			b.firstChained = m.ID
+		}
+		if !sealed {
+			continue
+		}
+		if src, seq, ok := sealOf(m.Fields); ok && m.IsDeadLetter() {
+			b.seals[src+" "+seq]++
+		}
+		if w := fieldOf(m.Fields, streambus.WithdrawnSource); w != "" {
+			b.withdrawn[w+" "+fieldOf(m.Fields, streambus.WithdrawnSeq)] = m.ID
+		}
+	}
+	return b
+}
+
+// refusal says why letter m must not be replayed, "" when it may be (its
+// seal is checked apart).
+func (b letterBook) refusal(m streambus.RawEntry, unsealed bool) string {
+	src, seq, ok := sealOf(m.Fields)
+	if !ok {
+		switch {
+		case b.firstChained != "" && compareIDs(m.ID, b.firstChained) > 0:
+			return fmt.Sprintf("the dead letter has no seal, though the stream's letters are sealed since %s: it was written without the key", b.firstChained)
+		case !unsealed:
+			return "the dead letter has no seal; replay letters written before auditproc sealed them with --unsealed"
+		}
+		return ""
+	}
+	key := src + " " + seq
+	if w := b.withdrawn[key]; w != "" {
+		return fmt.Sprintf("its seal (source %s, seq %s) was withdrawn by %s: it was replayed already; this is a leftover of an interrupted replay or a copy (delete it with XDEL)", src, seq, w)
+	}
+	if n := b.seals[key]; n > 1 {
+		return fmt.Sprintf("its seal (source %s, seq %s) is on %d letters: all but one are copies (verify reports them as replays); none is replayed until the copies are deleted", src, seq, n)
+	}
+	return ""
+}
+
+// sealOf returns the source and seq of a sealed entry's seal.
+func sealOf(fields []string) (src, seq string, ok bool) {
+	if !integrity.IsSealed(fields) || len(fields) < 10 {
+		return "", "", false
+	}
+	seal := fields[len(fields)-10:]
+	if seal[2] != integrity.SealSource || seal[4] != integrity.SealSeq {
+		return "", "", false
+	}
+	return seal[3], seal[5], true
+}
+
+// fieldOf is the first value of the field name.
+func fieldOf(fields []string, name string) string {
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i] == name {
+			return fields[i+1]
+		}
+	}
+	return ""
+}
+
+// compareIDs orders two stream entry ids.
+func compareIDs(a, b string) int {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	an, _ := strconv.ParseUint(am, 10, 64)
+	bn, _ := strconv.ParseUint(bm, 10, 64)
+	if c := cmp.Compare(an, bn); c != 0 {
+		return c
+	}
+	asn, _ := strconv.ParseUint(as, 10, 64)
+	bsn, _ := strconv.ParseUint(bs, 10, 64)
+	return cmp.Compare(asn, bsn)
 }

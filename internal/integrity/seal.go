@@ -108,59 +108,38 @@ func (k *Keyring) VerifySealed(stream string, fields []string) (Envelope, error)
 
 // Seal puts fields (name, value, …), a sealed entry's body, as the next
 // link of the chain on stream: it returns the seal's fields, to append
-// after fields, and the entry's void (see SignVoidable).
-func (c *Chain) Seal(stream string, fields []string, now time.Time) (seal []string, void Envelope, err error) {
+// after fields, and the entry's link.
+func (c *Chain) Seal(stream string, fields []string, now time.Time) (seal []string, link Link, err error) {
 	if len(fields)%2 != 0 {
-		return nil, Envelope{}, fmt.Errorf("%w: sealed entry fields must be name, value pairs", ErrInvalidEvent)
+		return nil, Link{}, fmt.Errorf("%w: sealed entry fields must be name, value pairs", ErrInvalidEvent)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, Envelope{}, ErrChainClosed
+		return nil, Link{}, ErrChainClosed
 	}
 	st := c.state(stream, now)
-	link := Link{Source: c.source, Seq: st.seq + 1, Prev: st.head, Kind: KindSealed}
+	link = Link{Source: c.source, Seq: st.seq + 1, Prev: st.head, Kind: KindSealed}
 	seal = c.keys.sealLink(stream, link, fields)
-	sig := seal[len(seal)-1]
-	void, err = c.void(stream, st, sig, now)
-	if err != nil {
-		return nil, Envelope{}, err
-	}
-	st.advance(sig, KindEvent, now)
-	return seal, void, nil
+	st.advance(seal[len(seal)-1], KindEvent, now)
+	return seal, link, nil
 }
 
-// SignVoidable signs event (stamped) as the next entry of the chain on
-// stream, as Sign does, and also its void: a checkpoint at the same seq
-// that stands in for the entry (Checkpoint.Void is the entry's sig), for a
-// writer that appends one or the other depending on an outcome known only
-// at write time (a commit that finds its entry acknowledged elsewhere
-// appends the void), so that the chain has no hole either way.
-func (c *Chain) SignVoidable(stream string, event []byte, now time.Time) (env, void Envelope, err error) {
+// Void signs the void of entry, a link of this chain on stream that its
+// writer did not append (a commit that found its entry acknowledged
+// elsewhere): a checkpoint at the entry's seq whose Checkpoint.Void is the
+// entry's sig, which the source's next entry follows. A writer signs a
+// void only once it knows the entry is not in the stream, so that no void
+// exists for an entry that is.
+func (c *Chain) Void(stream string, entry Envelope, now time.Time) (Envelope, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return Envelope{}, Envelope{}, ErrChainClosed
+	if entry.Source != c.source || entry.Seq == 0 {
+		return Envelope{}, fmt.Errorf("%w: a void is of an entry of the chain's current session", ErrInvalidEvent)
 	}
-	st := c.state(stream, now)
-	env, err = c.keys.SignLink(stream, Link{Source: c.source, Seq: st.seq + 1, Prev: st.head, Kind: KindEvent}, event)
-	if err != nil {
-		return Envelope{}, Envelope{}, err
-	}
-	void, err = c.void(stream, st, env.Sig, now)
-	if err != nil {
-		return Envelope{}, Envelope{}, err
-	}
-	st.advance(env.Sig, KindEvent, now)
-	return env, void, nil
-}
-
-// void signs the void of the entry whose sig is sig, about to take seq
-// st.seq+1 on stream. c.mu is held; st does not advance.
-func (c *Chain) void(stream string, st *chainState, sig string, now time.Time) (Envelope, error) {
-	event := AppendCheckpointEvent(nil, c.source, st.seq+1, now, Checkpoint{
-		LastSeq: st.seq, Head: st.head, Every: c.cfg.CheckpointEvery,
-		IntervalMS: c.cfg.CheckpointInterval.Milliseconds(), Void: sig,
+	event := AppendCheckpointEvent(nil, c.source, entry.Seq, now, Checkpoint{
+		LastSeq: entry.Seq - 1, Head: entry.Prev, Every: c.cfg.CheckpointEvery,
+		IntervalMS: c.cfg.CheckpointInterval.Milliseconds(), Void: entry.Sig,
 	})
-	return c.keys.SignLink(stream, Link{Source: c.source, Seq: st.seq + 1, Prev: st.head, Kind: KindCheckpoint}, event)
+	return c.keys.SignLink(stream, Link{Source: c.source, Seq: entry.Seq, Prev: entry.Prev, Kind: KindCheckpoint}, event)
 }

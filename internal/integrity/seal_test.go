@@ -11,7 +11,8 @@ import (
 
 // TestSealedEntry: a sealed entry verifies as the writer's next link; any
 // field added, removed, changed or moved, a seal on another stream or a
-// seal not last is refused; its void stands at the same seq, naming its sig.
+// seal not last is refused; its void stands at the same seq, naming its
+// sig, and only an entry of the chain's current session has one.
 func TestSealedEntry(t *testing.T) {
 	k := testKeyring(t, "k1")
 	c, err := NewChain(k, "run.a", ChainConfig{})
@@ -20,15 +21,18 @@ func TestSealedEntry(t *testing.T) {
 	_, err = c.Sign("dlq", []byte(`{"event_id":"e1","timestamp":"2026-01-01T00:00:00Z"}`), now)
 	require.NoError(t, err)
 	body := []string{"original_id", "1-1", "reason", "rejected", "entry.event", `{"a":1}`, "entry.event", `{"a":2}`}
-	seal, void, err := c.Seal("dlq", body, now)
+	seal, link, err := c.Seal("dlq", body, now)
 	require.NoError(t, err)
 	fields := append(slices.Clone(body), seal...)
 	env, err := k.VerifySealed("dlq", fields)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(2), env.Seq)
 	assert.Equal(t, KindSealed, env.Kind)
+	assert.Equal(t, link, env.Link)
 	assert.True(t, IsSealed(fields))
 
+	void, err := c.Void("dlq", env, now)
+	require.NoError(t, err)
 	cp, err := ParseCheckpoint(void.Event)
 	require.NoError(t, err)
 	assert.Equal(t, env.Sig, cp.Void)
@@ -54,6 +58,9 @@ func TestSealedEntry(t *testing.T) {
 	next, err := c.Sign("dlq", []byte(`{"event_id":"e3","timestamp":"2026-01-01T00:00:00Z"}`), now)
 	require.NoError(t, err)
 	assert.Equal(t, env.Sig, next.Prev, "the chain follows the sealed entry")
+	c.Restart()
+	_, err = c.Void("dlq", env, now)
+	assert.Error(t, err, "not of the current session")
 }
 
 // FuzzVerifySealed: whatever the fields, VerifySealed returns a

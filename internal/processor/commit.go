@@ -157,14 +157,7 @@ func (p *Processor) applyCommit(ctx context.Context, plan *commitPlan) (queued b
 	}
 	if len(plan.items) > 0 {
 		var res streambus.CommitResult
-		tries := 0
 		err := p.retryRedis(ctx, "commit", func() error {
-			// A retry may find its entries acknowledged by the first try,
-			// whose reply was lost: its emits must be voidable.
-			tries++
-			for i := range plan.items {
-				plan.items[i].Held = tries == 1 && p.unclaimable(plan.entries[i])
-			}
 			var err error
 			res, err = p.bus.Commit(ctx, p.cfg.Stream, p.cfg.Group, plan.items...)
 			return err
@@ -258,12 +251,4 @@ func (p *Processor) charge(ctx context.Context, retries []*work) {
 		_, err := p.bus.Charge(ctx, p.cfg.Stream, p.cfg.Group, ids...)
 		return err
 	})
-}
-
-// unclaimable says no other consumer can have acknowledged e yet: it was
-// delivered to this one less than nine tenths of MinIdle ago (no claim can
-// have taken it since) and it has no mark (no replay of it can be refused
-// at commit). Its emits then need no voids (streambus.Item.Held).
-func (p *Processor) unclaimable(e *streambus.Entry) bool {
-	return e.Source == "" && !e.ReadAt.IsZero() && time.Since(e.ReadAt) < p.cfg.MinIdle*9/10
 }

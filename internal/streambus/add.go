@@ -221,5 +221,6 @@ func (b *Bus) AppendSealed(ctx context.Context, stream string, fields []string) 
 		b.chainBroken(ctx, stream, err)
 		return "", fmt.Errorf("xadd to stream %q: %w", stream, err)
 	}
-	return id, b.checkpoint(ctx)
+	_ = b.checkpoint(ctx) // by count; errors are logged there
+	return id, nil
 }

@@ -40,7 +40,6 @@ func (b *Bus) XAutoClaim(ctx context.Context, a AutoClaimArgs) (Batch, error) {
 	}
 	sc := b.getScratch()
 	defer b.putScratch(sc)
-	sent := time.Now()
 	raw, err := b.raw(ctx, "xautoclaim", a.Stream, a.Group, a.Consumer, max(a.MinIdle, 0).Milliseconds(),
 		a.Start, "count", b.count(a.Count))
 	var (
@@ -54,12 +53,12 @@ func (b *Bus) XAutoClaim(ctx context.Context, a AutoClaimArgs) (Batch, error) {
 	if err != nil {
 		return Batch{}, fmt.Errorf("xautoclaim on stream %q group %q from %q: %w", a.Stream, a.Group, a.Start, err)
 	}
-	return b.claimed(ctx, "xautoclaim", a.Stream, a.Group, a.Consumer, entries, deleted, next, sent, sc)
+	return b.claimed(ctx, "xautoclaim", a.Stream, a.Group, a.Consumer, entries, deleted, next, sc)
 }
 
-func (b *Bus) claimed(ctx context.Context, op, stream, group, consumer string, entries []rawEntry, deleted []string, cursor string, sent time.Time, sc *scratch) (Batch, error) {
+func (b *Bus) claimed(ctx context.Context, op, stream, group, consumer string, entries []rawEntry, deleted []string, cursor string, sc *scratch) (Batch, error) {
 	batch := Batch{}
-	b.verify(stream, entries, 0, true, sent, &batch, sc)
+	b.verify(stream, entries, 0, true, &batch, sc)
 	batch.Cursor, batch.Deleted = cursor, append(batch.Deleted, deleted...)
 	if err := b.fillDeliveries(ctx, stream, group, consumer, &batch); err != nil {
 		return Batch{}, err

@@ -36,12 +36,7 @@ import (
 // none), index of the low-mark hash (0: none), index of the last target
 // stream, then per item: id, forget (0 or 1), index of its source's set (0:
 // no mark), source, seq, strict (0 or 1), number of adds, then per add: key
-// index, maxlen (0: none), field count, fields and values, void field
-// count (0: none), the void's fields and values.
-//
-// An add of a chained writer comes with its void (integrity.SignVoidable):
-// when its item is not acknowledged, the void is appended instead, so that
-// the writer's chain has no hole.
+// index, maxlen (0: none), field count, fields and values.
 //
 // An item with a mark whose (source, seq) is settled or held by another
 // entry id is a replay: a strict item (a processed entry) is then neither
@@ -137,17 +132,12 @@ for e = 1, nitems do
     local maxlen = tonumber(ARGV[i + 1])
     local nf = tonumber(ARGV[i + 2])
     i = i + 3
-    local nv = tonumber(ARGV[i + nf * 2])
     if ok == 1 then
       added[#added + 1] = xadd(key, maxlen, i, nf)
     else
       added[#added + 1] = false
-      if nv > 0 then
-        -- A chained add not appended: its void keeps the chain whole.
-        xadd(key, maxlen, i + nf * 2 + 1, nv)
-      end
     end
-    i = i + nf * 2 + 1 + nv * 2
+    i = i + nf * 2
   end
 end
 local marks = {}
@@ -166,9 +156,9 @@ type scriptAdd struct {
 	stream string
 	maxLen int64
 	fields []any
-	// void, for a chained add, is appended instead of fields when the
-	// item is not acknowledged.
-	void []any
+	// env is the add's envelope when it is a link of the Bus's chain (its
+	// Seq set): an add not appended gets a void (voidSkipped).
+	env integrity.Envelope
 }
 
 // scriptItem is one entry to acknowledge in commitScript with the entries to
@@ -240,8 +230,6 @@ func commitArgs(stream, group string, items []scriptItem) (keys []string, argv [
 			}
 			argv = append(argv, k+1, a.maxLen, len(a.fields)/2)
 			argv = append(argv, a.fields...)
-			argv = append(argv, len(a.void)/2)
-			argv = append(argv, a.void...)
 		}
 	}
 	argv[4] = len(keys)
@@ -380,7 +368,15 @@ const (
 	DeadLetterDeliveries     = "deliveries"
 	DeadLetterKeyID          = "kid"
 	DeadLetterFieldPrefix    = "entry."
+	// DeadLetterFieldsOmitted, present only on the letter of an entry of
+	// more than MaxCopiedFields/2 fields, counts the fields not copied.
+	DeadLetterFieldsOmitted = "fields_omitted"
 )
+
+// MaxCopiedFields is how many of an entry's field names and values a dead
+// letter copies at most (the commit script appends an entry of at most
+// about 8000 arguments).
+const MaxCopiedFields = 4000
 
 // DeadLetter appends each letter to the dead-letter stream dlq and
 // acknowledges its id in group on stream, atomically and once: a letter whose
@@ -405,18 +401,27 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 			DeadLetterReason, l.Reason.String(), DeadLetterDeliveries, strconv.FormatInt(l.Deliveries, 10),
 			DeadLetterKeyID, l.KeyID,
 		}
-		for j := 0; j+1 < len(l.Fields); j += 2 {
-			fields = append(fields, DeadLetterFieldPrefix+argString(l.Fields[j]), argString(l.Fields[j+1]))
+		copied := l.Fields
+		if len(copied) > MaxCopiedFields {
+			// A script cannot append a wider entry (Lua's unpack limit): the
+			// letter keeps the first fields and says how many it omits.
+			copied = copied[:MaxCopiedFields]
+			fields = append(fields, DeadLetterFieldsOmitted, strconv.Itoa((len(l.Fields)-MaxCopiedFields)/2))
 		}
-		var void []any
+		for j := 0; j+1 < len(copied); j += 2 {
+			fields = append(fields, DeadLetterFieldPrefix+argString(copied[j]), argString(copied[j+1]))
+		}
+		add := scriptAdd{stream: dlq}
 		if b.chain != nil {
-			seal, v, err := b.chain.Seal(dlq, fields, time.Now())
+			seal, link, err := b.chain.Seal(dlq, fields, time.Now())
 			if err != nil {
+				b.chainBroken(ctx, dlq, err) // letters before it may be signed
 				return nil, fmt.Errorf("seal a dead letter for stream %q: %w", dlq, err)
 			}
-			fields, void = append(fields, seal...), v.Values()
+			fields = append(fields, seal...)
+			add.env = integrity.Envelope{Sig: seal[len(seal)-1], Link: link}
 		}
-		add := scriptAdd{stream: dlq, fields: anys(fields), void: void}
+		add.fields = anys(fields)
 		items[i] = scriptItem{id: l.ID, forget: true, mark: l.Mark, adds: []scriptAdd{add}}
 	}
 	out, err := b.runCommit(ctx, stream, group, items)
@@ -425,7 +430,10 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 		b.chainBroken(ctx, dlq, err)
 		return nil, fmt.Errorf("dead-letter %d entries from stream %q group %q to %q: %w", len(letters), stream, group, dlq, err)
 	}
-	_ = b.checkpoint(ctx) // by count; errors are logged there
+	if b.chain != nil {
+		b.voidSkipped(ctx, items, added)
+		_ = b.checkpoint(ctx) // by count; errors are logged there
+	}
 	ids := make([]string, len(letters))
 	for i, l := range letters {
 		if len(added[i]) == 0 {
@@ -441,11 +449,9 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 	return ids, nil
 }
 
-// signAdd stamps (unless a.Stamped) and signs an Add. A chained Bus signs
-// it, when voidable, with its void, appended instead when its item is not
-// acknowledged; an Add signed without one that is not appended leaves a
-// gap in the chain.
-func (b *Bus) signAdd(a Add, voidable bool) (scriptAdd, error) {
+// signAdd stamps (unless a.Stamped) and signs an Add, as the next link
+// of the Bus's chain when it has one.
+func (b *Bus) signAdd(a Add) (scriptAdd, error) {
 	event := a.Event
 	if !a.Stamped {
 		stamped, _, err := integrity.Stamp(event, time.Now())
@@ -454,15 +460,49 @@ func (b *Bus) signAdd(a Add, voidable bool) (scriptAdd, error) {
 		}
 		event = stamped
 	}
-	if b.chain == nil || !voidable {
-		env, err := b.sign(a.Stream, event)
-		return scriptAdd{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values()}, err
-	}
-	env, void, err := b.chain.SignVoidable(a.Stream, event, time.Now())
+	env, err := b.sign(a.Stream, event)
 	if err != nil {
-		return scriptAdd{}, fmt.Errorf("sign event for stream %q: %w", a.Stream, err)
+		return scriptAdd{}, err
 	}
-	return scriptAdd{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values(), void: void.Values()}, nil
+	add := scriptAdd{stream: a.Stream, maxLen: a.MaxLen, fields: env.Values()}
+	if env.Chained() {
+		add.env = env
+	}
+	return add, nil
+}
+
+// voidSkipped appends the void of each chained add that a commit did not
+// append (its item was not acknowledged: finished elsewhere, or refused as
+// a replay), so that the chain has no hole: a checkpoint at the add's seq
+// that stands in for it (integrity.Chain.Void). A void is signed only now,
+// once its entry is known to be missing, so that no void exists for an
+// entry that was written. b.writes is held. Voids that cannot be written
+// restart the chain (the hole then shows as a gap).
+func (b *Bus) voidSkipped(ctx context.Context, items []scriptItem, ids [][]string) {
+	var voids []integrity.StreamEnvelope
+	for i, it := range items {
+		if ids[i] != nil {
+			continue // appended
+		}
+		for _, a := range it.adds {
+			if a.env.Seq == 0 {
+				continue
+			}
+			v, err := b.chain.Void(a.stream, a.env, time.Now())
+			if err != nil {
+				b.chainBroken(ctx, a.stream, err)
+				return
+			}
+			voids = append(voids, integrity.StreamEnvelope{Stream: a.stream, Envelope: v})
+			b.log.LogAttrs(ctx, slog.LevelInfo, "audit_chain_entry_voided",
+				slog.String("stream", a.stream), slog.String("source", a.env.Source), slog.Uint64("seq", a.env.Seq),
+				slog.String("entry_id", it.id),
+				slog.String("detail", "the entry was not acknowledged here (finished elsewhere, or a replay): its emit is replaced by a void"))
+		}
+	}
+	if err := b.writeCheckpoints(ctx, voids); err != nil {
+		b.log.LogAttrs(ctx, slog.LevelWarn, "audit_chain_void_not_written", slog.String("error", err.Error()))
+	}
 }
 
 // hasAdds says an item has events to append.
@@ -521,12 +561,6 @@ type Item struct {
 	// that is settled) is a replay: not acknowledged, nothing appended, and
 	// listed in CommitResult.Replayed.
 	Mark Mark
-	// Held says that no one else can have acknowledged the entry before
-	// this commit (it was delivered to this consumer, ReadAt, less than
-	// the group's claim idle time ago, it has no Mark, and the commit is
-	// not a retry): a chained Bus then signs its Adds without their voids
-	// (see signAdd), which spares the commit their cost.
-	Held bool
 }
 
 // CommitResult says what Commit did.
@@ -572,8 +606,11 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 			if a.Stream == "" || a.MaxLen < 0 {
 				return CommitResult{}, fmt.Errorf("%w: commit item %d add %d needs a stream and a non-negative maxlen", ErrInvalidArgs, i, j)
 			}
-			add, err := b.signAdd(a, !it.Held)
+			add, err := b.signAdd(a)
 			if err != nil {
+				if nadds > 0 {
+					b.chainBroken(ctx, stream, err) // the adds before it are signed
+				}
 				return CommitResult{}, err
 			}
 			sealed[i].adds = append(sealed[i].adds, add)
@@ -587,7 +624,8 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 		}
 		return CommitResult{}, fmt.Errorf("commit %d entries with %d events on stream %q group %q: %w", len(items), nadds, stream, group, err)
 	}
-	if nadds > 0 {
+	if nadds > 0 && b.chain != nil {
+		b.voidSkipped(ctx, sealed, out.ids)
 		_ = b.checkpoint(ctx) // by count; errors are logged there
 	}
 	b.log.LogAttrs(ctx, slog.LevelDebug, "messages_committed",

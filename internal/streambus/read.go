@@ -55,7 +55,6 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 	}
 	history := id != ">"
 	batch := Batch{Cursor: id}
-	sent := time.Now()
 
 	// First round trip: the acks of the previous batch and a read that does
 	// not wait, pipelined. Under load it is the only one. Every reply, this
@@ -130,7 +129,7 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 	if history {
 		deliveries = 0
 	}
-	b.verify(a.Stream, entries, deliveries, history, sent, &batch, sc)
+	b.verify(a.Stream, entries, deliveries, history, &batch, sc)
 	if history {
 		if err := b.fillDeliveries(ctx, a.Stream, a.Group, a.Consumer, &batch); err != nil {
 			return Batch{}, err
@@ -221,7 +220,7 @@ func rawReadGroupArgs(group, consumer string, count int64, stream, id string) []
 // verify sorts the entries of a single-stream reply into batch, advancing
 // batch.Cursor. history marks a reply that may hold deleted entries.
 // sc provides the verdicts' slice.
-func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, history bool, sent time.Time, batch *Batch, sc *scratch) {
+func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, history bool, batch *Batch, sc *scratch) {
 	verdicts := b.verifyAll(stream, entries, slices.Grow(sc.verdicts[:0], len(entries))[:len(entries)])
 	sc.verdicts = verdicts
 	if batch.Entries == nil {
@@ -246,7 +245,7 @@ func (b *Bus) verify(stream string, entries []rawEntry, deliveries int64, histor
 		}
 		e := Entry{
 			ID: m.id, Stream: stream, KeyID: env.KeyID, EventID: env.EventID,
-			Event: env.Event, Sig: env.Sig, Deliveries: deliveries, Link: env.Link, ReadAt: sent,
+			Event: env.Event, Sig: env.Sig, Deliveries: deliveries, Link: env.Link,
 		}
 		if env.IsCheckpoint() {
 			batch.Checkpoints = append(batch.Checkpoints, e)

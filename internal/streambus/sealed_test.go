@@ -2,7 +2,10 @@ package streambus_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -100,6 +103,24 @@ func TestChainedCommitAndDeadLetters(t *testing.T) {
 	assert.Empty(t, findings)
 	assert.Equal(t, 1, c.Withdrawn)
 
+	// Withdrawn twice (a copy of the letter replayed again): a replay.
+	again2, err := streambus.New(streambus.Config{Source: "dlq-replay"}, slog.New(slog.DiscardHandler), f.rdb, f.keys)
+	require.NoError(t, err)
+	twice, err := again2.AppendSealed(ctx, dlq, w)
+	require.NoError(t, err)
+	require.NoError(t, again2.CloseChain(ctx))
+	_, findings = check(t, f, dlq, out, dlq)
+	require.Len(t, findings, 1)
+	assert.Equal(t, trail.Replay, findings[0].Kind)
+	assert.Equal(t, twice, findings[0].EntryID)
+	// An unsealed letter after the first sealed entry: written without the key.
+	forged := f.rawAdd(t, dlq, streambus.DeadLetterOriginalID, "1-1", streambus.DeadLetterReason, "rejected")
+	_, findings = check(t, f, dlq, out, dlq)
+	require.Len(t, findings, 2, "%+v", findings)
+	assert.Equal(t, forged, findings[1].EntryID)
+	assert.Equal(t, trail.BadSignature, findings[1].Kind)
+	require.NoError(t, f.rdb.XDel(ctx, dlq, forged).Err())
+
 	// Damage: an emit deleted, a letter changed.
 	emits, err := f.bus.XRange(ctx, out, "-", "+", 1)
 	require.NoError(t, err)
@@ -109,12 +130,51 @@ func TestChainedCommitAndDeadLetters(t *testing.T) {
 		changed = append(changed, v)
 	}
 	changed[5] = "max_deliveries" // the reason
-	f.rawAdd(t, dlq, changed...)
+	bad := f.rawAdd(t, dlq, changed...)
 	_, findings = check(t, f, dlq, out, dlq)
-	kinds := map[string]int{}
+	found := map[string]string{}
 	for _, fd := range findings {
-		kinds[fd.Kind]++
+		found[fd.Stream+" "+fd.EntryID] = fd.Kind
 	}
-	assert.Equal(t, 1, kinds[trail.Gap], "%+v", findings)
-	assert.Equal(t, 1, kinds[trail.BadSignature], "%+v", findings)
+	assert.Equal(t, trail.BadSignature, found[dlq+" "+bad], "%+v", findings)
+	gaps := 0
+	for _, fd := range findings {
+		if fd.Stream == out && fd.Kind == trail.Gap {
+			gaps++
+		}
+	}
+	assert.Equal(t, 1, gaps, "%+v", findings)
+}
+
+// TestDeadLetterOfAWideEntry: the dead letter of an entry too wide for the
+// commit script to copy keeps its first MaxCopiedFields fields and says how
+// many it omits; the entry is dead-lettered, not acknowledged without one.
+func TestDeadLetterOfAWideEntry(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	ctx := context.Background()
+	dlq := uniqueName(t, "dlq")
+	f.createGroup(t, "0")
+	values := []any{"v", "1", "kid", "k1"}
+	for i := range 3000 {
+		values = append(values, fmt.Sprintf("f%d", i), "x")
+	}
+	wide := f.rawAdd(t, f.stream, values...)
+	b, err := f.bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: f.stream, Group: f.group, Consumer: "c", Block: -1})
+	require.NoError(t, err)
+	require.Len(t, b.Tampered, 1)
+	replica, err := streambus.New(streambus.Config{Source: "run.c"}, slog.New(slog.DiscardHandler), f.rdb, f.keys)
+	require.NoError(t, err)
+	ids, err := replica.DeadLetter(ctx, f.stream, f.group, dlq, b.Tampered[0].Letter())
+	require.NoError(t, err)
+	require.NotEmpty(t, ids[0])
+	assert.Empty(t, f.pendingIDs(t))
+	stored, err := f.bus.XRange(ctx, dlq, ids[0], ids[0], 1)
+	require.NoError(t, err)
+	fields := stored[0].Fields
+	assert.Equal(t, wide, fields[1])
+	i := slices.Index(fields, streambus.DeadLetterFieldsOmitted)
+	require.GreaterOrEqual(t, i, 0)
+	assert.Equal(t, strconv.Itoa(3002-streambus.MaxCopiedFields/2), fields[i+1])
+	_, findings := check(t, f, dlq, dlq)
+	assert.Empty(t, findings, "sealed as written")
 }

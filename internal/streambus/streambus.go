@@ -198,9 +198,6 @@ type Entry struct {
 	// claimed entries, 0 for new ones. Unlike Deliveries, a claim or a read
 	// that did not run the entry does not count.
 	Attempts int64
-	// ReadAt is when the read or claim that returned the entry was sent:
-	// at or before its delivery to this consumer (see Item.Held).
-	ReadAt time.Time
 	// Link is the entry's place in its source's chain: zero for an
 	// envelope version 1 entry (Source "").
 	integrity.Link

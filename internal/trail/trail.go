@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/auditproc/auditproc/internal/integrity"
 	"github.com/auditproc/auditproc/internal/streambus"
 )
@@ -91,6 +93,11 @@ type Checker struct {
 	cfg      Config
 	findings []Finding
 	sources  map[sourceKey]*source
+	// withdrawn are the withdrawals seen, per letter source and seq.
+	withdrawn map[sourceKey]map[uint64]string
+	// sealed are the streams where a chained entry was seen: an unsealed
+	// dead letter after it is a finding.
+	sealed map[string]bool
 	// Counts. Voids are the checkpoints that stand in for an entry their
 	// writer withdrew (integrity.Checkpoint.Void).
 	// Withdrawn are the dead letters deleted after a replay whose
@@ -131,7 +138,8 @@ func New(keys *integrity.Keyring, cfg Config) *Checker {
 	if cfg.Now.IsZero() {
 		cfg.Now = time.Now()
 	}
-	return &Checker{keys: keys, cfg: cfg, sources: map[sourceKey]*source{}}
+	return &Checker{keys: keys, cfg: cfg, sources: map[sourceKey]*source{},
+		withdrawn: map[sourceKey]map[uint64]string{}, sealed: map[string]bool{}}
 }
 
 // RepeatedField returns the first field name of fields (name, value, …)
@@ -172,6 +180,9 @@ type verdict struct {
 	unsealed bool
 	env      integrity.Envelope
 	err      error
+	// signedMS is the entry's signed timestamp (Unix ms), 0 when it has
+	// none (a sealed entry).
+	signedMS int64
 }
 
 func (c *Checker) verify(stream string, fields []string) verdict {
@@ -192,7 +203,13 @@ func (c *Checker) verify(stream string, fields []string) verdict {
 		return verdict{repeated: name, dup: true}
 	}
 	env, err := c.keys.VerifyFields(stream, fields)
-	return verdict{env: env, err: err}
+	v := verdict{env: env, err: err}
+	if err == nil && env.Chained() {
+		if ts, perr := time.Parse(time.RFC3339Nano, gjson.GetBytes(env.Event, "timestamp").Str); perr == nil {
+			v.signedMS = ts.UnixMilli()
+		}
+	}
+	return v
 }
 
 // repeatedOwnField is RepeatedField of a sealed entry's fields other than
@@ -243,6 +260,11 @@ func (c *Checker) Add(stream, id string, fields []string) {
 func (c *Checker) add(stream, id string, fields []string, v verdict) {
 	c.Entries++
 	if v.unsealed {
+		if c.sealed[stream] {
+			c.report(Finding{Stream: stream, EntryID: id, Kind: BadSignature,
+				Detail: "unsigned: a dead letter without a seal after the stream's first sealed or chained entry: written without the key"})
+			return
+		}
 		c.Unsealed++
 		return
 	}
@@ -261,13 +283,21 @@ func (c *Checker) add(stream, id string, fields []string, v verdict) {
 		c.Unchained++
 		return
 	}
+	c.sealed[stream] = true
 	if env.IsCheckpoint() {
 		c.Checkpoints++
 	}
 	if env.Kind == integrity.KindSealed {
 		c.withdraw(stream, id, fields)
 	}
-	l := link{id: strings.Clone(id), sig: strings.Clone(env.Sig), prev: strings.Clone(env.Prev), ms: idMillis(id), checkpoint: env.IsCheckpoint()}
+	// A source's silence is judged by the older of the entry's stream id
+	// time and its signed timestamp: the id is not signed, and an entry
+	// deleted and added again gets a new one.
+	ms := idMillis(id)
+	if v.signedMS > 0 && v.signedMS < ms {
+		ms = v.signedMS
+	}
+	l := link{id: strings.Clone(id), sig: strings.Clone(env.Sig), prev: strings.Clone(env.Prev), ms: ms, checkpoint: env.IsCheckpoint()}
 	if l.checkpoint {
 		l.cp, _ = integrity.ParseCheckpoint(env.Event) // verified already
 		if l.cp.Void != "" {
@@ -332,18 +362,28 @@ func (c *Checker) link(stream, src string, seq uint64, l link) {
 // withdrawal whose letter is still there (the replay stopped before the
 // deletion) adds nothing.
 func (c *Checker) withdraw(stream, id string, fields []string) {
-	src := fieldValue(fields, streambus.WithdrawnSource)
-	seq, err := strconv.ParseUint(fieldValue(fields, streambus.WithdrawnSeq), 10, 64)
+	src := rawValue(fields, streambus.WithdrawnSource)
+	seq, err := strconv.ParseUint(rawValue(fields, streambus.WithdrawnSeq), 10, 64)
 	if src == "" || err != nil || seq == 0 {
 		return
 	}
-	s := c.sources[sourceKey{stream, src}]
-	if s != nil && (seq < s.next || s.pending[seq].id != "") {
+	key := sourceKey{stream, src}
+	if first, twice := c.withdrawn[key][seq]; twice {
+		c.report(Finding{Stream: stream, EntryID: strings.Clone(id), Source: strings.Clone(src), Kind: Replay, Seq: seq,
+			Detail: fmt.Sprintf("dead letter seq %d of this source was already withdrawn by entry %s: a copy of the letter was replayed again", seq, first)})
 		return
+	}
+	if c.withdrawn[key] == nil {
+		c.withdrawn[key] = map[uint64]string{}
+	}
+	c.withdrawn[key][seq] = strings.Clone(id)
+	s := c.sources[key]
+	if s != nil && (seq < s.next || s.pending[seq].id != "") {
+		return // the letter is still there: the replay stopped before deleting it
 	}
 	c.Withdrawn++
 	c.link(stream, src, seq, link{id: strings.Clone(id), ms: idMillis(id),
-		sig: strings.Clone(fieldValue(fields, streambus.WithdrawnSig)), prev: strings.Clone(fieldValue(fields, streambus.WithdrawnPrev))})
+		sig: strings.Clone(rawValue(fields, streambus.WithdrawnSig)), prev: strings.Clone(rawValue(fields, streambus.WithdrawnPrev))})
 }
 
 // advance links entry seq (== s.next) after the chain's head.
@@ -433,10 +473,15 @@ func seqRange(lo, hi uint64) string {
 	return fmt.Sprintf("seq %d-%d (%d entries)", lo, hi, hi-lo+1)
 }
 
-func fieldValue(fields []string, name string) string {
+// fieldValue is the first value of the field name, truncated for a
+// report.
+func fieldValue(fields []string, name string) string { return truncate(rawValue(fields, name)) }
+
+// rawValue is the first value of the field name, "" when there is none.
+func rawValue(fields []string, name string) string {
 	for i := 0; i+1 < len(fields); i += 2 {
 		if fields[i] == name {
-			return truncate(fields[i+1])
+			return fields[i+1]
 		}
 	}
 	return ""

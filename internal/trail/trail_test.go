@@ -2,6 +2,7 @@ package trail
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -172,4 +173,33 @@ func FuzzChecker(f *testing.F) {
 			assert.NotEmpty(t, fd.Kind)
 		}
 	})
+}
+
+// TestMissingTailBySignedTime: a source cut at its end stays a missing
+// tail when its last surviving entry is deleted and added again (a new,
+// recent stream id): silence is judged by the older of the id's time and
+// the entry's signed timestamp.
+func TestMissingTailBySignedTime(t *testing.T) {
+	k := testKeys(t)
+	entries := chain(t, k, 5, false) // signed at 1 s after the epoch, ids 1000-0 …
+	now := time.UnixMilli(1000).Add(10 * time.Minute)
+	run := func(es []entry) []Finding {
+		c := New(k, Config{FromStart: true, Now: now})
+		for _, e := range es {
+			c.Add("s", e.id, e.fields)
+		}
+		f, _ := c.Finish()
+		return f
+	}
+	f := run(entries)
+	require.Len(t, f, 1)
+	assert.Equal(t, MissingTail, f[0].Kind)
+
+	refreshed := slices.Clone(entries)
+	last := refreshed[len(refreshed)-1]
+	last.id = fmt.Sprintf("%d-0", now.UnixMilli()-1) // re-added a moment ago
+	refreshed[len(refreshed)-1] = last
+	f = run(refreshed)
+	require.Len(t, f, 1, "%+v", f)
+	assert.Equal(t, MissingTail, f[0].Kind)
 }

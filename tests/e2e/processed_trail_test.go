@@ -64,35 +64,44 @@ func TestVerifyCleanAfterRun(t *testing.T) {
 
 	// The rejected letters replayed: withdrawn, still whole.
 	dead := e.deadLetters(dlq)
+	replayedLetter := e.fieldsOf(dlq, dead[0].ID)
 	code, _, stderr = e.run(30*time.Second, "dlq", "replay", dead[0].ID, dead[1].ID, "--config", cfg)
 	require.Equal(t, 0, code, stderr)
 	code, r, stdout = verify()
 	require.Equal(t, 0, code, "withdrawn letters are no gap: %s", stdout)
 	assert.Equal(t, 2, r.Withdrawn)
 
-	// A letter forged without the key (a sealed one changed, a copy
-	// without its seal) is never replayed.
-	forgedLetters := []string{}
-	for _, seal := range []bool{true, false} {
-		fields := e.fieldsOf(dlq, dead[2].ID)
-		if seal {
-			fields[5] = "rejected: changed" // the reason
-		} else {
-			fields = fields[:len(fields)-10]
-		}
+	// Letters written without the key are never replayed: a sealed one
+	// changed, a copy without its seal, a byte-for-byte copy of a letter
+	// (the letter is then held back too), a copy of a letter replayed
+	// already. verify names each.
+	add := func(fields []string) string {
 		values := make([]any, len(fields))
 		for i, f := range fields {
 			values[i] = f
 		}
 		id, err := e.rdb.XAdd(ctx, &redis.XAddArgs{Stream: dlq, Values: values}).Result()
 		require.NoError(t, err)
-		forgedLetters = append(forgedLetters, id)
+		return id
 	}
-	code, stdout, stderr = e.run(30*time.Second, append([]string{"dlq", "replay", "--config", cfg}, forgedLetters...)...)
+	changed := e.fieldsOf(dlq, dead[2].ID)
+	changed[5] = "rejected: changed" // the reason
+	unsealed := e.fieldsOf(dlq, dead[2].ID)
+	forgedLetters := []string{add(changed), add(unsealed[:len(unsealed)-10]), add(e.fieldsOf(dlq, dead[2].ID)), add(replayedLetter)}
+	code, stdout, stderr = e.run(30*time.Second, append([]string{"dlq", "replay", "--config", cfg, "--unsealed", dead[2].ID}, forgedLetters...)...)
 	assert.Equal(t, 1, code, stderr)
-	assert.Contains(t, stdout, "0 replayed, 2 refused")
+	assert.Contains(t, stdout, "0 replayed, 5 refused")
 	assert.Contains(t, stderr, "its seal does not verify (signature_mismatch)")
-	assert.Contains(t, stderr, "the dead letter has no seal")
+	assert.Contains(t, stderr, "written without the key")
+	assert.Equal(t, 2, strings.Count(stderr, "is on 2 letters"), stderr)
+	assert.Contains(t, stderr, "it was replayed already")
+	code, r, stdout = verify()
+	require.Equal(t, 1, code, stdout)
+	kinds := map[string]int{}
+	for _, f := range r.Findings {
+		kinds[f.Kind]++
+	}
+	assert.Equal(t, map[string]int{"bad_signature": 2, "replay": 2}, kinds, stdout)
 	require.NoError(t, e.rdb.XDel(ctx, dlq, forgedLetters...).Err())
 
 	// An emit deleted: a gap on the sink stream, named.
