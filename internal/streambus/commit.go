@@ -82,30 +82,61 @@ for k = 2, tonumber(ARGV[5]) do
 end
 local group = ARGV[1]
 local nitems = tonumber(ARGV[2])
-local i = 6
 local acked = 0
 local added = {}
 local replayed = {}
 local touched = {}
 local lows = {}
 local done = {}
+-- The marks' sets, read once each: per set, the ids recorded per seq over
+-- the range of the commit's seqs (a commit is mostly a run of one source's
+-- consecutive numbers), and the ZADDs to make.
+local sets = {}
+local i = 6
+for e = 1, nitems do
+  local set, src, seq = tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
+  if set > 0 then
+    local g = sets[set]
+    if not g then
+      g = {src = src, lo = seq, hi = seq, held = {}, add = {}}
+      sets[set] = g
+    end
+    if seq < g.lo then g.lo = seq end
+    if seq > g.hi then g.hi = seq end
+  end
+  local nadd = tonumber(ARGV[i + 6])
+  i = i + 7
+  for a = 1, nadd do
+    i = i + 3 + tonumber(ARGV[i + 2]) * 2
+  end
+end
+for set, g in pairs(sets) do
+  local low = lows[g.src]
+  if not low then
+    low = tonumber(redis.call('HGET', KEYS[lowkey], g.src) or '0')
+    lows[g.src] = low
+  end
+  local lo = math.max(g.lo, low + 1)
+  if lo <= g.hi then
+    local m = redis.call('ZRANGEBYSCORE', KEYS[set], lo, g.hi, 'WITHSCORES')
+    for j = 1, #m, 2 do
+      local s = tonumber(m[j + 1])
+      local h = g.held[s]
+      if not h then h = {} g.held[s] = h end
+      h[#h + 1] = m[j]
+    end
+  end
+end
+i = 6
 for e = 1, nitems do
   local id, set, src, seq = ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
   local clash = false
   local held = false
   if set > 0 then
-    local low = lows[src]
-    if not low then
-      low = tonumber(redis.call('HGET', KEYS[lowkey], src) or '0')
-      lows[src] = low
-    end
-    if seq <= low then
+    if seq <= lows[src] then
       clash = true
-    elseif tonumber(redis.call('ZSCORE', KEYS[set], id) or '0') == seq then
-      -- Recorded by the lookup: no other id can hold this seq.
-      held = true
     else
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[set], seq, seq)) do
+      for _, m in ipairs(sets[set].held[seq] or {}) do
         if m == id then held = true else clash = true end
       end
     end
@@ -120,7 +151,14 @@ for e = 1, nitems do
     redis.call('HDEL', KEYS[attempts], id)
   end
   if ok == 1 and set > 0 and not clash then
-    if not held then redis.call('ZADD', KEYS[set], seq, id) end
+    if not held then
+      local g = sets[set]
+      g.add[#g.add + 1] = seq
+      g.add[#g.add + 1] = id
+      local h = g.held[seq]
+      if not h then h = {} g.held[seq] = h end
+      h[#h + 1] = id
+    end
     done[id] = true
   end
   if set > 0 then touched[set] = src end
@@ -138,6 +176,11 @@ for e = 1, nitems do
       added[#added + 1] = false
     end
     i = i + nf * 2
+  end
+end
+for set, g in pairs(sets) do
+  for c = 1, #g.add, 2000 do
+    redis.call('ZADD', KEYS[set], unpack(g.add, c, math.min(c + 1999, #g.add)))
   end
 end
 local marks = {}

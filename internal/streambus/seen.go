@@ -120,36 +120,67 @@ local function compact(stream, group, lowkey, src, set, done)
 end
 `
 
-// seenScript looks up each mark and records the fresh ones.
+// seenScript looks up each mark and records the fresh ones, with one range
+// read and one ZADD per source set (a read batch is mostly a run of one
+// source's consecutive numbers), not a call per mark.
 // KEYS[1] the stream, KEYS[2] its low-mark hash, KEYS[3..] source sets.
 // ARGV: group, then per mark: set index in KEYS, source, seq, entry id.
 // Returns a SeenVerdict per mark.
 var seenScript = redis.NewScript(`
 local group = ARGV[1]
-local out = {}
-local lows = {}
+local marks = {}
+local sets = {}
 local i = 2
 while i <= #ARGV do
-  local set = KEYS[tonumber(ARGV[i])]
-  local src, seq, id = ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  i = i + 4
-  local low = lows[src]
-  if not low then
-    low = tonumber(redis.call('HGET', KEYS[2], src) or '0')
-    lows[src] = low
+  local set, src, seq, id = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  marks[#marks + 1] = {set, seq, id}
+  local g = sets[set]
+  if not g then
+    g = {src = src, lo = seq, hi = seq, held = {}, add = {}}
+    sets[set] = g
   end
-  local v = 0
-  if seq <= low then
-    if #redis.call('XPENDING', KEYS[1], group, id, id, 1) > 0 then v = 1 else v = 2 end
-  else
-    local m = redis.call('ZRANGEBYSCORE', set, seq, seq, 'LIMIT', 0, 2)
-    if #m == 0 then
-      redis.call('ZADD', set, seq, id)
-    elseif m[1] ~= id and m[2] ~= id then
-      v = 1
+  if seq < g.lo then g.lo = seq end
+  if seq > g.hi then g.hi = seq end
+  i = i + 4
+end
+for set, g in pairs(sets) do
+  g.low = tonumber(redis.call('HGET', KEYS[2], g.src) or '0')
+  local lo = math.max(g.lo, g.low + 1)
+  if lo <= g.hi then
+    local m = redis.call('ZRANGEBYSCORE', KEYS[set], lo, g.hi, 'WITHSCORES')
+    for j = 1, #m, 2 do
+      local s = tonumber(m[j + 1])
+      local h = g.held[s]
+      if not h then h = {} g.held[s] = h end
+      h[#h + 1] = m[j]
     end
   end
-  out[#out + 1] = v
+end
+local out = {}
+for k, mk in ipairs(marks) do
+  local g, seq, id = sets[mk[1]], mk[2], mk[3]
+  local v = 0
+  if seq <= g.low then
+    if #redis.call('XPENDING', KEYS[1], group, id, id, 1) > 0 then v = 1 else v = 2 end
+  else
+    local h = g.held[seq]
+    if not h then
+      g.held[seq] = {id}
+      g.add[#g.add + 1] = seq
+      g.add[#g.add + 1] = id
+    else
+      v = 1
+      for _, x in ipairs(h) do
+        if x == id then v = 0 end
+      end
+    end
+  end
+  out[k] = v
+end
+for set, g in pairs(sets) do
+  for c = 1, #g.add, 2000 do
+    redis.call('ZADD', KEYS[set], unpack(g.add, c, math.min(c + 1999, #g.add)))
+  end
 end
 return out
 `)
