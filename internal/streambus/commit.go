@@ -46,7 +46,7 @@ import (
 // touched has its low mark advanced (compact).
 // Returns {acked count, {per add: new id, or false when skipped}, {replayed
 // item indices, from 1}, {per source touched: source, low, next}}.
-var commitScript = redis.NewScript("#!lua\n" + compactLua + `
+var commitScript = redis.NewScript("#!lua\n" + compactLua + setsLua + `
 -- xadd appends to key the nf fields and values at ARGV[i...].
 local function xadd(key, maxlen, i, nf)
   if nf == 4 and maxlen == 0 then
@@ -95,15 +95,7 @@ local sets = {}
 local i = 6
 for e = 1, nitems do
   local set, src, seq = tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
-  if set > 0 then
-    local g = sets[set]
-    if not g then
-      g = {src = src, lo = seq, hi = seq, held = {}, add = {}}
-      sets[set] = g
-    end
-    if seq < g.lo then g.lo = seq end
-    if seq > g.hi then g.hi = seq end
-  end
+  if set > 0 then widen(sets, set, src, seq) end
   local nadd = tonumber(ARGV[i + 6])
   i = i + 7
   for a = 1, nadd do
@@ -116,16 +108,7 @@ for set, g in pairs(sets) do
     low = tonumber(redis.call('HGET', KEYS[lowkey], g.src) or '0')
     lows[g.src] = low
   end
-  local lo = math.max(g.lo, low + 1)
-  if lo <= g.hi then
-    local m = redis.call('ZRANGEBYSCORE', KEYS[set], lo, g.hi, 'WITHSCORES')
-    for j = 1, #m, 2 do
-      local s = tonumber(m[j + 1])
-      local h = g.held[s]
-      if not h then h = {} g.held[s] = h end
-      h[#h + 1] = m[j]
-    end
-  end
+  readHeld(KEYS[set], g, low)
 end
 i = 6
 for e = 1, nitems do
@@ -151,14 +134,7 @@ for e = 1, nitems do
     redis.call('HDEL', KEYS[attempts], id)
   end
   if ok == 1 and set > 0 and not clash then
-    if not held then
-      local g = sets[set]
-      g.add[#g.add + 1] = seq
-      g.add[#g.add + 1] = id
-      local h = g.held[seq]
-      if not h then h = {} g.held[seq] = h end
-      h[#h + 1] = id
-    end
+    if not held then record(sets[set], seq, id) end
     done[id] = true
   end
   if set > 0 then touched[set] = src end
@@ -178,11 +154,7 @@ for e = 1, nitems do
     i = i + nf * 2
   end
 end
-for set, g in pairs(sets) do
-  for c = 1, #g.add, 2000 do
-    redis.call('ZADD', KEYS[set], unpack(g.add, c, math.min(c + 1999, #g.add)))
-  end
-end
+for set, g in pairs(sets) do flushAdds(KEYS[set], g) end
 local marks = {}
 for set, src in pairs(touched) do
   local low, nxt = compact(KEYS[1], group, KEYS[lowkey], src, KEYS[set], done)

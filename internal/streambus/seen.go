@@ -120,20 +120,13 @@ local function compact(stream, group, lowkey, src, set, done)
 end
 `
 
-// seenScript looks up each mark and records the fresh ones, with one range
-// read and one ZADD per source set (a read batch is mostly a run of one
-// source's consecutive numbers), not a call per mark.
-// KEYS[1] the stream, KEYS[2] its low-mark hash, KEYS[3..] source sets.
-// ARGV: group, then per mark: set index in KEYS, source, seq, entry id.
-// Returns a SeenVerdict per mark.
-var seenScript = redis.NewScript(`
-local group = ARGV[1]
-local marks = {}
-local sets = {}
-local i = 2
-while i <= #ARGV do
-  local set, src, seq, id = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  marks[#marks + 1] = {set, seq, id}
+// setsLua reads and writes the source sets of a batch's marks in one call
+// each, not one per mark (a batch is mostly a run of one source's
+// consecutive numbers): sets[set index] = {src, lo, hi, held, add}, where
+// held maps a seq to the ids recorded for it and add lists the ZADD
+// arguments still to send.
+const setsLua = `
+local function widen(sets, set, src, seq)
   local g = sets[set]
   if not g then
     g = {src = src, lo = seq, hi = seq, held = {}, add = {}}
@@ -141,20 +134,52 @@ while i <= #ARGV do
   end
   if seq < g.lo then g.lo = seq end
   if seq > g.hi then g.hi = seq end
+end
+local function readHeld(key, g, low)
+  local lo = math.max(g.lo, low + 1)
+  if lo > g.hi then return end
+  local m = redis.call('ZRANGEBYSCORE', key, lo, g.hi, 'WITHSCORES')
+  for j = 1, #m, 2 do
+    local s = tonumber(m[j + 1])
+    local h = g.held[s]
+    if not h then h = {} g.held[s] = h end
+    h[#h + 1] = m[j]
+  end
+end
+local function record(g, seq, id)
+  g.add[#g.add + 1] = seq
+  g.add[#g.add + 1] = id
+  local h = g.held[seq]
+  if not h then h = {} g.held[seq] = h end
+  h[#h + 1] = id
+end
+local function flushAdds(key, g)
+  for c = 1, #g.add, 2000 do
+    redis.call('ZADD', key, unpack(g.add, c, math.min(c + 1999, #g.add)))
+  end
+end
+`
+
+// seenScript looks up each mark and records the fresh ones, with one range
+// read and one ZADD per source set (a read batch is mostly a run of one
+// source's consecutive numbers), not a call per mark.
+// KEYS[1] the stream, KEYS[2] its low-mark hash, KEYS[3..] source sets.
+// ARGV: group, then per mark: set index in KEYS, source, seq, entry id.
+// Returns a SeenVerdict per mark.
+var seenScript = redis.NewScript(setsLua + `
+local group = ARGV[1]
+local marks = {}
+local sets = {}
+local i = 2
+while i <= #ARGV do
+  local set, src, seq, id = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  marks[#marks + 1] = {set, seq, id}
+  widen(sets, set, src, seq)
   i = i + 4
 end
 for set, g in pairs(sets) do
   g.low = tonumber(redis.call('HGET', KEYS[2], g.src) or '0')
-  local lo = math.max(g.lo, g.low + 1)
-  if lo <= g.hi then
-    local m = redis.call('ZRANGEBYSCORE', KEYS[set], lo, g.hi, 'WITHSCORES')
-    for j = 1, #m, 2 do
-      local s = tonumber(m[j + 1])
-      local h = g.held[s]
-      if not h then h = {} g.held[s] = h end
-      h[#h + 1] = m[j]
-    end
-  end
+  readHeld(KEYS[set], g, g.low)
 end
 local out = {}
 for k, mk in ipairs(marks) do
@@ -165,9 +190,7 @@ for k, mk in ipairs(marks) do
   else
     local h = g.held[seq]
     if not h then
-      g.held[seq] = {id}
-      g.add[#g.add + 1] = seq
-      g.add[#g.add + 1] = id
+      record(g, seq, id)
     else
       v = 1
       for _, x in ipairs(h) do
@@ -177,11 +200,7 @@ for k, mk in ipairs(marks) do
   end
   out[k] = v
 end
-for set, g in pairs(sets) do
-  for c = 1, #g.add, 2000 do
-    redis.call('ZADD', KEYS[set], unpack(g.add, c, math.min(c + 1999, #g.add)))
-  end
-end
+for set, g in pairs(sets) do flushAdds(KEYS[set], g) end
 return out
 `)
 
