@@ -34,7 +34,7 @@ import (
 // sets (seen.go).
 // ARGV: group, number of items, index of the attempts hash in KEYS (0:
 // none), index of the low-mark hash (0: none), index of the last target
-// stream, then per item: id, forget (0 or 1), index of its source's set (0:
+// stream, index of the commit key (0: none; see CommitKey), then per item: id, forget (0 or 1), index of its source's set (0:
 // no mark), source, seq, strict (0 or 1), number of adds, then per add: key
 // index, maxlen (0: none), field count, fields and values.
 //
@@ -46,7 +46,7 @@ import (
 // touched has its low mark advanced (compact).
 // Returns {acked count, {per add: new id, or false when skipped}, {replayed
 // item indices, from 1}, {per source touched: source, low, next}}.
-var commitScript = redis.NewScript("#!lua\n" + compactLua + setsLua + `
+var commitScript = redis.NewScript("#!lua\n" + compactLua + setsLua + "local commitMemoryMS = " + strconv.FormatInt(commitMemory.Milliseconds(), 10) + "\n" + `
 -- xadd appends to key the nf fields and values at ARGV[i...].
 local function xadd(key, maxlen, i, nf)
   if nf == 4 and maxlen == 0 then
@@ -82,6 +82,20 @@ for k = 2, tonumber(ARGV[5]) do
 end
 local group = ARGV[1]
 local nitems = tonumber(ARGV[2])
+local ckey = tonumber(ARGV[6])
+if ckey > 0 then
+  -- This very commit ran already (a client retry after a lost reply, or a
+  -- request delivered late): say what that run appended, so that the
+  -- client does not void what is there. '-' stands for an id.
+  local ran = redis.call('GET', KEYS[ckey])
+  if ran then
+    local out = {}
+    for c = 1, #ran do
+      if string.sub(ran, c, c) == '1' then out[c] = '-' else out[c] = false end
+    end
+    return {0, out, {}, {}}
+  end
+end
 local acked = 0
 local added = {}
 local replayed = {}
@@ -92,7 +106,7 @@ local done = {}
 -- the range of the commit's seqs (a commit is mostly a run of one source's
 -- consecutive numbers), and the ZADDs to make.
 local sets = {}
-local i = 6
+local i = 7
 for e = 1, nitems do
   local set, src, seq = tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
   if set > 0 then widen(sets, set, src, seq) end
@@ -110,7 +124,7 @@ for set, g in pairs(sets) do
   end
   readHeld(KEYS[set], g, low)
 end
-i = 6
+i = 7
 for e = 1, nitems do
   local id, set, src, seq = ARGV[i], tonumber(ARGV[i + 2]), ARGV[i + 3], tonumber(ARGV[i + 4])
   local clash = false
@@ -155,6 +169,13 @@ for e = 1, nitems do
   end
 end
 for set, g in pairs(sets) do flushAdds(KEYS[set], g) end
+if ckey > 0 then
+  local flags = {}
+  for c = 1, #added do
+    if added[c] then flags[c] = '1' else flags[c] = '0' end
+  end
+  redis.call('SET', KEYS[ckey], table.concat(flags), 'PX', commitMemoryMS)
+end
 local marks = {}
 for set, src in pairs(touched) do
   local low, nxt = compact(KEYS[1], group, KEYS[lowkey], src, KEYS[set], done)
@@ -211,7 +232,8 @@ func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scrip
 // commitArgs are the keys and arguments of commitScript for items.
 func commitArgs(stream, group string, items []scriptItem) (keys []string, argv []any) {
 	keys = []string{stream}
-	argv = []any{group, len(items), 0, 0, 0}
+	argv = []any{group, len(items), 0, 0, 0, 0}
+	token := ""
 	forgets := false
 	var sets []string // source set keys, in KEYS after the targets
 	var setArgs []int // argv positions holding an index into sets
@@ -245,6 +267,9 @@ func commitArgs(stream, group string, items []scriptItem) (keys []string, argv [
 			}
 			argv = append(argv, k+1, a.maxLen, len(a.fields)/2)
 			argv = append(argv, a.fields...)
+			if token == "" && a.env.Seq > 0 {
+				token = a.env.Sig
+			}
 		}
 	}
 	argv[4] = len(keys)
@@ -261,8 +286,24 @@ func commitArgs(stream, group string, items []scriptItem) (keys []string, argv [
 			argv[pos] = argv[pos].(int) + base
 		}
 	}
+	if token != "" {
+		keys = append(keys, CommitKey(stream, token))
+		argv[5] = len(keys)
+	}
 	return keys, argv
 }
+
+// CommitKey is the key by which a commit of chained adds remembers, for
+// commitMemory, which of its adds it appended, token being the sig of its
+// first chained add: run again with the same arguments (go-redis retries a
+// command whose reply was lost; a request can arrive late), it appends
+// nothing and answers the same, so that no void is written for an add that
+// is in its stream. It begins with stream's name (its hash tag).
+func CommitKey(stream, token string) string { return stream + ":commit:" + token }
+
+// commitMemory is how long a commit's key lives: well beyond any client
+// retry of the same request.
+const commitMemory = time.Minute
 
 // parseCommit reads commitScript's reply.
 func parseCommit(res []any, items []scriptItem) commitOutcome {
