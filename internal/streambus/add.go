@@ -2,6 +2,7 @@ package streambus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -179,23 +180,41 @@ func (b *Bus) chainBroken(ctx context.Context, stream string, cause error) {
 		slog.String("detail", "an append failed with its outcome unknown; the old session ends without a closing checkpoint"))
 }
 
-// writeCheckpoints appends checkpoints, pipelined.
+// linkScript appends a link of a chain once: KEYS[1] the stream, KEYS[2]
+// the link's CommitKey (of its sig). ARGV[1] is how long the key lives in
+// milliseconds, then the fields. The same request run again (go-redis
+// retries a command whose reply was lost) appends nothing and answers
+// false, instead of a copy that a reader would report as a replay.
+var linkScript = redis.NewScript(`
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return false end
+return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+`)
+
+// linkArgs are linkScript's keys and arguments for fields, a link of
+// stream whose sig is sig.
+func linkArgs(stream, sig string, fields []any) ([]string, []any) {
+	return []string{stream, CommitKey(stream, sig)}, append([]any{commitMemory.Milliseconds()}, fields...)
+}
+
+// writeCheckpoints appends checkpoints, pipelined, each once.
 func (b *Bus) writeCheckpoints(ctx context.Context, envs []integrity.StreamEnvelope) error {
 	if len(envs) == 0 {
 		return nil
 	}
 	pipe := b.rdb.Pipeline()
-	for _, env := range envs {
-		pipe.XAdd(ctx, addArgs(env.Stream, env.Envelope, 0))
+	cmds := make([]*redis.Cmd, len(envs))
+	for i, env := range envs {
+		keys, argv := linkArgs(env.Stream, env.Sig, env.Values())
+		cmds[i] = linkScript.Eval(ctx, pipe, keys, argv...)
 	}
-	cmds, err := pipe.Exec(ctx)
-	if err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		b.chainBroken(ctx, envs[0].Stream, err)
 		return fmt.Errorf("append %d checkpoints: %w", len(envs), err)
 	}
 	for i, c := range cmds {
+		id, _ := c.Val().(string) // "" when a retry found it written
 		b.log.LogAttrs(ctx, slog.LevelDebug, "audit_checkpoint_added",
-			slog.String("stream", envs[i].Stream), slog.String("entry_id", c.(*redis.StringCmd).Val()),
+			slog.String("stream", envs[i].Stream), slog.String("entry_id", id),
 			slog.String("source", envs[i].Source), slog.Uint64("seq", envs[i].Seq))
 	}
 	return nil
@@ -215,8 +234,11 @@ func (b *Bus) AppendSealed(ctx context.Context, stream string, fields []string) 
 	if err != nil {
 		return "", fmt.Errorf("seal an entry for stream %q: %w", stream, err)
 	}
-	values := anys(append(slices.Clone(fields), seal...))
-	id, err := b.rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: values}).Result()
+	keys, argv := linkArgs(stream, seal[len(seal)-1], anys(append(slices.Clone(fields), seal...)))
+	id, err := linkScript.Run(ctx, b.rdb, keys, argv...).Text()
+	if errors.Is(err, redis.Nil) {
+		id, err = "-", nil // a retry of this request found it written
+	}
 	if err != nil {
 		b.chainBroken(ctx, stream, err)
 		return "", fmt.Errorf("xadd to stream %q: %w", stream, err)

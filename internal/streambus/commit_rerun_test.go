@@ -65,3 +65,21 @@ func TestCommitRunTwiceVoidsNothingWritten(t *testing.T) {
 	require.NoError(t, err)
 	assert.Greater(t, ttl, time.Duration(0), "the commit key expires")
 }
+
+// TestLinkWrittenOnce: a checkpoint or sealed record's append run twice
+// (a client retry) writes it once.
+func TestLinkWrittenOnce(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	stream := fmt.Sprintf("test:link:%d", time.Now().UnixNano())
+	sig := fmt.Sprintf("%064x", time.Now().UnixNano())
+	keys, argv := linkArgs(stream, sig, []any{"a", "1"})
+	id, err := linkScript.Run(ctx, rdb, keys, argv...).Text()
+	require.NoError(t, err)
+	assert.NotEmpty(t, id)
+	_, err = linkScript.Run(ctx, rdb, keys, argv...).Text()
+	assert.ErrorIs(t, err, redis.Nil, "the second run appends nothing")
+	n, err := rdb.XLen(ctx, stream).Result()
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, n)
+}
