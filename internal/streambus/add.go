@@ -185,9 +185,11 @@ func (b *Bus) chainBroken(ctx context.Context, stream string, cause error) {
 // milliseconds, then the fields. The same request run again (go-redis
 // retries a command whose reply was lost) appends nothing and answers
 // false, instead of a copy that a reader would report as a replay.
-var linkScript = redis.NewScript(`
-if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return false end
-return redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+var linkScript = redis.NewScript(`#!lua
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return id
 `)
 
 // linkArgs are linkScript's keys and arguments for fields, a link of
@@ -207,7 +209,19 @@ func (b *Bus) writeCheckpoints(ctx context.Context, envs []integrity.StreamEnvel
 		keys, argv := linkArgs(env.Stream, env.Sig, env.Values())
 		cmds[i] = linkScript.Eval(ctx, pipe, keys, argv...)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	// Exec reports the first command's error only: each is checked. A
+	// retry's "written already" (redis.Nil) is no error.
+	_, err := pipe.Exec(ctx)
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	for _, c := range cmds {
+		if cerr := c.Err(); cerr != nil && !errors.Is(cerr, redis.Nil) {
+			err = cerr
+			break
+		}
+	}
+	if err != nil {
 		b.chainBroken(ctx, envs[0].Stream, err)
 		return fmt.Errorf("append %d checkpoints: %w", len(envs), err)
 	}

@@ -89,11 +89,15 @@ if ckey > 0 then
   -- client does not void what is there. '-' stands for an id.
   local ran = redis.call('GET', KEYS[ckey])
   if ran then
+    -- "<flag per add>|<acked>|<replayed item indices, comma-separated>"
+    local flags, nacked, reps = string.match(ran, '^([01]*)|(%d+)|([%d,]*)$')
     local out = {}
-    for c = 1, #ran do
-      if string.sub(ran, c, c) == '1' then out[c] = '-' else out[c] = false end
+    for c = 1, #flags do
+      if string.sub(flags, c, c) == '1' then out[c] = '-' else out[c] = false end
     end
-    return {0, out, {}, {}}
+    local rep = {}
+    for r in string.gmatch(reps, '%d+') do rep[#rep + 1] = tonumber(r) end
+    return {tonumber(nacked), out, rep, {}}
   end
 end
 local acked = 0
@@ -140,7 +144,12 @@ for e = 1, nitems do
   end
   local ok = 0
   if clash and ARGV[i + 5] == '1' then
-    replayed[#replayed + 1] = e
+    -- A replay, unless the entry is no longer pending: then it was
+    -- acknowledged already (by a first run of this very request, or by
+    -- another consumer), and there is nothing to do.
+    if #redis.call('XPENDING', KEYS[1], group, id, id, 1) > 0 then
+      replayed[#replayed + 1] = e
+    end
   else
     ok = redis.call('XACK', KEYS[1], group, id)
   end
@@ -174,7 +183,7 @@ if ckey > 0 then
   for c = 1, #added do
     if added[c] then flags[c] = '1' else flags[c] = '0' end
   end
-  redis.call('SET', KEYS[ckey], table.concat(flags), 'PX', commitMemoryMS)
+  redis.call('SET', KEYS[ckey], table.concat(flags) .. '|' .. acked .. '|' .. table.concat(replayed, ','), 'PX', commitMemoryMS)
 end
 local marks = {}
 for set, src in pairs(touched) do
@@ -294,16 +303,19 @@ func commitArgs(stream, group string, items []scriptItem) (keys []string, argv [
 }
 
 // CommitKey is the key by which a commit of chained adds remembers, for
-// commitMemory, which of its adds it appended, token being the sig of its
+// commitMemory, which of its adds it appended (and its acked count and
+// replayed items), token being the sig of its
 // first chained add: run again with the same arguments (go-redis retries a
 // command whose reply was lost; a request can arrive late), it appends
 // nothing and answers the same, so that no void is written for an add that
 // is in its stream. It begins with stream's name (its hash tag).
 func CommitKey(stream, token string) string { return stream + ":commit:" + token }
 
-// commitMemory is how long a commit's key lives: well beyond any client
-// retry of the same request.
-const commitMemory = time.Minute
+// commitMemory is how long a commit's key lives: beyond the Redis client's
+// retry of the same request, which follows the first try's timeout. (A
+// request that arrives later than this finds its entries acknowledged and
+// appends nothing; its client, gone, writes no void.)
+const commitMemory = 15 * time.Second
 
 // parseCommit reads commitScript's reply.
 func parseCommit(res []any, items []scriptItem) commitOutcome {

@@ -1,6 +1,7 @@
 package streambus
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -82,4 +83,109 @@ func TestLinkWrittenOnce(t *testing.T) {
 	n, err := rdb.XLen(ctx, stream).Result()
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, n)
+}
+
+// chainedBus is a Bus with a chain, on rdb, with a fresh key.
+func chainedBus(t *testing.T, rdb redis.UniversalClient, logw *bytes.Buffer) *Bus {
+	key, err := integrity.GenerateKey()
+	require.NoError(t, err)
+	keys, err := integrity.NewKeyring("k1", map[string][]byte{"k1": key})
+	require.NoError(t, err)
+	var h slog.Handler = slog.DiscardHandler
+	if logw != nil {
+		h = slog.NewTextHandler(logw, nil)
+	}
+	b, err := New(Config{Source: "rev.c"}, slog.New(h), rdb, keys)
+	require.NoError(t, err)
+	return b
+}
+
+// TestCommitRerunKeepsReplays: a commit run twice answers the second time
+// what the first did, the items it refused as replays included (still
+// pending, to be dead-lettered).
+func TestCommitRerunKeepsReplays(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	suffix := time.Now().UnixNano()
+	stream, out := fmt.Sprintf("{ct}:rr:%d", suffix), fmt.Sprintf("{ct}:rr:%d:out", suffix)
+	require.NoError(t, rdb.XGroupCreateMkStream(ctx, stream, "g", "$").Err())
+	var ids []string
+	for i := range 2 {
+		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"n", i}}).Result()
+		require.NoError(t, err)
+		ids = append(ids, id)
+	}
+	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{stream, ">"}, Count: 10}).Err())
+	b := chainedBus(t, rdb, nil)
+	var items []scriptItem
+	for _, id := range ids {
+		add, err := b.signAdd(Add{Stream: out, Event: []byte(`{"action":"copy"}`)})
+		require.NoError(t, err)
+		// both entries claim (src, 1): the second is a replay
+		items = append(items, scriptItem{id: id, strict: true, mark: Mark{ID: id, Source: "prod/1", Seq: 1}, adds: []scriptAdd{add}})
+	}
+	first, err := b.runCommit(ctx, stream, "g", items)
+	require.NoError(t, err)
+	again, err := b.runCommit(ctx, stream, "g", items)
+	require.NoError(t, err)
+	assert.Equal(t, first.replayed, again.replayed, "a rerun should report the same replays")
+	pend, err := rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: "g", Start: "-", End: "+", Count: 10}).Result()
+	require.NoError(t, err)
+	assert.Len(t, pend, 1, "the replay stays pending")
+}
+
+// TestCheckpointPipelineReportsEachFailure: a pipeline of checkpoints whose
+// first was written by an earlier try and whose second fails is a failure
+// (the chain restarts); a link whose XADD failed is not taken as written
+// when it is tried again.
+func TestCheckpointPipelineReportsEachFailure(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	suffix := time.Now().UnixNano()
+	s1, s2 := fmt.Sprintf("{ct}:cp1:%d", suffix), fmt.Sprintf("{ct}:cp2:%d", suffix)
+	var logs bytes.Buffer
+	b := chainedBus(t, rdb, &logs)
+	_, err := b.XAdd(ctx, s1, []byte(`{"a":1}`), 0)
+	require.NoError(t, err)
+	_, err = b.XAdd(ctx, s2, []byte(`{"a":1}`), 0)
+	require.NoError(t, err)
+	source := b.chain.Source()
+	due, err := b.chain.Close(time.Now()) // two checkpoints, one per stream
+	require.NoError(t, err)
+	require.Len(t, due, 2)
+	// the first as if written by an earlier try; the second's stream broken
+	require.NoError(t, rdb.Set(ctx, CommitKey(due[0].Stream, due[0].Sig), "1", time.Minute).Err())
+	require.NoError(t, rdb.Del(ctx, due[1].Stream).Err())
+	require.NoError(t, rdb.Set(ctx, due[1].Stream, "x", 0).Err())
+	err = b.writeCheckpoints(ctx, due)
+	assert.Error(t, err, "the second checkpoint was not written")
+	assert.NotEqual(t, source, b.chain.Source(), "the chain restarted")
+	// and the link key of the failed one stays: a retry would call it written
+	keys, argv := linkArgs(due[1].Stream, due[1].Sig, due[1].Values())
+	require.NoError(t, rdb.Del(ctx, due[1].Stream).Err())
+	_, err = linkScript.Run(ctx, rdb, keys, argv...).Text()
+	n, _ := rdb.XLen(ctx, due[1].Stream).Result()
+	assert.EqualValues(t, 1, n)
+	assert.NoError(t, err, "a link whose XADD failed is written on retry")
+}
+
+// TestMarkedAckRerunIsNoReplay: acks with marks and no adds (the reader's
+// pipelined acks) run twice: the second run does not call the entry it
+// acknowledged a replay.
+func TestMarkedAckRerunIsNoReplay(t *testing.T) {
+	rdb := redistest.Shared(t).Client(t)
+	ctx := context.Background()
+	stream := fmt.Sprintf("{ct}:ack:%d", time.Now().UnixNano())
+	require.NoError(t, rdb.XGroupCreateMkStream(ctx, stream, "g", "$").Err())
+	id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"n", 1}}).Result()
+	require.NoError(t, err)
+	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{stream, ">"}, Count: 10}).Err())
+	b := chainedBus(t, rdb, nil)
+	items := markedAcks([]string{id}, []Mark{{ID: id, Source: "prod/1", Seq: 1}})
+	first, err := b.runCommit(ctx, stream, "g", items)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, first.acked)
+	again, err := b.runCommit(ctx, stream, "g", items)
+	require.NoError(t, err)
+	assert.Empty(t, again.replayed, "its own ack, rerun, is not a replay")
 }
