@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -361,8 +359,8 @@ func newLetterBook(keys *integrity.Keyring, dlq string, entries []streambus.RawE
 		if src, seq, ok := sealOf(m.Fields); ok && m.IsDeadLetter() {
 			b.seals[src+" "+seq]++
 		}
-		if w := fieldOf(m.Fields, streambus.WithdrawnSource); w != "" {
-			b.withdrawn[w+" "+fieldOf(m.Fields, streambus.WithdrawnSeq)] = m.ID
+		if w := m.Value(streambus.WithdrawnSource); w != "" {
+			b.withdrawn[w+" "+m.Value(streambus.WithdrawnSeq)] = m.ID
 		}
 	}
 	return b
@@ -374,7 +372,7 @@ func (b letterBook) refusal(m streambus.RawEntry, unsealed bool) string {
 	src, seq, ok := sealOf(m.Fields)
 	if !ok {
 		switch {
-		case b.firstChained != "" && compareIDs(m.ID, b.firstChained) > 0:
+		case b.firstChained != "" && streambus.CompareIDs(m.ID, b.firstChained) > 0:
 			return fmt.Sprintf("the dead letter has no seal, though the stream's letters are sealed since %s: it was written without the key", b.firstChained)
 		case !unsealed:
 			return "the dead letter has no seal; replay letters written before auditproc sealed them with --unsealed"
@@ -401,28 +399,4 @@ func sealOf(fields []string) (src, seq string, ok bool) {
 		return "", "", false
 	}
 	return seal[3], seal[5], true
-}
-
-// fieldOf is the first value of the field name.
-func fieldOf(fields []string, name string) string {
-	for i := 0; i+1 < len(fields); i += 2 {
-		if fields[i] == name {
-			return fields[i+1]
-		}
-	}
-	return ""
-}
-
-// compareIDs orders two stream entry ids.
-func compareIDs(a, b string) int {
-	am, as, _ := strings.Cut(a, "-")
-	bm, bs, _ := strings.Cut(b, "-")
-	an, _ := strconv.ParseUint(am, 10, 64)
-	bn, _ := strconv.ParseUint(bm, 10, 64)
-	if c := cmp.Compare(an, bn); c != 0 {
-		return c
-	}
-	asn, _ := strconv.ParseUint(as, 10, 64)
-	bsn, _ := strconv.ParseUint(bs, 10, 64)
-	return cmp.Compare(asn, bsn)
 }

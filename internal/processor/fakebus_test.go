@@ -1,7 +1,6 @@
 package processor
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -97,7 +96,7 @@ func (b *fakeBus) XReadGroup(ctx context.Context, a streambus.GroupReadArgs) (st
 	} else {
 		var mine []streambus.Entry
 		for _, e := range b.entries {
-			if p := b.pending[e.ID]; p != nil && p.consumer == a.Consumer && compareIDs(e.ID, a.ID) > 0 && len(mine) < int(a.Count) {
+			if p := b.pending[e.ID]; p != nil && p.consumer == a.Consumer && streambus.CompareIDs(e.ID, a.ID) > 0 && len(mine) < int(a.Count) {
 				mine = append(mine, e)
 			}
 		}
@@ -239,13 +238,6 @@ func (b *fakeBus) pendingIDs() []string {
 		}
 	}
 	return ids
-}
-
-func compareIDs(a, b string) int {
-	var ams, aseq, bms, bseq uint64
-	_, _ = fmt.Sscanf(a, "%d-%d", &ams, &aseq)
-	_, _ = fmt.Sscanf(b, "%d-%d", &bms, &bseq)
-	return cmp.Or(cmp.Compare(ams, bms), cmp.Compare(aseq, bseq))
 }
 
 // Seen finds every entry fresh: the fake streams hold no chained entries.

@@ -85,10 +85,10 @@ func (b *Bus) fillDeliveries(ctx context.Context, stream, group, consumer string
 	var lo, hi string
 	for _, id := range batchIDs(batch) {
 		want[id] = 0
-		if lo == "" || compareIDs(id, lo) < 0 {
+		if lo == "" || CompareIDs(id, lo) < 0 {
 			lo = id
 		}
-		if hi == "" || compareIDs(id, hi) > 0 {
+		if hi == "" || CompareIDs(id, hi) > 0 {
 			hi = id
 		}
 	}
@@ -146,8 +146,8 @@ func batchIDs(batch *Batch) []string {
 	return ids
 }
 
-// compareIDs orders two stream ids "ms-seq" numerically.
-func compareIDs(a, b string) int {
+// CompareIDs orders two stream ids "ms-seq" numerically.
+func CompareIDs(a, b string) int {
 	ams, aseq := splitID(a)
 	bms, bseq := splitID(b)
 	if c := cmp.Compare(ams, bms); c != 0 {

@@ -1,7 +1,6 @@
 package streambus
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -24,24 +23,11 @@ import (
 func TestCommitRunTwiceVoidsNothingWritten(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
 	ctx := context.Background()
-	key, err := integrity.GenerateKey()
-	require.NoError(t, err)
-	keys, err := integrity.NewKeyring("k1", map[string][]byte{"k1": key})
-	require.NoError(t, err)
-	suffix := time.Now().UnixNano()
-	stream, out := fmt.Sprintf("test:rerun:%d", suffix), fmt.Sprintf("test:rerun:%d:out", suffix)
-	require.NoError(t, rdb.XGroupCreateMkStream(ctx, stream, "g", "$").Err())
-	var ids []string
-	for i := range 2 {
-		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"n", i}}).Result()
-		require.NoError(t, err)
-		ids = append(ids, id)
-	}
-	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{stream, ">"}, Count: 10}).Err())
+	stream, ids := delivered(t, rdb, "rerun", 2)
+	out := stream + ":out"
 	require.NoError(t, rdb.XAck(ctx, stream, "g", ids[1]).Err()) // finished elsewhere
 
-	b, err := New(Config{Source: "run.c"}, slog.New(slog.DiscardHandler), rdb, keys)
-	require.NoError(t, err)
+	b := chainedBus(t, rdb)
 	var items []scriptItem
 	for _, id := range ids {
 		add, err := b.signAdd(Add{Stream: out, Event: []byte(`{"action":"copy"}`)})
@@ -86,18 +72,32 @@ func TestLinkWrittenOnce(t *testing.T) {
 }
 
 // chainedBus is a Bus with a chain, on rdb, with a fresh key.
-func chainedBus(t *testing.T, rdb redis.UniversalClient, logw *bytes.Buffer) *Bus {
+func chainedBus(t *testing.T, rdb redis.UniversalClient) *Bus {
+	t.Helper()
 	key, err := integrity.GenerateKey()
 	require.NoError(t, err)
 	keys, err := integrity.NewKeyring("k1", map[string][]byte{"k1": key})
 	require.NoError(t, err)
-	var h slog.Handler = slog.DiscardHandler
-	if logw != nil {
-		h = slog.NewTextHandler(logw, nil)
-	}
-	b, err := New(Config{Source: "rev.c"}, slog.New(h), rdb, keys)
+	b, err := New(Config{Source: "run.c"}, slog.New(slog.DiscardHandler), rdb, keys)
 	require.NoError(t, err)
 	return b
+}
+
+// delivered appends n entries to a new stream named after what, reads
+// them as consumer "c" of group "g", and returns the stream and the ids.
+func delivered(t *testing.T, rdb redis.UniversalClient, what string, n int) (string, []string) {
+	t.Helper()
+	ctx := context.Background()
+	stream := fmt.Sprintf("{ct}:%s:%d", what, time.Now().UnixNano())
+	require.NoError(t, rdb.XGroupCreateMkStream(ctx, stream, "g", "$").Err())
+	ids := make([]string, n)
+	for i := range n {
+		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"n", i}}).Result()
+		require.NoError(t, err)
+		ids[i] = id
+	}
+	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{stream, ">"}, Count: int64(n)}).Err())
+	return stream, ids
 }
 
 // TestCommitRerunKeepsReplays: a commit run twice answers the second time
@@ -106,17 +106,9 @@ func chainedBus(t *testing.T, rdb redis.UniversalClient, logw *bytes.Buffer) *Bu
 func TestCommitRerunKeepsReplays(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
 	ctx := context.Background()
-	suffix := time.Now().UnixNano()
-	stream, out := fmt.Sprintf("{ct}:rr:%d", suffix), fmt.Sprintf("{ct}:rr:%d:out", suffix)
-	require.NoError(t, rdb.XGroupCreateMkStream(ctx, stream, "g", "$").Err())
-	var ids []string
-	for i := range 2 {
-		id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"n", i}}).Result()
-		require.NoError(t, err)
-		ids = append(ids, id)
-	}
-	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{stream, ">"}, Count: 10}).Err())
-	b := chainedBus(t, rdb, nil)
+	stream, ids := delivered(t, rdb, "rr", 2)
+	out := stream + ":out"
+	b := chainedBus(t, rdb)
 	var items []scriptItem
 	for _, id := range ids {
 		add, err := b.signAdd(Add{Stream: out, Event: []byte(`{"action":"copy"}`)})
@@ -143,8 +135,7 @@ func TestCheckpointPipelineReportsEachFailure(t *testing.T) {
 	ctx := context.Background()
 	suffix := time.Now().UnixNano()
 	s1, s2 := fmt.Sprintf("{ct}:cp1:%d", suffix), fmt.Sprintf("{ct}:cp2:%d", suffix)
-	var logs bytes.Buffer
-	b := chainedBus(t, rdb, &logs)
+	b := chainedBus(t, rdb)
 	_, err := b.XAdd(ctx, s1, []byte(`{"a":1}`), 0)
 	require.NoError(t, err)
 	_, err = b.XAdd(ctx, s2, []byte(`{"a":1}`), 0)
@@ -175,12 +166,9 @@ func TestCheckpointPipelineReportsEachFailure(t *testing.T) {
 func TestMarkedAckRerunIsNoReplay(t *testing.T) {
 	rdb := redistest.Shared(t).Client(t)
 	ctx := context.Background()
-	stream := fmt.Sprintf("{ct}:ack:%d", time.Now().UnixNano())
-	require.NoError(t, rdb.XGroupCreateMkStream(ctx, stream, "g", "$").Err())
-	id, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"n", 1}}).Result()
-	require.NoError(t, err)
-	require.NoError(t, rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{stream, ">"}, Count: 10}).Err())
-	b := chainedBus(t, rdb, nil)
+	stream, ids := delivered(t, rdb, "ack", 1)
+	id := ids[0]
+	b := chainedBus(t, rdb)
 	items := markedAcks([]string{id}, []Mark{{ID: id, Source: "prod/1", Seq: 1}})
 	first, err := b.runCommit(ctx, stream, "g", items)
 	require.NoError(t, err)

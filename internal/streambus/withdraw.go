@@ -22,6 +22,16 @@ const (
 	ReplayedAs = "replayed_as"
 )
 
+// Value is the first value of the field name, "" when the entry has none.
+func (e RawEntry) Value(name string) string {
+	for i := 0; i+1 < len(e.Fields); i += 2 {
+		if e.Fields[i] == name {
+			return e.Fields[i+1]
+		}
+	}
+	return ""
+}
+
 // IsDeadLetter says the entry of a dead-letter stream is a dead letter,
 // not a checkpoint or a withdrawal of its writers' chains.
 func (e RawEntry) IsDeadLetter() bool {

@@ -362,8 +362,9 @@ func (c *Checker) link(stream, src string, seq uint64, l link) {
 // withdrawal whose letter is still there (the replay stopped before the
 // deletion) adds nothing.
 func (c *Checker) withdraw(stream, id string, fields []string) {
-	src := rawValue(fields, streambus.WithdrawnSource)
-	seq, err := strconv.ParseUint(rawValue(fields, streambus.WithdrawnSeq), 10, 64)
+	w := streambus.RawEntry{Fields: fields}
+	src := w.Value(streambus.WithdrawnSource)
+	seq, err := strconv.ParseUint(w.Value(streambus.WithdrawnSeq), 10, 64)
 	if src == "" || err != nil || seq == 0 {
 		return
 	}
@@ -383,7 +384,7 @@ func (c *Checker) withdraw(stream, id string, fields []string) {
 	}
 	c.Withdrawn++
 	c.link(stream, src, seq, link{id: strings.Clone(id), ms: idMillis(id),
-		sig: strings.Clone(rawValue(fields, streambus.WithdrawnSig)), prev: strings.Clone(rawValue(fields, streambus.WithdrawnPrev))})
+		sig: strings.Clone(w.Value(streambus.WithdrawnSig)), prev: strings.Clone(w.Value(streambus.WithdrawnPrev))})
 }
 
 // advance links entry seq (== s.next) after the chain's head.
@@ -475,16 +476,8 @@ func seqRange(lo, hi uint64) string {
 
 // fieldValue is the first value of the field name, truncated for a
 // report.
-func fieldValue(fields []string, name string) string { return truncate(rawValue(fields, name)) }
-
-// rawValue is the first value of the field name, "" when there is none.
-func rawValue(fields []string, name string) string {
-	for i := 0; i+1 < len(fields); i += 2 {
-		if fields[i] == name {
-			return fields[i+1]
-		}
-	}
-	return ""
+func fieldValue(fields []string, name string) string {
+	return truncate(streambus.RawEntry{Fields: fields}.Value(name))
 }
 
 func truncate(s string) string {

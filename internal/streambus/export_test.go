@@ -1,4 +1,0 @@
-package streambus
-
-// compareIDs for the external tests.
-var CompareIDs = compareIDs
