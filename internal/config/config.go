@@ -91,6 +91,12 @@ type Redis struct {
 	// IOTimeout bounds each read and write (blocking reads add their block
 	// time). Default DefaultIOTimeout.
 	IOTimeout time.Duration `koanf:"io_timeout"`
+	// MinReplicasAcked is how many replicas must hold an append (producers)
+	// or a commit (the processor) before it counts as done (Redis WAIT).
+	// Default 0: the master's reply is enough.
+	MinReplicasAcked int `koanf:"min_replicas_acked"`
+	// MinReplicasTimeout bounds that wait. Default DefaultMinReplicasTimeout.
+	MinReplicasTimeout time.Duration `koanf:"min_replicas_timeout"`
 }
 
 // TLS settings; a rediss:// URL turns TLS on too.
@@ -111,6 +117,14 @@ type Stream struct {
 	// Consumer is this replica's name in the group; default host name and
 	// process id, unique per replica.
 	Consumer string `koanf:"consumer"`
+	// Shards splits the trail into this many streams, each with its own
+	// group, dead-letter stream and sink streams (ShardConfig names them).
+	// Default 1: the configured names, unchanged.
+	Shards int `koanf:"shards"`
+	// PartitionKey names a top-level event field: producers send events
+	// with the same value to the same shard (ShardOf). Empty: events spread
+	// evenly.
+	PartitionKey string `koanf:"partition_key"`
 }
 
 // Consumer tunes the read loop.
@@ -342,11 +356,13 @@ func Default() Config {
 		host = "auditproc"
 	}
 	return Config{
-		Redis: Redis{URL: DefaultRedisURL, DialTimeout: DefaultDialTimeout, IOTimeout: DefaultIOTimeout},
+		Redis: Redis{URL: DefaultRedisURL, DialTimeout: DefaultDialTimeout, IOTimeout: DefaultIOTimeout,
+			MinReplicasTimeout: DefaultMinReplicasTimeout},
 		Stream: Stream{
 			Name:     DefaultStream,
 			Group:    DefaultGroup,
 			Consumer: fmt.Sprintf("%s-%d", host, os.Getpid()),
+			Shards:   1,
 		},
 		Integrity: Integrity{GapGrace: DefaultGapGrace, CheckpointEvery: DefaultCheckpointEvery, CheckpointInterval: DefaultCheckpointInterval},
 		Consumer: Consumer{
@@ -461,6 +477,18 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 	if c.Stream.Consumer == "" {
 		bad("stream.consumer", "is empty")
 	}
+	if c.Stream.Shards < 1 || c.Stream.Shards > MaxShards {
+		bad("stream.shards", "must be between 1 and %d, got %d", MaxShards, c.Stream.Shards)
+	}
+	if c.Stream.PartitionKey != "" && !validFieldName(c.Stream.PartitionKey) {
+		bad("stream.partition_key", "must name a top-level event field (1-128 printable characters, no spaces), got %q", c.Stream.PartitionKey)
+	}
+	if c.Redis.MinReplicasAcked < 0 {
+		bad("redis.min_replicas_acked", "must be 0 or more, got %d", c.Redis.MinReplicasAcked)
+	}
+	if c.Redis.MinReplicasTimeout <= 0 {
+		bad("redis.min_replicas_timeout", "must be positive, got %s", c.Redis.MinReplicasTimeout)
+	}
 	if c.Consumer.BatchSize < 1 || c.Consumer.BatchSize > 10000 {
 		bad("consumer.batch_size", "must be between 1 and 10000, got %d", c.Consumer.BatchSize)
 	}
@@ -514,6 +542,7 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 			bad(key, "%s not apply to a %s sink", strings.Join(misplaced, ", ")+map[bool]string{true: " does", false: " do"}[len(misplaced) == 1], s.Type)
 		}
 	}
+	errs = append(errs, c.shardClashes()...)
 	if pipeline && len(c.Plugins) == 0 {
 		bad("plugins", "is empty: the pipeline needs at least one plugin")
 	}

@@ -255,3 +255,17 @@ func TestVariableNamedByTheFileIsKnown(t *testing.T) {
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "AUDITPROC_MY_TOKEN: unknown variable")
 }
+
+func TestShardConfigNamesEveryStreamOfTheShard(t *testing.T) {
+	cfg := config.Default()
+	cfg.Stream.Name, cfg.DeadLetter.Stream, cfg.Stream.Shards = "{audit}:stream", "{audit}:dead", 3
+	cfg.Sinks = map[string]config.Sink{"out": {Type: config.SinkStream, Stream: "{audit}:out"}, "f": {Type: config.SinkFile, Path: "/tmp/x"}}
+	s0, s2 := cfg.ShardConfig(0), cfg.ShardConfig(2)
+	assert.Equal(t, "{audit}:stream", s0.Stream.Name)
+	assert.Equal(t, "{audit:2}:stream", s2.Stream.Name)
+	assert.Equal(t, "{audit:2}:dead", s2.DeadLetter.Stream)
+	assert.Equal(t, "{audit:2}:out", s2.Sinks["out"].Stream)
+	assert.Equal(t, "/tmp/x", s2.Sinks["f"].Path)
+	assert.Equal(t, "{audit}:out", cfg.Sinks["out"].Stream, "the configuration itself is unchanged")
+	assert.Equal(t, []string{"{audit}:dead", "{audit:1}:dead", "{audit:2}:dead"}, cfg.DeadLetterShards())
+}

@@ -45,13 +45,23 @@ func CommitKeys(cfg *config.Config) []Key {
 // by all ({audit}:stream, {audit}:dead, ...). Standalone and Sentinel take
 // any layout. The error wraps ErrLayout and names every key and its slot.
 // A configuration whose Redis settings do not resolve is left to Resolve's
-// error.
+// error. Every shard (stream.shards) is checked; the first that cannot work
+// is named.
 func CheckLayout(cfg *config.Config) error {
 	t, err := Resolve(cfg.Redis, cfg.RedisPassword)
 	if err != nil {
 		return err
 	}
-	return CheckKeys(t.Mode, CommitKeys(cfg))
+	for k := range cfg.ShardCount() {
+		sc := cfg.ShardConfig(k)
+		if err := CheckKeys(t.Mode, CommitKeys(&sc)); err != nil {
+			if k > 0 {
+				return fmt.Errorf("shard %d of stream.shards %d: %w", k, cfg.ShardCount(), err)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // CheckKeys is CheckLayout for a given mode and set of keys that must be

@@ -1,0 +1,114 @@
+// Package shard names the streams of a sharded trail and picks an event's
+// shard. Producers (auditproc emit, the audit package, the Python example)
+// and the processor agree on both through this package alone.
+//
+// Shard 0 keeps the configured names, so a trail of one shard is today's
+// and growing the shard count never renames a shard that holds entries.
+// Shard k > 0 replaces the name's hash tag {T} with {T:k}, or appends :k to
+// a name without one: "{audit}:stream" becomes "{audit:1}:stream", and
+// "audit:stream" becomes "audit:stream:1". On Redis Cluster every key of one
+// shard thus shares one slot (the commit script stays one atomic step),
+// while different shards hash to different slots.
+package shard
+
+import (
+	"bytes"
+	"encoding/json"
+	"hash/crc32"
+	"strconv"
+	"strings"
+	"sync/atomic"
+)
+
+// Max is the largest shard count.
+const Max = 1024
+
+// Key is the name of configured key name in shard k.
+func Key(name string, k int) string {
+	if k == 0 {
+		return name
+	}
+	if e, ok := tagEnd(name); ok {
+		return name[:e] + ":" + strconv.Itoa(k) + name[e:]
+	}
+	// No hash tag ("{}" and an unclosed "{" are none either).
+	return name + ":" + strconv.Itoa(k)
+}
+
+// tagEnd finds name's hash tag as Redis Cluster does (the first "{" and
+// the next "}" with at least one byte between) and returns the index of
+// its "}".
+func tagEnd(name string) (int, bool) {
+	s := strings.IndexByte(name, '{')
+	if s < 0 {
+		return 0, false
+	}
+	n := strings.IndexByte(name[s+1:], '}')
+	if n <= 0 {
+		return 0, false
+	}
+	return s + 1 + n, true
+}
+
+// Of picks the shard of event (a JSON object) among n: the CRC-32 (IEEE)
+// of the value of its top-level field key, modulo n. A string value counts
+// by its text, any other value by its JSON as written. An event without
+// the field, with key empty, or n < 2, gets next's answer (spread evenly).
+func Of(event []byte, key string, n int, next *Spread) int {
+	if n < 2 {
+		return 0
+	}
+	if key != "" {
+		if v, ok := field(event, key); ok {
+			return int(crc32.ChecksumIEEE(v) % uint32(n))
+		}
+	}
+	return next.Next(n)
+}
+
+// Spread hands out shards round-robin; the zero value starts at shard 0.
+// It is safe for concurrent use.
+type Spread struct{ n atomic.Uint64 }
+
+// Next returns the next shard of n.
+func (s *Spread) Next(n int) int {
+	if s == nil || n < 2 {
+		return 0
+	}
+	return int((s.n.Add(1) - 1) % uint64(n))
+}
+
+// field returns the bytes of event's top-level field key that the shard is
+// computed from: a string's text, or any other value's JSON as written.
+// ok is false when the event is no object or lacks the field (or holds it
+// as null).
+func field(event []byte, key string) ([]byte, bool) {
+	dec := json.NewDecoder(bytes.NewReader(event))
+	dec.UseNumber()
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, false
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		name, _ := t.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, false
+		}
+		if name != key {
+			continue
+		}
+		if string(raw) == "null" {
+			return nil, false
+		}
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return []byte(s), true
+		}
+		return raw, true
+	}
+	return nil, false
+}
