@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -25,7 +26,20 @@ type ClusterOption func(*clusterConfig)
 type clusterConfig struct {
 	masters, replicas int
 	links             bool
+	network           string // WithContainers
 	opts              []Option
+}
+
+// WithContainers makes every node a container (Container backend) on the
+// Docker network name, made by Network(t, WithFixedAddresses()): node i
+// has the fixed address i of the network (ClientAddr, what it announces
+// to cluster clients and to the other nodes) and the alias redis-<i+1>.
+// Containers on that network (auditproc replicas) reach the nodes as
+// cluster clients do; the test's own clients (Client, Options) reach each
+// through its published port on 127.0.0.1. A node cut off the network
+// (Disconnect) comes back at its address (Connect).
+func WithContainers(network string) ClusterOption {
+	return func(c *clusterConfig) { c.network = network }
 }
 
 // WithLinks puts a Link in front of every node, and makes the node announce
@@ -46,8 +60,9 @@ func WithShape(masters, replicasPerMaster int) ClusterOption {
 }
 
 // Cluster is a Redis Cluster of redis-server processes on 127.0.0.1, made
-// by `redis-cli --cluster create`: three masters with one replica each by
-// default, all 16384 slots assigned.
+// by `redis-cli --cluster create`, or of containers on a Docker network
+// (WithContainers): three masters with one replica each by default, all
+// 16384 slots assigned.
 type Cluster struct {
 	t     testing.TB
 	Nodes []*ClusterNode // in creation order: masters first (roles change on failover)
@@ -60,19 +75,33 @@ type ClusterNode struct {
 	Link *Link
 	// ID is the node's cluster id.
 	ID string
+
+	ip netip.Addr // WithContainers: the node's fixed address on the network
 }
 
 // ClientAddr is the address cluster clients learn for the node: its link's
-// with WithLinks, its own otherwise.
+// with WithLinks, its fixed address on the network WithContainers, its own
+// otherwise.
 func (n *ClusterNode) ClientAddr() string {
-	if n.Link != nil {
+	switch {
+	case n.Link != nil:
 		return n.Link.Addr()
+	case n.ip.IsValid():
+		return n.peerAddr()
 	}
 	return n.Addr()
 }
 
-// StartCluster starts a cluster for t (process backend only: redis-server
-// and redis-cli from PATH) and waits until every node reports
+// peerAddr is where the other nodes reach the node (MIGRATE's target).
+func (n *ClusterNode) peerAddr() string {
+	if n.ip.IsValid() {
+		return net.JoinHostPort(n.ip.String(), strconv.Itoa(InternalPort))
+	}
+	return n.Addr()
+}
+
+// StartCluster starts a cluster for t (redis-server and redis-cli from
+// PATH, or containers WithContainers) and waits until every node reports
 // cluster_state:ok and every replica is in sync. It is torn down in t's
 // cleanup.
 func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
@@ -80,6 +109,9 @@ func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 	cc := clusterConfig{masters: 3, replicas: 1}
 	for _, o := range opts {
 		o(&cc)
+	}
+	if cc.network != "" {
+		return startContainerCluster(t, cc)
 	}
 	if _, err := redisServerPath(); err != nil {
 		SkipOrFail(t, err.Error())
@@ -138,6 +170,82 @@ func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 	return c
 }
 
+// startContainerCluster is StartCluster WithContainers. redis-cli --cluster
+// create would have to reach the nodes at the addresses they announce, which
+// the test host may not: the nodes are joined with the same commands from
+// here, through their published ports (CLUSTER MEET, ADDSLOTSRANGE,
+// REPLICATE).
+func startContainerCluster(t testing.TB, cc clusterConfig) *Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := &Cluster{t: t}
+	n := cc.masters * (1 + cc.replicas)
+	for i := 0; i < n; i++ {
+		ip, err := fixedAddress(ctx, cc.network, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout / time.Millisecond)),
+			"--cluster-announce-ip", ip.String(), "--repl-diskless-sync-delay", "0"}
+		o := append([]Option{WithNetwork(cc.network, fmt.Sprintf("redis-%d", i+1)), WithArgs(args...),
+			func(c *config) { c.ip = ip }}, cc.opts...)
+		c.Nodes = append(c.Nodes, &ClusterNode{Server: Start(t, o...), ip: ip})
+	}
+	if err := c.join(ctx, cc.masters); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// join makes one cluster of fresh nodes: the first masters nodes share the
+// slots, the others replicate them in turn.
+func (c *Cluster) join(ctx context.Context, masters int) error {
+	for _, node := range c.Nodes {
+		cl := node.direct()
+		id, err := cl.Do(ctx, "CLUSTER", "MYID").Text()
+		_ = cl.Close()
+		if err != nil {
+			return fmt.Errorf("redistest: CLUSTER MYID on %s: %w", node.Addr(), err)
+		}
+		node.ID = id
+	}
+	first := c.Nodes[0].direct()
+	defer first.Close()
+	for _, node := range c.Nodes[1:] {
+		if err := first.ClusterMeet(ctx, node.ip.String(), strconv.Itoa(InternalPort)).Err(); err != nil {
+			return fmt.Errorf("redistest: CLUSTER MEET %s: %w", node.peerAddr(), err)
+		}
+	}
+	for i, node := range c.Nodes[:masters] {
+		lo, hi := i*16384/masters, (i+1)*16384/masters-1
+		cl := node.direct()
+		err := cl.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", lo, hi).Err()
+		_ = cl.Close()
+		if err != nil {
+			return fmt.Errorf("redistest: CLUSTER ADDSLOTSRANGE %d %d on %s: %w", lo, hi, node.Addr(), err)
+		}
+	}
+	// A node can replicate a master only once it knows it.
+	for i, node := range c.Nodes[masters:] {
+		master := c.Nodes[i%masters]
+		cl := node.direct()
+		err := waitCond(ctx, func() (bool, error) {
+			err := cl.Do(ctx, "CLUSTER", "REPLICATE", master.ID).Err()
+			return err == nil, err
+		})
+		_ = cl.Close()
+		if err != nil {
+			return fmt.Errorf("redistest: CLUSTER REPLICATE %s on %s: %w", master.ID, node.Addr(), err)
+		}
+	}
+	return nil
+}
+
 // direct is a one-connection client straight to the node (not through its
 // link); the caller closes it.
 func (n *ClusterNode) direct() *redis.Client {
@@ -164,7 +272,8 @@ func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 	return cl
 }
 
-// Options returns cluster options whose dialer bypasses the links. The
+// Options returns cluster options whose dialer bypasses the links (and
+// reaches container nodes through their published ports). The
 // slot map is reloaded every second while commands run: go-redis reloads
 // it on MOVED and ASK only, so after a master was killed it would keep
 // dialing the dead node for its default minute.
@@ -174,8 +283,11 @@ func (c *Cluster) Options() *redis.ClusterOptions {
 		ClusterStateReloadInterval: time.Second,
 		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			for _, n := range c.Nodes {
-				if n.Link != nil && n.Link.Addr() == addr {
-					addr = n.Addr()
+				if n.ClientAddr() == addr {
+					if addr = n.Addr(); addr == "" {
+						return nil, fmt.Errorf("redistest: node %s is stopped or cut off", n.ClientAddr())
+					}
+					break
 				}
 			}
 			var d net.Dialer
@@ -214,7 +326,7 @@ func (c *Cluster) Masters(ctx context.Context) ([]*ClusterNode, error) {
 // Keyslot is the cluster slot of key (CLUSTER KEYSLOT).
 func (c *Cluster) Keyslot(ctx context.Context, key string) (int, error) {
 	for _, n := range c.Nodes {
-		if !n.Running() {
+		if !n.Reachable() {
 			continue
 		}
 		cl := n.direct()
@@ -266,7 +378,7 @@ func (c *Cluster) MigrateSlot(ctx context.Context, slot int, to *ClusterNode, ba
 	if err := src.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", to.ID).Err(); err != nil {
 		return fmt.Errorf("redistest: SETSLOT MIGRATING on %s: %w", from.Addr(), err)
 	}
-	host, port, _ := net.SplitHostPort(to.Addr())
+	host, port, _ := net.SplitHostPort(to.peerAddr())
 	for {
 		keys, err := src.ClusterGetKeysInSlot(ctx, slot, batch).Result()
 		if err != nil {
@@ -340,7 +452,7 @@ func (c *Cluster) ReplicaOf(ctx context.Context, master *ClusterNode) *ClusterNo
 	_ = c.eachView(ctx, func(lines []nodeLine) {
 		for _, l := range lines {
 			if !l.master && l.masterID == master.ID && !l.failed {
-				if n := c.Node(l.id); n != nil && n.Running() {
+				if n := c.Node(l.id); n != nil && n.Reachable() {
 					found = n
 				}
 			}
@@ -372,7 +484,7 @@ func (c *Cluster) WaitHealthy(ctx context.Context) error {
 func (c *Cluster) healthy(ctx context.Context) (bool, string) {
 	var view string
 	for _, n := range c.Nodes {
-		if !n.Running() {
+		if !n.Reachable() {
 			continue
 		}
 		cl := n.direct()
@@ -397,8 +509,8 @@ func (c *Cluster) healthy(ctx context.Context) (bool, string) {
 		lines := parseNodes(nodes)
 		for _, l := range lines {
 			if l.master && len(l.slots) > 0 {
-				if o := c.Node(l.id); o != nil && !o.Running() {
-					return false, fmt.Sprintf("%s: slots still served by stopped node %s", n.Addr(), o.Addr())
+				if o := c.Node(l.id); o != nil && !o.Reachable() {
+					return false, fmt.Sprintf("%s: slots still served by stopped or cut-off node %s", n.Addr(), o.Addr())
 				}
 			}
 		}
@@ -422,7 +534,7 @@ func (c *Cluster) healthy(ctx context.Context) (bool, string) {
 func (c *Cluster) eachView(ctx context.Context, f func([]nodeLine)) error {
 	var last error = errors.New("redistest: no cluster node is running")
 	for _, n := range c.Nodes {
-		if !n.Running() {
+		if !n.Reachable() {
 			continue
 		}
 		cl := n.direct()
@@ -493,7 +605,7 @@ func (c *Cluster) replicaView(lines []nodeLine) string {
 		if l.master || l.failed {
 			continue
 		}
-		if o := c.Node(l.id); o != nil && o.Running() {
+		if o := c.Node(l.id); o != nil && o.Reachable() {
 			parts = append(parts, l.id+">"+l.masterID)
 		}
 	}

@@ -121,3 +121,51 @@ func TestLinkCutSilencesOpenConnectionsForGood(t *testing.T) {
 	defer again.Close()
 	require.NoError(t, ping(again, bufio.NewReader(again)))
 }
+
+// TestContainerClusterFailsOverOnACut runs the cluster as containers
+// (WithContainers): the test reaches every node through its published port,
+// a slot moves, and a master cut off the network (Disconnect) for longer
+// than the node timeout is failed over; once connected again, at its own
+// address, it rejoins as a replica.
+func TestContainerClusterFailsOverOnACut(t *testing.T) {
+	t.Parallel()
+	ctx := ctxT(t)
+	nw := Network(t, WithFixedAddresses())
+	c := StartCluster(t, WithContainers(nw))
+	require.Len(t, c.Nodes, 6)
+	rdb := c.Client(t)
+	for _, k := range []string{"{a}x", "{b}x", "{c}x"} {
+		require.NoError(t, rdb.Set(ctx, k, "1", 0).Err())
+	}
+	masters, err := c.Masters(ctx)
+	require.NoError(t, err)
+	require.Len(t, masters, 3)
+	slot, err := c.Keyslot(ctx, "{a}x")
+	require.NoError(t, err)
+	from, err := c.Owner(ctx, slot)
+	require.NoError(t, err)
+	to := masters[0]
+	if to == from {
+		to = masters[1]
+	}
+	require.NoError(t, c.MigrateSlot(ctx, slot, to, 1, 0))
+	require.Equal(t, "1", rdb.Get(ctx, "{a}x").Val())
+
+	slot, err = c.Keyslot(ctx, "{b}x")
+	require.NoError(t, err)
+	m, err := c.Owner(ctx, slot)
+	require.NoError(t, err)
+	r := c.ReplicaOf(ctx, m)
+	require.NotNil(t, r)
+	require.NoError(t, m.Disconnect(ctx))
+	assert.False(t, m.Reachable())
+	require.NoError(t, c.WaitHealthy(ctx))
+	owner, err := c.Owner(ctx, slot)
+	require.NoError(t, err)
+	assert.Equal(t, r, owner, "the replica was promoted")
+	require.Eventually(t, func() bool { return rdb.Get(ctx, "{b}x").Val() == "1" }, 30*time.Second, 100*time.Millisecond)
+
+	require.NoError(t, m.Connect(ctx))
+	require.NoError(t, c.WaitHealthy(ctx))
+	assert.Equal(t, m, c.ReplicaOf(ctx, r), "the old master rejoined as a replica of the new one")
+}

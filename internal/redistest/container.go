@@ -82,10 +82,11 @@ type containerServer struct {
 
 	ctr *testcontainers.DockerContainer // nil before the first start
 
-	mu   sync.Mutex // guards addr, up; addr is read by every client dial
+	mu   sync.Mutex // guards addr, up, cut; addr is read by every client dial
 	host string
-	port string // mapped host port; "" while stopped
+	port string // mapped host port; "" while stopped or disconnected
 	up   bool
+	cut  bool // disconnected from its network (Disconnect)
 }
 
 func newContainer(cfg config, test string) (impl, error) {
@@ -148,6 +149,13 @@ func (c *containerServer) create(ctx context.Context) error {
 	}
 	if c.cfg.network != "" {
 		opts = append(opts, tcnetwork.WithNetworkName([]string{c.cfg.alias}, c.cfg.network))
+		if c.cfg.ip.IsValid() {
+			opts = append(opts, testcontainers.WithEndpointSettingsModifier(func(s map[string]*network.EndpointSettings) {
+				if es := s[c.cfg.network]; es != nil {
+					es.IPAMConfig = &network.EndpointIPAMConfig{IPv4Address: c.cfg.ip}
+				}
+			}))
+		}
 	}
 	ctr, err := testcontainers.Run(ctx, c.image, opts...)
 	if ctr != nil {
@@ -210,8 +218,60 @@ func (c *containerServer) exited(ctx context.Context) error {
 
 func (c *containerServer) markDown() {
 	c.mu.Lock()
-	c.up, c.port = false, ""
+	c.up, c.port, c.cut = false, "", false
 	c.mu.Unlock()
+}
+
+// disconnect is docker network disconnect: the container keeps running but
+// reaches nothing and nothing reaches it, its published port included.
+func (c *containerServer) disconnect(ctx context.Context) error {
+	if c.cfg.network == "" {
+		return errors.New("redistest: Disconnect needs a server started WithNetwork")
+	}
+	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
+	if err != nil {
+		return fmt.Errorf("redistest: docker client: %w", err)
+	}
+	defer cli.Close()
+	id := c.ctr.GetContainerID()
+	if _, err := cli.NetworkDisconnect(ctx, c.cfg.network, client.NetworkDisconnectOptions{Container: id, Force: true}); err != nil {
+		return fmt.Errorf("redistest: disconnect container %s from %s: %w", shortID(id), c.cfg.network, err)
+	}
+	c.mu.Lock()
+	c.cut, c.port = true, ""
+	c.mu.Unlock()
+	return nil
+}
+
+// connect is docker network connect, with the alias and the fixed address
+// the container had; the published port changes, and is resolved again.
+func (c *containerServer) connect(ctx context.Context) error {
+	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
+	if err != nil {
+		return fmt.Errorf("redistest: docker client: %w", err)
+	}
+	defer cli.Close()
+	id := c.ctr.GetContainerID()
+	es := &network.EndpointSettings{Aliases: []string{c.cfg.alias}}
+	if c.cfg.ip.IsValid() {
+		es.IPAMConfig = &network.EndpointIPAMConfig{IPv4Address: c.cfg.ip}
+	}
+	if _, err := cli.NetworkConnect(ctx, c.cfg.network, client.NetworkConnectOptions{Container: id, EndpointConfig: es}); err != nil {
+		return fmt.Errorf("redistest: connect container %s to %s: %w", shortID(id), c.cfg.network, err)
+	}
+	if err := c.resolve(ctx); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.cut = false
+	c.mu.Unlock()
+	return waitPing(ctx, c.addr, func() error { return c.exited(ctx) })
+}
+
+func (c *containerServer) disconnected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cut
 }
 
 // stop is docker stop: SIGTERM, Redis flushes its AOF and exits.

@@ -21,9 +21,11 @@
 // available the test skips (SkipOrFail), or fails under AUDITPROC_NO_SKIP=1.
 //
 // StartCluster starts a Redis Cluster of redis-server processes (three
-// masters with one replica each, `redis-cli --cluster create`), with helpers
-// to move a slot (MigrateSlot), fail over (Failover, or Kill a master) and
-// wait for the cluster to settle (WaitHealthy). StartSentinel starts a
+// masters with one replica each, `redis-cli --cluster create`), or of
+// containers on a Docker network (WithContainers, on a network made
+// Network(t, WithFixedAddresses())), with helpers to move a slot
+// (MigrateSlot), fail over (Failover, or Kill a master, or cut it off the
+// network with Disconnect) and wait for the cluster to settle (WaitHealthy). StartSentinel starts a
 // master, a replica and three sentinels. A Link is a relay a test can cut
 // like a network partition (open connections go silent for good); with
 // WithLinks every cluster node announces its link, so a client can be cut

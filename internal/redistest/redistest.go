@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -66,7 +67,8 @@ type config struct {
 	network string
 	alias   string
 	args    []string
-	port    int // process backend: this port instead of a free one
+	port    int        // process backend: this port instead of a free one
+	ip      netip.Addr // container backend WithNetwork: its fixed address there
 	// sentinel runs redis-server --sentinel with this monitor line
 	// (process backend; the rest of the arguments do not apply).
 	sentinel string
@@ -373,6 +375,44 @@ func ping(ctx context.Context, addr string) error {
 		return fmt.Errorf("PING answered %q", reply)
 	}
 	return nil
+}
+
+// Disconnect cuts a container started WithNetwork off its network (docker
+// network disconnect): redis-server keeps running with its connections
+// open, but no packet reaches it or leaves it, through its published port
+// neither (Addr is "" meanwhile). Connect ends the cut.
+func (s *Server) Disconnect(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.impl.(*containerServer)
+	if !ok || !c.running() {
+		return errors.New("redistest: Disconnect needs a running container (WithNetwork)")
+	}
+	return c.disconnect(ctx)
+}
+
+// Connect connects a disconnected container to its network again, with its
+// alias and fixed address, and waits until it answers PING on its new
+// published port.
+func (s *Server) Connect(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.impl.(*containerServer)
+	if !ok || !c.disconnected() {
+		return errors.New("redistest: Connect needs a container cut off by Disconnect")
+	}
+	return c.connect(ctx)
+}
+
+// Reachable reports whether the server runs and is not cut off its network
+// (Disconnect).
+func (s *Server) Reachable() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.impl.(*containerServer); ok && c.disconnected() {
+		return false
+	}
+	return s.impl.running()
 }
 
 // Pause stops the server with SIGSTOP (process backend): connections stay
