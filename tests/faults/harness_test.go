@@ -28,16 +28,24 @@ import (
 	"github.com/auditproc/auditproc/internal/wasmtest"
 )
 
-// Names the suite's pipeline uses.
+// Names and settings the suite's pipeline uses.
 const (
-	stream    = "audit:stream"
-	group     = "audit-consumers"
-	dlq       = "audit:dead"
-	sinkFirst = "faults:first" // what plugin "first" saw
-	sinkOut   = "faults:out"   // what plugin "second" saw
-	keyID     = "faults"
-	minIdle   = time.Second // reclaim.min_idle of the replicas
-	maxDeliv  = 5           // reclaim.max_deliveries
+	group    = "audit-consumers"
+	keyID    = "faults"
+	minIdle  = time.Second // reclaim.min_idle of the replicas
+	maxDeliv = 5           // reclaim.max_deliveries
+)
+
+// keyNames are the Redis keys of a scenario's pipeline.
+type keyNames struct {
+	stream, dlq string
+	first, out  string // what plugin "first" and plugin "second" saw
+}
+
+var (
+	standaloneKeys = keyNames{stream: "audit:stream", dlq: "audit:dead", first: "faults:first", out: "faults:out"}
+	// On Redis Cluster every key of one commit shares a hash tag (one slot).
+	clusterKeys = keyNames{stream: "{audit}:stream", dlq: "{audit}:dead", first: "{audit}:first", out: "{audit}:out"}
 )
 
 // EnvImage names the auditproc image to test. Unset: scripts/image.sh builds
@@ -87,15 +95,23 @@ type options struct {
 	fsync        string // appendfsync of Redis: everysec (default) or always
 	trapPerMille int    // plugin "second" traps on about this many of 1000 deliveries
 	postgres     bool   // a PostgreSQL container and a third plugin emitting to a postgres sink
+	// redisCluster runs Redis Cluster instead of one server: three masters
+	// with a replica each, containers on the network (redistest.StartCluster
+	// WithContainers), node timeout redistest.ClusterNodeTimeout.
+	redisCluster bool
+	minReplicas  int // redis.min_replicas_acked of the replicas and the producer
 }
 
 // cluster is one scenario's world: a private network, Redis on it as
-// "redis", replicas added by startReplica, and the test's keyring.
+// "redis" (or a Redis Cluster), replicas added by startReplica, and the
+// test's keyring.
 type cluster struct {
 	t       *testing.T
 	net     string
-	redis   *redistest.Server
-	rdb     *redis.Client
+	redis   *redistest.Server  // one server; nil with options.redisCluster
+	rc      *redistest.Cluster // with options.redisCluster
+	rdb     redis.UniversalClient
+	names   keyNames
 	keys    *integrity.Keyring
 	keyLine string // the keyring, inline, for the replicas' environment
 	key     []byte
@@ -103,10 +119,18 @@ type cluster struct {
 	wasm    string
 	fsync   string    // Redis's appendfsync
 	pg      *pgServer // with options.postgres
+	// minReplicas is redis.min_replicas_acked of the replicas and the
+	// producer.
+	minReplicas int
+	// lossExcuse says why writes the producer saw acknowledged may be
+	// missing from the stream (and chained writes from the trail): Redis
+	// itself may lose them in this scenario. Empty: any loss is a violation.
+	lossExcuse string
 
 	mu       sync.Mutex
 	replicas []*replica
 	counters map[string]float64 // metrics of replicas, summed at graceful stops and at the end
+	forged   map[string]bool    // stream entry ids forge appended
 	events   []string           // what the scenario did, for the table
 }
 
@@ -116,16 +140,29 @@ func newCluster(t *testing.T, o options) *cluster {
 	if o.fsync == "" {
 		o.fsync = "everysec"
 	}
-	c := &cluster{t: t, counters: map[string]float64{}, wasm: wasmtest.Path(t, "e2e-go"), fsync: o.fsync}
-	c.net = redistest.Network(t)
-	c.redis = redistest.Start(t,
-		redistest.WithBackend(redistest.Container),
-		redistest.WithNetwork(c.net, "redis"),
-		redistest.WithAppendFsync(o.fsync),
-		redistest.WithArgs("--maxmemory-policy", "noeviction"))
-	opts := c.redis.Options()
-	opts.ContextTimeoutEnabled = true
-	c.rdb = redis.NewClient(opts)
+	c := &cluster{t: t, counters: map[string]float64{}, wasm: wasmtest.Path(t, "e2e-go"), fsync: o.fsync,
+		minReplicas: o.minReplicas}
+	redisYAML := `{url: "redis://redis:6379/0"}`
+	if o.redisCluster {
+		c.names = clusterKeys
+		c.net = redistest.Network(t, redistest.WithFixedAddresses())
+		c.rc = redistest.StartCluster(t, redistest.WithContainers(c.net), redistest.WithNodeOptions(
+			redistest.WithAppendFsync(o.fsync), redistest.WithArgs("--maxmemory-policy", "noeviction")))
+		redisYAML = fmt.Sprintf(`{cluster: {addrs: ["%s"]}, min_replicas_acked: %d}`,
+			strings.Join(c.rc.Addrs(), `", "`), o.minReplicas)
+	} else {
+		c.names = standaloneKeys
+		c.net = redistest.Network(t)
+		c.redis = redistest.Start(t,
+			redistest.WithBackend(redistest.Container),
+			redistest.WithNetwork(c.net, "redis"),
+			redistest.WithAppendFsync(o.fsync),
+			redistest.WithArgs("--maxmemory-policy", "noeviction"))
+		if o.fsync == "everysec" {
+			c.lossExcuse = "lost by Redis itself when killed: acknowledged writes inside the AOF everysec window, never seen by auditproc"
+		}
+	}
+	c.rdb = c.client()
 	t.Cleanup(func() { _ = c.rdb.Close() })
 
 	key, err := integrity.GenerateKey()
@@ -146,7 +183,7 @@ func newCluster(t *testing.T, o options) *cluster {
     deadline: 90ms
     config: {sink: archive}`
 	}
-	c.config = []byte(fmt.Sprintf(`redis: {url: "redis://redis:6379/0"}
+	c.config = []byte(fmt.Sprintf(`redis: %s
 stream: {name: %q, group: %q}
 consumer: {workers: 2, batch_size: 64, block: 200ms, shutdown_timeout: 15s}
 reclaim: {interval: 250ms, min_idle: %s, max_deliveries: %d}
@@ -167,10 +204,79 @@ plugins:
     sinks: [out]
     deadline: 200ms
     config: {sink: out, trap_per_mille: %d}%s
-`, stream, group, minIdle, maxDeliv, dlq, sinkFirst, sinkOut, pgSink, o.trapPerMille, pgPlugin))
-	c.note("Redis %s (container, AOF appendfsync %s, noeviction); replicas: %s; plugin traps per mille: %d",
-		c.redis.InternalAddr(), o.fsync, image, o.trapPerMille)
+`, redisYAML, c.names.stream, group, minIdle, maxDeliv, c.names.dlq, c.names.first, c.names.out, pgSink, o.trapPerMille, pgPlugin))
+	if o.redisCluster {
+		slot := c.slot()
+		c.note("Redis Cluster: %d masters with a replica each (containers, cluster-node-timeout %s, AOF appendfsync %s, noeviction); slot %d of %s on %s; min_replicas_acked %d; replicas: %s; plugin traps per mille: %d",
+			len(c.rc.Nodes)/2, redistest.ClusterNodeTimeout, o.fsync, slot, c.names.stream, c.nodeName(c.owner()), o.minReplicas, image, o.trapPerMille)
+	} else {
+		c.note("Redis %s (container, AOF appendfsync %s, noeviction); replicas: %s; plugin traps per mille: %d",
+			c.redis.InternalAddr(), o.fsync, image, o.trapPerMille)
+	}
 	return c
+}
+
+// client is a new client of the scenario's Redis (a cluster client with
+// options.redisCluster) whose commands are bounded by their context.
+func (c *cluster) client() redis.UniversalClient {
+	if c.rc != nil {
+		opts := c.rc.Options()
+		opts.ContextTimeoutEnabled = true
+		return redis.NewClusterClient(opts)
+	}
+	opts := c.redis.Options()
+	opts.ContextTimeoutEnabled = true
+	return redis.NewClient(opts)
+}
+
+// producerClient is client for a producer: dials bounded to a second, and
+// no retry of a failed command by the client, so that every failure
+// reaches the producer (its retries are its own, and counted). A cluster
+// client still follows MOVED and ASK, and moves on from a dead node (up to
+// its redirects).
+func (c *cluster) producerClient() redis.UniversalClient {
+	if c.rc != nil {
+		opts := c.rc.Options()
+		opts.ContextTimeoutEnabled = true
+		opts.DialTimeout = time.Second
+		opts.MaxRetries = -1
+		return redis.NewClusterClient(opts)
+	}
+	opts := c.redis.Options()
+	opts.ContextTimeoutEnabled = true
+	opts.DialTimeout = time.Second
+	opts.MaxRetries = -1
+	return redis.NewClient(opts)
+}
+
+// slot is the cluster slot of the pipeline's keys.
+func (c *cluster) slot() int {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	slot, err := c.rc.Keyslot(ctx, c.names.stream)
+	require.NoError(c.t, err)
+	return slot
+}
+
+// owner is the master serving the pipeline's slot now.
+func (c *cluster) owner() *redistest.ClusterNode {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n, err := c.rc.Owner(ctx, c.slot())
+	require.NoError(c.t, err)
+	return n
+}
+
+// nodeName is a cluster node's alias on the network (redis-1 ... redis-6).
+func (c *cluster) nodeName(n *redistest.ClusterNode) string {
+	for i, m := range c.rc.Nodes {
+		if m == n {
+			return fmt.Sprintf("redis-%d", i+1)
+		}
+	}
+	return "no node"
 }
 
 // note records a line of what happened, printed above the invariant table.
@@ -423,7 +529,7 @@ func (c *cluster) scrape(r *replica) {
 func (c *cluster) pendingOf(name string) int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	p, err := c.rdb.XPending(ctx, stream, group).Result()
+	p, err := c.rdb.XPending(ctx, c.names.stream, group).Result()
 	if err != nil {
 		return -1
 	}
@@ -477,11 +583,11 @@ func (c *cluster) drain(timeout time.Duration) {
 func (c *cluster) drained() (bool, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	groups, err := c.rdb.XInfoGroups(ctx, stream).Result()
+	groups, err := c.rdb.XInfoGroups(ctx, c.names.stream).Result()
 	if err != nil {
 		return false, err.Error()
 	}
-	last, err := c.rdb.XRevRangeN(ctx, stream, "+", "-", 1).Result()
+	last, err := c.rdb.XRevRangeN(ctx, c.names.stream, "+", "-", 1).Result()
 	if err != nil || len(last) == 0 {
 		return false, fmt.Sprintf("stream empty or unreadable: %v", err)
 	}

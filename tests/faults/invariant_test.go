@@ -23,6 +23,7 @@ import (
 type report struct {
 	Scenario string
 
+	Produced       int // distinct events the producer sent (each until acknowledged, or until it stopped)
 	Written        int // event ids the producer was told were written
 	Poison         int // of which marked poison
 	StreamEntries  int // entries in the stream
@@ -30,6 +31,10 @@ type report struct {
 	EntryDupes     int // extra entries of an event id (a retried write that had gone through)
 	Lost           int // written event ids with no entry in the stream (VIOLATION)
 	Processed      int // entries in every plugin's sink (processed by every plugin, acked)
+	SinkOnce       int // of which exactly once in every sink
+	Forged         int // entries in the stream that do not verify (forged by the scenario)
+	ForgedAccepted int // of which in a sink: handed to a plugin (VIOLATION)
+	ForgedDLQ      int // of which dead-lettered
 	DeadLettered   int // entries in the dead-letter stream with a reason
 	DLQGood        int // of which not poison (dead-lettered after max deliveries under faults)
 	DLQNoReason    int // dead letters without a reason (VIOLATION)
@@ -80,16 +85,26 @@ func (c *cluster) check(p *producer, scenario string) *report {
 	}
 	poison := p.poison
 	r.ProducerErrs, r.ProducerKinds, r.ProducerRetry, r.ProducerOutage = p.errs, p.errKinds, len(p.ambiguous), p.longest
+	r.Produced = p.sent
 	p.mu.Unlock()
 	r.Written, r.Poison = len(written), len(poison)
+	c.mu.Lock()
+	forgedIDs := maps.Clone(c.forged)
+	c.mu.Unlock()
 
-	// The stream: entry id -> event id, every entry verified.
-	entries := c.xrange(ctx, stream)
+	// The stream: entry id -> event id, every entry verified but those the
+	// scenario forged.
+	entries := c.xrange(ctx, c.names.stream)
 	r.StreamEntries = len(entries)
 	entryEvent := make(map[string]string, len(entries))
 	perEvent := map[string]int{}
 	for _, m := range entries {
-		env, err := c.keys.Verify(stream, m.Values)
+		env, err := c.keys.Verify(c.names.stream, m.Values)
+		if forgedIDs[m.ID] {
+			require.Error(c.t, err, "forged stream entry %s must not verify", m.ID)
+			r.Forged++
+			continue
+		}
 		require.NoError(c.t, err, "stream entry %s must verify", m.ID)
 		if env.IsCheckpoint() {
 			r.Checkpoints++
@@ -114,13 +129,13 @@ func (c *cluster) check(p *producer, scenario string) *report {
 	}
 
 	// The sinks: entry id -> records (and the delivery count at commit).
-	first := c.sinkByEntry(ctx, sinkFirst, nil)
+	first := c.sinkByEntry(ctx, c.names.first, nil)
 	deliveries := map[string]int{}
-	out := c.sinkByEntry(ctx, sinkOut, deliveries)
+	out := c.sinkByEntry(ctx, c.names.out, deliveries)
 
 	// The dead-letter stream.
 	dead := map[string]string{}
-	for _, m := range c.xrange(ctx, dlq) {
+	for _, m := range c.xrange(ctx, c.names.dlq) {
 		if m.Values["kind"] == "checkpoint" {
 			continue // the replicas' chains on the dead-letter stream
 		}
@@ -147,6 +162,8 @@ func (c *cluster) check(p *producer, scenario string) *report {
 			r.Processed++
 			if nf > 1 || no > 1 {
 				r.DoubleEmit += max(nf, no) - 1
+			} else {
+				r.SinkOnce++
 			}
 			if d := deliveries[entryID]; d > 1 {
 				r.Redelivered++
@@ -169,17 +186,29 @@ func (c *cluster) check(p *producer, scenario string) *report {
 			r.PoisonNotDLQ++
 		}
 	}
+	for id := range forgedIDs {
+		if first[id] > 0 || out[id] > 0 {
+			r.ForgedAccepted++
+		}
+		if _, isDead := dead[id]; isDead {
+			r.ForgedDLQ++
+			r.DeadLettered++
+		}
+	}
 
 	c.mu.Lock()
 	r.LateAcks, r.Reclaimed = c.counters["auditproc_late_acks_total"], c.counters["auditproc_entries_reclaimed_total"]
 	r.RedisErrors, r.Scrapes = c.counters["auditproc_redis_errors_total"], c.counters["scrapes"]
 	c.mu.Unlock()
 
-	// With appendfsync everysec Redis itself may lose writes it already
-	// acknowledged when it is killed (its documented window: about a
-	// second, more while an fsync is slow). Those never reached auditproc:
-	// reported, not a processing violation. With always, none may be lost.
-	if r.Lost > 0 && c.fsync != "everysec" {
+	// Redis itself may lose writes it acknowledged in some scenarios
+	// (c.lossExcuse): with appendfsync everysec when it is killed (its
+	// documented window: about a second, more while an fsync is slow); on
+	// a cluster, what a master acknowledged but had not yet replicated when
+	// it failed, unless min_replicas_acked made the producer wait for a
+	// replica. Those never reached auditproc: reported, not a processing
+	// violation. Otherwise none may be lost.
+	if r.Lost > 0 && c.lossExcuse == "" {
 		r.violate("%d event ids the producer was told were written are not in the stream", r.Lost)
 	}
 	if r.Partial > 0 {
@@ -200,12 +229,19 @@ func (c *cluster) check(p *producer, scenario string) *report {
 	if r.PoisonNotDLQ > 0 {
 		r.violate("%d poison entries are not in the dead-letter stream", r.PoisonNotDLQ)
 	}
+	if r.ForgedAccepted > 0 {
+		r.violate("%d forged entries reached a plugin's sink", r.ForgedAccepted)
+	}
+	if r.Forged != len(forgedIDs) && c.lossExcuse == "" {
+		r.violate("%d entries were forged, %d are in the stream", len(forgedIDs), r.Forged)
+	}
 	// A replica killed, or cut off with a commit's outcome unknown, leaves
 	// its session without a closing checkpoint (a missing tail): expected.
-	// Anything else breaks the chains, unless Redis itself lost writes.
-	// Redis killed inside its AOF everysec window may lose chained writes:
-	// gaps. Nothing makes a replay, a chain break or a bad signature.
-	if excused := r.TrailGaps; r.TrailBroken > 0 && (c.fsync != "everysec" || r.TrailBroken > excused) {
+	// Anything else breaks the chains, unless Redis itself lost writes
+	// (c.lossExcuse: killed inside its AOF everysec window, a master failed
+	// before it replicated them): gaps. Nothing makes a replay, a chain
+	// break or a bad signature.
+	if excused := r.TrailGaps; r.TrailBroken > 0 && (c.lossExcuse == "" || r.TrailBroken > excused) {
 		r.violate("the processed trail has %d gap(s), chain break(s), bad signature(s) or replay(s): %v", r.TrailBroken, r.TrailKinds)
 	}
 	if r.Processed+r.DeadLettered != r.StreamEntries-r.Checkpoints {
@@ -262,7 +298,7 @@ func (c *cluster) sinkByEntry(ctx context.Context, sink string, deliveries map[s
 func (c *cluster) pendingIDs(ctx context.Context) map[string]bool {
 	c.t.Helper()
 	ids := map[string]bool{}
-	ps, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: group, Start: "-", End: "+", Count: 100000}).Result()
+	ps, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: c.names.stream, Group: group, Start: "-", End: "+", Count: 100000}).Result()
 	require.NoError(c.t, err)
 	for _, p := range ps {
 		ids[p.ID] = true
@@ -289,15 +325,19 @@ func (c *cluster) table(r *report) string {
 		}
 		return "VIOLATION"
 	}
+	row("events produced", r.Produced, "distinct events the producer sent, each retried until acknowledged")
 	row("events written (producer acknowledged)", r.Written, fmt.Sprintf("%d of them poison", r.Poison))
-	row("stream entries", r.StreamEntries, fmt.Sprintf("%d extra: a retried write that had gone through; %d producer checkpoints", r.EntryDupes, r.Checkpoints))
+	row("stream entries", r.StreamEntries, fmt.Sprintf("%d extra: a retried write that had gone through; %d producer checkpoints; %d forged", r.EntryDupes, r.Checkpoints, r.Forged))
 	lostNote := ok(r.Lost)
-	if r.Lost > 0 && c.fsync == "everysec" {
-		lostNote = "lost by Redis itself when killed: acknowledged writes inside the AOF everysec window, never seen by auditproc"
+	if r.Lost > 0 && c.lossExcuse != "" {
+		lostNote = c.lossExcuse
 	}
 	row("lost (written, not in stream)", r.Lost, lostNote)
-	row("processed by every plugin and acked", r.Processed, "")
-	row("dead-lettered with a reason", r.DeadLettered, reasons(r.Reasons)+fmt.Sprintf("; %d good events among them", r.DLQGood))
+	row("processed by every plugin and acked", r.Processed, fmt.Sprintf("%d of them exactly once in every sink", r.SinkOnce))
+	row("dead-lettered with a reason", r.DeadLettered, reasons(r.Reasons)+fmt.Sprintf("; %d good events among them, %d forged entries", r.DLQGood, r.ForgedDLQ))
+	if r.Forged > 0 {
+		row("forged entries accepted (in a sink)", r.ForgedAccepted, ok(r.ForgedAccepted)+fmt.Sprintf("; of %d forged", r.Forged))
+	}
 	row("poison not dead-lettered", r.PoisonNotDLQ, ok(r.PoisonNotDLQ))
 	row("dead letters without a reason", r.DLQNoReason, ok(r.DLQNoReason))
 	row("seen by only some plugins", r.Partial, ok(r.Partial))
@@ -311,8 +351,8 @@ func (c *cluster) table(r *report) string {
 	row("producer: failed attempts (retried)", r.ProducerErrs, kinds(r.ProducerKinds))
 	row("producer: events needing a retry", r.ProducerRetry, fmt.Sprintf("longest outage seen %s", r.ProducerOutage.Round(time.Millisecond)))
 	trailNote := ok(r.TrailBroken)
-	if r.TrailBroken > 0 && r.TrailBroken == r.TrailGaps && c.fsync == "everysec" {
-		trailNote = "gaps only: Redis killed inside its AOF everysec window may lose chained writes"
+	if r.TrailBroken > 0 && r.TrailBroken == r.TrailGaps && c.lossExcuse != "" {
+		trailNote = "gaps only: writes Redis lost (" + c.lossExcuse + ") may be chained ones"
 	}
 	row("processed trail: gaps, breaks, forgeries, replays", r.TrailBroken, fmt.Sprintf("%s; %d replica sessions, findings %v (a missing tail: a session that did not close)", trailNote, r.TrailSources, r.TrailKinds))
 	verdict := "HOLDS"
@@ -371,8 +411,8 @@ func (c *cluster) checkTrail(ctx context.Context, r *report) {
 	c.t.Helper()
 	bus, err := streambus.New(streambus.Config{}, nil, c.rdb, c.keys)
 	require.NoError(c.t, err)
-	checker := trail.New(c.keys, trail.Config{FromStart: true, DeadLetters: map[string]bool{dlq: true}})
-	for _, s := range []string{sinkFirst, sinkOut, dlq} {
+	checker := trail.New(c.keys, trail.Config{FromStart: true, DeadLetters: map[string]bool{c.names.dlq: true}})
+	for _, s := range []string{c.names.first, c.names.out, c.names.dlq} {
 		for start := "-"; ; {
 			page, err := bus.XRange(ctx, s, start, "+", 5000)
 			require.NoError(c.t, err, "XRANGE %s", s)

@@ -137,7 +137,7 @@ func TestPostgresSinkRestart(t *testing.T) {
 	assert.Positive(t, failed, "the replicas met the outage")
 
 	perEntry, total := c.pgRows(ctx)
-	processed := c.sinkByEntry(ctx, sinkOut, nil) // entries every plugin ran on, acked
+	processed := c.sinkByEntry(ctx, c.names.out, nil) // entries every plugin ran on, acked
 	missing, doubled, archived := 0, 0, 0
 	for id := range processed {
 		if perEntry[id] == 0 {

@@ -37,6 +37,7 @@ type producer struct {
 	longest   time.Duration // longest time from a first failure to the next success
 	outStart  time.Time
 	spooled   int // events the batching producer spooled (and drained)
+	sent      int // distinct events sent (acknowledged or not)
 
 	count atomic.Int64 // events written so far
 	stop  atomic.Bool
@@ -48,14 +49,10 @@ type producer struct {
 // rate per second, one in every poisonEvery marked "poison" (0: none).
 func (c *cluster) produce(n, rate, poisonEvery int) *producer {
 	c.t.Helper()
-	opts := c.redis.Options()
-	opts.ContextTimeoutEnabled = true
-	opts.MaxRetries = -1 // every failure reaches the producer: retries are ours, and counted
-	opts.DialTimeout = time.Second
-	rdb := redis.NewClient(opts)
+	rdb := c.producerClient()
 	keys, err := audit.NewKeyring(keyID, map[string][]byte{keyID: c.key})
 	require.NoError(c.t, err)
-	bus, err := audit.New(audit.Config{Client: rdb, Keys: keys, Stream: stream, Group: group, WriteTimeout: time.Second}, discard)
+	bus, err := audit.New(audit.Config{Client: rdb, Keys: keys, Stream: c.names.stream, Group: group, WriteTimeout: time.Second}, discard)
 	require.NoError(c.t, err)
 	p := &producer{
 		c: c, bus: bus, run: fmt.Sprintf("r%d", time.Now().UnixNano()%1e9), every: poisonEvery,
@@ -101,6 +98,9 @@ func (p *producer) loop(n, rate int) error {
 			ev += `,"poison":true`
 		}
 		ev += "}"
+		p.mu.Lock()
+		p.sent++
+		p.mu.Unlock()
 		if err := p.write(id, []byte(ev)); err != nil {
 			return err
 		}
@@ -136,7 +136,7 @@ func (p *producer) write(id string, ev []byte) error {
 		}
 		// Not written, or written perhaps: retried with the same event id,
 		// which Redis does not store twice.
-		if !errors.Is(err, audit.ErrUnavailable) && !errors.Is(err, audit.ErrOutcomeUnknown) {
+		if !errors.Is(err, audit.ErrUnavailable) && !errors.Is(err, audit.ErrOutcomeUnknown) && !isRedirect(err) {
 			return fmt.Errorf("producer: event %s: %w", id, err)
 		}
 		p.mu.Lock()
@@ -145,7 +145,10 @@ func (p *producer) write(id string, ev []byte) error {
 		}
 		failed = true
 		p.errs++
-		p.errKinds[errKind(err)]++
+		kind := errKind(err)
+		if p.errKinds[kind]++; kind == "other" && p.errKinds[kind] <= 3 {
+			p.c.t.Logf("producer: event %s: %v", id, err)
+		}
 		if p.firstErr.IsZero() {
 			p.firstErr = now
 		}
@@ -158,10 +161,26 @@ func (p *producer) write(id string, ev []byte) error {
 	}
 }
 
+// isRedirect: a cluster node answered MOVED or ASK after the client used
+// up its redirects (a slot in migration: the append's new event key is
+// never on the source, and the stream not yet on the target). The node did
+// not run the append, so the event was not written; but audit returns the
+// error without ErrUnavailable, so a service following its docs would
+// give the event up. The producer retries it and counts it under its own
+// kind.
+func isRedirect(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && (redis.HasErrorPrefix(rerr, "MOVED") || redis.HasErrorPrefix(rerr, "ASK"))
+}
+
 // errKind names a failure as the producer saw it, without its addresses.
 func errKind(err error) string {
+	if isRedirect(err) {
+		return "MOVED/ASK, not ErrUnavailable"
+	}
 	s := err.Error()
-	for _, k := range []string{"connection refused", "i/o timeout", "deadline exceeded", "EOF", "connection reset", "LOADING", "no such host", "server is stopped"} {
+	for _, k := range []string{"connection refused", "i/o timeout", "deadline exceeded", "EOF", "connection reset",
+		"LOADING", "CLUSTERDOWN", "TRYAGAIN", "no such host", "no route to host", "server is stopped", "stopped or cut off"} {
 		if strings.Contains(s, k) {
 			return k
 		}
@@ -200,14 +219,10 @@ func (p *producer) waitWritten(n int64, timeout time.Duration) {
 // spool to drain and closes the Producer.
 func (c *cluster) produceBatched(n, rate int, spoolDir string) *producer {
 	c.t.Helper()
-	opts := c.redis.Options()
-	opts.ContextTimeoutEnabled = true
-	opts.MaxRetries = -1
-	opts.DialTimeout = time.Second
-	rdb := redis.NewClient(opts)
+	rdb := c.producerClient()
 	keys, err := audit.NewKeyring(keyID, map[string][]byte{keyID: c.key})
 	require.NoError(c.t, err)
-	bp, err := audit.NewProducer(audit.Config{Client: rdb, Keys: keys, Stream: stream, Group: group,
+	bp, err := audit.NewProducer(audit.Config{Client: rdb, Keys: keys, Stream: c.names.stream, Group: group,
 		WriteTimeout: time.Second, RetryDelay: 100 * time.Millisecond, SpoolDir: spoolDir, BatchSize: 64}, discard)
 	require.NoError(c.t, err)
 	p := &producer{
@@ -247,6 +262,9 @@ func (p *producer) batchLoop(bp *audit.Producer, n, rate int) error {
 		if err != nil {
 			return fmt.Errorf("batching producer: event %s: %w", id, err)
 		}
+		p.mu.Lock()
+		p.sent++
+		p.mu.Unlock()
 		all = append(all, sent{id, seq, pd})
 		p.count.Add(1)
 	}
@@ -278,4 +296,33 @@ func (p *producer) batchLoop(bp *audit.Producer, n, rate int) error {
 		return fmt.Errorf("batching producer: %d events still in the spool", st.SpoolEvents)
 	}
 	return nil
+}
+
+// forge appends n entries no producer signed, as someone with write access
+// to Redis but no key would: by turns unsigned, and signed for the stream
+// with the signature then changed. Every one must be dead-lettered after
+// max deliveries, never handed to a plugin; check counts them.
+func (c *cluster) forge(n int) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range n {
+		ev := fmt.Sprintf(`{"event_id":"forged-%d","timestamp":"2026-01-01T00:00:00Z","actor":"mallory","action":"user.promote","outcome":"success","severity":"info"}`, i)
+		values := []any{"event", ev}
+		if i%2 == 1 {
+			env, err := c.keys.Sign(c.names.stream, []byte(ev))
+			require.NoError(c.t, err)
+			env.Sig = strings.Repeat("0", len(env.Sig))
+			values = env.Values()
+		}
+		id, err := c.rdb.XAdd(ctx, &redis.XAddArgs{Stream: c.names.stream, Values: values}).Result()
+		require.NoError(c.t, err, "XADD a forged entry")
+		c.mu.Lock()
+		if c.forged == nil {
+			c.forged = map[string]bool{}
+		}
+		c.forged[id] = true
+		c.mu.Unlock()
+	}
+	c.note("%d forged entries appended (unsigned, and a wrong signature)", n)
 }

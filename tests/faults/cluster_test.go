@@ -1,0 +1,185 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/auditproc/auditproc/internal/redistest"
+)
+
+// The scenarios on Redis Cluster (options.redisCluster): three masters with
+// a replica each, containers on the scenario's network, every key of the
+// pipeline under the hash tag {audit} (one slot, one master at a time).
+
+// forgedPerScenario is how many forged entries each cluster scenario
+// appends before its load.
+const forgedPerScenario = 4
+
+// lostWithMaster is why acknowledged writes may be missing after a master
+// failed while the producer did not wait for a replica.
+const lostWithMaster = "lost with the old master: acknowledged by it, not yet replicated when it failed (asynchronous replication, min_replicas_acked 0)"
+
+// TestClusterMasterKill kills (SIGKILL) the master serving the pipeline's
+// slot under load; after the cluster node timeout its replica is promoted,
+// the producer and both replicas follow it by themselves, and the killed
+// node, started again, rejoins as a replica. With min_replicas_acked 0
+// (the default) a write the old master acknowledged but had not yet
+// replicated is lost with it: counted, not a violation. With
+// min_replicas_acked 1 for the producer and the replicas, nothing the
+// producer saw acknowledged may be lost, and the processed trail has no
+// gap.
+func TestClusterMasterKill(t *testing.T) {
+	for _, acked := range []int{0, 1} {
+		t.Run(fmt.Sprintf("min_replicas_acked_%d", acked), func(t *testing.T) {
+			c := newCluster(t, options{redisCluster: true, minReplicas: acked})
+			c.startReplica("replica-a")
+			c.startReplica("replica-b")
+			c.forge(forgedPerScenario)
+			p := c.produce(ciEvents, ciRate, 0)
+			p.waitWritten(ciEvents/3, time.Minute)
+			old, promoted := c.failMaster(p, "killed (SIGKILL)", func(ctx context.Context, m *redistest.ClusterNode) error { return m.Kill(ctx) })
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			require.NoError(t, old.Restart(ctx))
+			require.NoError(t, c.rc.WaitHealthy(ctx))
+			require.Equal(t, old, c.rc.ReplicaOf(ctx, promoted), "the killed master rejoined as a replica of %s", c.nodeName(promoted))
+			c.note("%s started again: a replica of %s", c.nodeName(old), c.nodeName(promoted))
+			p.wait(2 * time.Minute)
+			c.drain(2 * time.Minute)
+			r := c.check(p, fmt.Sprintf("Redis Cluster: kill -9 the master of the slot, min_replicas_acked %d", acked))
+			assert.Positive(t, r.ProducerErrs, "the producer saw the failover")
+			assert.Zero(t, r.DLQGood, "no good event dead-lettered")
+			assert.Equal(t, forgedPerScenario, r.ForgedDLQ, "every forged entry dead-lettered")
+			if acked > 0 {
+				assert.Zero(t, r.Lost, "with min_replicas_acked %d nothing acknowledged is lost", acked)
+			}
+		})
+	}
+}
+
+// TestClusterSlotMigration moves the pipeline's slot from master to master
+// (MIGRATE in batches, so that for a while the keys of one commit stand on
+// two nodes: clients meet ASK, TRYAGAIN and MOVED) again and again while
+// two replicas process and the producer appends: nothing lost, nothing
+// doubled, no good event dead-lettered.
+func TestClusterSlotMigration(t *testing.T) {
+	c := newCluster(t, options{redisCluster: true})
+	c.startReplica("replica-a")
+	c.startReplica("replica-b")
+	c.forge(forgedPerScenario)
+	p := c.produce(ciEvents, ciRate, 0)
+	p.waitWritten(ciEvents/5, time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	slot := c.slot()
+	moves := 0
+	for done := false; !done; {
+		select {
+		case <-p.done:
+			done = moves >= 2
+		default:
+		}
+		if done {
+			break
+		}
+		masters, err := c.rc.Masters(ctx)
+		require.NoError(t, err)
+		from := c.owner()
+		to := masters[0]
+		if to == from {
+			to = masters[1]
+		}
+		keys := c.keysInSlot(ctx, from, slot)
+		start := time.Now()
+		require.NoError(t, c.rc.MigrateSlot(ctx, slot, to, 100, 20*time.Millisecond))
+		moves++
+		c.note("slot %d moved from %s to %s (%d keys, 100 per MIGRATE) in %s; producer at %d acknowledged writes",
+			slot, c.nodeName(from), c.nodeName(to), keys, time.Since(start).Round(time.Millisecond), p.count.Load())
+		time.Sleep(200 * time.Millisecond)
+	}
+	p.wait(2 * time.Minute)
+	c.drain(2 * time.Minute)
+	r := c.check(p, fmt.Sprintf("Redis Cluster: the slot moved %d times while replicas process", moves))
+	assert.Zero(t, r.Lost, "nothing lost")
+	assert.Zero(t, r.EntryDupes, "no event written twice")
+	assert.Zero(t, r.DLQGood, "no good event dead-lettered")
+	assert.Equal(t, forgedPerScenario, r.ForgedDLQ, "every forged entry dead-lettered, nothing else")
+	assert.Equal(t, r.Processed, r.SinkOnce, "every processed entry is in every sink exactly once")
+}
+
+// TestClusterMasterNetworkCut cuts the master serving the pipeline's slot
+// off the network (docker network disconnect: the cluster bus, the
+// replicas and the producer all lose it) for longer than the cluster node
+// timeout: its replica is promoted, the producer and both replicas follow
+// by themselves, and once the network is back the old master rejoins as a
+// replica. Its connections open at the cut stay dead: clients notice by
+// their own timeouts.
+func TestClusterMasterNetworkCut(t *testing.T) {
+	c := newCluster(t, options{redisCluster: true})
+	rs := []*replica{c.startReplica("replica-a"), c.startReplica("replica-b")}
+	c.forge(forgedPerScenario)
+	p := c.produce(ciEvents, ciRate, 0)
+	p.waitWritten(ciEvents/3, time.Minute)
+	old, promoted := c.failMaster(p, "cut off the network", func(ctx context.Context, m *redistest.ClusterNode) error { return m.Disconnect(ctx) })
+	// Each replica reads again from the new master while the old one is
+	// still cut off.
+	failedOver := time.Now()
+	for _, r := range rs {
+		waitFor(t, 30*time.Second, r.name+" to read again after the failover", func() bool { return r.lastRead().After(failedOver) })
+	}
+	c.note("both replicas read again %s after the promotion, the old master still cut off", time.Since(failedOver).Round(time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	require.NoError(t, old.Connect(ctx))
+	reconnected := time.Now()
+	require.NoError(t, c.rc.WaitHealthy(ctx))
+	require.Equal(t, old, c.rc.ReplicaOf(ctx, promoted), "the cut master rejoined as a replica of %s", c.nodeName(promoted))
+	c.note("%s connected again, a replica of %s %s later", c.nodeName(old), c.nodeName(promoted), time.Since(reconnected).Round(time.Millisecond))
+	p.wait(2 * time.Minute)
+	c.drain(2 * time.Minute)
+	r := c.check(p, "Redis Cluster: network cut of the master of the slot, longer than the node timeout")
+	assert.Positive(t, r.ProducerErrs, "the producer saw the failover")
+	assert.Zero(t, r.DLQGood, "no good event dead-lettered")
+	assert.Equal(t, forgedPerScenario, r.ForgedDLQ, "every forged entry dead-lettered")
+}
+
+// failMaster makes the master of the pipeline's slot fail (how says what
+// fail does to it) and waits until the cluster promoted its replica and
+// settled. With min_replicas_acked 0, the writes the master acknowledged
+// but had not replicated are lost with it: the check excuses them.
+func (c *cluster) failMaster(p *producer, how string, fail func(context.Context, *redistest.ClusterNode) error) (old, promoted *redistest.ClusterNode) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	old = c.owner()
+	promoted = c.rc.ReplicaOf(ctx, old)
+	require.NotNil(c.t, promoted, "the master of the slot has a replica")
+	if c.minReplicas == 0 {
+		c.lossExcuse = lostWithMaster
+	}
+	written := p.count.Load()
+	require.NoError(c.t, fail(ctx, old))
+	at := time.Now()
+	c.note("%s, master of slot %d, %s after %d acknowledged writes", c.nodeName(old), c.slot(), how, written)
+	require.NoError(c.t, c.rc.WaitHealthy(ctx))
+	require.Equal(c.t, promoted, c.owner(), "the replica of %s was promoted", c.nodeName(old))
+	c.note("%s promoted, the cluster healthy again %s after the failure", c.nodeName(promoted), time.Since(at).Round(time.Millisecond))
+	return old, promoted
+}
+
+// keysInSlot is how many keys node holds in slot (CLUSTER COUNTKEYSINSLOT
+// asked of that node, not of whichever node the cluster client picks).
+func (c *cluster) keysInSlot(ctx context.Context, node *redistest.ClusterNode, slot int) int64 {
+	c.t.Helper()
+	cl := redis.NewClient(&redis.Options{Addr: node.Addr()})
+	defer cl.Close()
+	n, err := cl.ClusterCountKeysInSlot(ctx, slot).Result()
+	require.NoError(c.t, err)
+	return n
+}
