@@ -181,7 +181,9 @@ func startContainerCluster(t testing.TB, cc clusterConfig) *Cluster {
 	defer cancel()
 	c := &Cluster{t: t}
 	n := cc.masters * (1 + cc.replicas)
-	for i := 0; i < n; i++ {
+	opts := make([][]Option, n)
+	ips := make([]netip.Addr, n)
+	for i := range n {
 		ip, err := fixedAddress(ctx, cc.network, i)
 		if err != nil {
 			t.Fatal(err)
@@ -189,9 +191,12 @@ func startContainerCluster(t testing.TB, cc clusterConfig) *Cluster {
 		args := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout / time.Millisecond)),
 			"--cluster-announce-ip", ip.String(), "--repl-diskless-sync-delay", "0"}
-		o := append([]Option{WithNetwork(cc.network, fmt.Sprintf("redis-%d", i+1)), WithArgs(args...),
+		opts[i] = append([]Option{WithNetwork(cc.network, fmt.Sprintf("redis-%d", i+1)), WithArgs(args...),
 			func(c *config) { c.ip = ip }}, cc.opts...)
-		c.Nodes = append(c.Nodes, &ClusterNode{Server: Start(t, o...), ip: ip})
+		ips[i] = ip
+	}
+	for i, s := range startAll(t, opts) {
+		c.Nodes = append(c.Nodes, &ClusterNode{Server: s, ip: ips[i]})
 	}
 	if err := c.join(ctx, cc.masters); err != nil {
 		t.Fatal(err)

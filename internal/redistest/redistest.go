@@ -135,28 +135,53 @@ func SkipOrFail(t testing.TB, reason string) {
 // available.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	cfg, err := newConfig(opts)
-	if err != nil {
-		t.Fatal(err)
+	return startAll(t, [][]Option{opts})[0]
+}
+
+// startAll is Start for several servers at once, started concurrently
+// (a cluster's containers start in the time of one).
+func startAll(t testing.TB, opts [][]Option) []*Server {
+	t.Helper()
+	cfgs := make([]config, len(opts))
+	dirs := make([]string, len(opts))
+	for i, o := range opts {
+		cfg, err := newConfig(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgs[i], dirs[i] = cfg, t.TempDir()
 	}
-	dir := t.TempDir()
-	s, err := launch(cfg, dir, t.Name())
-	if err != nil {
+	servers := make([]*Server, len(opts))
+	errs := make([]error, len(opts))
+	var wg sync.WaitGroup
+	for i := range opts {
+		wg.Go(func() { servers[i], errs[i] = launch(cfgs[i], dirs[i], t.Name()) })
+	}
+	wg.Wait()
+	for _, s := range servers {
+		if s == nil {
+			continue
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				if l := s.impl.logs(); l != "" {
+					t.Logf("redistest: %s server log:\n%s", s.backend, l)
+				}
+			}
+			s.impl.close()
+		})
+	}
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
 		var ue *unavailableError
 		if errors.As(err, &ue) {
 			SkipOrFail(t, ue.reason)
 		}
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			if l := s.impl.logs(); l != "" {
-				t.Logf("redistest: %s server log:\n%s", s.backend, l)
-			}
-		}
-		s.impl.close()
-	})
-	return s
+	return servers
 }
 
 func newConfig(opts []Option) (config, error) {

@@ -38,8 +38,7 @@ func TestClusterMasterKill(t *testing.T) {
 	for _, acked := range []int{0, 1} {
 		t.Run(fmt.Sprintf("min_replicas_acked_%d", acked), func(t *testing.T) {
 			c := newCluster(t, options{redisCluster: true, minReplicas: acked})
-			c.startReplica("replica-a")
-			c.startReplica("replica-b")
+			c.startReplicas("replica-a", "replica-b")
 			c.forge(forgedPerScenario)
 			p := c.produce(ciEvents, ciRate, 0)
 			p.waitWritten(ciEvents/3, time.Minute)
@@ -70,8 +69,7 @@ func TestClusterMasterKill(t *testing.T) {
 // doubled, no good event dead-lettered.
 func TestClusterSlotMigration(t *testing.T) {
 	c := newCluster(t, options{redisCluster: true})
-	c.startReplica("replica-a")
-	c.startReplica("replica-b")
+	c.startReplicas("replica-a", "replica-b")
 	c.forge(forgedPerScenario)
 	p := c.produce(ciEvents, ciRate, 0)
 	p.waitWritten(ciEvents/5, time.Minute)
@@ -122,7 +120,7 @@ func TestClusterSlotMigration(t *testing.T) {
 // their own timeouts.
 func TestClusterMasterNetworkCut(t *testing.T) {
 	c := newCluster(t, options{redisCluster: true})
-	rs := []*replica{c.startReplica("replica-a"), c.startReplica("replica-b")}
+	rs := c.startReplicas("replica-a", "replica-b")
 	c.forge(forgedPerScenario)
 	p := c.produce(ciEvents, ciRate, 0)
 	p.waitWritten(ciEvents/3, time.Minute)

@@ -56,6 +56,15 @@ const defaultImage = "auditproc:local"
 
 var image = defaultImage
 
+// pluginCache names the Docker volume every replica of the test binary
+// keeps its compiled plugins in (host.cache_dir, the image's
+// /var/cache/auditproc): the first replica compiles the plugin, the others
+// start at once. On a loaded 2-core machine a compile takes up to 10 s, per
+// replica. Empty without Docker.
+var pluginCache string
+
+const cacheDir = "/var/cache/auditproc"
+
 func TestMain(m *testing.M) {
 	os.Exit(buildAndRun(m))
 }
@@ -65,14 +74,15 @@ func TestMain(m *testing.M) {
 // when a Docker engine answers: without one every test skips or fails
 // through redistest.RequireDocker, with its reason.
 func buildAndRun(m *testing.M) int {
-	if v := os.Getenv(EnvImage); v != "" {
-		image = v
-		return m.Run()
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	err := exec.CommandContext(ctx, "docker", "info").Run()
 	cancel()
-	if err == nil {
+	if err != nil {
+		return m.Run()
+	}
+	if v := os.Getenv(EnvImage); v != "" {
+		image = v
+	} else {
 		root, err := wasmtest.FindRoot()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "faults:", err)
@@ -87,7 +97,14 @@ func buildAndRun(m *testing.M) int {
 			return 1
 		}
 	}
-	return m.Run()
+	// Created by the first replica's mount, with the image's directory's
+	// content and owner; removed once every container is gone.
+	pluginCache = fmt.Sprintf("auditproc-faults-cache-%d", os.Getpid())
+	code := m.Run()
+	if out, err := exec.Command("docker", "volume", "rm", "-f", pluginCache).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "faults: docker volume rm %s: %v: %s\n", pluginCache, err, out)
+	}
+	return code
 }
 
 // options shape one scenario's cluster.
@@ -183,7 +200,11 @@ func newCluster(t *testing.T, o options) *cluster {
     deadline: 90ms
     config: {sink: archive}`
 	}
-	c.config = []byte(fmt.Sprintf(`redis: %s
+	hostYAML := ""
+	if pluginCache != "" {
+		hostYAML = fmt.Sprintf("\nhost: {cache_dir: %s}", cacheDir)
+	}
+	c.config = []byte(fmt.Sprintf(`redis: %s%s
 stream: {name: %q, group: %q}
 consumer: {workers: 2, batch_size: 64, block: 200ms, shutdown_timeout: 15s}
 reclaim: {interval: 250ms, min_idle: %s, max_deliveries: %d}
@@ -204,7 +225,7 @@ plugins:
     sinks: [out]
     deadline: 200ms
     config: {sink: out, trap_per_mille: %d}%s
-`, redisYAML, c.names.stream, group, minIdle, maxDeliv, c.names.dlq, c.names.first, c.names.out, pgSink, o.trapPerMille, pgPlugin))
+`, redisYAML, hostYAML, c.names.stream, group, minIdle, maxDeliv, c.names.dlq, c.names.first, c.names.out, pgSink, o.trapPerMille, pgPlugin))
 	if o.redisCluster {
 		slot := c.slot()
 		c.note("Redis Cluster: %d masters with a replica each (containers, cluster-node-timeout %s, AOF appendfsync %s, noeviction); slot %d of %s on %s; min_replicas_acked %d; replicas: %s; plugin traps per mille: %d",
@@ -297,9 +318,42 @@ type replica struct {
 
 func (c *cluster) startReplica(name string) *replica {
 	c.t.Helper()
+	return c.startReplicas(name)[0]
+}
+
+// startReplicas starts replicas of the given names at once (their
+// containers are created and their plugins loaded side by side).
+func (c *cluster) startReplicas(names ...string) []*replica {
+	c.t.Helper()
+	rs := make([]*replica, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() { rs[i], errs[i] = c.runReplica(name) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		require.NoError(c.t, err, "start replica %s from %s", names[i], image)
+	}
+	c.mu.Lock()
+	c.replicas = append(c.replicas, rs...)
+	c.mu.Unlock()
+	for _, name := range names {
+		c.note("%s started", name)
+	}
+	return rs
+}
+
+// runReplica runs a replica's container and registers its removal.
+func (c *cluster) runReplica(name string) (*replica, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	var mounts []testcontainers.ContainerMount
+	if pluginCache != "" {
+		mounts = append(mounts, testcontainers.VolumeMount(pluginCache, cacheDir))
+	}
 	ctr, err := testcontainers.Run(ctx, image,
+		testcontainers.WithMounts(mounts...),
 		testcontainers.WithCmd("run", "--config", "/faults/plugins.yaml", "--consumer", name),
 		testcontainers.WithEnv(c.replicaEnv()),
 		testcontainers.WithFiles(
@@ -321,12 +375,7 @@ func (c *cluster) startReplica(name string) *replica {
 			_ = ctr.Terminate(ctx, testcontainers.StopTimeout(0))
 		})
 	}
-	require.NoError(c.t, err, "start replica %s from %s", name, image)
-	c.mu.Lock()
-	c.replicas = append(c.replicas, r)
-	c.mu.Unlock()
-	c.note("%s started", name)
-	return r
+	return r, err
 }
 
 func (r *replica) id() string { return r.ctr.GetContainerID() }
