@@ -18,6 +18,7 @@ import (
 
 	"github.com/auditproc/auditproc/internal/integrity"
 	"github.com/auditproc/auditproc/internal/redisconn"
+	"github.com/auditproc/auditproc/internal/shard"
 	"github.com/auditproc/auditproc/internal/streambus"
 )
 
@@ -78,6 +79,16 @@ type Config struct {
 	Keys *Keyring
 	// Stream is the audit stream. Default: DefaultStream.
 	Stream string
+	// Shards is stream.shards: above 1, Audit and a Producer append each
+	// event to the stream of its shard (shard 0 is Stream; docs/scaling.md),
+	// chosen by PartitionKey. Consume, Ack, Pending and ClaimStale use
+	// Stream alone. Default: 1.
+	Shards int
+	// PartitionKey is stream.partition_key: the top-level event field whose
+	// value picks the shard (CRC-32 of its text modulo Shards), so that
+	// events with the same value keep their order. Events without it, or
+	// with it empty, spread evenly.
+	PartitionKey string
 	// Group is the consumer group. Default: DefaultGroup.
 	Group string
 	// MaxLen, when positive, trims the stream to about MaxLen entries on
@@ -228,6 +239,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%w: %s %s must not be negative (zero means the default)", ErrInvalidConfig, d.name, d.d))
 		}
 	}
+	if c.Shards < 0 || c.Shards > shard.Max {
+		errs = append(errs, fmt.Errorf("%w: Shards %d: want 1 to %d", ErrInvalidConfig, c.Shards, shard.Max))
+	}
 	if c.QueueSize < 0 || c.BatchSize < 0 || c.Pipeline < 0 || c.SpoolMaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("%w: QueueSize, BatchSize, Pipeline and SpoolMaxBytes must not be negative", ErrInvalidConfig))
 	}
@@ -253,6 +267,17 @@ type Bus struct {
 	checkpointsDone chan struct{}
 
 	durableOnce sync.Once
+}
+
+// streamOf is the stream of the shard of a stamped event whose event_id is
+// id: by the partition key, else by the event id, so that Audit called again
+// with the event an OutcomeUnknownError gave goes to the same stream (where
+// it is found written already).
+func (b *Bus) streamOf(stamped []byte, id string) string {
+	if b.cfg.Shards < 2 {
+		return b.cfg.Stream
+	}
+	return shard.Key(b.cfg.Stream, shard.Of(stamped, b.cfg.PartitionKey, b.cfg.Shards, shard.ByText(id)))
 }
 
 // New returns a Bus. It does not contact Redis: an unreachable server shows
@@ -347,17 +372,27 @@ func (b *Bus) Audit(ctx context.Context, event any) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", fmt.Errorf("audit: %w (the event was not sent)", err)
 	}
-	env, err := b.bus.Seal(b.cfg.Stream, raw)
+	stream := b.cfg.Stream
+	if b.cfg.Shards > 1 {
+		// The shard goes by the event id when there is no partition key,
+		// so the event is stamped first.
+		stamped, id, err := integrity.Stamp(raw, time.Now())
+		if err != nil {
+			return "", classify("audit", fmt.Errorf("%w: %w", ErrInvalidEvent, err))
+		}
+		raw, stream = stamped, b.streamOf(stamped, id)
+	}
+	env, err := b.bus.Seal(stream, raw)
 	if err != nil {
 		return "", classify("audit", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
 	defer cancel()
-	id, dup, err := b.bus.AppendOnce(ctx, b.cfg.Stream, env, b.cfg.MaxLen, b.cfg.RetryWindow)
+	id, dup, err := b.bus.AppendOnce(ctx, stream, env, b.cfg.MaxLen, b.cfg.RetryWindow)
 	if err != nil {
 		// The link Seal signed may or may not be in the stream: the chain
 		// goes on in a new session rather than past a possible hole.
-		b.bus.ChainBroken(ctx, b.cfg.Stream, err)
+		b.bus.ChainBroken(ctx, stream, err)
 		if notSent(err) {
 			return "", classify("audit", err)
 		}
@@ -366,12 +401,12 @@ func (b *Bus) Audit(ctx context.Context, event any) (string, error) {
 	if dup {
 		// A retry: the event is there already, under its first link; the
 		// link signed now was not written.
-		b.bus.ChainBroken(ctx, b.cfg.Stream, fmt.Errorf("event %s was written before", env.EventID))
+		b.bus.ChainBroken(ctx, stream, fmt.Errorf("event %s was written before", env.EventID))
 	} else {
 		_ = b.bus.Checkpoint(ctx) // by count; failures are logged there
 	}
 	b.log.LogAttrs(ctx, slog.LevelDebug, "audit_event_written",
-		slog.String("stream", b.cfg.Stream), slog.String("entry_id", id), slog.String("event_id", env.EventID), slog.Bool("retry", dup))
+		slog.String("stream", stream), slog.String("entry_id", id), slog.String("event_id", env.EventID), slog.Bool("retry", dup))
 	return id, nil
 }
 

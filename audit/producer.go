@@ -141,29 +141,8 @@ type ProducerStats struct {
 	SpoolEvents, SpoolBytes int64
 }
 
-// Producer appends events in pipelined batches, for services that audit at
-// a high rate: Send queues an event and returns at once; a background
-// writer signs nothing twice, sends Config.Pipeline batches of up to
-// Config.BatchSize events per round trip, in order, and resolves each
-// event's Pending. A batch whose reply is lost is sent again as it was: a
-// Lua script in Redis keeps the producer's last sequence number (in a key
-// next to the stream) and skips what it already holds, so nothing is
-// doubled. With Config.SpoolDir, batches Redis does not take within
-// Config.WriteTimeout go to a local fsynced spool and are sent, in order,
-// once Redis is back.
-//
-// Events are signed with envelope version 2, like Bus.Audit's: one chain
-// per Producer (source id "<Config.Source>/<random session>"), shared by
-// every goroutine that calls Send (signing is serialised under one lock,
-// in the order entries go to the stream), with a signed checkpoint every
-// Config.CheckpointEvery events or Config.CheckpointInterval (also when
-// idle) and a closing one in Close. Checkpoints travel in the batches, and
-// through the spool, like events, so a spooled and drained run still reads
-// as one whole chain (`auditproc verify`, docs/trail.md).
-//
-// A Producer is safe for concurrent use; events from one goroutine keep
-// their order.
-type Producer struct {
+// streamProducer is a Producer of one shard: it appends to one stream.
+type streamProducer struct {
 	cfg   Config
 	bus   *Bus
 	keys  *integrity.Keyring
@@ -195,20 +174,20 @@ type Producer struct {
 	derivedIDs                     bool
 }
 
-// NewProducer returns a Producer writing with cfg (see Config for the
-// Producer's fields) and starts its writer. With Config.SpoolDir it opens
+// newStreamProducer returns the Producer of one stream (cfg.Stream) and
+// starts its writer. With Config.SpoolDir it opens
 // (and locks) the spool, whose events from an earlier run are sent first.
 // Without Config.ProducerID it does not contact Redis; with one it first
 // sends what the spool holds and reads how many of the producer's events
 // Redis holds already (within WriteTimeout each; Redis away, it goes on),
 // so that Send passes over them without signing them into the new chain.
 // Close it to flush and stop.
-func NewProducer(cfg Config, logger *slog.Logger) (*Producer, error) {
+func newStreamProducer(cfg Config, logger *slog.Logger) (*streamProducer, error) {
 	b, err := New(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
-	p := &Producer{
+	p := &streamProducer{
 		cfg: b.cfg, bus: b, keys: b.cfg.Keys.k, log: b.log,
 		space: make(chan struct{}, b.cfg.QueueSize),
 		wake:  make(chan struct{}, 1),
@@ -260,7 +239,7 @@ func NewProducer(cfg Config, logger *slog.Logger) (*Producer, error) {
 // an earlier run (0 when it does not say within WriteTimeout): Send
 // resolves those as Duplicate without signing them, so that this run's
 // chain has no entry that is never written.
-func (p *Producer) readHeld() uint64 {
+func (p *streamProducer) readHeld() uint64 {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
 	defer cancel()
 	raw, err := p.bus.rdb.Get(ctx, streambus.ProducerKey(p.cfg.Stream, p.id)).Result()
@@ -277,11 +256,11 @@ func (p *Producer) readHeld() uint64 {
 
 // Source returns the source id the Producer signs its chain as:
 // "<Config.Source>/<session>".
-func (p *Producer) Source() string { return p.chain.Source() }
+func (p *streamProducer) Source() string { return p.chain.Source() }
 
 // runCheckpoints adds the chain's checkpoints due by time (every
 // Config.CheckpointInterval, also when idle) until Close.
-func (p *Producer) runCheckpoints() {
+func (p *streamProducer) runCheckpoints() {
 	interval := p.cfg.CheckpointInterval
 	if interval <= 0 {
 		interval = integrity.DefaultCheckpointInterval
@@ -309,7 +288,7 @@ func (p *Producer) runCheckpoints() {
 // addCheckpoints appends signed checkpoints to the filling batch, in
 // chain order; p.mu is held. A checkpoint that could not be signed is
 // logged: the chain goes on, and a reader misses only that checkpoint.
-func (p *Producer) addCheckpoints(envs []integrity.StreamEnvelope, err error) bool {
+func (p *streamProducer) addCheckpoints(envs []integrity.StreamEnvelope, err error) bool {
 	if err != nil {
 		p.log.LogAttrs(context.Background(), slog.LevelWarn, "audit_checkpoint_failed", slog.String("error", err.Error()))
 	}
@@ -329,7 +308,7 @@ func (p *Producer) addCheckpoints(envs []integrity.StreamEnvelope, err error) bo
 }
 
 // addEntry records the entry just appended to b's arena; p.mu is held.
-func (p *Producer) addEntry(b *batch, link integrity.Link, id string, start, sigAt int) {
+func (p *streamProducer) addEntry(b *batch, link integrity.Link, id string, start, sigAt int) {
 	if len(b.results) == 0 {
 		b.Source, b.ChainSeq, b.Prev = link.Source, link.Seq, link.Prev
 	}
@@ -347,21 +326,13 @@ func (p *Producer) addEntry(b *batch, link integrity.Link, id string, start, sig
 }
 
 // ID is the producer's name in Redis (Config.ProducerID, or a random one).
-func (p *Producer) ID() string { return p.id }
-
-// Send checks, stamps and signs event (as Bus.Audit does) and queues it. It
-// blocks while the queue is full, until ctx ends (ErrQueueFull). An event
-// that cannot be signed is refused at once (ErrInvalidEvent). The result
-// comes later, through the returned Pending.
-func (p *Producer) Send(ctx context.Context, event any) (Pending, error) {
-	return p.SendWithID(ctx, event, "")
-}
+func (p *streamProducer) ID() string { return p.id }
 
 // SendWithID is Send giving the event_id to use when the event has none
 // ("" lets the Producer choose: a UUIDv7, or, with Config.ProducerID set, an
 // id derived from the producer and the sequence number, so that sending the
 // same sequence again gives the same ids).
-func (p *Producer) SendWithID(ctx context.Context, event any, eventID string) (Pending, error) {
+func (p *streamProducer) SendWithID(ctx context.Context, event any, eventID string) (Pending, error) {
 	raw, err := encodeEvent(event)
 	if err != nil {
 		return Pending{}, err
@@ -442,7 +413,7 @@ func (p *Producer) SendWithID(ctx context.Context, event any, eventID string) (P
 	return Pending{b: b, i: i}, nil
 }
 
-func (p *Producer) newBatch() *batch {
+func (p *streamProducer) newBatch() *batch {
 	b := &batch{done: make(chan struct{})}
 	b.Stream, b.Producer, b.FirstSeq, b.KeyID = p.cfg.Stream, p.id, p.nextSeq, p.keys.ActiveKeyID()
 	b.FirstEvent = p.nextEvent
@@ -455,7 +426,7 @@ func (p *Producer) newBatch() *batch {
 }
 
 // handOff moves the filling batch to the writer's queue; p.mu is held.
-func (p *Producer) handOff() {
+func (p *streamProducer) handOff() {
 	if p.cur == nil {
 		return
 	}
@@ -465,7 +436,7 @@ func (p *Producer) handOff() {
 	p.cur = nil
 }
 
-func (p *Producer) kick() {
+func (p *streamProducer) kick() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -474,7 +445,7 @@ func (p *Producer) kick() {
 
 // take returns up to n batches for the writer, the filling one included
 // when nothing else waits, or nil when there is nothing.
-func (p *Producer) take(n int) []*batch {
+func (p *streamProducer) take(n int) []*batch {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.queue) == 0 {
@@ -492,7 +463,7 @@ func (p *Producer) take(n int) []*batch {
 
 // Flush waits until every event sent before it has its result, or until ctx
 // ends.
-func (p *Producer) Flush(ctx context.Context) error {
+func (p *streamProducer) Flush(ctx context.Context) error {
 	p.mu.Lock()
 	p.handOff()
 	last := p.last
@@ -517,7 +488,7 @@ func (p *Producer) Flush(ctx context.Context) error {
 // result, what is still queued is spooled (with Config.SpoolDir) or
 // resolved with ErrUnavailable (never sent) or ErrOutcomeUnknown (sent, no
 // answer), and Close says how many.
-func (p *Producer) Close(ctx context.Context) error {
+func (p *streamProducer) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -550,7 +521,7 @@ func (p *Producer) Close(ctx context.Context) error {
 
 // Stats returns the Producer's counters: the spool's depth among them, for
 // a service's metrics.
-func (p *Producer) Stats() ProducerStats {
+func (p *streamProducer) Stats() ProducerStats {
 	return ProducerStats{
 		Queued: p.queued.Load(), Written: p.written.Load(), Duplicates: p.dups.Load(),
 		Spooled: p.spooled.Load(), Failed: p.failed.Load(),
@@ -559,7 +530,7 @@ func (p *Producer) Stats() ProducerStats {
 }
 
 // run is the writer: it sends batches in order until Close.
-func (p *Producer) run() {
+func (p *streamProducer) run() {
 	defer close(p.done)
 	p.bus.warnNotDurable(context.Background())
 	w := &writer{p: p, delay: p.cfg.RetryDelay}
@@ -594,7 +565,7 @@ func (p *Producer) run() {
 
 // writer holds the writer goroutine's retry state.
 type writer struct {
-	p       *Producer
+	p       *streamProducer
 	delay   time.Duration
 	closing bool
 	gaveUp  bool

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/tidwall/gjson"
 
 	"github.com/auditproc/auditproc/internal/integrity"
@@ -85,9 +86,10 @@ func parseDeadLetter(m streambus.RawEntry) deadLetter {
 
 func dlqListCommand() *command {
 	var (
-		cf     *configFlags
-		count  int64
-		asJSON bool
+		cf      *configFlags
+		shardNo int
+		count   int64
+		asJSON  bool
 	)
 	return &command{
 		name:    "list",
@@ -101,6 +103,7 @@ func dlqListCommand() *command {
 		flags: func(fs *flag.FlagSet) {
 			cf = newConfigFlags(fs)
 			fs.Int64Var(&count, "count", 100, "list at most this many")
+			fs.IntVar(&shardNo, "shard", -1, "with stream.shards: only this shard's dead-letter stream (default: every shard's)")
 			fs.BoolVar(&asJSON, "json", false, "print one JSON object per entry")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
@@ -121,20 +124,30 @@ func dlqListCommand() *command {
 			if err != nil {
 				return err
 			}
-			msgs, err := bus.XRange(ctx, cfg.DeadLetter.Stream, "-", "+", count)
+			dlqs, err := selectShards(cfg.DeadLetterShards(), shardNo)
 			if err != nil {
-				return fmt.Errorf("dlq list %s: %w", cfg.DeadLetter.Stream, err)
+				return err
 			}
-			// The stream also holds its writers' checkpoints and
+			// Each stream also holds its writers' checkpoints and
 			// withdrawals: only letters are listed. --stream lists the
-			// dead letters of that audit stream only.
-			kept := msgs[:0]
-			for _, m := range msgs {
-				if m.IsDeadLetter() && (!cf.set("stream") || parseDeadLetter(m).OriginalStream == cfg.Stream.Name) {
-					kept = append(kept, m)
+			// dead letters of that audit stream (its shards) only.
+			streams := cfg.StreamShards()
+			var kept []streambus.RawEntry
+			for _, dlq := range dlqs {
+				msgs, err := bus.XRange(ctx, dlq, "-", "+", count-int64(len(kept)))
+				if err != nil {
+					return fmt.Errorf("dlq list %s: %w", dlq, err)
+				}
+				for _, m := range msgs {
+					if m.IsDeadLetter() && (!cf.set("stream") || slices.Contains(streams, parseDeadLetter(m).OriginalStream)) {
+						kept = append(kept, m)
+					}
+				}
+				if int64(len(kept)) >= count {
+					break
 				}
 			}
-			msgs = kept
+			msgs := kept
 			if asJSON {
 				enc := json.NewEncoder(sio.out)
 				for _, m := range msgs {
@@ -145,13 +158,22 @@ func dlqListCommand() *command {
 				return nil
 			}
 			w := tabwriter.NewWriter(sio.out, 0, 0, 2, ' ', 0)
+			// With shards, the audit stream each letter came from tells
+			// its shard (give it to replay as --shard when an id is in two).
+			sharded := len(dlqs) > 1
+			if sharded {
+				fmt.Fprint(w, "STREAM\t")
+			}
 			fmt.Fprintln(w, "DLQ ID\tORIGINAL ID\tDELIVERIES\tEVENT ID\tREASON")
 			for _, m := range msgs {
 				d := parseDeadLetter(m)
+				if sharded {
+					fmt.Fprintf(w, "%s\t", d.OriginalStream)
+				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.ID, d.OriginalID, d.Deliveries, orDash(d.EventID), d.Reason)
 			}
 			_ = w.Flush()
-			fmt.Fprintf(sio.out, "%d dead-lettered entr%s in %s\n", len(msgs), plural(len(msgs), "y", "ies"), cfg.DeadLetter.Stream)
+			fmt.Fprintf(sio.out, "%d dead-lettered entr%s in %s\n", len(msgs), plural(len(msgs), "y", "ies"), strings.Join(dlqs, ", "))
 			return nil
 		},
 	}
@@ -162,6 +184,7 @@ func dlqReplayCommand() *command {
 		cf       *configFlags
 		all      bool
 		unsealed bool
+		shardNo  int
 	)
 	return &command{
 		name:    "replay",
@@ -183,6 +206,7 @@ an auditproc that did not seal them are refused too, unless --unsealed.`,
 			cf = newConfigFlags(fs)
 			fs.BoolVar(&all, "all", false, "replay every dead-lettered entry")
 			fs.BoolVar(&unsealed, "unsealed", false, "also replay dead letters without a seal (written before auditproc sealed them)")
+			fs.IntVar(&shardNo, "shard", -1, "with stream.shards: only this shard's dead-letter stream (default: every shard's)")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, ids []string) error {
 			if all == (len(ids) > 0) {
@@ -214,73 +238,53 @@ an auditproc that did not seal them are refused too, unless --unsealed.`,
 					fmt.Fprintf(sio.err, "dlq replay: closing checkpoint of %s not written: %v\n", bus.Source(), err)
 				}
 			}()
-			// The whole stream is read: a letter is judged against the
-			// others (copies, withdrawals, where sealing began).
-			every, err := xrangeAll(ctx, bus, cfg.DeadLetter.Stream)
+			// Each dead-letter stream (one per shard) is read whole: a
+			// letter is judged against the others (copies, withdrawals,
+			// where sealing began).
+			dlqs, err := selectShards(cfg.DeadLetterShards(), shardNo)
 			if err != nil {
-				return fmt.Errorf("dlq replay: read %s: %w", cfg.DeadLetter.Stream, err)
+				return err
 			}
-			book := newLetterBook(keys, cfg.DeadLetter.Stream, every)
-			msgs := every
-			if !all {
-				msgs = nil
-				for _, id := range ids {
-					i := slices.IndexFunc(every, func(m streambus.RawEntry) bool { return m.ID == id })
-					if i < 0 {
-						return usagef("dlq replay: no entry %s in %s", id, cfg.DeadLetter.Stream)
+			type shardLetters struct {
+				dlq         string
+				every, msgs []streambus.RawEntry
+			}
+			var work []shardLetters
+			found := map[string]string{} // dead-letter id -> its stream
+			for _, dlq := range dlqs {
+				every, err := xrangeAll(ctx, bus, dlq)
+				if err != nil {
+					return fmt.Errorf("dlq replay: read %s: %w", dlq, err)
+				}
+				msgs := every
+				if !all {
+					msgs = nil
+					for _, id := range ids {
+						i := slices.IndexFunc(every, func(m streambus.RawEntry) bool { return m.ID == id })
+						if i < 0 {
+							continue
+						}
+						if other, twice := found[id]; twice {
+							return usagef("dlq replay: %s is an entry of both %s and %s: give --shard", id, other, dlq)
+						}
+						found[id] = dlq
+						msgs = append(msgs, every[i])
 					}
-					msgs = append(msgs, every[i])
+				}
+				work = append(work, shardLetters{dlq, every, msgs})
+			}
+			for _, id := range ids {
+				if _, ok := found[id]; !ok {
+					return usagef("dlq replay: no entry %s in %s", id, strings.Join(dlqs, ", "))
 				}
 			}
 			replayed, refused := 0, 0
-			for _, m := range msgs {
-				if !m.IsDeadLetter() {
-					if !all {
-						return usagef("dlq replay: %s in %s is not a dead letter (a checkpoint or a withdrawal)", m.ID, cfg.DeadLetter.Stream)
-					}
-					continue
-				}
-				d := parseDeadLetter(m)
-				if _, err := keys.VerifySealed(cfg.DeadLetter.Stream, m.Fields); integrity.IsSealed(m.Fields) && err != nil {
-					refused++
-					fmt.Fprintf(sio.err, "refused %s (original %s): its seal does not verify (%s); a dead letter added or changed without the key is never replayed\n",
-						d.ID, d.OriginalID, integrity.Reason(err))
-					continue
-				}
-				if why := book.refusal(m, unsealed); why != "" {
-					refused++
-					fmt.Fprintf(sio.err, "refused %s (original %s): %s\n", d.ID, d.OriginalID, why)
-					continue
-				}
-				if d.Repeated != "" {
-					refused++
-					fmt.Fprintf(sio.err, "refused %s (original %s): field %q is named twice (malformed_envelope); ambiguous entries are never replayed\n",
-						d.ID, d.OriginalID, d.Repeated)
-					continue
-				}
-				env, err := keys.VerifyFields(d.OriginalStream, d.EntryFields)
+			for _, w := range work {
+				r, f, err := replayLetters(ctx, sio, bus, rdb, keys, w.dlq, w.every, w.msgs, all, unsealed)
+				replayed, refused = replayed+r, refused+f
 				if err != nil {
-					refused++
-					fmt.Fprintf(sio.err, "refused %s (original %s): its signature does not verify (%s); tampered entries are never replayed\n",
-						d.ID, d.OriginalID, integrity.Reason(err))
-					continue
+					return err
 				}
-				e, err := bus.XAdd(ctx, d.OriginalStream, env.Event, 0)
-				if err != nil {
-					return fmt.Errorf("dlq replay %s: %w (%d replayed before it)", d.ID, err, replayed)
-				}
-				// A sealed letter's deletion is accounted for first in its
-				// chain by a withdrawal, so that verify sees no gap.
-				if w, ok := m.Withdrawal(d.OriginalStream + " " + e.ID); ok {
-					if _, err := bus.AppendSealed(ctx, cfg.DeadLetter.Stream, w); err != nil {
-						return fmt.Errorf("dlq replay %s: appended as %s but its withdrawal not written, so not removed from %s: %w", d.ID, e.ID, cfg.DeadLetter.Stream, err)
-					}
-				}
-				if err := rdb.XDel(ctx, cfg.DeadLetter.Stream, d.ID).Err(); err != nil {
-					return fmt.Errorf("dlq replay %s: appended as %s but not removed from %s: %w", d.ID, e.ID, cfg.DeadLetter.Stream, err)
-				}
-				replayed++
-				fmt.Fprintf(sio.out, "replayed %s as %s in %s (event_id %s)\n", d.ID, e.ID, d.OriginalStream, e.EventID)
 			}
 			fmt.Fprintf(sio.out, "%d replayed, %d refused\n", replayed, refused)
 			if refused > 0 && !all {
@@ -289,6 +293,75 @@ an auditproc that did not seal them are refused too, unless --unsealed.`,
 			return nil
 		},
 	}
+}
+
+// replayLetters replays msgs, entries of the dead-letter stream dlq (every
+// is the whole stream, against which each letter is judged), and says how
+// many were replayed and refused.
+func replayLetters(ctx context.Context, sio stdio, bus *streambus.Bus, rdb redis.UniversalClient, keys *integrity.Keyring,
+	dlq string, every, msgs []streambus.RawEntry, all, unsealed bool) (replayed, refused int, err error) {
+	book := newLetterBook(keys, dlq, every)
+	for _, m := range msgs {
+		if !m.IsDeadLetter() {
+			if !all {
+				return replayed, refused, usagef("dlq replay: %s in %s is not a dead letter (a checkpoint or a withdrawal)", m.ID, dlq)
+			}
+			continue
+		}
+		d := parseDeadLetter(m)
+		if _, err := keys.VerifySealed(dlq, m.Fields); integrity.IsSealed(m.Fields) && err != nil {
+			refused++
+			fmt.Fprintf(sio.err, "refused %s (original %s): its seal does not verify (%s); a dead letter added or changed without the key is never replayed\n",
+				d.ID, d.OriginalID, integrity.Reason(err))
+			continue
+		}
+		if why := book.refusal(m, unsealed); why != "" {
+			refused++
+			fmt.Fprintf(sio.err, "refused %s (original %s): %s\n", d.ID, d.OriginalID, why)
+			continue
+		}
+		if d.Repeated != "" {
+			refused++
+			fmt.Fprintf(sio.err, "refused %s (original %s): field %q is named twice (malformed_envelope); ambiguous entries are never replayed\n",
+				d.ID, d.OriginalID, d.Repeated)
+			continue
+		}
+		env, err := keys.VerifyFields(d.OriginalStream, d.EntryFields)
+		if err != nil {
+			refused++
+			fmt.Fprintf(sio.err, "refused %s (original %s): its signature does not verify (%s); tampered entries are never replayed\n",
+				d.ID, d.OriginalID, integrity.Reason(err))
+			continue
+		}
+		e, err := bus.XAdd(ctx, d.OriginalStream, env.Event, 0)
+		if err != nil {
+			return replayed, refused, fmt.Errorf("dlq replay %s: %w (%d replayed before it)", d.ID, err, replayed)
+		}
+		// A sealed letter's deletion is accounted for first in its
+		// chain by a withdrawal, so that verify sees no gap.
+		if w, ok := m.Withdrawal(d.OriginalStream + " " + e.ID); ok {
+			if _, err := bus.AppendSealed(ctx, dlq, w); err != nil {
+				return replayed, refused, fmt.Errorf("dlq replay %s: appended as %s but its withdrawal not written, so not removed from %s: %w", d.ID, e.ID, dlq, err)
+			}
+		}
+		if err := rdb.XDel(ctx, dlq, d.ID).Err(); err != nil {
+			return replayed, refused, fmt.Errorf("dlq replay %s: appended as %s but not removed from %s: %w", d.ID, e.ID, dlq, err)
+		}
+		replayed++
+		fmt.Fprintf(sio.out, "replayed %s as %s in %s (event_id %s)\n", d.ID, e.ID, d.OriginalStream, e.EventID)
+	}
+	return replayed, refused, nil
+}
+
+// selectShards is names, or with --shard k (k >= 0) its k-th alone.
+func selectShards(names []string, k int) ([]string, error) {
+	if k < 0 {
+		return names, nil
+	}
+	if k >= len(names) {
+		return nil, usagef("--shard %d: the trail has %d shard(s) (stream.shards), numbered from 0", k, len(names))
+	}
+	return names[k : k+1], nil
 }
 
 // xrangeAll reads a whole stream in pages.

@@ -263,10 +263,12 @@ func (e *emitter) send(ctx context.Context, producer string, n int, progress boo
 	logger := newLogger(e.sio.err, "text", "warn")
 	p, err := audit.NewProducer(audit.Config{
 		Client: rdb, Keys: e.keys, Stream: e.cfg.Stream.Name, MaxLen: e.maxLen,
+		Shards: e.cfg.ShardCount(), PartitionKey: e.cfg.Stream.PartitionKey,
 		WriteTimeout: e.cfg.Redis.IOTimeout, ProducerID: producer, Source: hostSource("emit"),
 		SpoolDir: e.spool, SpoolMaxBytes: e.spoolMax,
-		// Enough to keep the pipeline full; a file gains nothing from more.
-		QueueSize: 4 * audit.DefaultPipeline * audit.DefaultBatchSize,
+		// Enough to keep each shard's pipeline full; a file gains nothing
+		// from more.
+		QueueSize: 4 * audit.DefaultPipeline * audit.DefaultBatchSize * e.cfg.ShardCount(),
 	}, logger)
 	if err != nil {
 		return usageError{err}
@@ -313,7 +315,7 @@ func (e *emitter) send(ctx context.Context, producer string, n int, progress boo
 			int64(n)-ok, n, st.Written, st.Duplicates, st.Spooled, errors.Join(sendErr, closeErr))
 	}
 	if !e.quiet {
-		fmt.Fprintf(e.sio.out, "emitted %d event(s) to %s: %d written, %d already there", n, e.cfg.Stream.Name, st.Written, st.Duplicates)
+		fmt.Fprintf(e.sio.out, "emitted %d event(s) to %s: %d written, %d already there", n, shardsLabel(e.cfg.Stream.Name, e.cfg.ShardCount()), st.Written, st.Duplicates)
 		if e.spool != "" {
 			fmt.Fprintf(e.sio.out, ", %d spooled in %s (%d waiting)", st.Spooled, e.spool, st.SpoolEvents)
 		}

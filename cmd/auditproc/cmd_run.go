@@ -226,7 +226,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	// Shutdown order (reverse of start): the processor stops reading,
 	// finishes and acks what it read, then the plugins close, then Redis.
 	defer rdb.Close()
-	var proc *processor.Processor
+	var proc *processor.Shards
 	defer func() {
 		// The pipeline running at the end: the first one, or the last
 		// reload's (the processor closed the ones it replaced).
@@ -244,17 +244,39 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	}
 	// The replica is a source: its sink emits and dead letters are chained
 	// (envelope version 2, sealed letters), so the processed trail verifies
-	// like the one it reads.
-	bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize),
-		RequireChain: cfg.Integrity.RequireChain, Source: runSource(cfg.Stream.Consumer),
-		Checkpoint: integrity.ChainConfig{CheckpointEvery: cfg.Integrity.CheckpointEvery, CheckpointInterval: cfg.Integrity.CheckpointInterval},
-	}, logger, rdb, keys)
+	// like the one it reads. Each shard has a Bus of its own: its own chain
+	// session, checkpoints and chained writes.
+	n := cfg.ShardCount()
+	buses := make([]*streambus.Bus, n)
+	shardCfgs := make([]processor.Config, n)
+	sinks, err := openSinks(cfg, logger)
 	if err != nil {
 		return err
 	}
+	for k := range n {
+		sc := cfg.ShardConfig(k)
+		bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize),
+			RequireChain: cfg.Integrity.RequireChain, Source: runSource(cfg.Stream.Consumer),
+			Checkpoint: integrity.ChainConfig{CheckpointEvery: cfg.Integrity.CheckpointEvery, CheckpointInterval: cfg.Integrity.CheckpointInterval},
+		}, logger, rdb, keys)
+		if err != nil {
+			closeExternal(sinks)
+			return err
+		}
+		buses[k] = bus
+		shardCfgs[k] = processor.Config{
+			Stream: sc.Stream.Name, Group: sc.Stream.Group, Consumer: sc.Stream.Consumer,
+			DeadLetter: sc.DeadLetter.Stream, BatchSize: sc.Consumer.BatchSize, Block: sc.Consumer.Block,
+			Workers: sc.Consumer.Workers, ReclaimInterval: sc.Reclaim.Interval, MinIdle: sc.Reclaim.MinIdle,
+			MaxDeliveries: sc.Reclaim.MaxDeliveries, ShutdownTimeout: sc.Consumer.ShutdownTimeout, StateDir: sc.Consumer.StateDir,
+			GapGrace: sc.Integrity.GapGrace, Sinks: shardSinkStreams(sinks, sc.Sinks), StopWhenIdle: stopWhenIdle,
+		}
+	}
 	checkpoints, stopCheckpoints := context.WithCancel(context.WithoutCancel(ctx))
 	var checkpointing sync.WaitGroup
-	checkpointing.Go(func() { bus.RunCheckpoints(checkpoints) })
+	for _, bus := range buses {
+		checkpointing.Go(func() { bus.RunCheckpoints(checkpoints) })
+	}
 	defer func() {
 		// After the processor's last commit: the checkpoints stop, and the
 		// closing ones say the replica's chains end here.
@@ -262,33 +284,29 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		checkpointing.Wait()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Redis.IOTimeout+time.Second)
 		defer cancel()
-		if err := bus.CloseChain(cctx); err != nil {
-			logger.Warn("audit_chain_not_closed", slog.String("source", bus.Source()), slog.String("error", err.Error()))
+		for _, bus := range buses {
+			if err := bus.CloseChain(cctx); err != nil {
+				logger.Warn("audit_chain_not_closed", slog.String("source", bus.Source()), slog.String("error", err.Error()))
+			}
 		}
 	}()
 	if w := integrity.KeyringFileWarning(os.Getenv); w != "" {
 		logger.Warn("keyring_file_readable", slog.String("detail", w))
 	}
 	if !pf.force {
-		if err := checkKeyring(ctx, bus, cfg.Stream.Name, keys); err != nil {
-			return err
+		for k, bus := range buses {
+			if err := checkKeyring(ctx, bus, shardCfgs[k].Stream, keys); err != nil {
+				closeExternal(sinks)
+				return err
+			}
 		}
 	}
 	metrics := processor.NewMetrics()
 	registerBuildInfo(metrics.Registry)
 	metrics.WatchPlugins(pipeline.Plugins())
-	sinks, err := openSinks(cfg, logger)
+	proc, err = processor.NewShards(shardCfgs, buses, logger, pipeline, metrics)
 	if err != nil {
-		return err
-	}
-	proc, err = processor.New(processor.Config{
-		Stream: cfg.Stream.Name, Group: cfg.Stream.Group, Consumer: cfg.Stream.Consumer,
-		DeadLetter: cfg.DeadLetter.Stream, BatchSize: cfg.Consumer.BatchSize, Block: cfg.Consumer.Block,
-		Workers: cfg.Consumer.Workers, ReclaimInterval: cfg.Reclaim.Interval, MinIdle: cfg.Reclaim.MinIdle,
-		MaxDeliveries: cfg.Reclaim.MaxDeliveries, ShutdownTimeout: cfg.Consumer.ShutdownTimeout, StateDir: cfg.Consumer.StateDir,
-		GapGrace: cfg.Integrity.GapGrace, Sinks: sinks, StopWhenIdle: stopWhenIdle,
-	}, logger, bus, pipeline, metrics)
-	if err != nil {
+		closeExternal(sinks)
 		return err
 	}
 	if cfg.Metrics.Address != "" {
@@ -298,7 +316,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		}
 		defer stop()
 	}
-	logger.Info("processor_started", slog.String("stream", cfg.Stream.Name), slog.String("group", cfg.Stream.Group),
+	logger.Info("processor_started", slog.String("stream", cfg.Stream.Name), slog.Int("shards", n), slog.String("group", cfg.Stream.Group),
 		slog.String("consumer", cfg.Stream.Consumer), slog.Int("workers", cfg.Consumer.Workers),
 		slog.Int("plugins", len(cfg.Plugins)), slog.String("key_id", keys.ActiveKeyID()))
 	if pf.cf != nil {
@@ -416,10 +434,14 @@ func closePlugins(ctx context.Context, plugins []*host.Plugin) {
 func checkRedis(ctx context.Context, rdb redis.UniversalClient, mode redisconn.Mode, cfg *config.Config, logger *slog.Logger) error {
 	cctx, cancel := context.WithTimeout(ctx, cfg.Redis.DialTimeout+cfg.Redis.IOTimeout)
 	defer cancel()
-	streams := []string{cfg.Stream.Name, cfg.DeadLetter.Stream}
-	for _, s := range cfg.Sinks {
-		if s.Type == "stream" {
-			streams = append(streams, s.Stream)
+	var streams []string
+	for k := range cfg.ShardCount() {
+		sc := cfg.ShardConfig(k)
+		streams = append(streams, sc.Stream.Name, sc.DeadLetter.Stream)
+		for _, s := range sc.Sinks {
+			if s.Type == config.SinkStream {
+				streams = append(streams, s.Stream)
+			}
 		}
 	}
 	err := redisconn.Check(cctx, rdb, mode, streams...)
@@ -456,7 +478,7 @@ func checkDurability(ctx context.Context, rdb redis.UniversalClient, logger *slo
 // serveMetrics serves /metrics, /healthz (the process and its read loop are
 // alive) and /readyz
 // (Redis answers, the loop runs and no keyring mismatch is suspected).
-func serveMetrics(addr string, m *processor.Metrics, proc *processor.Processor, logger *slog.Logger) (func(), error) {
+func serveMetrics(addr string, m *processor.Metrics, proc *processor.Shards, logger *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -494,13 +516,28 @@ func serveMetrics(addr string, m *processor.Metrics, proc *processor.Processor, 
 func printRunSummary(sio stdio, st *processor.Stats, rdb redis.UniversalClient, cfg *config.Config) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	pending := "unknown"
-	if p, err := rdb.XPending(ctx, cfg.Stream.Name, cfg.Stream.Group).Result(); err == nil {
-		pending = fmt.Sprint(p.Count)
+	// Sums over the shards; unknown when any shard does not answer.
+	pending, dlq := "unknown", "unknown"
+	var npending, nlen int64
+	var failed bool
+	for _, stream := range cfg.StreamShards() {
+		p, err := rdb.XPending(ctx, stream, cfg.Stream.Group).Result()
+		failed = failed || err != nil
+		if err == nil {
+			npending += p.Count
+		}
 	}
-	dlq := "unknown"
-	if n, err := rdb.XLen(ctx, cfg.DeadLetter.Stream).Result(); err == nil {
-		dlq = fmt.Sprint(n)
+	if !failed {
+		pending = fmt.Sprint(npending)
+	}
+	failed = false
+	for _, stream := range cfg.DeadLetterShards() {
+		n, err := rdb.XLen(ctx, stream).Result()
+		failed = failed || err != nil
+		nlen += n
+	}
+	if !failed {
+		dlq = fmt.Sprint(nlen)
 	}
 	w := tabwriter.NewWriter(sio.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "auditproc run summary")
@@ -515,7 +552,7 @@ func printRunSummary(sio stdio, st *processor.Stats, rdb redis.UniversalClient, 
 	fmt.Fprintf(w, "  dead-lettered: tampered, after max deliveries\t%d\n", st.TamperedDLQ.Load())
 	fmt.Fprintf(w, "  dead-lettered: failing, after max deliveries\t%d\n", st.Exhausted.Load())
 	fmt.Fprintf(w, "  retries scheduled\t%d\n", st.Retried.Load())
-	fmt.Fprintf(w, "  dead-letter stream %s length\t%s\n", cfg.DeadLetter.Stream, dlq)
+	fmt.Fprintf(w, "  dead-letter stream %s length\t%s\n", shardsLabel(cfg.DeadLetter.Stream, cfg.ShardCount()), dlq)
 	fmt.Fprintf(w, "  still pending in %s\t%s\n", cfg.Stream.Group, pending)
 	_ = w.Flush()
 }
@@ -530,11 +567,7 @@ func openSinks(cfg *config.Config, logger *slog.Logger) (map[string]processor.Si
 		if s.External() {
 			dest, err := s.OpenExternal(name, logger.With(slog.String("sink", name)))
 			if err != nil {
-				for _, o := range sinks {
-					if o.Dest != nil {
-						_ = o.Dest.Close()
-					}
-				}
+				closeExternal(sinks)
 				return nil, err
 			}
 			ps.Dest = dest
@@ -542,6 +575,36 @@ func openSinks(cfg *config.Config, logger *slog.Logger) (map[string]processor.Si
 		sinks[name] = ps
 	}
 	return sinks, nil
+}
+
+// closeExternal closes the external destinations of sinks (openSinks'),
+// when the processor that would have closed them is not started.
+func closeExternal(sinks map[string]processor.Sink) {
+	for _, o := range sinks {
+		if o.Dest != nil {
+			_ = o.Dest.Close()
+		}
+	}
+}
+
+// shardSinkStreams is sinks with each stream sink's stream the shard's.
+func shardSinkStreams(sinks map[string]processor.Sink, shard map[string]config.Sink) map[string]processor.Sink {
+	out := make(map[string]processor.Sink, len(sinks))
+	for name, s := range sinks {
+		if s.Type == processor.SinkStream {
+			s.Stream = shard[name].Stream
+		}
+		out[name] = s
+	}
+	return out
+}
+
+// shardsLabel names a stream in a summary: itself, or with "(N shards)".
+func shardsLabel(stream string, n int) string {
+	if n < 2 {
+		return stream
+	}
+	return fmt.Sprintf("%s (%d shards)", stream, n)
 }
 
 // keyringProbe is how many of the newest entries run checks against the

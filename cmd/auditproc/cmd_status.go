@@ -7,10 +7,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/config"
 )
 
 // groupStatus is one consumer group of the audit stream, as `status` shows it.
@@ -32,7 +35,11 @@ type consumerStatus struct {
 }
 
 type streamStatus struct {
-	Stream           string        `json:"stream"`
+	// Shard is the shard's index when stream.shards is above 1.
+	Shard  *int   `json:"shard,omitempty"`
+	Stream string `json:"stream"`
+	// Node is the master that serves the stream's slot, on Redis Cluster.
+	Node             string        `json:"node,omitempty"`
 	Length           int64         `json:"length"`
 	DeadLetterStream string        `json:"dead_letter_stream"`
 	DeadLetterLength int64         `json:"dead_letter_length"`
@@ -89,14 +96,10 @@ view goes on.`,
 			if cf.set("group") {
 				group = cfg.Stream.Group
 			}
-			read := func(ctx context.Context) (streamStatus, error) {
+			read := func(ctx context.Context) (trailStatus, error) {
 				ctx, cancel := context.WithTimeout(ctx, timeout)
 				defer cancel()
-				st, err := readStatus(ctx, rdb, cfg.Stream.Name, cfg.DeadLetter.Stream)
-				if err != nil {
-					return st, fmt.Errorf("status of stream %q: %w", cfg.Stream.Name, err)
-				}
-				return onlyGroup(st, group)
+				return readTrailStatus(ctx, rdb, &cfg, group)
 			}
 			if !watch {
 				st, err := read(ctx)
@@ -108,7 +111,7 @@ view goes on.`,
 					enc.SetIndent("", "  ")
 					return enc.Encode(st)
 				}
-				printStatus(sio.out, st)
+				st.print(sio.out)
 				return nil
 			}
 			layout := screens
@@ -119,7 +122,7 @@ view goes on.`,
 				at := time.Now().UTC()
 				st, err := read(ctx)
 				if asJSON {
-					frame := statusFrame{At: at, streamStatus: st}
+					frame := statusFrame{At: at, trailStatus: st}
 					if err != nil {
 						frame.Error = err.Error()
 					}
@@ -130,7 +133,7 @@ view goes on.`,
 					fmt.Fprintln(w, err)
 					return nil
 				}
-				printStatus(w, st)
+				st.print(w)
 				return nil
 			})
 		},
@@ -141,8 +144,92 @@ view goes on.`,
 // was read, and the error if Redis did not answer.
 type statusFrame struct {
 	At time.Time `json:"at"`
-	streamStatus
+	trailStatus
 	Error string `json:"error,omitempty"`
+}
+
+// trailStatus is what `status` shows: the stream's status; with
+// stream.shards above 1, the totals over the shards (lengths, and each
+// group's and consumer's lag and pending summed) and each shard's status in
+// Shards.
+type trailStatus struct {
+	streamStatus
+	Shards []streamStatus `json:"shards,omitempty"`
+}
+
+// readTrailStatus reads the status of every shard of cfg's trail (of group
+// only, when not empty).
+func readTrailStatus(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config, group string) (trailStatus, error) {
+	var out trailStatus
+	for k := range cfg.ShardCount() {
+		sc := cfg.ShardConfig(k)
+		st, err := readStatus(ctx, rdb, sc.Stream.Name, sc.DeadLetter.Stream)
+		if err != nil {
+			return out, fmt.Errorf("status of stream %q: %w", sc.Stream.Name, err)
+		}
+		if st, err = onlyGroup(st, group); err != nil {
+			return out, err
+		}
+		if cc, ok := rdb.(*redis.ClusterClient); ok {
+			if node, err := cc.MasterForKey(ctx, sc.Stream.Name); err == nil {
+				st.Node = node.Options().Addr
+			}
+		}
+		if cfg.ShardCount() == 1 {
+			out.streamStatus = st
+			return out, nil
+		}
+		st.Shard = &k
+		out.Shards = append(out.Shards, st)
+	}
+	out.streamStatus = sumShards(cfg, out.Shards)
+	return out, nil
+}
+
+// sumShards is the status of a sharded trail as a whole.
+func sumShards(cfg *config.Config, shards []streamStatus) streamStatus {
+	sum := streamStatus{Stream: cfg.Stream.Name, DeadLetterStream: cfg.DeadLetter.Stream, Groups: []groupStatus{}}
+	groups := map[string]int{}
+	for _, st := range shards {
+		sum.Length += st.Length
+		sum.DeadLetterLength += st.DeadLetterLength
+		for _, g := range st.Groups {
+			i, ok := groups[g.Name]
+			if !ok {
+				i = len(sum.Groups)
+				groups[g.Name] = i
+				sum.Groups = append(sum.Groups, groupStatus{Name: g.Name, Consumers: []consumerStatus{}})
+			}
+			sg := &sum.Groups[i]
+			sg.Lag += g.Lag
+			sg.Pending += g.Pending
+			for _, c := range g.Consumers {
+				j := slices.IndexFunc(sg.Consumers, func(x consumerStatus) bool { return x.Name == c.Name })
+				if j < 0 {
+					sg.Consumers = append(sg.Consumers, consumerStatus{Name: c.Name, IdleMS: c.IdleMS})
+					j = len(sg.Consumers) - 1
+				}
+				sc := &sg.Consumers[j]
+				sc.Pending += c.Pending
+				sc.OldestIdleMS = max(sc.OldestIdleMS, c.OldestIdleMS)
+				sc.IdleMS = min(sc.IdleMS, c.IdleMS)
+			}
+		}
+	}
+	return sum
+}
+
+// print writes the status as tables: one per shard, then the totals.
+func (t trailStatus) print(w io.Writer) {
+	for _, st := range t.Shards {
+		fmt.Fprintf(w, "shard %d of %d: ", *st.Shard, len(t.Shards))
+		printStatus(w, st)
+		fmt.Fprintln(w)
+	}
+	if len(t.Shards) > 0 {
+		fmt.Fprintf(w, "all %d shards: ", len(t.Shards))
+	}
+	printStatus(w, t.streamStatus)
 }
 
 // onlyGroup keeps the consumer group named (all when group is empty): an
@@ -211,7 +298,11 @@ func isNoSuchKey(err error) bool {
 
 func printStatus(out io.Writer, st streamStatus) {
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "stream %s: %d entries; dead-letter stream %s: %d entries\n", st.Stream, st.Length, st.DeadLetterStream, st.DeadLetterLength)
+	node := ""
+	if st.Node != "" {
+		node = " (on " + st.Node + ")"
+	}
+	fmt.Fprintf(w, "stream %s%s: %d entries; dead-letter stream %s: %d entries\n", st.Stream, node, st.Length, st.DeadLetterStream, st.DeadLetterLength)
 	if len(st.Groups) == 0 {
 		fmt.Fprintln(w, "no consumer groups yet (auditproc run creates one)")
 	}

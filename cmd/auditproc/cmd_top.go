@@ -71,7 +71,8 @@ line, when the output is a pipe or a file.`,
 				return usageError{err}
 			}
 			defer rdb.Close()
-			v := &topView{rdb: rdb, stream: cfg.Stream.Name, group: cfg.Stream.Group, dlq: cfg.DeadLetter.Stream, targets: targets}
+			v := &topView{rdb: rdb, stream: shardsLabel(cfg.Stream.Name, cfg.ShardCount()), group: cfg.Stream.Group,
+				streams: cfg.StreamShards(), dlqs: cfg.DeadLetterShards(), targets: targets}
 			// Rates need two samples: the first frame comes one interval
 			// after the first sample.
 			prev := v.sample(ctx)
@@ -93,9 +94,12 @@ line, when the output is a pipe or a file.`,
 }
 
 type topView struct {
-	rdb                redis.UniversalClient
-	stream, group, dlq string
-	targets            []string
+	rdb     redis.UniversalClient
+	stream  string // as configured, for the header
+	group   string
+	streams []string // every shard's audit stream
+	dlqs    []string // every shard's dead-letter stream
+	targets []string
 }
 
 // topSample is what one refresh reads.
@@ -120,21 +124,30 @@ func (v *topView) sample(ctx context.Context) topSample {
 	s := topSample{at: time.Now()}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	var err error
-	if s.length, err = v.rdb.XLen(rctx, v.stream).Result(); err != nil {
-		s.redisErr = err
-	}
-	if s.dead, err = v.rdb.XLen(rctx, v.dlq).Result(); err != nil && s.redisErr == nil {
-		s.redisErr = err
-	}
-	groups, err := v.rdb.XInfoGroups(rctx, v.stream).Result()
-	if err != nil && !isNoSuchKey(err) && s.redisErr == nil {
-		s.redisErr = err
-	}
-	for _, g := range groups {
-		if g.Name == v.group {
-			s.lag, s.lagKnown, s.pending = g.Lag, true, g.Pending
+	// Sums over the shards; the lag is known once every shard's group is.
+	s.lagKnown = true
+	for k, stream := range v.streams {
+		n, err := v.rdb.XLen(rctx, stream).Result()
+		if err != nil && s.redisErr == nil {
+			s.redisErr = err
 		}
+		s.length += n
+		d, err := v.rdb.XLen(rctx, v.dlqs[k]).Result()
+		if err != nil && s.redisErr == nil {
+			s.redisErr = err
+		}
+		s.dead += d
+		groups, err := v.rdb.XInfoGroups(rctx, stream).Result()
+		if err != nil && !isNoSuchKey(err) && s.redisErr == nil {
+			s.redisErr = err
+		}
+		i := slices.IndexFunc(groups, func(g redis.XInfoGroup) bool { return g.Name == v.group })
+		if i < 0 {
+			s.lagKnown = false
+			continue
+		}
+		s.lag += groups[i].Lag
+		s.pending += groups[i].Pending
 	}
 	for _, t := range v.targets {
 		s.replicas = append(s.replicas, scrape(ctx, t))

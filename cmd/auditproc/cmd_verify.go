@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/auditproc/auditproc/internal/config"
 	"github.com/auditproc/auditproc/internal/integrity"
 	"github.com/auditproc/auditproc/internal/streambus"
 	"github.com/auditproc/auditproc/internal/trail"
@@ -221,13 +222,21 @@ checkpoint interval allows (missing_tail). Exit 0: no findings; 1: findings;
 			if err != nil {
 				return usageError{err}
 			}
-			// --stream (the configuration flag) names the stream.
-			streams := []string{cfg.Stream.Name}
+			// --stream (the configuration flag) names the stream; with
+			// stream.shards, every shard's.
+			streams := cfg.StreamShards()
+			deadLetters := map[string]bool{}
+			for _, d := range cfg.DeadLetterShards() {
+				deadLetters[d] = true
+			}
 			if all {
-				streams = append(streams, cfg.DeadLetter.Stream)
-				for _, name := range slices.Sorted(maps.Keys(cfg.Sinks)) {
-					if s := cfg.Sinks[name]; s.Type == "stream" {
-						streams = append(streams, s.Stream)
+				for k := range cfg.ShardCount() {
+					sc := cfg.ShardConfig(k)
+					streams = append(streams, sc.DeadLetter.Stream)
+					for _, name := range slices.Sorted(maps.Keys(sc.Sinks)) {
+						if s := sc.Sinks[name]; s.Type == config.SinkStream {
+							streams = append(streams, s.Stream)
+						}
 					}
 				}
 			}
@@ -261,7 +270,7 @@ checkpoint interval allows (missing_tail). Exit 0: no findings; 1: findings;
 				defer stop()
 			}
 			checker := trail.New(keys, trail.Config{FromStart: from == "-", Now: now,
-				DeadLetters: map[string]bool{cfg.DeadLetter.Stream: true}})
+				DeadLetters: deadLetters})
 			bar := newProgress(sio.err, int(total), !quiet && !asJSON && isTerminal(sio.err))
 			fctx, cancel := context.WithCancel(ctx)
 			defer cancel()

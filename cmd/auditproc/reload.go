@@ -31,7 +31,7 @@ type reloader struct {
 	cf      *configFlags
 	running config.Config
 	hash    string
-	proc    *processor.Processor
+	proc    *processor.Shards
 	logger  *slog.Logger
 
 	reloads *prometheus.CounterVec // by result
@@ -39,7 +39,7 @@ type reloader struct {
 	mu      sync.Mutex // one reload at a time
 }
 
-func newReloader(cf *configFlags, cfg *config.Config, proc *processor.Processor, reg prometheus.Registerer, logger *slog.Logger) *reloader {
+func newReloader(cf *configFlags, cfg *config.Config, proc *processor.Shards, reg prometheus.Registerer, logger *slog.Logger) *reloader {
 	r := &reloader{cf: cf, running: *cfg, proc: proc, logger: logger}
 	r.reloads, r.hashG = registerReloadMetrics(reg)
 	r.hash = configHash(cf.path(), cfg)

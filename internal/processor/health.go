@@ -15,8 +15,13 @@ func (p *Processor) setReady(ready bool) {
 	p.publishReady()
 }
 
-// publishReady sets the auditproc_ready gauge from Ready. readyMu is held.
+// publishReady sets the auditproc_ready gauge from Ready (of every shard
+// of the replica). readyMu is held.
 func (p *Processor) publishReady() {
+	if p.shards != nil {
+		p.shards.publishReady()
+		return
+	}
 	if p.Ready() {
 		p.metrics.Ready.Set(1)
 	} else {
@@ -28,8 +33,12 @@ func (p *Processor) publishReady() {
 func (p *Processor) gaugeLoop(ctx context.Context) {
 	gauge := func() bool {
 		if info, err := p.bus.XInfoGroup(ctx, p.cfg.Stream, p.cfg.Group); err == nil {
-			p.metrics.Pending.Set(float64(info.Pending))
-			p.metrics.Lag.Set(float64(info.Lag))
+			if p.shards != nil {
+				p.shards.publishGauges(p.shard, info)
+			} else {
+				p.metrics.Pending.Set(float64(info.Pending))
+				p.metrics.Lag.Set(float64(info.Lag))
+			}
 		}
 		return true
 	}

@@ -118,10 +118,14 @@ type Processor struct {
 	cfg      Config
 	log      *slog.Logger
 	bus      bus
-	gens     generations // the pipeline now, swapped by Reload
+	gens     *generations // the pipeline now, swapped by Reload (shared by a replica's shards)
 	metrics  *Metrics
 	sinks    map[string]*sink // by name
 	outcomes outcomes
+	// shards is the replica's set of shards this processor is one of (nil
+	// when run alone): it owns the sinks and publishes the gauges for all.
+	shards *Shards
+	shard  int // this processor's index in shards
 
 	readyMu  sync.Mutex // orders ready's changes with the gauge's
 	ready    atomic.Bool
@@ -137,9 +141,9 @@ type Processor struct {
 	// is not committed yet. An entry leaves it when its commit was planned
 	// (its ack may still wait in acks, where it stays held).
 	uncommitted atomic.Int64
-	acks        ackQueue  // finished entries to acknowledge with the next read
-	chunks      sync.Pool // of *[]work: result chunks, reused once committed
-	stats       Stats
+	acks        ackQueue   // finished entries to acknowledge with the next read
+	chunks      sync.Pool  // of *[]work: result chunks, reused once committed
+	stats       *Stats     // shared by a replica's shards
 	gaps        gapTracker // holes in chained sources' sequences
 	keyWatch    keyWatch   // key ids whose entries mostly fail their signature
 }
@@ -157,16 +161,22 @@ func New(cfg Config, logger *slog.Logger, b bus, pipeline *host.Pipeline, metric
 	if metrics == nil {
 		metrics = NewMetrics()
 	}
-	p := &Processor{cfg: cfg, log: logger, bus: b, metrics: metrics}
-	p.gens.cur.Store(newGeneration(metrics, pipeline, logger))
-	p.outcomes = outcomes{stats: &p.stats, m: metrics}
-	p.failures.m = map[string]failure{}
 	sinks, err := openSinks(cfg.Sinks)
 	if err != nil {
 		return nil, err
 	}
-	p.sinks = sinks
-	return p, nil
+	gens := &generations{}
+	gens.cur.Store(newGeneration(metrics, pipeline, logger))
+	return newProcessor(cfg, logger, b, metrics, gens, &Stats{}, sinks), nil
+}
+
+// newProcessor is New with its shared parts given: the pipeline's
+// generations, the totals and the open sinks.
+func newProcessor(cfg Config, logger *slog.Logger, b bus, metrics *Metrics, gens *generations, stats *Stats, sinks map[string]*sink) *Processor {
+	p := &Processor{cfg: cfg, log: logger, bus: b, metrics: metrics, gens: gens, stats: stats, sinks: sinks}
+	p.outcomes = outcomes{stats: stats, m: metrics}
+	p.failures.m = map[string]failure{}
+	return p
 }
 
 // Ready reports whether Redis answers, the loop runs and no keyring
@@ -190,13 +200,15 @@ func (p *Processor) NotReadyReason() string {
 func (p *Processor) Healthy() bool { return !p.stalled.Load() }
 
 // Stats returns the loop's totals.
-func (p *Processor) Stats() *Stats { return &p.stats }
+func (p *Processor) Stats() *Stats { return p.stats }
 
 // Run runs the loop until ctx is cancelled (or, with StopWhenIdle, until the
 // stream is drained), and returns once every goroutine it started has
 // returned. The caller then closes the plugins and Redis.
 func (p *Processor) Run(ctx context.Context) error {
-	defer closeSinks(p.sinks)
+	if p.shards == nil {
+		defer closeSinks(p.sinks) // a replica's shards close theirs together
+	}
 	if err := p.ensureGroup(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped before Redis ever answered: nothing was read

@@ -53,8 +53,9 @@ func tagEnd(name string) (int, bool) {
 // Of picks the shard of event (a JSON object) among n: the CRC-32 (IEEE)
 // of the value of its top-level field key, modulo n. A string value counts
 // by its text, any other value by its JSON as written. An event without
-// the field, with key empty, or n < 2, gets next's answer (spread evenly).
-func Of(event []byte, key string, n int, next *Spread) int {
+// the field, or with key empty, gets next's answer (spread evenly). With
+// n < 2 it is 0.
+func Of(event []byte, key string, n int, next Spreader) int {
 	if n < 2 {
 		return 0
 	}
@@ -63,8 +64,20 @@ func Of(event []byte, key string, n int, next *Spread) int {
 			return int(crc32.ChecksumIEEE(v) % uint32(n))
 		}
 	}
+	if next == nil {
+		return 0
+	}
 	return next.Next(n)
 }
+
+// Spreader picks the shard of an event without a partition key.
+type Spreader interface{ Next(n int) int }
+
+// ByText spreads by the CRC-32 of a text, such as an event id.
+type ByText string
+
+// Next returns the shard of the text among n.
+func (t ByText) Next(n int) int { return int(crc32.ChecksumIEEE([]byte(t)) % uint32(n)) }
 
 // Spread hands out shards round-robin; the zero value starts at shard 0.
 // It is safe for concurrent use.
@@ -72,7 +85,7 @@ type Spread struct{ n atomic.Uint64 }
 
 // Next returns the next shard of n.
 func (s *Spread) Next(n int) int {
-	if s == nil || n < 2 {
+	if n < 2 {
 		return 0
 	}
 	return int((s.n.Add(1) - 1) % uint64(n))
