@@ -38,11 +38,12 @@ func TestClusterMasterKill(t *testing.T) {
 	for _, acked := range []int{0, 1} {
 		t.Run(fmt.Sprintf("min_replicas_acked_%d", acked), func(t *testing.T) {
 			c := newCluster(t, options{redisCluster: true, minReplicas: acked})
-			c.startReplicas("replica-a", "replica-b")
+			rs := c.startReplicas("replica-a", "replica-b")
 			c.forge(forgedPerScenario)
 			p := c.produce(ciEvents, ciRate, 0)
 			p.waitWritten(ciEvents/3, time.Minute)
 			old, promoted := c.failMaster(p, "killed (SIGKILL)", func(ctx context.Context, m *redistest.ClusterNode) error { return m.Kill(ctx) })
+			c.waitReading(rs, "the killed master still down")
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			require.NoError(t, old.Restart(ctx))
@@ -62,11 +63,16 @@ func TestClusterMasterKill(t *testing.T) {
 	}
 }
 
+// maxMoves bounds TestClusterSlotMigration's moves: each takes a second or
+// two (the producer's event keys, one per event, move with the slot) and
+// slows the producer down meanwhile.
+const maxMoves = 6
+
 // TestClusterSlotMigration moves the pipeline's slot from master to master
 // (MIGRATE in batches, so that for a while the keys of one commit stand on
-// two nodes: clients meet ASK, TRYAGAIN and MOVED) again and again while
-// two replicas process and the producer appends: nothing lost, nothing
-// doubled, no good event dead-lettered.
+// two nodes: clients meet ASK, TRYAGAIN and MOVED) at least twice and up
+// to maxMoves times while two replicas process and the producer appends:
+// nothing lost, nothing doubled, no good event dead-lettered.
 func TestClusterSlotMigration(t *testing.T) {
 	c := newCluster(t, options{redisCluster: true})
 	c.startReplicas("replica-a", "replica-b")
@@ -77,14 +83,14 @@ func TestClusterSlotMigration(t *testing.T) {
 	defer cancel()
 	slot := c.slot()
 	moves := 0
-	for done := false; !done; {
+moving:
+	for moves < maxMoves {
 		select {
 		case <-p.done:
-			done = moves >= 2
+			if moves >= 2 {
+				break moving
+			}
 		default:
-		}
-		if done {
-			break
 		}
 		masters, err := c.rc.Masters(ctx)
 		require.NoError(t, err)
@@ -125,13 +131,7 @@ func TestClusterMasterNetworkCut(t *testing.T) {
 	p := c.produce(ciEvents, ciRate, 0)
 	p.waitWritten(ciEvents/3, time.Minute)
 	old, promoted := c.failMaster(p, "cut off the network", func(ctx context.Context, m *redistest.ClusterNode) error { return m.Disconnect(ctx) })
-	// Each replica reads again from the new master while the old one is
-	// still cut off.
-	failedOver := time.Now()
-	for _, r := range rs {
-		waitFor(t, 30*time.Second, r.name+" to read again after the failover", func() bool { return r.lastRead().After(failedOver) })
-	}
-	c.note("both replicas read again %s after the promotion, the old master still cut off", time.Since(failedOver).Round(time.Millisecond))
+	c.waitReading(rs, "the old master still cut off")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	require.NoError(t, old.Connect(ctx))
@@ -158,6 +158,7 @@ func (c *cluster) failMaster(p *producer, how string, fail func(context.Context,
 	old = c.owner()
 	promoted = c.rc.ReplicaOf(ctx, old)
 	require.NotNil(c.t, promoted, "the master of the slot has a replica")
+	c.masterFailed = true
 	if c.minReplicas == 0 {
 		c.lossExcuse = lostWithMaster
 	}
@@ -180,4 +181,15 @@ func (c *cluster) keysInSlot(ctx context.Context, node *redistest.ClusterNode, s
 	n, err := cl.ClusterCountKeysInSlot(ctx, slot).Result()
 	require.NoError(c.t, err)
 	return n
+}
+
+// waitReading waits until every replica of rs read from Redis again after
+// a failover (liveness: they follow the promoted replica by themselves).
+func (c *cluster) waitReading(rs []*replica, while string) {
+	c.t.Helper()
+	since := time.Now()
+	for _, r := range rs {
+		waitFor(c.t, 30*time.Second, r.name+" to read again after the failover", func() bool { return r.lastRead().After(since) })
+	}
+	c.note("every replica read again %s after the promotion, %s", time.Since(since).Round(time.Millisecond), while)
 }

@@ -143,6 +143,9 @@ type cluster struct {
 	// missing from the stream (and chained writes from the trail): Redis
 	// itself may lose them in this scenario. Empty: any loss is a violation.
 	lossExcuse string
+	// masterFailed: a cluster master of the pipeline's slot was killed or
+	// cut off (what is lost is lost with it).
+	masterFailed bool
 
 	mu       sync.Mutex
 	replicas []*replica

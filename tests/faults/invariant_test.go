@@ -332,8 +332,13 @@ func (c *cluster) table(r *report) string {
 	if r.Lost > 0 && c.lossExcuse != "" {
 		lostNote = c.lossExcuse
 	}
-	row("lost (written, not in stream)", r.Lost, lostNote)
-	row("processed by every plugin and acked", r.Processed, fmt.Sprintf("%d of them exactly once in every sink", r.SinkOnce))
+	lostRow := "lost (written, not in stream)"
+	if c.masterFailed {
+		lostRow = "lost with the old master (written, not in stream)"
+	}
+	row(lostRow, r.Lost, lostNote)
+	row("processed by every plugin and acked", r.Processed, "")
+	row("in every sink exactly once", r.SinkOnce, "the ack and the emits are one commit")
 	row("dead-lettered with a reason", r.DeadLettered, reasons(r.Reasons)+fmt.Sprintf("; %d good events among them, %d forged entries", r.DLQGood, r.ForgedDLQ))
 	if r.Forged > 0 {
 		row("forged entries accepted (in a sink)", r.ForgedAccepted, ok(r.ForgedAccepted)+fmt.Sprintf("; of %d forged", r.Forged))
