@@ -180,6 +180,9 @@ func runCommand() *command {
 				return newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
 			})
 			if err != nil {
+				if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+					return nil // stopped while starting: nothing was read
+				}
 				return err
 			}
 			pf.cf, pf.watch, pf.hup, pf.force = cf, watch, hup, force

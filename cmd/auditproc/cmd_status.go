@@ -167,8 +167,12 @@ func readTrailStatus(ctx context.Context, rdb redis.UniversalClient, cfg *config
 		if err != nil {
 			return out, fmt.Errorf("status of stream %q: %w", sc.Stream.Name, err)
 		}
-		if st, err = onlyGroup(st, group); err != nil {
+		if only, err := onlyGroup(st, group); err == nil {
+			st = only
+		} else if cfg.ShardCount() == 1 {
 			return out, err
+		} else {
+			st.Groups = []groupStatus{} // not on this shard yet (run creates it)
 		}
 		if cc, ok := rdb.(*redis.ClusterClient); ok {
 			if node, err := cc.MasterForKey(ctx, sc.Stream.Name); err == nil {
@@ -183,6 +187,9 @@ func readTrailStatus(ctx context.Context, rdb redis.UniversalClient, cfg *config
 		out.Shards = append(out.Shards, st)
 	}
 	out.streamStatus = sumShards(cfg, out.Shards)
+	if group != "" && len(out.Groups) == 0 {
+		return out, fmt.Errorf("status: no shard of stream %q has a consumer group %q", cfg.Stream.Name, group)
+	}
 	return out, nil
 }
 
@@ -201,7 +208,11 @@ func sumShards(cfg *config.Config, shards []streamStatus) streamStatus {
 				sum.Groups = append(sum.Groups, groupStatus{Name: g.Name, Consumers: []consumerStatus{}})
 			}
 			sg := &sum.Groups[i]
-			sg.Lag += g.Lag
+			if !ok || sg.Lag >= 0 && g.Lag >= 0 {
+				sg.Lag += g.Lag
+			} else {
+				sg.Lag = -1 // unknown on a shard: unknown in all
+			}
 			sg.Pending += g.Pending
 			for _, c := range g.Consumers {
 				j := slices.IndexFunc(sg.Consumers, func(x consumerStatus) bool { return x.Name == c.Name })

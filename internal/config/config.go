@@ -482,6 +482,8 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 	}
 	if c.Stream.PartitionKey != "" && !validFieldName(c.Stream.PartitionKey) {
 		bad("stream.partition_key", "must name a top-level event field (1-128 printable characters, no spaces), got %q", c.Stream.PartitionKey)
+	} else if c.Stream.PartitionKey == "event_id" || c.Stream.PartitionKey == "timestamp" {
+		bad("stream.partition_key", "%q is stamped by the producer, not set by the service: name a field of the service's (actor, tenant, ...); without a key, events spread evenly", c.Stream.PartitionKey)
 	}
 	if c.Redis.MinReplicasAcked < 0 {
 		bad("redis.min_replicas_acked", "must be 0 or more, got %d", c.Redis.MinReplicasAcked)

@@ -130,6 +130,7 @@ type Processor struct {
 	readyMu  sync.Mutex // orders ready's changes with the gauge's
 	ready    atomic.Bool
 	lastRead atomic.Int64 // unix nanoseconds when a read last returned
+	lastOK   atomic.Int64 // unix nanoseconds when a read last succeeded
 	stalled  atomic.Bool
 	failures failureMemory
 	journal  *journal
@@ -174,7 +175,7 @@ func New(cfg Config, logger *slog.Logger, b bus, pipeline *host.Pipeline, metric
 // generations, the totals and the open sinks.
 func newProcessor(cfg Config, logger *slog.Logger, b bus, metrics *Metrics, gens *generations, stats *Stats, sinks map[string]*sink) *Processor {
 	p := &Processor{cfg: cfg, log: logger, bus: b, metrics: metrics, gens: gens, stats: stats, sinks: sinks}
-	p.outcomes = outcomes{stats: stats, m: metrics}
+	p.outcomes = outcomes{stats: stats, m: metrics, stream: cfg.Stream}
 	p.failures.m = map[string]failure{}
 	return p
 }

@@ -159,8 +159,27 @@ func (s *Shards) publishReady() {
 	}
 }
 
+// publishLastRead sets the last-read gauge to the oldest of the shards'
+// last successful reads: one stuck shard shows.
+func (s *Shards) publishLastRead() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	oldest := int64(0)
+	for _, p := range s.procs {
+		t := p.lastOK.Load()
+		if t == 0 {
+			return // a shard that never read yet: nothing to show
+		}
+		if oldest == 0 || t < oldest {
+			oldest = t
+		}
+	}
+	s.procs[0].metrics.LastRead.Set(float64(oldest) / 1e9)
+}
+
 // publishGauges records shard k's group state and sets the pending and lag
-// gauges to the sums over the shards.
+// gauges to the sums over the shards (the lag -1, unknown, when a shard's
+// is).
 func (s *Shards) publishGauges(k int, info streambus.GroupInfo) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -168,7 +187,11 @@ func (s *Shards) publishGauges(k int, info streambus.GroupInfo) {
 	var pending, lag int64
 	for i := range s.pending {
 		pending += s.pending[i]
-		lag += s.lag[i]
+		if lag >= 0 && s.lag[i] >= 0 {
+			lag += s.lag[i]
+		} else {
+			lag = -1
+		}
 	}
 	s.procs[0].metrics.Pending.Set(float64(pending))
 	s.procs[0].metrics.Lag.Set(float64(lag))

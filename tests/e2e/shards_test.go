@@ -352,8 +352,13 @@ func TestClusterGrowShards(t *testing.T) {
 			}
 		}
 	})
+	started := func(p *proc) {
+		waitFor(t, time.Minute, "a replica to start", func() bool { return len(p.logLines("processor_started")) == 1 })
+	}
 	ra := e.start("run", "--config", cfg2, "--consumer", "replica-a")
 	rb := e.start("run", "--config", cfg2, "--consumer", "replica-b")
+	started(ra)
+	started(rb)
 	sentAtLeast := func(n int) func() bool {
 		return func() bool { mu.Lock(); defer mu.Unlock(); return len(sent) >= n }
 	}
@@ -363,6 +368,7 @@ func TestClusterGrowShards(t *testing.T) {
 		(*r).signal(syscall.SIGTERM)
 		require.Equal(t, 0, (*r).wait(30*time.Second))
 		*r = e.start("run", "--config", cfg4, "--consumer", []string{"replica-a", "replica-b"}[i])
+		started(*r)
 		waitFor(t, time.Minute, "more events", sentAtLeast(1000*(i+2)))
 	}
 	// 2. The producer switches to 4 shards.
