@@ -275,6 +275,10 @@ type Bus struct {
 	checkpointsDone chan struct{}
 
 	durableOnce sync.Once
+	// shardsOnce checks, at the first Audit, that processors read every
+	// shard the Bus writes (shardsRead).
+	shardsOnce sync.Once
+	shardsErr  error
 }
 
 // streamOf is the stream of the shard of a stamped event whose event_id is
@@ -392,6 +396,10 @@ func (b *Bus) Audit(ctx context.Context, event any) (string, error) {
 	}
 	stream := b.cfg.Stream
 	if b.cfg.Shards > 1 {
+		b.shardsOnce.Do(func() { b.shardsErr = shardsRead(b.rdb, b.cfg.Stream, b.cfg.Shards, b.cfg.WriteTimeout) })
+		if b.shardsErr != nil {
+			return "", b.shardsErr
+		}
 		// The shard goes by the event id when there is no partition key,
 		// so the event is stamped first.
 		stamped, id, err := integrity.Stamp(raw, time.Now())

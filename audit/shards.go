@@ -9,6 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/streambus"
 
 	"github.com/auditproc/auditproc/internal/shard"
 )
@@ -82,6 +87,10 @@ func NewProducer(cfg Config, logger *slog.Logger) (*Producer, error) {
 		_ = first.Close(context.Background())
 		return nil, err
 	}
+	if err := shardsRead(first.bus.rdb, first.cfg.Stream, n, first.cfg.WriteTimeout); err != nil {
+		_ = first.Close(context.Background())
+		return nil, err
+	}
 	p := &Producer{shards: []*streamProducer{first}, n: n, key: cfg.PartitionKey}
 	open := func(k int, sc Config) error {
 		sc.Stream = shard.Key(first.cfg.Stream, k)
@@ -147,6 +156,24 @@ func sameLayout(sp *streamProducer, layout string) error {
 		"re-run it with the shard count and partition key of its first run, or under another ProducerID "+
 		"(its events would otherwise be skipped or written twice)",
 		ErrInvalidConfig, sp.cfg.ProducerID, sp.heldEvents, sp.cfg.Stream, shards(sp.heldLayout), shards(layout))
+}
+
+// shardsRead refuses n shards for the trail whose shard 0 is stream when
+// its processors read fewer (streambus.ShardsKey): the events of the
+// others would wait unread. Nothing recorded (no sharded processor ran
+// yet), or Redis not answering within timeout: no refusal.
+func shardsRead(rdb redis.UniversalClient, stream string, n int, timeout time.Duration) error {
+	if n < 2 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	rec, err := streambus.RecordedShards(ctx, rdb, stream)
+	if err != nil || rec == 0 || n <= rec {
+		return nil
+	}
+	return fmt.Errorf("%w: Shards %d, but the processors of %s read %d shards (%s): start them with stream.shards %d first (docs/scaling.md), "+
+		"else the events of the other shards wait unread", ErrInvalidConfig, n, stream, rec, streambus.ShardsKey(stream), n)
 }
 
 // shardSpool is the spool directory of shard k > 0 of a Producer whose

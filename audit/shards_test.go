@@ -1,6 +1,5 @@
 package audit_test
 
-
 import (
 	"context"
 	"fmt"

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/auditproc/auditproc/internal/config"
+	"github.com/auditproc/auditproc/internal/streambus"
 )
 
 // groupStatus is one consumer group of the audit stream, as `status` shows it.
@@ -155,13 +156,24 @@ type statusFrame struct {
 type trailStatus struct {
 	streamStatus
 	Shards []streamStatus `json:"shards,omitempty"`
+	// RecordedShards is the shard count the trail's processors read
+	// (streambus.ShardsKey), when one is recorded; when it is above
+	// stream.shards, the shards past the configuration's are shown too.
+	RecordedShards int `json:"recorded_shards,omitempty"`
+	configured     int
 }
 
 // readTrailStatus reads the status of every shard of cfg's trail (of group
 // only, when not empty).
 func readTrailStatus(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config, group string) (trailStatus, error) {
-	var out trailStatus
-	for k := range cfg.ShardCount() {
+	out := trailStatus{configured: cfg.ShardCount()}
+	rec, err := streambus.RecordedShards(ctx, rdb, cfg.Stream.Name)
+	if err != nil {
+		return out, fmt.Errorf("status of stream %q: %w", cfg.Stream.Name, err)
+	}
+	out.RecordedShards = rec
+	count := max(cfg.ShardCount(), rec)
+	for k := range count {
 		sc := cfg.ShardConfig(k)
 		st, err := readStatus(ctx, rdb, sc.Stream.Name, sc.DeadLetter.Stream)
 		if err != nil {
@@ -169,7 +181,7 @@ func readTrailStatus(ctx context.Context, rdb redis.UniversalClient, cfg *config
 		}
 		if only, err := onlyGroup(st, group); err == nil {
 			st = only
-		} else if cfg.ShardCount() == 1 {
+		} else if count == 1 {
 			return out, err
 		} else {
 			st.Groups = []groupStatus{} // not on this shard yet (run creates it)
@@ -179,7 +191,7 @@ func readTrailStatus(ctx context.Context, rdb redis.UniversalClient, cfg *config
 				st.Node = node.Options().Addr
 			}
 		}
-		if cfg.ShardCount() == 1 {
+		if count == 1 {
 			out.streamStatus = st
 			return out, nil
 		}
@@ -232,6 +244,9 @@ func sumShards(cfg *config.Config, shards []streamStatus) streamStatus {
 
 // print writes the status as tables: one per shard, then the totals.
 func (t trailStatus) print(w io.Writer) {
+	if t.RecordedShards > t.configured {
+		fmt.Fprintf(w, "note: the trail's processors read %d shards (recorded), this configuration names %d (stream.shards)\n\n", t.RecordedShards, t.configured)
+	}
 	for _, st := range t.Shards {
 		fmt.Fprintf(w, "shard %d of %d: ", *st.Shard, len(t.Shards))
 		printStatus(w, st)
