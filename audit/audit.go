@@ -250,6 +250,9 @@ func (c Config) Validate() error {
 	if c.Shards < 0 || c.Shards > shard.Max {
 		errs = append(errs, fmt.Errorf("%w: Shards %d: want 1 to %d", ErrInvalidConfig, c.Shards, shard.Max))
 	}
+	if c.PartitionKey == "event_id" || c.PartitionKey == "timestamp" {
+		errs = append(errs, fmt.Errorf("%w: PartitionKey %q is stamped by the producer: name a field of the service's (without one, events spread evenly)", ErrInvalidConfig, c.PartitionKey))
+	}
 	if c.QueueSize < 0 || c.BatchSize < 0 || c.Pipeline < 0 || c.SpoolMaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("%w: QueueSize, BatchSize, Pipeline and SpoolMaxBytes must not be negative", ErrInvalidConfig))
 	}

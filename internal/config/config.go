@@ -119,7 +119,7 @@ type Stream struct {
 	Consumer string `koanf:"consumer"`
 	// Shards splits the trail into this many streams, each with its own
 	// group, dead-letter stream and sink streams (ShardConfig names them).
-	// Default 1: the configured names, unchanged.
+	// Default DefaultShards: the configured names, unchanged.
 	Shards int `koanf:"shards"`
 	// PartitionKey names a top-level event field: producers send events
 	// with the same value to the same shard (ShardOf). Empty: events spread
@@ -362,7 +362,7 @@ func Default() Config {
 			Name:     DefaultStream,
 			Group:    DefaultGroup,
 			Consumer: fmt.Sprintf("%s-%d", host, os.Getpid()),
-			Shards:   1,
+			Shards:   DefaultShards,
 		},
 		Integrity: Integrity{GapGrace: DefaultGapGrace, CheckpointEvery: DefaultCheckpointEvery, CheckpointInterval: DefaultCheckpointInterval},
 		Consumer: Consumer{
