@@ -310,10 +310,17 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := workCtx.Err(); err != nil && ctx.Err() != nil {
 		p.log.Warn("shutdown_timed_out", slog.String("detail", "entries still in flight stay pending and are redelivered"))
 	}
-	p.log.Info("processor_stopped",
-		slog.Int64("processed", p.stats.Processed.Load()), slog.Int64("dropped", p.stats.Dropped.Load()),
-		slog.Int64("dead_lettered", p.stats.Rejected.Load()+p.stats.Exhausted.Load()+p.stats.TamperedDLQ.Load()))
+	if p.shards == nil {
+		logStopped(p.log, p.stats) // a replica's shards log their totals once
+	}
 	return nil
+}
+
+// logStopped logs processor_stopped with the totals of st.
+func logStopped(log *slog.Logger, st *Stats) {
+	log.Info("processor_stopped",
+		slog.Int64("processed", st.Processed.Load()), slog.Int64("dropped", st.Dropped.Load()),
+		slog.Int64("dead_lettered", st.Rejected.Load()+st.Exhausted.Load()+st.TamperedDLQ.Load()))
 }
 
 // ensureGroup creates the consumer group (from the start of the stream, so

@@ -19,6 +19,7 @@ import (
 // trail of one shard is one Processor.
 type Shards struct {
 	procs []*Processor
+	log   *slog.Logger
 	sinks map[string]*sink // shard 0's; every shard's line and external sinks are these
 
 	mu           sync.Mutex // orders the shared gauges' updates
@@ -56,7 +57,7 @@ func newShards(cfgs []Config, buses []bus, logger *slog.Logger, pipeline *host.P
 	if err != nil {
 		return nil, err
 	}
-	s := &Shards{sinks: sinks, pending: make([]int64, len(cfgs)), lag: make([]int64, len(cfgs))}
+	s := &Shards{log: logger, sinks: sinks, pending: make([]int64, len(cfgs)), lag: make([]int64, len(cfgs))}
 	gens := &generations{}
 	gens.cur.Store(newGeneration(metrics, pipeline, logger))
 	stats := &Stats{}
@@ -102,6 +103,7 @@ func (s *Shards) Run(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	logStopped(s.log, s.Stats())
 	return errors.Join(errs...)
 }
 
