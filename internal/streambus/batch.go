@@ -105,45 +105,63 @@ if raw then
 end
 local ids = {}
 local failed = false
-for i = skip, n - 1 do
-  local o = base + step * i
-  local r
-  if step == 2 then
+local call, key, fmt = redis.pcall, KEYS[1], string.format
+local evs = 0
+if step == 2 then
+  for i = skip, n - 1 do
+    local o = base + 2 * i
+    local r
     if maxlen > 0 then
-      r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', '1', 'kid', kid, 'event', ARGV[o], 'sig', ARGV[o + 1])
+      r = call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'v', '1', 'kid', kid, 'event', ARGV[o], 'sig', ARGV[o + 1])
     else
-      r = redis.pcall('XADD', KEYS[1], '*', 'v', '1', 'kid', kid, 'event', ARGV[o], 'sig', ARGV[o + 1])
+      r = call('XADD', key, '*', 'v', '1', 'kid', kid, 'event', ARGV[o], 'sig', ARGV[o + 1])
     end
-  else
-    local prev = ARGV[7]
-    if i > 0 then
-      prev = ARGV[o - 1]
+    if type(r) == 'table' then
+      failed = r.err
+      break
     end
-    local seq = string.format('%d', cseq + i)
-    if maxlen > 0 then
-      r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', seq, 'prev', prev, 'kind', ARGV[o], 'event', ARGV[o + 1], 'sig', ARGV[o + 2])
-    else
-      r = redis.pcall('XADD', KEYS[1], '*', 'v', '2', 'kid', kid, 'src', src, 'seq', seq, 'prev', prev, 'kind', ARGV[o], 'event', ARGV[o + 1], 'sig', ARGV[o + 2])
-    end
+    ids[#ids + 1] = r
   end
-  if type(r) == 'table' and r.err then
-    failed = r.err
-    break
+  evs = skip + #ids
+else
+  local prev = ARGV[7]
+  if skip > 0 then
+    prev = ARGV[base + 3 * skip - 1]
   end
-  ids[#ids + 1] = r
-end
-if #ids > 0 then
-  local evs = 0
-  for i = 0, skip + #ids - 1 do
-    if isevent(i) then
+  for i = 0, skip - 1 do
+    if ARGV[base + 3 * i] == 'event' then
       evs = evs + 1
     end
   end
+  local nids = 0
+  for i = skip, n - 1 do
+    local o = base + 3 * i
+    local kind = ARGV[o]
+    local sig = ARGV[o + 2]
+    local r
+    if maxlen > 0 then
+      r = call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', fmt('%d', cseq + i), 'prev', prev, 'kind', kind, 'event', ARGV[o + 1], 'sig', sig)
+    else
+      r = call('XADD', key, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', fmt('%d', cseq + i), 'prev', prev, 'kind', kind, 'event', ARGV[o + 1], 'sig', sig)
+    end
+    if type(r) == 'table' then
+      failed = r.err
+      break
+    end
+    nids = nids + 1
+    ids[nids] = r
+    prev = sig
+    if kind == 'event' then
+      evs = evs + 1
+    end
+  end
+end
+if #ids > 0 then
   local name = src
   if name == '' then
     name = '-'
   end
-  local val = name .. ' ' .. string.format('%d', first + skip + #ids - 1) .. ' ' .. string.format('%d', math.max(lastev, firstev + evs - 1))
+  local val = name .. ' ' .. fmt('%d', first + skip + #ids - 1) .. ' ' .. fmt('%d', math.max(lastev, firstev + evs - 1))
   if layout ~= '' then
     val = val .. ' ' .. layout
   end
