@@ -566,7 +566,11 @@ func (p *Producer) Close(ctx context.Context) error {
 	var errs []error
 	if ferr != nil {
 		if n := p.failed.Load(); n > 0 {
-			errs = append(errs, fmt.Errorf("audit: close: %d event(s) not written (see their results)", n))
+			what := "not written"
+			if p.cfg.MinReplicasAcked > 0 {
+				what = "not written, or written and not confirmed by the replicas"
+			}
+			errs = append(errs, fmt.Errorf("audit: close: %d event(s) %s (see their results)", n, what))
 		} else {
 			errs = append(errs, ferr)
 		}
