@@ -17,6 +17,15 @@ import (
 // to drop the link. It is torn down in t's cleanup.
 func StartReplica(t testing.TB, master *Server, opts ...Option) *Server {
 	t.Helper()
+	return StartReplicaVia(t, master, master.Addr(), opts...)
+}
+
+// StartReplicaVia is StartReplica with the replica dialing its master at
+// addr: a Link in front of master (NewLink), so that a test can cut the
+// replication link like a network partition, the replica then keeping what
+// it had received.
+func StartReplicaVia(t testing.TB, master *Server, addr string, opts ...Option) *Server {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	mc := redis.NewClient(&redis.Options{Addr: master.Addr()})
@@ -26,7 +35,7 @@ func StartReplica(t testing.TB, master *Server, opts ...Option) *Server {
 	if err := mc.ConfigSet(ctx, "repl-diskless-sync-delay", "0").Err(); err != nil {
 		t.Fatalf("redistest: CONFIG SET on master %s: %v", master.Addr(), err)
 	}
-	host, port, _ := net.SplitHostPort(master.Addr())
+	host, port, _ := net.SplitHostPort(addr)
 	replica := Start(t, append([]Option{WithBackend(Process), WithArgs("--replicaof", host, port)}, opts...)...)
 	rc := redis.NewClient(&redis.Options{Addr: replica.Addr()})
 	defer func() { _ = rc.Close() }()
