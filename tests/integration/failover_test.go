@@ -112,8 +112,9 @@ func (c *confirmed) lost(held map[string]bool) int {
 
 // TestMasterKillAfterPartition: the replica is cut off, the producer goes
 // on writing, the master dies and the replica takes over. Without
-// min_replicas_acked every event written during the cut was confirmed to
-// the producer and is lost; with it, none is confirmed: each gets
+// min_replicas_acked every event written during the cut (and any the
+// replica had not received yet when the cut came) was confirmed to the
+// producer and is lost; with it, none is confirmed: each gets
 // ErrNotReplicated, and nothing confirmed is lost.
 func TestMasterKillAfterPartition(t *testing.T) {
 	const before, during = 50, 10
@@ -136,7 +137,8 @@ func TestMasterKillAfterPartition(t *testing.T) {
 				r, len(c.ok), c.notReplicated, c.other, lost)
 			if r == 0 {
 				assert.Len(t, c.ok, before+during)
-				assert.Equal(t, during, lost, "everything written during the cut")
+				// and what the replica had not received yet when the cut came
+				assert.GreaterOrEqual(t, lost, during, "everything written during the cut")
 			} else {
 				assert.Len(t, c.ok, before)
 				assert.Equal(t, during, c.notReplicated)
@@ -149,8 +151,8 @@ func TestMasterKillAfterPartition(t *testing.T) {
 // TestMasterKillUnderLoad: producers write as fast as they can, the master
 // is killed mid-stream and the replica takes over. With min_replicas_acked
 // nothing confirmed is lost; without it, what is lost is the replication
-// lag at the kill, on loopback usually little or nothing (logged, not
-// asserted).
+// lag at the kill: on loopback usually nothing, thousands of events when
+// the replica is starved of CPU (logged, not asserted).
 func TestMasterKillUnderLoad(t *testing.T) {
 	for _, r := range []int{0, 1} {
 		t.Run(fmt.Sprintf("min_replicas_acked=%d", r), func(t *testing.T) {
