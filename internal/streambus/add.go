@@ -33,7 +33,9 @@ func (b *Bus) XAdd(ctx context.Context, stream string, event []byte, maxLen int6
 	if b.waits() {
 		var cmd *redis.StringCmd
 		werr := b.replicated(ctx, stream, func(p redis.Pipeliner) { cmd = p.XAdd(ctx, addArgs(stream, env, maxLen)) })
-		if id, err = cmd.Result(); err == nil {
+		if cmd == nil {
+			err = werr // not sent
+		} else if id, err = cmd.Result(); err == nil {
 			err = werr
 		}
 	} else {
@@ -248,6 +250,9 @@ func (b *Bus) writeCheckpoints(ctx context.Context, envs []integrity.StreamEnvel
 		err = nil
 	}
 	for _, c := range cmds {
+		if c == nil {
+			continue // not sent: the master was not found, err says so
+		}
 		if cerr := c.Err(); cerr != nil && !errors.Is(cerr, redis.Nil) {
 			err = cerr
 			break

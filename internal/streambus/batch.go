@@ -279,8 +279,14 @@ func (b *Bus) runBatches(ctx context.Context, batches []*AppendBatch, maxLen int
 		}
 	}
 	for _, stream := range streams {
-		if e := b.replicated(ctx, stream, func(p redis.Pipeliner) { queue(p, stream) }); e != nil && werr == nil {
+		e := b.replicated(ctx, stream, func(p redis.Pipeliner) { queue(p, stream) })
+		if e != nil && werr == nil {
 			werr = e
+		}
+		for j, bt := range batches {
+			if bt.Stream == stream && cmds[j] == nil {
+				cmds[j] = failedCmd(ctx, e) // not sent: the master was not found
+			}
 		}
 	}
 	for _, c := range cmds {

@@ -92,7 +92,9 @@ const maxRedirects = 8
 // node. A node that redirects the write (resharding, failover) makes the
 // cluster client reload its slots, and the pipeline is sent again.
 //
-// The writes' outcomes are in the commands send queued. The error says
+// The writes' outcomes are in the commands send queued, unless the master
+// could not be found: then send was not called (its commands are nil) and
+// the error says why. Otherwise the error says
 // whether they were confirmed: nil when MinReplicasAcked replicas hold
 // them, a *NotReplicatedError when fewer did within MinReplicasTimeout,
 // the WAIT's own error otherwise (a lost connection, which the commands
@@ -170,9 +172,20 @@ func (b *Bus) runScript(ctx context.Context, script *redis.Script, keys []string
 	}
 	var cmd *redis.Cmd
 	werr := b.replicated(ctx, keys[0], func(p redis.Pipeliner) { cmd = script.EvalSha(ctx, p, keys, args...) })
-	if isNoScript(cmd.Err()) {
+	if cmd != nil && isNoScript(cmd.Err()) {
 		// Nothing ran: once more with the script's text, which loads it.
+		cmd = nil
 		werr = b.replicated(ctx, keys[0], func(p redis.Pipeliner) { cmd = script.Eval(ctx, p, keys, args...) })
 	}
+	if cmd == nil {
+		cmd = failedCmd(ctx, werr)
+	}
 	return cmd, werr
+}
+
+// failedCmd is a command that was never sent, failed with err.
+func failedCmd(ctx context.Context, err error) *redis.Cmd {
+	c := redis.NewCmd(ctx)
+	c.SetErr(err)
+	return c
 }

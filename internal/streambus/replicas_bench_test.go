@@ -35,6 +35,31 @@ func BenchmarkWaitForReplica(b *testing.B) {
 				}
 			}
 		})
+		b.Run(fmt.Sprintf("batches4x256/min_replicas_acked=%d", r), func(b *testing.B) {
+			// A Producer's round trip: four batches of 256 signed events.
+			stream := uniqueName(b, "batches")
+			env, err := keys.Sign(stream, mustStampB(b, event(1)))
+			require.NoError(b, err)
+			seq := uint64(1)
+			for b.Loop() {
+				batches := make([]*streambus.AppendBatch, 4)
+				for i := range batches {
+					bt := &streambus.AppendBatch{Stream: stream, Producer: "p", FirstSeq: seq, KeyID: env.KeyID}
+					for range 256 {
+						bt.Events = append(bt.Events, env.Event)
+						bt.Sigs = append(bt.Sigs, []byte(env.Sig))
+						bt.EventIDs = append(bt.EventIDs, env.EventID)
+					}
+					seq += 256
+					batches[i] = bt
+				}
+				// Trimmed, so that a long run does not fill the memory.
+				if _, err := bus.AppendBatches(ctx, batches, 20_000, time.Minute); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1024), "ns/event")
+		})
 		for _, n := range []int{1, 100} {
 			b.Run(fmt.Sprintf("commit%d/min_replicas_acked=%d", n, r), func(b *testing.B) {
 				stream := "{bw}:" + uniqueName(b, "commit")

@@ -3,6 +3,7 @@ package streambus_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"testing"
@@ -332,4 +333,34 @@ func TestWaitOnTheKeysMaster(t *testing.T) {
 			assert.NoError(t, err, "%s: its master's replica is up", name)
 		}
 	}
+}
+
+// TestWaitWithoutMaster: when the master of a key cannot be found (a
+// cluster none of whose nodes answers), a write that waits for replicas
+// fails with the reason, as any write does, and sends nothing.
+func TestWaitWithoutMaster(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{closed}, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	keys := newKeyring(t, "k1")
+	bus, err := streambus.New(streambus.Config{Source: "nomaster", MinReplicasAcked: 1, MinReplicasTimeout: waitTimeout}, nil, rdb, keys)
+	require.NoError(t, err)
+	ctx := context.Background()
+	stream := "{none}:stream"
+	_, err = bus.XAdd(ctx, stream, event(1), 0)
+	assert.ErrorContains(t, err, `find the master of "{none}:stream"`)
+	_, err = bus.Commit(ctx, stream, "g", streambus.Item{ID: "1-1", Adds: []streambus.Add{{Stream: stream + ":out", Event: []byte(`{"a":1}`)}}})
+	assert.ErrorContains(t, err, "find the master")
+	_, err = bus.XAck(ctx, stream, "g", "1-1")
+	assert.ErrorContains(t, err, "find the master")
+	env, err := keys.Sign(stream, mustStamp(t, event(2)))
+	require.NoError(t, err)
+	_, _, err = bus.AppendOnce(ctx, stream, env, 0, time.Minute)
+	assert.ErrorContains(t, err, "find the master")
+	_, err = bus.AppendBatches(ctx, []*streambus.AppendBatch{{Stream: stream, Producer: "p", FirstSeq: 1, KeyID: env.KeyID,
+		Events: [][]byte{env.Event}, Sigs: [][]byte{[]byte(env.Sig)}, EventIDs: []string{env.EventID}}}, 0, time.Minute)
+	assert.ErrorContains(t, err, "find the master")
 }
