@@ -324,7 +324,10 @@ func commitArgs(stream, group string, items []scriptItem, token string) (keys []
 // first chained add: run again with the same arguments (go-redis retries a
 // command whose reply was lost; a request can arrive late), it appends
 // nothing and answers the same, so that no void is written for an add that
-// is in its stream. It begins with stream's name (its hash tag).
+// is in its stream. A Bus that waits for replicas names a key for every
+// commit, with a random token when it has no chained add (commitArgs):
+// about 100 bytes per commit for commitMemory. It begins with stream's
+// name (its hash tag).
 func CommitKey(stream, token string) string { return stream + ":commit:" + token }
 
 // commitMemory is how long a commit's key lives: beyond the Redis client's
