@@ -364,3 +364,28 @@ func TestWaitWithoutMaster(t *testing.T) {
 		Events: [][]byte{env.Event}, Sigs: [][]byte{[]byte(env.Sig)}, EventIDs: []string{env.EventID}}}, 0, time.Minute)
 	assert.ErrorContains(t, err, "find the master")
 }
+
+// TestWaitThroughSentinel: through Sentinel's failover client the write and
+// its WAIT go to the master the sentinels name, on one connection.
+func TestWaitThroughSentinel(t *testing.T) {
+	s := redistest.StartSentinel(t)
+	rdb := s.Client(t)
+	keys := newKeyring(t, "k1")
+	bus, err := streambus.New(streambus.Config{MinReplicasAcked: 1, MinReplicasTimeout: waitTimeout}, nil, rdb, keys)
+	require.NoError(t, err)
+	ctx := context.Background()
+	stream := uniqueName(t, "sentinel")
+	// The replica's first acknowledgements after its sync can take a
+	// second (StartReplica waits for them; StartSentinel does not).
+	require.Eventually(t, func() bool {
+		_, err := bus.XAdd(ctx, stream, event(1), 0)
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond)
+	pause(t, s.Servers[1])
+	_, err = bus.XAdd(ctx, stream, event(2), 0)
+	require.ErrorIs(t, err, streambus.ErrNotReplicated)
+	require.NoError(t, s.Servers[1].Resume())
+	_, err = bus.XAdd(ctx, stream, event(3), 0)
+	require.NoError(t, err)
+	assert.Positive(t, waitCalls(t, s.Servers[0].Addr()))
+}
