@@ -333,6 +333,35 @@ func TestWaitOnTheKeysMaster(t *testing.T) {
 			assert.NoError(t, err, "%s: its master's replica is up", name)
 		}
 	}
+	require.NoError(t, replica.Resume())
+
+	// Resharding: the slot moves to another master. The client still
+	// sends the write to the old one, which answers MOVED; it reloads the
+	// slots and sends write and WAIT to the new owner.
+	slot, err := c.Keyslot(ctx, away)
+	require.NoError(t, err)
+	var to *redistest.ClusterNode
+	for _, n := range masters {
+		if n.ID != streams[away].ID {
+			to = n
+			break
+		}
+	}
+	require.NoError(t, c.MigrateSlot(ctx, slot, to, 100, 0))
+	before := calls()
+	_, err = bus.XAdd(ctx, away, event(3), 0)
+	require.NoError(t, err, "append after the slot moved")
+	read, err := bus.XReadGroup(ctx, streambus.GroupReadArgs{Stream: away, Group: "g", Consumer: "c", Block: -1})
+	require.NoError(t, err)
+	require.NotEmpty(t, read.Entries)
+	items := make([]streambus.Item, len(read.Entries))
+	for i, e := range read.Entries {
+		items[i] = streambus.Item{ID: e.ID}
+	}
+	_, err = bus.Commit(ctx, away, "g", items...)
+	require.NoError(t, err, "commit after the slot moved")
+	after := calls()
+	assert.GreaterOrEqual(t, after[to.ID]-before[to.ID], 2, "the new owner ran the WAITs")
 }
 
 // TestWaitWithoutMaster: when the master of a key cannot be found (a
