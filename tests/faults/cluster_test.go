@@ -176,6 +176,7 @@ func (c *cluster) failMaster(p *producer, lag time.Duration, how string, fail fu
 	written := p.count.Load()
 	if lag > 0 {
 		require.NoError(c.t, promoted.Disconnect(ctx))
+		written = p.count.Load() // the cut holds once Disconnect returns
 		c.note("%s, the replica of %s, cut off the network after %d acknowledged writes: it lags", c.nodeName(promoted), c.nodeName(old), written)
 		time.Sleep(lag)
 		lagged := p.count.Load()

@@ -45,6 +45,10 @@ type producer struct {
 	err   error
 }
 
+// minReplicasTimeout is the producer's MinReplicasTimeout (shorter than its
+// one-second WriteTimeout, as audit requires).
+const minReplicasTimeout = 500 * time.Millisecond
+
 // produce starts producing n events (n <= 0: until stopProducing) at about
 // rate per second, one in every poisonEvery marked "poison" (0: none).
 func (c *cluster) produce(n, rate, poisonEvery int) *producer {
@@ -52,7 +56,8 @@ func (c *cluster) produce(n, rate, poisonEvery int) *producer {
 	rdb := c.producerClient()
 	keys, err := audit.NewKeyring(keyID, map[string][]byte{keyID: c.key})
 	require.NoError(c.t, err)
-	bus, err := audit.New(audit.Config{Client: rdb, Keys: keys, Stream: c.names.stream, Group: group, WriteTimeout: time.Second}, discard)
+	bus, err := audit.New(audit.Config{Client: rdb, Keys: keys, Stream: c.names.stream, Group: group, WriteTimeout: time.Second,
+		MinReplicasAcked: c.minReplicas, MinReplicasTimeout: minReplicasTimeout}, discard)
 	require.NoError(c.t, err)
 	p := &producer{
 		c: c, bus: bus, run: fmt.Sprintf("r%d", time.Now().UnixNano()%1e9), every: poisonEvery,
@@ -134,9 +139,11 @@ func (p *producer) write(id string, ev []byte) error {
 			p.mu.Unlock()
 			return nil
 		}
-		// Not written, or written perhaps: retried with the same event id,
-		// which Redis does not store twice.
-		if !errors.Is(err, audit.ErrUnavailable) && !errors.Is(err, audit.ErrOutcomeUnknown) && !isRedirect(err) {
+		// Not written, written perhaps, or written but not confirmed by
+		// enough replicas (min_replicas_acked): not acknowledged, retried
+		// with the same event id, which Redis does not store twice.
+		if !errors.Is(err, audit.ErrUnavailable) && !errors.Is(err, audit.ErrOutcomeUnknown) &&
+			!errors.Is(err, audit.ErrNotReplicated) && !isRedirect(err) {
 			return fmt.Errorf("producer: event %s: %w", id, err)
 		}
 		p.mu.Lock()
@@ -177,6 +184,9 @@ func isRedirect(err error) bool {
 func errKind(err error) string {
 	if isRedirect(err) {
 		return "MOVED/ASK, not ErrUnavailable"
+	}
+	if errors.Is(err, audit.ErrNotReplicated) {
+		return "not replicated in time"
 	}
 	s := err.Error()
 	for _, k := range []string{"connection refused", "i/o timeout", "deadline exceeded", "EOF", "connection reset",
@@ -223,6 +233,7 @@ func (c *cluster) produceBatched(n, rate int, spoolDir string) *producer {
 	keys, err := audit.NewKeyring(keyID, map[string][]byte{keyID: c.key})
 	require.NoError(c.t, err)
 	bp, err := audit.NewProducer(audit.Config{Client: rdb, Keys: keys, Stream: c.names.stream, Group: group,
+		MinReplicasAcked: c.minReplicas, MinReplicasTimeout: minReplicasTimeout,
 		WriteTimeout: time.Second, RetryDelay: 100 * time.Millisecond, SpoolDir: spoolDir, BatchSize: 64}, discard)
 	require.NoError(c.t, err)
 	p := &producer{
