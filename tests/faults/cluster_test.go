@@ -52,13 +52,22 @@ func TestClusterMasterKill(t *testing.T) {
 			p := c.produce(ciEvents, ciRate, 0)
 			p.waitWritten(ciEvents/3, time.Minute)
 			old, promoted := c.failMaster(p, lagFor, "killed (SIGKILL)", func(ctx context.Context, m *redistest.ClusterNode) error { return m.Kill(ctx) })
-			c.waitReading(rs, "the killed master still down")
+			if acked == 0 {
+				c.waitReading(rs, "after the promotion, the killed master still down")
+			}
+			// With min_replicas_acked 1 the promoted master, without a
+			// replica of its own, confirms no write until the killed node
+			// is back as its replica: the producer and the replicas' commits
+			// wait for it.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			require.NoError(t, old.Restart(ctx))
 			require.NoError(t, c.rc.WaitHealthy(ctx))
 			require.Equal(t, old, c.rc.ReplicaOf(ctx, promoted), "the killed master rejoined as a replica of %s", c.nodeName(promoted))
 			c.note("%s started again: a replica of %s", c.nodeName(old), c.nodeName(promoted))
+			if acked > 0 {
+				c.waitReading(rs, "after the killed master rejoined as a replica")
+			}
 			p.wait(2 * time.Minute)
 			c.drain(2 * time.Minute)
 			r := c.check(p, fmt.Sprintf("Redis Cluster: kill -9 the master of the slot, its replica lagging, min_replicas_acked %d", acked))
@@ -140,7 +149,7 @@ func TestClusterMasterNetworkCut(t *testing.T) {
 	p := c.produce(ciEvents, ciRate, 0)
 	p.waitWritten(ciEvents/3, time.Minute)
 	old, promoted := c.failMaster(p, 0, "cut off the network", func(ctx context.Context, m *redistest.ClusterNode) error { return m.Disconnect(ctx) })
-	c.waitReading(rs, "the old master still cut off")
+	c.waitReading(rs, "after the promotion, the old master still cut off")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	require.NoError(t, old.Connect(ctx))
@@ -207,13 +216,14 @@ func (c *cluster) keysInSlot(ctx context.Context, node *redistest.ClusterNode, s
 	return n
 }
 
-// waitReading waits until every replica of rs read from Redis again after
-// a failover (liveness: they follow the promoted replica by themselves).
-func (c *cluster) waitReading(rs []*replica, while string) {
+// waitReading waits until every replica of rs read from Redis again from
+// now, after a failover (liveness: they follow the promoted replica by
+// themselves); when says when that is.
+func (c *cluster) waitReading(rs []*replica, when string) {
 	c.t.Helper()
 	since := time.Now()
 	for _, r := range rs {
 		waitFor(c.t, 30*time.Second, r.name+" to read again after the failover", func() bool { return r.lastRead().After(since) })
 	}
-	c.note("every replica read again %s after the promotion, %s", time.Since(since).Round(time.Millisecond), while)
+	c.note("every replica read again %s %s", time.Since(since).Round(time.Millisecond), when)
 }
