@@ -23,7 +23,8 @@
 // StartCluster starts a Redis Cluster of redis-server processes (three
 // masters with one replica each, `redis-cli --cluster create`), with helpers
 // to move a slot (MigrateSlot), fail over (Failover, or Kill a master) and
-// wait for the cluster to settle (WaitHealthy). StartSentinel starts a
+// wait for the cluster to settle (WaitHealthy): internal/rediscluster's,
+// which `auditproc bench` uses for its own cluster too. StartSentinel starts a
 // master, a replica and three sentinels. A Link is a relay a test can cut
 // like a network partition (open connections go silent for good); with
 // WithLinks every cluster node announces its link, so a client can be cut
