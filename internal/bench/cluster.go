@@ -262,11 +262,11 @@ func (t *clusterTrail) outputs() []string {
 	return out
 }
 
-// env is what a child's environment adds to run on the trail (the stream
-// name and the group are the child's own).
+// env is what a child's environment adds to run on the trail (and to
+// check its configuration).
 func (t *clusterTrail) env(url string) []string {
 	return []string{"AUDITPROC_REDIS_URL=" + url, "AUDITPROC_STREAM_SHARDS=" + strconv.Itoa(t.shards),
-		"AUDITPROC_DEAD_LETTER_STREAM=" + t.key("dead")}
+		"AUDITPROC_STREAM_NAME=" + t.key("stream"), "AUDITPROC_DEAD_LETTER_STREAM=" + t.key("dead")}
 }
 
 // sinkConfig is sinks with every stream sink's stream the trail's.
