@@ -172,6 +172,18 @@ type Report struct {
 	Trail []TrailRow
 	// Cluster says where the cluster rows' shards were, one line a trail.
 	Cluster []string
+	// Memory is the standalone Redis's memory per retained entry of the
+	// pre-filled streams.
+	Memory []MemoryRow
+}
+
+// MemoryRow is the Redis memory a pre-filled stream takes per entry:
+// INFO MEMORY used_memory after its Entries XADDs minus before, divided
+// by Entries.
+type MemoryRow struct {
+	Title   string
+	Entries int
+	Bytes   float64
 }
 
 // TrailRow is a rate and its ratio to a reference row (Of).
@@ -350,6 +362,10 @@ func (r *runner) wants(name string) bool {
 func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) error {
 	if slices.ContainsFunc(scenarios, func(sc scenario) bool { return sc.trail == nil }) {
 		r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", stream))
+		mem0, err := usedMemory(ctx, r.rdb)
+		if err != nil {
+			return err
+		}
 		t0 := time.Now()
 		size, err := prefill(ctx, r.rdb, r.keys, stream, r.cfg.Entries)
 		if err != nil {
@@ -357,6 +373,9 @@ func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) 
 		}
 		v1 := float64(r.cfg.Entries) / time.Since(t0).Seconds()
 		rep.EventBytes = size
+		if err := r.memoryRow(ctx, rep, "envelope v1 ("+stream+")", mem0); err != nil {
+			return err
+		}
 		if err := r.prefillChain(ctx, rep, v1); err != nil {
 			return err
 		}
@@ -866,17 +885,45 @@ func (r *runner) prefillChain(ctx context.Context, rep *Report, v1 float64) erro
 	}
 	r.chainFilled = true
 	r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", chainStream))
+	mem0, err := usedMemory(ctx, r.rdb)
+	if err != nil {
+		return err
+	}
 	t0 := time.Now()
 	if err := prefillChain(ctx, r.rdb, r.keys, chainStream, r.cfg.Entries); err != nil {
 		return err
 	}
 	v2 := float64(r.cfg.Entries) / time.Since(t0).Seconds()
+	if err := r.memoryRow(ctx, rep, "envelope v2, one chain, checkpoints included ("+chainStream+")", mem0); err != nil {
+		return err
+	}
 	if v1 > 0 {
 		rep.Trail = append(rep.Trail,
 			TrailRow{Title: "producer: stamp + sign + pipelined XADD, envelope v1", Rate: v1, Ratio: 1, Of: "v1"},
 			TrailRow{Title: "producer: stamp + chain sign + pipelined XADD, envelope v2", Rate: v2, Ratio: v2 / v1, Of: "v1"})
 	}
 	return nil
+}
+
+// memoryRow adds the Redis memory per entry of a stream just filled with
+// Config.Entries events: used_memory now minus before, over the entries.
+func (r *runner) memoryRow(ctx context.Context, rep *Report, title string, before int64) error {
+	after, err := usedMemory(ctx, r.rdb)
+	if err != nil {
+		return err
+	}
+	rep.Memory = append(rep.Memory, MemoryRow{Title: title, Entries: r.cfg.Entries, Bytes: float64(after-before) / float64(r.cfg.Entries)})
+	return nil
+}
+
+// usedMemory is the server's used_memory (INFO MEMORY), bytes.
+func usedMemory(ctx context.Context, rdb redis.Cmdable) (int64, error) {
+	info, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, fmt.Errorf("INFO MEMORY: %w", err)
+	}
+	v, err := infoField(info, "used_memory")
+	return int64(v), err
 }
 
 // trailScan measures `auditproc verify` on the chained stream against a

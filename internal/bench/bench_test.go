@@ -100,10 +100,11 @@ func TestPerEntry(t *testing.T) {
 	assert.Nil(t, each)
 }
 
-func TestReportPrintClusterRows(t *testing.T) {
+func TestReportPrintClusterAndMemoryRows(t *testing.T) {
 	var b strings.Builder
 	(&Report{Entries: 10, EventBytes: 380, Rounds: 1, Rate: 100,
 		Cluster: []string{"cluster, 3 shards: {bench3}:stream slot 5075 on node 1"},
+		Memory:  []MemoryRow{{Title: "envelope v2", Entries: 10, Bytes: 612.4}},
 		Results: []Result{
 			{Name: "verify", Title: "verify", Throughput: 2000, RedisCPU: 3 * time.Microsecond, NodeCPU: []time.Duration{3 * time.Microsecond}},
 			{Name: "cluster-verify-3", Title: "verify — cluster, 3 shards", Shards: 3, Of: "verify", Throughput: 3000, Ratio: 1.5,
@@ -112,6 +113,7 @@ func TestReportPrintClusterRows(t *testing.T) {
 	out := b.String()
 	assert.Contains(t, out, "{bench3}:stream slot 5075 on node 1")
 	assert.Regexp(t, `\| verify — standalone Redis +\| — +\| 2k +\| 1\.00 +\| 0\.00 +\| 3\.00 +\| 3\.00 +\|`, out)
+	assert.Regexp(t, `\| 10 entries, envelope v2 +\| 612 +\|`, out)
 	assert.Regexp(t, `\| verify — cluster, 3 shards +\| 3 +\| 3k +\| 1\.50 +\| 0\.00 +\| 6\.00 +\| 1\.00 / 2\.00 / 3\.00 +\|`, out)
 }
 

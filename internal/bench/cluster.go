@@ -117,24 +117,29 @@ func (c *cluster) cpu(ctx context.Context) ([]time.Duration, error) {
 
 // parseCPU is used_cpu_sys + used_cpu_user of an INFO CPU reply.
 func parseCPU(info string) (time.Duration, error) {
-	var total float64
-	found := 0
+	sys, err := infoField(info, "used_cpu_sys")
+	if err != nil {
+		return 0, err
+	}
+	user, err := infoField(info, "used_cpu_user")
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration((sys + user) * float64(time.Second)), nil
+}
+
+// infoField is the number of field name in an INFO reply.
+func infoField(info, name string) (float64, error) {
 	for _, line := range strings.Split(info, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || (k != "used_cpu_sys" && k != "used_cpu_user") {
-			continue
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == name {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return 0, fmt.Errorf("INFO %s: %w", name, err)
+			}
+			return f, nil
 		}
-		s, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", k, err)
-		}
-		total += s
-		found++
 	}
-	if found != 2 {
-		return 0, fmt.Errorf("no used_cpu_sys and used_cpu_user in %q", info)
-	}
-	return time.Duration(total * float64(time.Second)), nil
+	return 0, fmt.Errorf("INFO has no %s", name)
 }
 
 // placement is where a shard's slot is.

@@ -80,6 +80,16 @@ func (rep *Report) Print(w io.Writer) {
 		fmt.Fprintln(w)
 		rep.printCluster(w, cluster)
 	}
+	if len(rep.Memory) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+		fmt.Fprintln(tw, "| Redis memory per retained entry (INFO MEMORY used_memory after − before the prefill, over the entries)\t| bytes/entry\t|")
+		fmt.Fprintln(tw, "|---\t|---:\t|")
+		for _, m := range rep.Memory {
+			fmt.Fprintf(tw, "| %d entries, %s\t| %.0f\t|\n", m.Entries, m.Title, m.Bytes)
+		}
+		_ = tw.Flush()
+	}
 	if len(rep.Trail) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
