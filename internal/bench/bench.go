@@ -139,7 +139,8 @@ type Result struct {
 	// DestCPU is the external destination's (PostgreSQL's processes',
 	// rsyslogd's) per entry while draining; 0 for the other scenarios.
 	DestCPU time.Duration
-	// PeakRSS is the child's maximum resident set, bytes.
+	// PeakRSS is the child's maximum resident set, bytes (its VmHWM,
+	// polled while it runs: see peakRSS).
 	PeakRSS int64
 	// Start is from the child's start to its first read.
 	Start time.Duration
@@ -797,6 +798,9 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 			done = true
 		case <-tick.C:
 		}
+		if !done {
+			res.PeakRSS = max(res.PeakRSS, peakRSS(cmd.Process.Pid))
+		}
 		read, acked, err := progressOn(ctx, rdb, group, streams...)
 		if err != nil {
 			continue
@@ -829,9 +833,6 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	}
 	ps := cmd.ProcessState
 	cpu := ps.UserTime() + ps.SystemTime()
-	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		res.PeakRSS = ru.Maxrss * 1024 // KiB on Linux
-	}
 	events := int64(r.cfg.Entries)
 	res.Throughput = float64(events) / last.Sub(first).Seconds()
 	res.CPU = (cpu - cpu0) / time.Duration(events)

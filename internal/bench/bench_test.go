@@ -173,3 +173,8 @@ func TestClusterPlace(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, cpu, ClusterMasters)
 }
+
+func TestPeakRSSSelf(t *testing.T) {
+	assert.Greater(t, peakRSS(os.Getpid()), int64(1<<20), "this process holds more than a MiB")
+	assert.Zero(t, peakRSS(-1))
+}

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -275,10 +274,25 @@ func (r *runner) produce(ctx context.Context, sc produceScenario, file string, r
 		return res, err
 	}
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return res, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	tick := time.NewTicker(2 * time.Millisecond)
+	for running := true; running; {
+		select {
+		case err = <-exited:
+			running = false
+		case <-tick.C:
+			res.PeakRSS = max(res.PeakRSS, peakRSS(cmd.Process.Pid))
+		}
+	}
+	tick.Stop()
+	took := time.Since(start)
+	if err != nil {
 		return res, fmt.Errorf("%s: %w\n%s", strings.Join(sc.args, " "), err, tail(logf))
 	}
-	took := time.Since(start)
 	rcpu, err := serverCPU(ctx)
 	if err != nil {
 		return res, err
@@ -308,9 +322,6 @@ func (r *runner) produce(ctx context.Context, sc produceScenario, file string, r
 		_ = rdb.Unlink(ctx, streams[0]).Err()
 	}
 	ps := cmd.ProcessState
-	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		res.PeakRSS = ru.Maxrss * 1024
-	}
 	res.Throughput = float64(n) / took.Seconds()
 	res.CPU = (ps.UserTime() + ps.SystemTime()) / time.Duration(n)
 	res.RedisCPU, res.NodeCPU = perEntry(rcpu0, rcpu, n)
