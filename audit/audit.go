@@ -81,8 +81,9 @@ type Config struct {
 	Stream string
 	// Shards is stream.shards: above 1, Audit and a Producer append each
 	// event to the stream of its shard (shard 0 is Stream; docs/scaling.md),
-	// chosen by PartitionKey. Consume, Ack, Pending and ClaimStale use
-	// Stream alone. Default: 1.
+	// chosen by PartitionKey. Consume, Ack, Pending and ClaimStale read one
+	// stream: they refuse a Bus with Shards above 1 (give each shard's
+	// stream its own Bus). Default: 1.
 	Shards int
 	// PartitionKey is stream.partition_key: the top-level event field whose
 	// value picks the shard (CRC-32 of its text modulo Shards), so that
@@ -151,6 +152,13 @@ type Config struct {
 	// starts with entries never written, which `auditproc verify` reports
 	// as a gap.
 	ProducerID string
+	// shard is the index of a Producer's shard (shards.go): above 0, the
+	// producer's name in Redis and its derived event ids are those of
+	// "<ProducerID>/<shard>", which no ProducerID can be.
+	shard int
+	// layout is the shard layout a named Producer records with its
+	// sequence ("" for one shard; shards.go).
+	layout string
 	// DedupWindow is how long Redis remembers a producer's last sequence
 	// number after its last write. Default: DefaultDedupWindow.
 	DedupWindow time.Duration
@@ -242,6 +250,9 @@ func (c Config) Validate() error {
 	if c.Shards < 0 || c.Shards > shard.Max {
 		errs = append(errs, fmt.Errorf("%w: Shards %d: want 1 to %d", ErrInvalidConfig, c.Shards, shard.Max))
 	}
+	if c.PartitionKey == "event_id" || c.PartitionKey == "timestamp" {
+		errs = append(errs, fmt.Errorf("%w: PartitionKey %q is stamped by the producer: name a field of the service's (without one, events spread evenly)", ErrInvalidConfig, c.PartitionKey))
+	}
 	if c.QueueSize < 0 || c.BatchSize < 0 || c.Pipeline < 0 || c.SpoolMaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("%w: QueueSize, BatchSize, Pipeline and SpoolMaxBytes must not be negative", ErrInvalidConfig))
 	}
@@ -267,6 +278,10 @@ type Bus struct {
 	checkpointsDone chan struct{}
 
 	durableOnce sync.Once
+	// shardsOnce checks, at the first Audit, that processors read every
+	// shard the Bus writes (shardsRead).
+	shardsOnce sync.Once
+	shardsErr  error
 }
 
 // streamOf is the stream of the shard of a stamped event whose event_id is
@@ -340,6 +355,16 @@ func (b *Bus) Close() error {
 	return err
 }
 
+// oneStream refuses a reading call on a Bus of a sharded trail: which
+// shard's stream would it read?
+func (b *Bus) oneStream(op string) error {
+	if b.cfg.Shards > 1 {
+		return fmt.Errorf("%w: %s reads one stream, and this Bus writes %d shards: give each shard's stream a Bus of its own (Shards 1, Stream the shard's)",
+			ErrInvalidConfig, op, b.cfg.Shards)
+	}
+	return nil
+}
+
 // Audit signs event and appends it to the audit stream, returning the new
 // entry id. event may be:
 //
@@ -374,6 +399,10 @@ func (b *Bus) Audit(ctx context.Context, event any) (string, error) {
 	}
 	stream := b.cfg.Stream
 	if b.cfg.Shards > 1 {
+		b.shardsOnce.Do(func() { b.shardsErr = shardsRead(b.rdb, b.cfg.Stream, b.cfg.Shards, b.cfg.WriteTimeout) })
+		if b.shardsErr != nil {
+			return "", b.shardsErr
+		}
 		// The shard goes by the event id when there is no partition key,
 		// so the event is stamped first.
 		stamped, id, err := integrity.Stamp(raw, time.Now())
@@ -572,6 +601,10 @@ func (b *Bus) CreateGroup(ctx context.Context) (bool, error) {
 // are logged as security_audit_tampered_message and left pending.
 func (b *Bus) Consume(ctx context.Context, consumer string) iter.Seq2[Message, error] {
 	return func(yield func(Message, error) bool) {
+		if err := b.oneStream("consume"); err != nil {
+			yield(Message{}, err)
+			return
+		}
 		history := "0" // this consumer's pending entries first; "" once done
 		for ctx.Err() == nil {
 			args := streambus.GroupReadArgs{Stream: b.cfg.Stream, Group: b.cfg.Group, Consumer: consumer, ID: ">", Count: b.cfg.Count, Block: b.cfg.Block}
@@ -658,6 +691,9 @@ func sleep(ctx context.Context, d time.Duration) {
 // Ack acknowledges processed messages by id and returns how many were
 // pending.
 func (b *Bus) Ack(ctx context.Context, ids ...string) (int64, error) {
+	if err := b.oneStream("ack"); err != nil {
+		return 0, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
 	defer cancel()
 	n, err := b.bus.XAck(ctx, b.cfg.Stream, b.cfg.Group, ids...)
@@ -681,6 +717,9 @@ type PendingInfo struct {
 
 // Pending returns the group's pending summary.
 func (b *Bus) Pending(ctx context.Context) (PendingInfo, error) {
+	if err := b.oneStream("pending"); err != nil {
+		return PendingInfo{}, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
 	defer cancel()
 	p, err := b.bus.XPending(ctx, b.cfg.Stream, b.cfg.Group)
@@ -700,6 +739,9 @@ func (b *Bus) Pending(ctx context.Context) (PendingInfo, error) {
 // verification are logged and stay pending; entries deleted while pending
 // are logged and dropped from the pending list.
 func (b *Bus) ClaimStale(ctx context.Context, consumer string) ([]Message, error) {
+	if err := b.oneStream("claim"); err != nil {
+		return nil, err
+	}
 	var out []Message
 	cursor := "0-0"
 	for {

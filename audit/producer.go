@@ -165,6 +165,7 @@ type streamProducer struct {
 	// ids and the events a re-run skips (heldEvents) go by it.
 	nextEvent  uint64
 	heldEvents uint64
+	heldLayout string // the shard layout the earlier run recorded
 	closed     bool
 
 	queued                         atomic.Int64
@@ -202,6 +203,9 @@ func newStreamProducer(cfg Config, logger *slog.Logger) (*streamProducer, error)
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	p.derivedIDs = p.id != ""
+	if p.derivedIDs && b.cfg.shard > 0 {
+		p.id = fmt.Sprintf("%s/%d", p.id, b.cfg.shard)
+	}
 	if p.id == "" {
 		var r [12]byte
 		_, _ = rand.Read(r[:])
@@ -228,7 +232,7 @@ func newStreamProducer(cfg Config, logger *slog.Logger) (*streamProducer, error)
 		if p.spool != nil && p.spoolEvents.Load() > 0 {
 			(&writer{p: p, delay: p.cfg.RetryDelay}).drain()
 		}
-		p.heldEvents = p.readHeld()
+		p.heldEvents, p.heldLayout = p.readHeld()
 	}
 	go p.run()
 	go p.runCheckpoints()
@@ -239,19 +243,27 @@ func newStreamProducer(cfg Config, logger *slog.Logger) (*streamProducer, error)
 // an earlier run (0 when it does not say within WriteTimeout): Send
 // resolves those as Duplicate without signing them, so that this run's
 // chain has no entry that is never written.
-func (p *streamProducer) readHeld() uint64 {
+func (p *streamProducer) readHeld() (held uint64, layout string) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.WriteTimeout)
 	defer cancel()
 	raw, err := p.bus.rdb.Get(ctx, streambus.ProducerKey(p.cfg.Stream, p.id)).Result()
 	if err != nil {
-		return 0
+		return 0, ""
 	}
+	// "<source> <last seq> <last event> [<layout>]", or a bare number.
 	f := strings.Fields(raw)
-	n, err := strconv.ParseUint(f[len(f)-1], 10, 64)
-	if err != nil {
-		return 0
+	at := len(f) - 1
+	if len(f) >= 3 {
+		at = 2
 	}
-	return n
+	if len(f) == 4 {
+		layout = f[3]
+	}
+	n, err := strconv.ParseUint(f[at], 10, 64)
+	if err != nil {
+		return 0, ""
+	}
+	return n, layout
 }
 
 // Source returns the source id the Producer signs its chain as:
@@ -417,6 +429,9 @@ func (p *streamProducer) newBatch() *batch {
 	b := &batch{done: make(chan struct{})}
 	b.Stream, b.Producer, b.FirstSeq, b.KeyID = p.cfg.Stream, p.id, p.nextSeq, p.keys.ActiveKeyID()
 	b.FirstEvent = p.nextEvent
+	if p.derivedIDs {
+		b.Layout = p.cfg.layout
+	}
 	b.results = make([]Result, 0, p.cfg.BatchSize)
 	b.arena = make([]byte, 0, p.cfg.BatchSize*512)
 	b.offs = make([]int, 0, 2*p.cfg.BatchSize)

@@ -4,8 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/streambus"
 
 	"github.com/auditproc/auditproc/internal/shard"
 )
@@ -38,7 +46,10 @@ import (
 // writer, chain, queue and spool of that shard's own, so that events with
 // the same key keep their order.
 type Producer struct {
+	// shards are the shards' writers, then any that only drain a spool
+	// left by a Producer of more shards (SpoolDir/shard-<k>, k >= n).
 	shards []*streamProducer
+	n      int // the shards events go to
 	key    string
 	spread shard.Spread
 }
@@ -53,8 +64,8 @@ type Producer struct {
 // Close it to flush and stop.
 //
 // With Config.Shards above 1, shard k > 0 writes to its stream
-// (docs/scaling.md) with the Redis client of shard 0, a ProducerID of
-// "<ProducerID>.<k>", a spool in SpoolDir/shard-<k>, and an equal part of
+// (docs/scaling.md) with the Redis client of shard 0, the name
+// "<ProducerID>/<k>" in Redis (and for its derived event ids), a spool in SpoolDir/shard-<k>, and an equal part of
 // QueueSize and SpoolMaxBytes.
 func NewProducer(cfg Config, logger *slog.Logger) (*Producer, error) {
 	n := max(1, cfg.Shards)
@@ -66,38 +77,115 @@ func NewProducer(cfg Config, logger *slog.Logger) (*Producer, error) {
 		c.setDefaults()
 		c.QueueSize = max(c.BatchSize, c.QueueSize/n)
 		c.SpoolMaxBytes = max(1, c.SpoolMaxBytes/int64(n))
+		c.layout = fmt.Sprintf("%d/%08x", n, crc32.ChecksumIEEE([]byte(cfg.PartitionKey)))
 	}
 	first, err := newStreamProducer(c, logger)
 	if err != nil {
 		return nil, err
 	}
-	p := &Producer{shards: []*streamProducer{first}, key: cfg.PartitionKey}
-	for k := 1; k < n; k++ {
-		sc := c
+	if err := sameLayout(first, c.layout); err != nil {
+		_ = first.Close(context.Background())
+		return nil, err
+	}
+	if err := shardsRead(first.bus.rdb, first.cfg.Stream, n, first.cfg.WriteTimeout); err != nil {
+		_ = first.Close(context.Background())
+		return nil, err
+	}
+	p := &Producer{shards: []*streamProducer{first}, n: n, key: cfg.PartitionKey}
+	open := func(k int, sc Config) error {
 		sc.Stream = shard.Key(first.cfg.Stream, k)
 		sc.Client = first.bus.rdb
-		if sc.ProducerID != "" {
-			sc.ProducerID = fmt.Sprintf("%s.%d", sc.ProducerID, k)
-		}
-		if sc.SpoolDir != "" {
-			sc.SpoolDir = filepath.Join(sc.SpoolDir, fmt.Sprintf("shard-%d", k))
-		}
+		sc.shard = k
 		sp, err := newStreamProducer(sc, logger)
+		if err == nil {
+			p.shards = append(p.shards, sp)
+			if k < n {
+				err = sameLayout(sp, c.layout)
+			}
+		}
 		if err != nil {
 			_ = p.Close(context.Background())
-			return nil, fmt.Errorf("shard %d (%s): %w", k, sc.Stream, err)
+			return fmt.Errorf("shard %d (%s): %w", k, sc.Stream, err)
 		}
-		p.shards = append(p.shards, sp)
+		return nil
+	}
+	for k := 1; k < n; k++ {
+		sc := c
+		if sc.SpoolDir != "" {
+			sc.SpoolDir = shardSpool(sc.SpoolDir, k)
+		}
+		if err := open(k, sc); err != nil {
+			return nil, err
+		}
+	}
+	if c.SpoolDir != "" {
+		// The spools of shards this Producer does not write (a Producer of
+		// more shards left them) are drained all the same: their records
+		// name their streams.
+		for _, dir := range shardSpools(c.SpoolDir) {
+			var k int
+			if _, err := fmt.Sscanf(filepath.Base(dir), "shard-%d", &k); err != nil || k < n {
+				continue
+			}
+			sc := c
+			sc.SpoolDir, sc.ProducerID = dir, ""
+			if err := open(k, sc); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return p, nil
 }
+
+// sameLayout refuses a named producer whose earlier run, within the dedup
+// window, wrote with another shard count or partition key: its events went
+// to other shards, so this run would skip some it never wrote (counted per
+// shard) and write others again.
+func sameLayout(sp *streamProducer, layout string) error {
+	if !sp.derivedIDs || sp.heldEvents == 0 || sp.heldLayout == layout {
+		return nil
+	}
+	shards := func(l string) string {
+		if l == "" {
+			return "1 shard"
+		}
+		n, _, _ := strings.Cut(l, "/")
+		return n + " shards"
+	}
+	return fmt.Errorf("%w: producer %q wrote %d event(s) to %s with %s (or another partition key), and now runs with %s: "+
+		"re-run it with the shard count and partition key of its first run, or under another ProducerID "+
+		"(its events would otherwise be skipped or written twice)",
+		ErrInvalidConfig, sp.cfg.ProducerID, sp.heldEvents, sp.cfg.Stream, shards(sp.heldLayout), shards(layout))
+}
+
+// shardsRead refuses n shards for the trail whose shard 0 is stream when
+// its processors read fewer (streambus.ShardsKey): the events of the
+// others would wait unread. Nothing recorded (no sharded processor ran
+// yet), or Redis not answering within timeout: no refusal.
+func shardsRead(rdb redis.UniversalClient, stream string, n int, timeout time.Duration) error {
+	if n < 2 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	rec, err := streambus.RecordedShards(ctx, rdb, stream)
+	if err != nil || rec == 0 || n <= rec {
+		return nil
+	}
+	return fmt.Errorf("%w: Shards %d, but the processors of %s read %d shards (%s): start them with stream.shards %d first (docs/scaling.md), "+
+		"else the events of the other shards wait unread", ErrInvalidConfig, n, stream, rec, streambus.ShardsKey(stream), n)
+}
+
+// shardSpool is the spool directory of shard k > 0 of a Producer whose
+// spool is dir.
+func shardSpool(dir string, k int) string { return filepath.Join(dir, fmt.Sprintf("shard-%d", k)) }
 
 // Source returns the source id of the Producer's chain (of shard 0's, when
 // sharded: each shard's chain is a session of its own).
 func (p *Producer) Source() string { return p.shards[0].Source() }
 
 // ID returns the producer's name in Redis (Config.ProducerID, or the random
-// one chosen); shard k > 0 is "<ID>.<k>".
+// one chosen); shard k > 0 of a named producer is "<ID>/<k>".
 func (p *Producer) ID() string { return p.shards[0].ID() }
 
 // Send queues event (a struct, map, []byte, json.RawMessage or string, as
@@ -112,14 +200,14 @@ func (p *Producer) Send(ctx context.Context, event any) (Pending, error) {
 // id derived from the producer and the sequence number, so that sending the
 // same sequence again gives the same ids).
 func (p *Producer) SendWithID(ctx context.Context, event any, eventID string) (Pending, error) {
-	if len(p.shards) == 1 {
+	if p.n == 1 {
 		return p.shards[0].SendWithID(ctx, event, eventID)
 	}
 	raw, err := encodeEvent(event)
 	if err != nil {
 		return Pending{}, err
 	}
-	k := shard.Of(raw, p.key, len(p.shards), idSpread{raw, eventID, &p.spread})
+	k := shard.Of(raw, p.key, p.n, idSpread{raw, eventID, &p.spread})
 	return p.shards[k].SendWithID(ctx, raw, eventID)
 }
 
@@ -143,10 +231,12 @@ func (s idSpread) Next(n int) int {
 // Flush waits until every event sent before it has its result, or until ctx
 // ends.
 func (p *Producer) Flush(ctx context.Context) error {
-	var errs []error
-	for _, s := range p.shards {
-		errs = append(errs, s.Flush(ctx))
+	errs := make([]error, len(p.shards))
+	var wg sync.WaitGroup
+	for k, s := range p.shards {
+		wg.Go(func() { errs[k] = s.Flush(ctx) })
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -156,7 +246,15 @@ func (p *Producer) Flush(ctx context.Context) error {
 // resolved with ErrUnavailable (never sent) or ErrOutcomeUnknown (sent, no
 // answer), and Close says how many.
 func (p *Producer) Close(ctx context.Context) error {
-	// Shard 0 goes last: the others use its Redis client.
+	// The shards flush together, each with all of ctx's time; then they
+	// close, shard 0 last: the others use its Redis client.
+	if len(p.shards) > 1 {
+		var wg sync.WaitGroup
+		for _, s := range p.shards {
+			wg.Go(func() { _ = s.Flush(ctx) })
+		}
+		wg.Wait()
+	}
 	var errs []error
 	for k := len(p.shards) - 1; k >= 0; k-- {
 		if err := p.shards[k].Close(ctx); err != nil {

@@ -133,8 +133,65 @@ type SpoolStatus struct {
 	sizes []int64
 }
 
-// ReadSpoolStatus reads the spool in dir without changing it.
+// ReadSpoolStatus reads the spool in dir without changing it, with the
+// spools of a sharded Producer's other shards (dir/shard-<k>) counted in.
 func ReadSpoolStatus(dir string) (SpoolStatus, error) {
+	st, err := readOneSpool(dir)
+	if err != nil {
+		return st, err
+	}
+	for _, sub := range shardSpools(dir) {
+		o, err := readOneSpool(sub)
+		if err != nil {
+			return st, err
+		}
+		st.Segments += o.Segments
+		st.Records += o.Records
+		st.Events += o.Events
+		st.Bytes += o.Bytes
+		for s, n := range o.Streams {
+			st.Streams[s] += n
+		}
+		if !o.Oldest.IsZero() && (st.Oldest.IsZero() || o.Oldest.Before(st.Oldest)) {
+			st.Oldest = o.Oldest
+		}
+		st.InUse = st.InUse || o.InUse
+		st.TornTail = st.TornTail || o.TornTail
+	}
+	return st, nil
+}
+
+// shardSpools lists the spools of shards 1 and up in dir (shard-<k>), in
+// shard order.
+func shardSpools(dir string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	type sub struct {
+		k    int
+		path string
+	}
+	var subs []sub
+	for _, e := range ents {
+		name, ok := strings.CutPrefix(e.Name(), "shard-")
+		if !ok || !e.IsDir() {
+			continue
+		}
+		if k, err := strconv.Atoi(name); err == nil && k > 0 && strconv.Itoa(k) == name {
+			subs = append(subs, sub{k, filepath.Join(dir, e.Name())})
+		}
+	}
+	slices.SortFunc(subs, func(a, b sub) int { return a.k - b.k })
+	out := make([]string, len(subs))
+	for i, s := range subs {
+		out[i] = s.path
+	}
+	return out
+}
+
+// readOneSpool is ReadSpoolStatus of dir alone.
+func readOneSpool(dir string) (SpoolStatus, error) {
 	if _, err := os.Stat(dir); err != nil {
 		return SpoolStatus{}, fmt.Errorf("audit: spool: %w", err)
 	}

@@ -263,3 +263,20 @@ plugins:
 	assert.Equal(t, []string{"100ms", "default"}, lines["plugins[0].deadline"])
 	assert.NotContains(t, out, os.Getenv("AUDITPROC_HMAC_KEYS")[len("key test-1 base64:"):], "no secret is printed")
 }
+
+// TestRunStoppedWhileStartingIsNoConfigError: a run stopped (SIGTERM) while
+// its plugins load exits 0, saying nothing of an invalid configuration:
+// an orchestrator that stops a starting replica sees a clean stop.
+func TestRunStoppedWhileStartingIsNoConfigError(t *testing.T) {
+	srv := redistest.Start(t)
+	testKeyring(t)
+	dir := t.TempDir()
+	file := writeFile(t, dir, "plugins.yaml", fmt.Sprintf("redis: {url: %q}\nmetrics: {address: \"\"}\nplugins:\n  - {name: tag, path: %q}\n",
+		srv.URL(), wasmtest.Path(t, "tag")))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, []string{"run", "--config", file}, stdio{in: strings.NewReader(""), out: &out, err: &errOut})
+	require.NoError(t, err, "stderr: %s", errOut.String())
+	assert.NotContains(t, errOut.String(), "invalid configuration")
+}

@@ -353,12 +353,13 @@ func replayLetters(ctx context.Context, sio stdio, bus *streambus.Bus, rdb redis
 	return replayed, refused, nil
 }
 
-// selectShards is names, or with --shard k (k >= 0) its k-th alone.
+// selectShards is names, or with --shard k its k-th alone (-1, the flag's
+// default: all).
 func selectShards(names []string, k int) ([]string, error) {
-	if k < 0 {
+	if k == -1 {
 		return names, nil
 	}
-	if k >= len(names) {
+	if k < 0 || k >= len(names) {
 		return nil, usagef("--shard %d: the trail has %d shard(s) (stream.shards), numbered from 0", k, len(names))
 	}
 	return names[k : k+1], nil

@@ -180,6 +180,9 @@ func runCommand() *command {
 				return newLogger(sio.err, cfg.Log.Format, cfg.Log.Level)
 			})
 			if err != nil {
+				if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+					return nil // stopped while starting: nothing was read
+				}
 				return err
 			}
 			pf.cf, pf.watch, pf.hup, pf.force = cf, watch, hup, force
@@ -240,6 +243,9 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 	}
 
 	if err := checkDurability(ctx, rdb, logger, cfg.Safety.RequireDurableRedis); err != nil {
+		return err
+	}
+	if err := recordShards(ctx, rdb, cfg, logger); err != nil {
 		return err
 	}
 	// The replica is a source: its sink emits and dead letters are chained
@@ -453,6 +459,74 @@ func checkRedis(ctx context.Context, rdb redis.UniversalClient, mode redisconn.M
 		logger.Warn("redis_unreachable_at_start", slog.String("mode", mode.String()), slog.String("error", err.Error()))
 	}
 	return nil
+}
+
+// recordShards records the shard count this replica reads
+// (streambus.ShardsKey), so that no producer writes to a shard no processor
+// reads. A count below the recorded one is refused (exit 2) while the
+// shards it would drop hold entries not yet processed: they would wait
+// forever. Redis unreachable: the check is skipped (the loop retries).
+func recordShards(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config, logger *slog.Logger) error {
+	cctx, cancel := context.WithTimeout(ctx, cfg.Redis.DialTimeout+cfg.Redis.IOTimeout)
+	defer cancel()
+	n, stream := cfg.ShardCount(), cfg.Stream.Name
+	rec, err := streambus.RecordedShards(cctx, rdb, stream)
+	if err != nil {
+		logger.Warn("shard_count_unchecked", slog.String("error", err.Error()))
+		return nil
+	}
+	if n >= rec {
+		if n > 1 || rec > 0 {
+			if _, err := streambus.RaiseShards(cctx, rdb, stream, n); err != nil {
+				logger.Warn("shard_count_unrecorded", slog.String("error", err.Error()))
+			}
+		}
+		return nil
+	}
+	for k := n; k < rec; k++ {
+		sc := cfg.ShardConfig(k)
+		left, err := undrained(cctx, rdb, sc.Stream.Name, sc.Stream.Group)
+		if err != nil {
+			logger.Warn("shard_count_unchecked", slog.String("error", err.Error()))
+			return nil
+		}
+		if left != "" {
+			return usagef("stream.shards is %d, but the trail has %d shards (%s) and shard %d (%s) %s: "+
+				"run with stream.shards %d until the shards past %d are drained, then lower it (docs/scaling.md)",
+				n, rec, streambus.ShardsKey(stream), k, sc.Stream.Name, left, rec, n-1)
+		}
+	}
+	if _, err := streambus.LowerShards(cctx, rdb, stream, rec, n); err != nil {
+		logger.Warn("shard_count_unrecorded", slog.String("error", err.Error()))
+	}
+	logger.Info("shard_count_lowered", slog.Int("from", rec), slog.Int("to", n))
+	return nil
+}
+
+// undrained says what a stream holds that group has not finished ("" when
+// nothing): entries not yet read, or pending.
+func undrained(ctx context.Context, rdb redis.UniversalClient, stream, group string) (string, error) {
+	n, err := rdb.XLen(ctx, stream).Result()
+	if err != nil || n == 0 {
+		return "", err
+	}
+	groups, err := rdb.XInfoGroups(ctx, stream).Result()
+	if err != nil && !isNoSuchKey(err) {
+		return "", err
+	}
+	for _, g := range groups {
+		if g.Name != group {
+			continue
+		}
+		switch {
+		case g.Lag != 0:
+			return fmt.Sprintf("has entries its group %s has not read (lag %d)", group, g.Lag), nil
+		case g.Pending > 0:
+			return fmt.Sprintf("has %d entries pending in its group %s", g.Pending, group), nil
+		}
+		return "", nil
+	}
+	return fmt.Sprintf("holds %d entries and no group %s has read them", n, group), nil
 }
 
 func checkDurability(ctx context.Context, rdb redis.UniversalClient, logger *slog.Logger, require bool) error {

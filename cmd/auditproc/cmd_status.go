@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/auditproc/auditproc/internal/config"
+	"github.com/auditproc/auditproc/internal/streambus"
 )
 
 // groupStatus is one consumer group of the audit stream, as `status` shows it.
@@ -155,27 +156,42 @@ type statusFrame struct {
 type trailStatus struct {
 	streamStatus
 	Shards []streamStatus `json:"shards,omitempty"`
+	// RecordedShards is the shard count the trail's processors read
+	// (streambus.ShardsKey), when one is recorded; when it is above
+	// stream.shards, the shards past the configuration's are shown too.
+	RecordedShards int `json:"recorded_shards,omitempty"`
+	configured     int
 }
 
 // readTrailStatus reads the status of every shard of cfg's trail (of group
 // only, when not empty).
 func readTrailStatus(ctx context.Context, rdb redis.UniversalClient, cfg *config.Config, group string) (trailStatus, error) {
-	var out trailStatus
-	for k := range cfg.ShardCount() {
+	out := trailStatus{configured: cfg.ShardCount()}
+	rec, err := streambus.RecordedShards(ctx, rdb, cfg.Stream.Name)
+	if err != nil {
+		return out, fmt.Errorf("status of stream %q: %w", cfg.Stream.Name, err)
+	}
+	out.RecordedShards = rec
+	count := max(cfg.ShardCount(), rec)
+	for k := range count {
 		sc := cfg.ShardConfig(k)
 		st, err := readStatus(ctx, rdb, sc.Stream.Name, sc.DeadLetter.Stream)
 		if err != nil {
 			return out, fmt.Errorf("status of stream %q: %w", sc.Stream.Name, err)
 		}
-		if st, err = onlyGroup(st, group); err != nil {
+		if only, err := onlyGroup(st, group); err == nil {
+			st = only
+		} else if count == 1 {
 			return out, err
+		} else {
+			st.Groups = []groupStatus{} // not on this shard yet (run creates it)
 		}
 		if cc, ok := rdb.(*redis.ClusterClient); ok {
 			if node, err := cc.MasterForKey(ctx, sc.Stream.Name); err == nil {
 				st.Node = node.Options().Addr
 			}
 		}
-		if cfg.ShardCount() == 1 {
+		if count == 1 {
 			out.streamStatus = st
 			return out, nil
 		}
@@ -183,6 +199,9 @@ func readTrailStatus(ctx context.Context, rdb redis.UniversalClient, cfg *config
 		out.Shards = append(out.Shards, st)
 	}
 	out.streamStatus = sumShards(cfg, out.Shards)
+	if group != "" && len(out.Groups) == 0 {
+		return out, fmt.Errorf("status: no shard of stream %q has a consumer group %q", cfg.Stream.Name, group)
+	}
 	return out, nil
 }
 
@@ -201,7 +220,11 @@ func sumShards(cfg *config.Config, shards []streamStatus) streamStatus {
 				sum.Groups = append(sum.Groups, groupStatus{Name: g.Name, Consumers: []consumerStatus{}})
 			}
 			sg := &sum.Groups[i]
-			sg.Lag += g.Lag
+			if !ok || sg.Lag >= 0 && g.Lag >= 0 {
+				sg.Lag += g.Lag
+			} else {
+				sg.Lag = -1 // unknown on a shard: unknown in all
+			}
 			sg.Pending += g.Pending
 			for _, c := range g.Consumers {
 				j := slices.IndexFunc(sg.Consumers, func(x consumerStatus) bool { return x.Name == c.Name })
@@ -221,6 +244,9 @@ func sumShards(cfg *config.Config, shards []streamStatus) streamStatus {
 
 // print writes the status as tables: one per shard, then the totals.
 func (t trailStatus) print(w io.Writer) {
+	if t.RecordedShards > t.configured {
+		fmt.Fprintf(w, "note: the trail's processors read %d shards (recorded), this configuration names %d (stream.shards)\n\n", t.RecordedShards, t.configured)
+	}
 	for _, st := range t.Shards {
 		fmt.Fprintf(w, "shard %d of %d: ", *st.Shard, len(t.Shards))
 		printStatus(w, st)

@@ -146,6 +146,9 @@ func (v *topView) sample(ctx context.Context) topSample {
 			s.lagKnown = false
 			continue
 		}
+		if groups[i].Lag < 0 {
+			s.lagKnown = false // Redis cannot tell on this shard
+		}
 		s.lag += groups[i].Lag
 		s.pending += groups[i].Pending
 	}

@@ -132,6 +132,13 @@ func runPreflight(ctx context.Context, cf *configFlags, withPlugins bool, logger
 			}
 		}
 		plugins, errs := loadPlugins(ctx, &load, lg)
+		if ctx.Err() != nil {
+			// Stopped (SIGTERM, SIGINT) while loading: no plugin is at
+			// fault, and nothing was read.
+			closePlugins(context.WithoutCancel(ctx), plugins)
+			p.close(context.WithoutCancel(ctx))
+			return nil, ctx.Err()
+		}
 		for j, err := range errs {
 			if err != nil {
 				i := index[j]

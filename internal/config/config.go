@@ -119,7 +119,7 @@ type Stream struct {
 	Consumer string `koanf:"consumer"`
 	// Shards splits the trail into this many streams, each with its own
 	// group, dead-letter stream and sink streams (ShardConfig names them).
-	// Default 1: the configured names, unchanged.
+	// Default DefaultShards: the configured names, unchanged.
 	Shards int `koanf:"shards"`
 	// PartitionKey names a top-level event field: producers send events
 	// with the same value to the same shard (ShardOf). Empty: events spread
@@ -362,7 +362,7 @@ func Default() Config {
 			Name:     DefaultStream,
 			Group:    DefaultGroup,
 			Consumer: fmt.Sprintf("%s-%d", host, os.Getpid()),
-			Shards:   1,
+			Shards:   DefaultShards,
 		},
 		Integrity: Integrity{GapGrace: DefaultGapGrace, CheckpointEvery: DefaultCheckpointEvery, CheckpointInterval: DefaultCheckpointInterval},
 		Consumer: Consumer{
@@ -482,6 +482,8 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 	}
 	if c.Stream.PartitionKey != "" && !validFieldName(c.Stream.PartitionKey) {
 		bad("stream.partition_key", "must name a top-level event field (1-128 printable characters, no spaces), got %q", c.Stream.PartitionKey)
+	} else if c.Stream.PartitionKey == "event_id" || c.Stream.PartitionKey == "timestamp" {
+		bad("stream.partition_key", "%q is stamped by the producer, not set by the service: name a field of the service's (actor, tenant, ...); without a key, events spread evenly", c.Stream.PartitionKey)
 	}
 	if c.Redis.MinReplicasAcked < 0 {
 		bad("redis.min_replicas_acked", "must be 0 or more, got %d", c.Redis.MinReplicasAcked)

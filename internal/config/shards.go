@@ -8,6 +8,9 @@ import (
 	"github.com/auditproc/auditproc/internal/shard"
 )
 
+// DefaultShards is stream.shards' default: one stream, named as configured.
+const DefaultShards = 1
+
 // MaxShards is the largest stream.shards.
 const MaxShards = shard.Max
 

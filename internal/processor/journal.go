@@ -87,7 +87,6 @@ func roundUp(n, to int) int { return (n + to - 1) / to * to }
 // journalName is the file name of a consumer's journal for stream and
 // group: readable, and distinct per pipeline.
 func journalName(stream, group, consumer string) string {
-	sum := sha256.Sum256([]byte(stream + "\x00" + group))
 	safe := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.' {
 			return r
@@ -97,7 +96,27 @@ func journalName(stream, group, consumer string) string {
 	if len(safe) > 64 {
 		safe = safe[:64]
 	}
-	return safe + "-" + hex.EncodeToString(sum[:6])
+	return safe + journalTag(stream, group)
+}
+
+// journalTag ends the journal names of stream and group ("-<12 hex>", a
+// ".<pid>" may follow): the journals of one pipeline are told from the
+// others' by name, before any is opened (a replica's shards recover
+// theirs side by side, and must not lock each other's).
+func journalTag(stream, group string) string {
+	sum := sha256.Sum256([]byte(stream + "\x00" + group))
+	return "-" + hex.EncodeToString(sum[:6])
+}
+
+// isJournalOf reports whether the journal file path is named for the
+// pipeline whose tag is tag.
+func isJournalOf(path, tag string) bool {
+	name := strings.TrimSuffix(filepath.Base(path), journalExt)
+	if strings.HasSuffix(name, tag) {
+		return true
+	}
+	i := strings.LastIndexByte(name, '.')
+	return i > 0 && strings.HasSuffix(name[:i], tag)
 }
 
 // begin notes that worker slot runs entry id.

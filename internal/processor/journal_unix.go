@@ -90,7 +90,11 @@ func crashedJournals(dir, stream, group string) (ids []string, done func(), err 
 			_ = f.Close()
 		}
 	}
+	tag := journalTag(stream, group)
 	for _, path := range paths {
+		if !isJournalOf(path, tag) {
+			continue // another pipeline's (or another shard's)
+		}
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
 		if err != nil {
 			continue // removed meanwhile

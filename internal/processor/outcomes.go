@@ -23,7 +23,7 @@ type Stats struct {
 
 	mu             sync.Mutex
 	emitted        map[string]int64    // committed emits by sink name
-	tamperedIDs    map[string]struct{} // distinct tampered entry ids (bounded)
+	tamperedIDs    map[string]struct{} // distinct tampered entries, "<stream> <id>" (bounded)
 	tamperedUnique int64
 }
 
@@ -44,8 +44,9 @@ func (s *Stats) TamperedEntries() int64 {
 // outcomes records what happened to entries, once, in both the Stats and
 // the Metrics.
 type outcomes struct {
-	stats *Stats
-	m     *Metrics
+	stats  *Stats
+	m      *Metrics
+	stream string // the processor's: entry ids repeat across a replica's shards
 }
 
 // read records a batch read or claimed: its entries, verified or tampered,
@@ -71,12 +72,13 @@ func (o outcomes) tampered(id string) {
 	if s.tamperedIDs == nil {
 		s.tamperedIDs = map[string]struct{}{}
 	}
-	if _, seen := s.tamperedIDs[id]; seen {
+	key := o.stream + " " + id
+	if _, seen := s.tamperedIDs[key]; seen {
 		return
 	}
 	s.tamperedUnique++
 	if len(s.tamperedIDs) < maxRemembered {
-		s.tamperedIDs[id] = struct{}{}
+		s.tamperedIDs[key] = struct{}{}
 	}
 }
 

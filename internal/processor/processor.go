@@ -130,6 +130,7 @@ type Processor struct {
 	readyMu  sync.Mutex // orders ready's changes with the gauge's
 	ready    atomic.Bool
 	lastRead atomic.Int64 // unix nanoseconds when a read last returned
+	lastOK   atomic.Int64 // unix nanoseconds when a read last succeeded
 	stalled  atomic.Bool
 	failures failureMemory
 	journal  *journal
@@ -174,7 +175,7 @@ func New(cfg Config, logger *slog.Logger, b bus, pipeline *host.Pipeline, metric
 // generations, the totals and the open sinks.
 func newProcessor(cfg Config, logger *slog.Logger, b bus, metrics *Metrics, gens *generations, stats *Stats, sinks map[string]*sink) *Processor {
 	p := &Processor{cfg: cfg, log: logger, bus: b, metrics: metrics, gens: gens, stats: stats, sinks: sinks}
-	p.outcomes = outcomes{stats: stats, m: metrics}
+	p.outcomes = outcomes{stats: stats, m: metrics, stream: cfg.Stream}
 	p.failures.m = map[string]failure{}
 	return p
 }
@@ -309,10 +310,17 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err := workCtx.Err(); err != nil && ctx.Err() != nil {
 		p.log.Warn("shutdown_timed_out", slog.String("detail", "entries still in flight stay pending and are redelivered"))
 	}
-	p.log.Info("processor_stopped",
-		slog.Int64("processed", p.stats.Processed.Load()), slog.Int64("dropped", p.stats.Dropped.Load()),
-		slog.Int64("dead_lettered", p.stats.Rejected.Load()+p.stats.Exhausted.Load()+p.stats.TamperedDLQ.Load()))
+	if p.shards == nil {
+		logStopped(p.log, p.stats) // a replica's shards log their totals once
+	}
 	return nil
+}
+
+// logStopped logs processor_stopped with the totals of st.
+func logStopped(log *slog.Logger, st *Stats) {
+	log.Info("processor_stopped",
+		slog.Int64("processed", st.Processed.Load()), slog.Int64("dropped", st.Dropped.Load()),
+		slog.Int64("dead_lettered", st.Rejected.Load()+st.Exhausted.Load()+st.TamperedDLQ.Load()))
 }
 
 // ensureGroup creates the consumer group (from the start of the stream, so

@@ -138,7 +138,12 @@ func (p *Processor) read(ctx context.Context, id string, acks *pendingAcks) (str
 		now := time.Now()
 		p.lastRead.Store(now.UnixNano())
 		if err == nil {
-			p.metrics.LastRead.Set(float64(now.UnixNano()) / 1e9)
+			p.lastOK.Store(now.UnixNano())
+			if p.shards != nil {
+				p.shards.publishLastRead()
+			} else {
+				p.metrics.LastRead.Set(float64(now.UnixNano()) / 1e9)
+			}
 		}
 		if err != nil && redis.HasErrorPrefix(err, "NOGROUP") {
 			p.recreateGroup(ctx)

@@ -19,6 +19,7 @@ import (
 // trail of one shard is one Processor.
 type Shards struct {
 	procs []*Processor
+	log   *slog.Logger
 	sinks map[string]*sink // shard 0's; every shard's line and external sinks are these
 
 	mu           sync.Mutex // orders the shared gauges' updates
@@ -56,7 +57,7 @@ func newShards(cfgs []Config, buses []bus, logger *slog.Logger, pipeline *host.P
 	if err != nil {
 		return nil, err
 	}
-	s := &Shards{sinks: sinks, pending: make([]int64, len(cfgs)), lag: make([]int64, len(cfgs))}
+	s := &Shards{log: logger, sinks: sinks, pending: make([]int64, len(cfgs)), lag: make([]int64, len(cfgs))}
 	gens := &generations{}
 	gens.cur.Store(newGeneration(metrics, pipeline, logger))
 	stats := &Stats{}
@@ -102,6 +103,7 @@ func (s *Shards) Run(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
+	logStopped(s.log, s.Stats())
 	return errors.Join(errs...)
 }
 
@@ -159,8 +161,27 @@ func (s *Shards) publishReady() {
 	}
 }
 
+// publishLastRead sets the last-read gauge to the oldest of the shards'
+// last successful reads: one stuck shard shows.
+func (s *Shards) publishLastRead() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	oldest := int64(0)
+	for _, p := range s.procs {
+		t := p.lastOK.Load()
+		if t == 0 {
+			return // a shard that never read yet: nothing to show
+		}
+		if oldest == 0 || t < oldest {
+			oldest = t
+		}
+	}
+	s.procs[0].metrics.LastRead.Set(float64(oldest) / 1e9)
+}
+
 // publishGauges records shard k's group state and sets the pending and lag
-// gauges to the sums over the shards.
+// gauges to the sums over the shards (the lag -1, unknown, when a shard's
+// is).
 func (s *Shards) publishGauges(k int, info streambus.GroupInfo) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -168,7 +189,11 @@ func (s *Shards) publishGauges(k int, info streambus.GroupInfo) {
 	var pending, lag int64
 	for i := range s.pending {
 		pending += s.pending[i]
-		lag += s.lag[i]
+		if lag >= 0 && s.lag[i] >= 0 {
+			lag += s.lag[i]
+		} else {
+			lag = -1
+		}
 	}
 	s.procs[0].metrics.Pending.Set(float64(pending))
 	s.procs[0].metrics.Lag.Set(float64(lag))

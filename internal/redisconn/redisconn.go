@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -258,7 +259,16 @@ func tlsConfig(t config.TLS) (*tls.Config, error) {
 // Timeouts of a client; zero fields take the config package's defaults.
 type Timeouts struct {
 	Dial, IO time.Duration
+	// Shards is the trail's shard count: each shard's loop holds a blocking
+	// read and a few more connections at once, so the pool (per node, on a
+	// cluster) grows by connsPerShard per shard past go-redis's default.
+	Shards int
 }
+
+// connsPerShard is how many connections one shard's processor may use at
+// once: its blocking read, a commit, a reclaim sweep and a gauge or
+// checkpoint.
+const connsPerShard = 4
 
 // New builds the client for the configuration: cfg.Redis with
 // cfg.RedisPassword.
@@ -267,7 +277,7 @@ func New(cfg *config.Config) (redis.UniversalClient, Mode, error) {
 	if err != nil {
 		return nil, Standalone, err
 	}
-	return t.Client(Timeouts{Dial: cfg.Redis.DialTimeout, IO: cfg.Redis.IOTimeout}), t.Mode, nil
+	return t.Client(Timeouts{Dial: cfg.Redis.DialTimeout, IO: cfg.Redis.IOTimeout, Shards: cfg.ShardCount()}), t.Mode, nil
 }
 
 // NewFromURL builds a client from a URL alone (the audit package's
@@ -309,6 +319,9 @@ func (t Target) Client(to Timeouts) redis.UniversalClient {
 		DialerRetryTimeout:    min(to.Dial/10, 100*time.Millisecond),
 		ContextTimeoutEnabled: true,
 		Dialer:                dialer(to.Dial, t.TLS),
+	}
+	if to.Shards > 1 {
+		o.PoolSize = 10*runtime.GOMAXPROCS(0) + connsPerShard*to.Shards
 	}
 	switch t.Mode {
 	case Cluster:

@@ -12,12 +12,12 @@
 package shard
 
 import (
-	"bytes"
-	"encoding/json"
 	"hash/crc32"
 	"strconv"
 	"strings"
 	"sync/atomic"
+
+	"github.com/tidwall/gjson"
 )
 
 // Max is the largest shard count.
@@ -94,34 +94,16 @@ func (s *Spread) Next(n int) int {
 // field returns the bytes of event's top-level field key that the shard is
 // computed from: a string's text, or any other value's JSON as written.
 // ok is false when the event is no object or lacks the field (or holds it
-// as null).
+// as null). Of a field named twice, the first counts. The event is not
+// validated here: one that is no JSON object is refused when it is signed.
 func field(event []byte, key string) ([]byte, bool) {
-	dec := json.NewDecoder(bytes.NewReader(event))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+	r := gjson.GetBytes(event, gjson.Escape(key))
+	switch r.Type {
+	case gjson.Null:
 		return nil, false
+	case gjson.String:
+		return []byte(r.Str), true
+	default:
+		return []byte(r.Raw), true
 	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		name, _ := t.(string)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, false
-		}
-		if name != key {
-			continue
-		}
-		if string(raw) == "null" {
-			return nil, false
-		}
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return []byte(s), true
-		}
-		return raw, true
-	}
-	return nil, false
 }

@@ -42,10 +42,14 @@ var ErrSeqGap = errors.New("streambus: producer sequence gap")
 // entries written so far before returning, so a retry neither doubles nor
 // skips any.
 //
+// The producer key also keeps the producer's shard layout (AppendBatch.
+// Layout) as a fourth word, when it has one; a batch without one (drained
+// from a spool) keeps the recorded one.
+//
 // KEYS[1] the stream, KEYS[2] the producer key. ARGV: first seq, dedup
 // window in ms, maxlen (0: none), kid, source ("" for version 1), chain
-// seq, prev, first event number, then per entry (kind for version 2)
-// event and sig. Returns {skipped, {new ids}, error or false}.
+// seq, prev, first event number, layout, then per entry (kind for version
+// 2) event and sig. Returns {skipped, {new ids}, error or false}.
 var batchScript = redis.NewScript(`#!lua
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t ~= 'stream' and t ~= 'none' then
@@ -57,11 +61,12 @@ local kid = ARGV[4]
 local src = ARGV[5]
 local cseq = tonumber(ARGV[6])
 local firstev = tonumber(ARGV[8])
-local base, step = 9, 2
+local layout = ARGV[9]
+local base, step = 10, 2
 if src ~= '' then
   step = 3
 end
-local n = (#ARGV - 8) / step
+local n = (#ARGV - 9) / step
 local function isevent(i)
   return step == 2 or ARGV[base + step * i] == 'event'
 end
@@ -69,10 +74,13 @@ local skip = 0
 local lastev = 0
 local raw = redis.call('GET', KEYS[2])
 if raw then
-  local s, l, e = string.match(raw, '^(%S+) (%d+) (%d+)$')
+  local s, l, e, lay = string.match(raw, '^(%S+) (%d+) (%d+) ?(%S*)$')
   local last
   if s then
     last, lastev = tonumber(l), tonumber(e)
+    if layout == '' then
+      layout = lay
+    end
   else
     last = tonumber(raw)
     s, lastev = src, last
@@ -135,7 +143,11 @@ if #ids > 0 then
   if name == '' then
     name = '-'
   end
-  redis.call('SET', KEYS[2], name .. ' ' .. string.format('%d', first + skip + #ids - 1) .. ' ' .. string.format('%d', math.max(lastev, firstev + evs - 1)), 'PX', ARGV[2])
+  local val = name .. ' ' .. string.format('%d', first + skip + #ids - 1) .. ' ' .. string.format('%d', math.max(lastev, firstev + evs - 1))
+  if layout ~= '' then
+    val = val .. ' ' .. layout
+  end
+  redis.call('SET', KEYS[2], val, 'PX', ARGV[2])
 elseif raw then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
@@ -167,6 +179,9 @@ type AppendBatch struct {
 	// FirstEvent is the number of the batch's first event among the
 	// producer's events (checkpoints not counted); 0 means FirstSeq.
 	FirstEvent uint64
+	// Layout is the producer's shard layout, kept with its sequence (one
+	// word, no spaces; "" for one shard, or to keep the recorded one).
+	Layout string
 }
 
 // Len is the number of events.
@@ -241,7 +256,7 @@ func (b *Bus) runBatches(ctx context.Context, batches []*AppendBatch, maxLen int
 			if firstEvent == 0 {
 				firstEvent = bt.FirstSeq
 			}
-			args = append(args[:0], bt.FirstSeq, ms, maxLen, bt.KeyID, bt.Source, bt.ChainSeq, bt.Prev, firstEvent)
+			args = append(args[:0], bt.FirstSeq, ms, maxLen, bt.KeyID, bt.Source, bt.ChainSeq, bt.Prev, firstEvent, bt.Layout)
 			for i := range bt.Events {
 				if bt.Source != "" {
 					args = append(args, bt.Kinds[i])

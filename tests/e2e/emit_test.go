@@ -165,13 +165,14 @@ func TestEmitRerunNoDuplicates(t *testing.T) {
 	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 	_ = cmd.Wait()
 	// Redis may still run scripts the killed process had pipelined: let
-	// the stream settle before counting.
-	for last := int64(-1); ; time.Sleep(300 * time.Millisecond) {
+	// the stream settle (the same length for a second) before counting.
+	for last, same := int64(-1), 0; same < 3; time.Sleep(300 * time.Millisecond) {
 		n := e.xlen(stream)
 		if n == last {
-			break
+			same++
+		} else {
+			last, same = n, 0
 		}
-		last = n
 	}
 	firstNs, firstIDs := e.streamNumbers(stream)
 	part := len(firstNs)

@@ -352,8 +352,13 @@ func TestClusterGrowShards(t *testing.T) {
 			}
 		}
 	})
+	started := func(p *proc) {
+		waitFor(t, time.Minute, "a replica to start", func() bool { return len(p.logLines("processor_started")) == 1 })
+	}
 	ra := e.start("run", "--config", cfg2, "--consumer", "replica-a")
 	rb := e.start("run", "--config", cfg2, "--consumer", "replica-b")
+	started(ra)
+	started(rb)
 	sentAtLeast := func(n int) func() bool {
 		return func() bool { mu.Lock(); defer mu.Unlock(); return len(sent) >= n }
 	}
@@ -363,6 +368,7 @@ func TestClusterGrowShards(t *testing.T) {
 		(*r).signal(syscall.SIGTERM)
 		require.Equal(t, 0, (*r).wait(30*time.Second))
 		*r = e.start("run", "--config", cfg4, "--consumer", []string{"replica-a", "replica-b"}[i])
+		started(*r)
 		waitFor(t, time.Minute, "more events", sentAtLeast(1000*(i+2)))
 	}
 	// 2. The producer switches to 4 shards.
@@ -407,4 +413,52 @@ func TestClusterGrowShards(t *testing.T) {
 	t.Logf("%d events written across the growth from 2 to 4 shards", len(written))
 	assert.Zero(t, missing, "events written but never processed")
 	assert.Zero(t, doubled, "events processed twice")
+}
+
+// TestShardCountIsRecorded: processors record the shard count they read;
+// a producer that would write to shards no processor reads is refused, and
+// so is a processor that would leave shards with entries unread; once
+// those are drained the count can be lowered.
+func TestShardCountIsRecorded(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	cfgOf := func(shards int) string {
+		return e.config(fmt.Sprintf(`stream: {shards: %d, partition_key: actor}
+sinks:
+  out: {type: stream, stream: "audit:out"}
+plugins:
+  - name: e2e
+    path: $WASM/e2e-go.wasm
+    sinks: [out]
+    config: {"sink": "out"}
+`, shards))
+	}
+	cfg1, cfg3, cfg4 := cfgOf(1), cfgOf(3), cfgOf(4)
+	code, _, stderr := e.run(time.Minute, "run", "--config", cfg3, "--stop-when-idle")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, "3", e.rdb.Get(ctx, "audit:stream:shards").Val())
+
+	events := filepath.Join(e.dir, "events.jsonl")
+	var b strings.Builder
+	for i := range 90 {
+		fmt.Fprintf(&b, `{"actor":"user-%d","action":"read","n":%d}`+"\n", i, i)
+	}
+	require.NoError(t, os.WriteFile(events, []byte(b.String()), 0o600))
+	code, _, stderr = e.run(time.Minute, "emit", "--config", cfg4, "--file", events)
+	assert.Equal(t, 2, code, "4 shards written, 3 read: %s", stderr)
+	assert.Contains(t, stderr, "read 3 shards")
+	assert.Zero(t, e.xlen("audit:stream:3"), "nothing written to the shard no processor reads")
+
+	code, _, stderr = e.run(time.Minute, "emit", "--config", cfg3, "--file", events)
+	require.Equal(t, 0, code, stderr)
+	code, _, stderr = e.run(time.Minute, "run", "--config", cfg1, "--stop-when-idle")
+	assert.Equal(t, 2, code, "1 shard read while shards 1 and 2 hold entries: %s", stderr)
+	assert.Contains(t, stderr, "shard 1 (audit:stream:1)")
+
+	code, _, stderr = e.run(time.Minute, "run", "--config", cfg3, "--stop-when-idle")
+	require.Equal(t, 0, code, stderr)
+	assert.EqualValues(t, 90, e.records("audit:out")+e.records("audit:out:1")+e.records("audit:out:2"))
+	code, _, stderr = e.run(time.Minute, "run", "--config", cfg1, "--stop-when-idle")
+	require.Equal(t, 0, code, "drained: the count may be lowered: %s", stderr)
+	assert.Equal(t, "1", e.rdb.Get(ctx, "audit:stream:shards").Val())
 }

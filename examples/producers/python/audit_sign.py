@@ -26,10 +26,18 @@ prints one JSON object of fields per entry, in order, for XADD. A service
 keeps one Chain per process: Chain(key, kid, "billing-api").sign(stream,
 event) for each event, chain.due() on a timer (at least every 60 s, also
 when idle) and chain.close() when it stops; XADD every returned entry.
+
+    python3 audit_sign.py --shard-of 3 actor < events.jsonl
+
+prints the shard (0 to 2) of each line's event for stream.shards: 3 and
+stream.partition_key: actor, or "-" for an event without the field (spread
+those evenly: round-robin, or by event_id so a retry goes to the same
+shard). shard_stream(stream, k) names the shard's stream, as auditproc does.
 """
 
 import datetime
 import hashlib
+import zlib
 import hmac
 import json
 import os
@@ -209,6 +217,50 @@ def _ns_timestamp(now):
     return now.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
+def shard_stream(name, k):
+    """The name of stream (or any key of the trail) in shard k: shard 0 keeps
+    it; shard k puts ":k" at the end of its hash tag, "{audit}:stream" ->
+    "{audit:1}:stream", or at the end of a name without one."""
+    if k == 0:
+        return name
+    s = name.find("{")
+    if s >= 0:
+        e = name.find("}", s + 1)
+        if e > s + 1:
+            return name[:e] + ":" + str(k) + name[e:]
+    return name + ":" + str(k)
+
+
+class _Text(str):
+    """A JSON number as written (the shard of a number is that of its text)."""
+
+
+def shard_of(event, key, n):
+    """The shard of event (JSON text, bytes or str) among n for partition
+    key key: CRC-32 of the value of its top-level field key (a string by its
+    text, a number or boolean by its JSON text), modulo n; None when the event
+    has no such field (or it is null): spread those evenly."""
+    if n < 2:
+        return 0
+    if isinstance(event, bytes):
+        event = event.decode("utf-8")
+    pairs = json.loads(event, object_pairs_hook=lambda p: p, parse_int=_Text,
+                       parse_float=_Text, parse_constant=_Text)
+    for name, value in pairs:
+        if name != key:
+            continue
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = value
+        else:
+            raise ValueError("partition key %r: an object or array value is not supported here" % key)
+        return zlib.crc32(text.encode("utf-8")) % n
+    return None
+
+
 def load_key(environ=os.environ):
     """(kid, key) of the active key, from the auditproc keyring environment."""
     text = environ.get("AUDITPROC_HMAC_KEYS", "")
@@ -291,6 +343,16 @@ def chain_lines(name, stream, lines):
 def main(argv):
     if len(argv) == 3 and argv[1] == "--check-vectors":
         return 1 if check_vectors(argv[2]) else 0
+    if len(argv) == 4 and argv[1] == "--shard-of":
+        try:
+            for line in sys.stdin.buffer.read().splitlines():
+                if line.strip():
+                    k = shard_of(line, argv[3], int(argv[2]))
+                    print("-" if k is None else k)
+        except ValueError as err:
+            print("audit_sign: %s" % err, file=sys.stderr)
+            return 1
+        return 0
     if len(argv) == 4 and argv[1] == "--chain":
         try:
             entries = chain_lines(argv[2], argv[3], sys.stdin.buffer.readlines())
