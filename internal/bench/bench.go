@@ -776,6 +776,11 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	defer logf.Close()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	abort := func(err error) (Result, error) {
+		_ = cmd.Process.Kill()
+		<-exited
+		return res, err
+	}
 
 	var (
 		first, last time.Time
@@ -788,7 +793,7 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	// Every entry is acked: a chained stream's checkpoints too.
 	n, err := xlen(ctx, rdb, streams)
 	if err != nil {
-		return res, err
+		return abort(err)
 	}
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
@@ -809,7 +814,7 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 		if first.IsZero() && read > 0 {
 			first, cpu0 = now, cpuOf(cmd.Process.Pid)
 			if rcpu0, err = serverCPU(ctx); err != nil {
-				return res, err
+				return abort(err)
 			}
 			if sc.dest != nil {
 				dcpu0 = sc.dest.cpu()
@@ -818,7 +823,7 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 		if last.IsZero() && acked >= n {
 			last = now
 			if rcpu, err = serverCPU(ctx); err != nil {
-				return res, err
+				return abort(err)
 			}
 			if sc.dest != nil {
 				dcpu = sc.dest.cpu()

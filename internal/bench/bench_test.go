@@ -1,23 +1,15 @@
 package bench
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/auditproc/auditproc/internal/integrity"
-	"github.com/auditproc/auditproc/internal/rediscluster"
-	"github.com/auditproc/auditproc/internal/redisconn"
-	"github.com/auditproc/auditproc/internal/redistest"
-	"github.com/auditproc/auditproc/internal/shard"
 )
 
 func TestIDMillis(t *testing.T) {
@@ -115,63 +107,6 @@ func TestReportPrintClusterAndMemoryRows(t *testing.T) {
 	assert.Regexp(t, `\| verify — standalone Redis +\| — +\| 2k +\| 1\.00 +\| 0\.00 +\| 3\.00 +\| 3\.00 +\|`, out)
 	assert.Regexp(t, `\| 10 entries, envelope v2 +\| 612 +\|`, out)
 	assert.Regexp(t, `\| verify — cluster, 3 shards +\| 3 +\| 3k +\| 1\.50 +\| 0\.00 +\| 6\.00 +\| 1\.00 / 2\.00 / 3\.00 +\|`, out)
-}
-
-// TestClusterPlace forms the bench's cluster and places three shards, two
-// of whose slots start on the first master: each ends on a master of its
-// own, one slot moved.
-func TestClusterPlace(t *testing.T) {
-	if _, err := exec.LookPath(DefaultRedisServer); err != nil {
-		redistest.SkipOrFail(t, "redis-server is not on PATH (scripts/deps.sh installs it)")
-	}
-	if _, err := rediscluster.CLI(); err != nil {
-		redistest.SkipOrFail(t, err.Error())
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := startCluster(ctx, DefaultRedisServer, t.TempDir())
-	require.NoError(t, err)
-	defer c.stop()
-
-	// redis-cli gives the first master slots 0-5460, the second
-	// 5461-10922. (The slots of "{T}", "{T:1}" and "{T:2}" are not
-	// independent: CRC-16 is linear, and no "{t<i>}" puts all three on one
-	// master.)
-	var stream string
-	for i := 0; stream == "" && i < 10_000; i++ {
-		s := fmt.Sprintf("{t%d}:stream", i)
-		if redisconn.Slot(shard.Key(s, 0)) <= 5460 && redisconn.Slot(shard.Key(s, 1)) <= 5460 &&
-			redisconn.Slot(shard.Key(s, 2)) > 5460 && redisconn.Slot(shard.Key(s, 2)) <= 10922 {
-			stream = s
-		}
-	}
-	require.NotEmpty(t, stream)
-	placed, err := c.place(ctx, stream, 3)
-	require.NoError(t, err)
-	require.Len(t, placed, 3)
-	nodes := map[*clusterNode]bool{}
-	for k, p := range placed {
-		owner, err := c.Owner(ctx, p.slot)
-		require.NoError(t, err)
-		assert.Equal(t, p.node, owner, "shard %d", k)
-		nodes[owner] = true
-		require.NoError(t, c.rdb.XAdd(ctx, &redis.XAddArgs{Stream: p.key, Values: []any{"k", "v"}}).Err(), "shard %d takes writes", k)
-	}
-	assert.Len(t, nodes, 3, "each shard on a master of its own")
-	assert.Nil(t, placed[0].from, "shard 0 stays")
-	assert.Equal(t, c.Nodes[0], placed[1].from, "shard 1 moved off shard 0's master")
-	assert.Equal(t, c.Nodes[2], placed[1].node, "to the master no shard had")
-	assert.Nil(t, placed[2].from, "shard 2 stays")
-
-	require.NoError(t, c.emptySlots(ctx, placed))
-	for _, p := range placed {
-		n, err := c.rdb.Exists(ctx, p.key).Result()
-		require.NoError(t, err)
-		assert.Zero(t, n, "%s emptied", p.key)
-	}
-	cpu, err := c.cpu(ctx)
-	require.NoError(t, err)
-	assert.Len(t, cpu, ClusterMasters)
 }
 
 func TestPeakRSSSelf(t *testing.T) {
