@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os/exec"
 	"strings"
 	"testing"
@@ -91,11 +90,7 @@ func TestClusterPlace(t *testing.T) {
 // not asserted: a few hundred entries are noise next to a master's cron).
 func TestBenchClusterScenarios(t *testing.T) {
 	requireCluster(t)
-	cfg := smallConfig(t, "verify", "default", "cluster-verify-1", "cluster-default-3", "produce-emit", "cluster-emit-3")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	rep, err := Run(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)))
-	require.NoError(t, err)
+	rep := runSmall(t, smallConfig(t, "verify", "default", "cluster-verify-1", "cluster-default-3", "produce-emit", "cluster-emit-3"))
 
 	var names []string
 	for _, r := range rep.Results {
