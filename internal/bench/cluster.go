@@ -30,8 +30,9 @@ const clusterNodeTimeout = 5 * time.Second
 // clusterNode is a master of the bench's cluster.
 type clusterNode struct {
 	*server
-	id string
-	n  int // 1-based, in creation order: how the report names it
+	id  string
+	n   int           // 1-based, in creation order: how the report names it
+	rdb *redis.Client // to the node alone (INFO, its slots' keys)
 }
 
 func (n *clusterNode) Addr() string      { return n.addr }
@@ -65,7 +66,7 @@ func startCluster(ctx context.Context, bin, dir string) (*cluster, error) {
 			c.stop()
 			return nil, err
 		}
-		c.Nodes = append(c.Nodes, &clusterNode{server: s, n: i + 1})
+		c.Nodes = append(c.Nodes, &clusterNode{server: s, n: i + 1, rdb: redis.NewClient(&redis.Options{Addr: s.addr, PoolSize: 1})})
 		addrs = append(addrs, s.addr)
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -93,6 +94,7 @@ func (c *cluster) stop() {
 		_ = c.rdb.Close()
 	}
 	for _, n := range c.Nodes {
+		_ = n.rdb.Close()
 		n.stop()
 	}
 }
@@ -102,9 +104,7 @@ func (c *cluster) stop() {
 func (c *cluster) cpu(ctx context.Context) ([]time.Duration, error) {
 	out := make([]time.Duration, len(c.Nodes))
 	for i, n := range c.Nodes {
-		cl := redis.NewClient(&redis.Options{Addr: n.addr, PoolSize: 1})
-		info, err := cl.Info(ctx, "cpu").Result()
-		_ = cl.Close()
+		info, err := n.rdb.Info(ctx, "cpu").Result()
 		if err != nil {
 			return nil, fmt.Errorf("INFO CPU on %s: %w", n.addr, err)
 		}
@@ -207,21 +207,18 @@ func (c *cluster) place(ctx context.Context, stream string, n int) ([]placement,
 // scenario's stream and its producer state, between rounds).
 func (c *cluster) emptySlots(ctx context.Context, placed []placement) error {
 	for _, p := range placed {
-		cl := redis.NewClient(&redis.Options{Addr: p.node.addr, PoolSize: 1})
 		for {
-			keys, err := cl.ClusterGetKeysInSlot(ctx, p.slot, 1000).Result()
+			keys, err := p.node.rdb.ClusterGetKeysInSlot(ctx, p.slot, 1000).Result()
 			if err == nil && len(keys) > 0 {
-				err = cl.Unlink(ctx, keys...).Err()
+				err = p.node.rdb.Unlink(ctx, keys...).Err()
 			}
 			if err != nil {
-				_ = cl.Close()
 				return fmt.Errorf("empty slot %d on node %d: %w", p.slot, p.node.n, err)
 			}
 			if len(keys) == 0 {
 				break
 			}
 		}
-		_ = cl.Close()
 	}
 	return nil
 }
