@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,9 @@ const (
 	// DefaultRetryWindow is how long Redis remembers the event id of an
 	// event Audit wrote, so that a retry with the same id is not doubled.
 	DefaultRetryWindow = time.Hour
+	// DefaultMinReplicasTimeout bounds the wait for replicas
+	// (Config.MinReplicasAcked).
+	DefaultMinReplicasTimeout = streambus.DefaultMinReplicasTimeout
 )
 
 // Errors of this package. Errors from Redis that are not ErrUnavailable are
@@ -56,6 +60,13 @@ var (
 	ErrInvalidEvent = errors.New("audit: invalid event")
 	// ErrInvalidConfig: Config.Validate refused the configuration.
 	ErrInvalidConfig = errors.New("audit: invalid config")
+	// ErrNotReplicated: the event was appended on the master, but fewer
+	// replicas than Config.MinReplicasAcked confirmed it within
+	// Config.MinReplicasTimeout. It is in the stream; if the master fails
+	// over before a replica has it, it is lost. Retry with the same event
+	// id (see NotReplicatedError): nothing is written twice, and the retry
+	// waits for the replicas again.
+	ErrNotReplicated = errors.New("audit: not replicated")
 )
 
 // Config configures a Bus. Keys is required; every other field has a
@@ -129,6 +140,20 @@ type Config struct {
 	// after ErrOutcomeUnknown is not stored twice. Default:
 	// DefaultRetryWindow.
 	RetryWindow time.Duration
+	// MinReplicasAcked, when above 0, is how many replicas must hold each
+	// append (Audit, a Producer's batches, the chain's checkpoints) and
+	// each Ack before it counts as done: Redis WAIT, sent on the append's
+	// own connection (in a Cluster, to the stream's master). An append
+	// the master took but fewer replicas confirmed within
+	// MinReplicasTimeout is reported with ErrNotReplicated. Default 0: the
+	// master's reply is enough, and a failover of the master may lose the
+	// appends it had not yet passed on (Redis replicates asynchronously).
+	// The auditproc configuration calls it redis.min_replicas_acked.
+	MinReplicasAcked int
+	// MinReplicasTimeout bounds that wait; it must be shorter than
+	// WriteTimeout (than the read timeout of Client, when given). Default:
+	// DefaultMinReplicasTimeout.
+	MinReplicasTimeout time.Duration
 
 	// The Producer's fields (NewProducer); Bus ignores them.
 
@@ -214,6 +239,9 @@ func (c *Config) setDefaults() {
 	if c.RetryWindow == 0 {
 		c.RetryWindow = DefaultRetryWindow
 	}
+	if c.MinReplicasTimeout == 0 {
+		c.MinReplicasTimeout = DefaultMinReplicasTimeout
+	}
 	if c.QueueSize == 0 {
 		c.QueueSize = DefaultQueueSize
 	}
@@ -261,6 +289,15 @@ func (c Config) Validate() error {
 	}
 	if c.MaxLen < 0 || c.Count < 0 {
 		errs = append(errs, fmt.Errorf("%w: MaxLen %d and Count %d must not be negative", ErrInvalidConfig, c.MaxLen, c.Count))
+	}
+	if c.MinReplicasAcked < 0 || c.MinReplicasTimeout < 0 {
+		errs = append(errs, fmt.Errorf("%w: MinReplicasAcked %d and MinReplicasTimeout %s must not be negative", ErrInvalidConfig, c.MinReplicasAcked, c.MinReplicasTimeout))
+	} else if c.MinReplicasAcked > 0 {
+		// The replicas' answer is read within WriteTimeout.
+		wait, write := cmp.Or(c.MinReplicasTimeout, DefaultMinReplicasTimeout), cmp.Or(c.WriteTimeout, DefaultWriteTimeout)
+		if wait >= write {
+			errs = append(errs, fmt.Errorf("%w: MinReplicasTimeout %s must be shorter than WriteTimeout %s", ErrInvalidConfig, wait, write))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -315,7 +352,8 @@ func New(cfg Config, logger *slog.Logger) (*Bus, error) {
 		rdb, own = c, true
 	}
 	bus, err := streambus.New(streambus.Config{Block: cfg.Block, Count: cfg.Count, Source: cfg.Source,
-		Checkpoint: integrity.ChainConfig{CheckpointEvery: cfg.CheckpointEvery, CheckpointInterval: cfg.CheckpointInterval}},
+		Checkpoint:       integrity.ChainConfig{CheckpointEvery: cfg.CheckpointEvery, CheckpointInterval: cfg.CheckpointInterval},
+		MinReplicasAcked: cfg.MinReplicasAcked, MinReplicasTimeout: cfg.MinReplicasTimeout},
 		logger, rdb, cfg.Keys.k)
 	if err != nil {
 		if own {
@@ -384,7 +422,11 @@ func (b *Bus) oneStream(op string) error {
 //   - ErrOutcomeUnknown, as an *OutcomeUnknownError: sent, no answer. Retry
 //     with OutcomeUnknownError.Event (the event as stamped, with its event
 //     id): an event id Audit wrote within Config.RetryWindow is not written
-//     again, and the retry returns the first entry id.
+//     again, and the retry returns the first entry id;
+//   - ErrNotReplicated, as a *NotReplicatedError, with the entry id (only
+//     with Config.MinReplicasAcked): appended on the master, not confirmed
+//     by enough replicas in time. Retry with NotReplicatedError.Event as
+//     above: the retry writes nothing and waits for the replicas again.
 //
 // For high rates, use a Producer: it pipelines batches instead of one round
 // trip per event.
@@ -418,6 +460,14 @@ func (b *Bus) Audit(ctx context.Context, event any) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.WriteTimeout)
 	defer cancel()
 	id, dup, err := b.bus.AppendOnce(ctx, stream, env, b.cfg.MaxLen, b.cfg.RetryWindow)
+	var nr *streambus.NotReplicatedError
+	if errors.As(err, &nr) {
+		// The master holds the link, a failover may lose it: the chain
+		// goes on in a new session rather than past a possible hole.
+		b.bus.ChainBroken(ctx, stream, err)
+		return id, &NotReplicatedError{EventID: env.EventID, EntryID: id, Event: env.Event,
+			Replicas: nr.Replicas, Want: nr.Want, Timeout: nr.Timeout, Err: err}
+	}
 	if err != nil {
 		// The link Seal signed may or may not be in the stream: the chain
 		// goes on in a new session rather than past a possible hole.
@@ -456,6 +506,31 @@ func (e *OutcomeUnknownError) Error() string {
 
 // Unwrap returns ErrOutcomeUnknown and the client's error.
 func (e *OutcomeUnknownError) Unwrap() []error { return []error{ErrOutcomeUnknown, e.Err} }
+
+// NotReplicatedError is Audit's error when the master appended the event
+// and fewer replicas than Config.MinReplicasAcked confirmed it within
+// Config.MinReplicasTimeout. It wraps ErrNotReplicated.
+type NotReplicatedError struct {
+	// EventID is the event's event_id; EntryID its entry id on the master.
+	EventID, EntryID string
+	// Event is the event as stamped: pass it to Audit again to wait again.
+	Event json.RawMessage
+	// Replicas is how many replicas confirmed it, Want how many were
+	// asked for, Timeout how long Redis waited.
+	Replicas, Want int
+	Timeout        time.Duration
+	// Err is what the Redis layer said.
+	Err error
+}
+
+func (e *NotReplicatedError) Error() string {
+	return fmt.Sprintf("%v: event %s was appended on the master as entry %s, but only %d of %d replicas confirmed it within %s: "+
+		"it is lost if the master fails over before a replica has it; retry with the same event id to wait again",
+		ErrNotReplicated, e.EventID, e.EntryID, e.Replicas, e.Want, e.Timeout)
+}
+
+// Unwrap returns ErrNotReplicated and the Redis layer's error.
+func (e *NotReplicatedError) Unwrap() []error { return []error{ErrNotReplicated, e.Err} }
 
 // dialError: the connection could not be made (nothing was sent), or the
 // client was closed or out of connections before sending.
@@ -530,6 +605,8 @@ func classify(op string, err error) error {
 		return fmt.Errorf("%w: %s: %w", ErrInvalidEvent, op, err)
 	case errors.Is(err, streambus.ErrInvalidArgs), errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %w", op, err)
+	case errors.Is(err, streambus.ErrNotReplicated):
+		return fmt.Errorf("%w: %s: %w", ErrNotReplicated, op, err)
 	case isUnavailable(err):
 		return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
 	default:

@@ -8,7 +8,10 @@
 // is appended to the stream, "audit:stream" by default. Audit never blocks
 // for longer than Config.WriteTimeout and never drops an event silently: when
 // Redis cannot be reached it returns an error wrapping ErrUnavailable, and it
-// works again as soon as Redis is back.
+// works again as soon as Redis is back. With Config.MinReplicasAcked an
+// append counts as written only once that many replicas hold it
+// (ErrNotReplicated otherwise): an event the producer was told was written
+// is then on a replica too, and survives a failover to it.
 //
 // A consumer creates the group ("audit-consumers" by default) with
 // CreateGroup, ranges over Consume, and acknowledges each message with Ack

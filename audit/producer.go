@@ -54,8 +54,11 @@ type Result struct {
 	// when Redis is back.
 	Spooled bool
 	// Err is nil when the event was written, found written, or spooled.
-	// Otherwise it wraps ErrUnavailable (not written) or ErrOutcomeUnknown
-	// (sent, no answer: retry with the same event id).
+	// Otherwise it wraps ErrUnavailable (not written), ErrOutcomeUnknown
+	// (sent, no answer: retry with the same event id), or
+	// ErrNotReplicated (with Config.MinReplicasAcked: appended on the
+	// master as EntryID, and not confirmed by enough replicas before Close
+	// gave up; a failover may lose it).
 	Err error
 }
 
@@ -95,6 +98,25 @@ type batch struct {
 	results []Result // per entry; a checkpoint's is never handed out
 	events  int      // entries that are events
 	done    chan struct{}
+	// landed is what the master did with the batch in a round trip whose
+	// replicas did not confirm it (Config.MinReplicasAcked): the entry ids
+	// of the entries it wrote, which a later round trip, finding them
+	// there, reports as skipped.
+	landed *streambus.AppendResult
+}
+
+// landedID is the entry id a round trip the replicas had not confirmed
+// gave entry i, "" when none did.
+func (b *batch) landedID(i int) string {
+	if l := b.landed; l != nil && i >= l.Skipped && i-l.Skipped < len(l.IDs) {
+		return l.IDs[i-l.Skipped]
+	}
+	return ""
+}
+
+// isEvent says whether entry i is an event (not a checkpoint).
+func (b *batch) isEvent(i int) bool {
+	return b.Kinds == nil || b.Kinds[i] == integrity.KindEvent
 }
 
 // countEvents returns how many of the first n entries are events.
@@ -522,7 +544,11 @@ func (p *streamProducer) Close(ctx context.Context) error {
 	var errs []error
 	if ferr != nil {
 		if n := p.failed.Load(); n > 0 {
-			errs = append(errs, fmt.Errorf("audit: close: %d event(s) not written (see their results)", n))
+			what := "not written"
+			if p.cfg.MinReplicasAcked > 0 {
+				what = "not written, or written and not confirmed by the replicas"
+			}
+			errs = append(errs, fmt.Errorf("audit: close: %d event(s) %s (see their results)", n, what))
 		} else {
 			errs = append(errs, ferr)
 		}
@@ -613,6 +639,16 @@ func (w *writer) deliver(batches []*batch) {
 		res, err := p.bus.bus.AppendBatches(ctx, ab, p.cfg.MaxLen, p.cfg.DedupWindow)
 		cancel()
 		done := 0
+		if errors.Is(err, streambus.ErrNotReplicated) {
+			// The master did what res says; the replicas did not confirm
+			// it. Every batch goes again; what this round wrote resolves
+			// with the ids it got here, once a round is confirmed.
+			for i := range res {
+				if res[i].Err == nil && batches[i].landed == nil {
+					batches[i].landed = &res[i]
+				}
+			}
+		}
 		if err == nil {
 			for i, r := range res {
 				if r.Err != nil && len(r.IDs) == 0 && r.Skipped == 0 {
@@ -664,16 +700,22 @@ func (w *writer) deliver(batches []*batch) {
 
 func (w *writer) complete(b *batch, r streambus.AppendResult) {
 	p := w.p
+	dups := 0
 	b.resolve(func(i int, res *Result) {
-		if i < r.Skipped {
+		switch {
+		case i >= r.Skipped:
+			res.EntryID = r.IDs[i-r.Skipped]
+		case b.landedID(i) != "":
+			res.EntryID = b.landedID(i) // written by a round the replicas had not confirmed yet
+		default:
 			res.Duplicate = true
-			return
+			if b.isEvent(i) {
+				dups++
+			}
 		}
-		res.EntryID = r.IDs[i-r.Skipped]
 	})
-	skipped := b.countEvents(r.Skipped)
-	p.dups.Add(uint64(skipped))
-	p.written.Add(uint64(b.events - skipped))
+	p.dups.Add(uint64(dups))
+	p.written.Add(uint64(b.events - dups))
 	w.release(b)
 }
 
@@ -683,7 +725,17 @@ func (w *writer) fail(b *batch, sent bool, err error) {
 		class = ErrOutcomeUnknown
 	}
 	e := fmt.Errorf("%w: %w", class, err)
-	b.resolve(func(_ int, res *Result) { res.Err = e })
+	b.resolve(func(i int, res *Result) {
+		if id := b.landedID(i); id != "" {
+			// The master took it and answered; only the replicas' word is
+			// missing.
+			res.EntryID = id
+			res.Err = fmt.Errorf("%w: event %s was appended on the master as entry %s, and not confirmed by %d replica(s) before the producer closed (last error: %w): "+
+				"it is lost if the master fails over before a replica has it", ErrNotReplicated, res.EventID, id, w.p.cfg.MinReplicasAcked, err)
+			return
+		}
+		res.Err = e
+	})
 	w.p.failed.Add(uint64(b.events))
 	w.release(b)
 }

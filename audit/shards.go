@@ -38,6 +38,14 @@ import (
 // through the spool, like events, so a spooled and drained run still reads
 // as one whole chain (`auditproc verify`, docs/trail.md).
 //
+// With Config.MinReplicasAcked, a round trip waits for the replicas (Redis
+// WAIT) and an event resolves only once they hold it: a batch the master
+// took but the replicas did not confirm in time is sent again, as after a
+// lost reply (the script skips what is there, and the round trip waits
+// again), and resolves with the entry ids of its first append. Redis away,
+// it is spooled like any batch not taken; Close giving up, its events
+// resolve with ErrNotReplicated and their entry ids.
+//
 // A Producer is safe for concurrent use; events from one goroutine keep
 // their order.
 //

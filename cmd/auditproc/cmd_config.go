@@ -76,6 +76,14 @@ value. Exits 0 when run would start, 2 otherwise.`,
 func printConfigSummary(io stdio, file string, cfg *config.Config) {
 	fmt.Fprintf(io.out, "%s: ok\n", file)
 	fmt.Fprintf(io.out, "  stream %s, group %s, consumer %s\n", cfg.Stream.Name, cfg.Stream.Group, cfg.Stream.Consumer)
+	if n := cfg.ShardCount(); n > 1 {
+		key := "none: events spread evenly"
+		if cfg.Stream.PartitionKey != "" {
+			key = cfg.Stream.PartitionKey
+		}
+		streams := cfg.StreamShards()
+		fmt.Fprintf(io.out, "  %d shards: %s ... %s (partition key %s)\n", n, streams[0], streams[n-1], key)
+	}
 	fmt.Fprintf(io.out, "  %d workers, batch %d, reclaim after %s, dead-letter after %d deliveries to %s\n",
 		cfg.Consumer.Workers, cfg.Consumer.BatchSize, cfg.Reclaim.MinIdle, cfg.Reclaim.MaxDeliveries, cfg.DeadLetter.Stream)
 	metrics := cfg.Metrics.Address

@@ -266,6 +266,7 @@ func (e *emitter) send(ctx context.Context, producer string, n int, progress boo
 		Shards: e.cfg.ShardCount(), PartitionKey: e.cfg.Stream.PartitionKey,
 		WriteTimeout: e.cfg.Redis.IOTimeout, ProducerID: producer, Source: hostSource("emit"),
 		SpoolDir: e.spool, SpoolMaxBytes: e.spoolMax,
+		MinReplicasAcked: e.cfg.Redis.MinReplicasAcked, MinReplicasTimeout: e.cfg.Redis.MinReplicasTimeout,
 		// Enough to keep each shard's pipeline full; a file gains nothing
 		// from more.
 		QueueSize: 4 * audit.DefaultPipeline * audit.DefaultBatchSize * e.cfg.ShardCount(),
@@ -310,9 +311,13 @@ func (e *emitter) send(ctx context.Context, producer string, n int, progress boo
 	took := time.Since(start)
 	ok := int64(st.Written + st.Duplicates + st.Spooled)
 	if sendErr != nil || closeErr != nil || ok < int64(n) {
-		return fmt.Errorf("emit: %d of %d event(s) not written (%d written, %d already there, %d spooled): %w; "+
+		what := "not written"
+		if r := e.cfg.Redis.MinReplicasAcked; r > 0 {
+			what = fmt.Sprintf("not written, or not confirmed by %d replica(s) (redis.min_replicas_acked)", r)
+		}
+		return fmt.Errorf("emit: %d of %d event(s) %s (%d written, %d already there, %d spooled): %w; "+
 			"run the same command again: the events Redis holds are skipped",
-			int64(n)-ok, n, st.Written, st.Duplicates, st.Spooled, errors.Join(sendErr, closeErr))
+			int64(n)-ok, n, what, st.Written, st.Duplicates, st.Spooled, errors.Join(sendErr, closeErr))
 	}
 	if !e.quiet {
 		fmt.Fprintf(e.sio.out, "emitted %d event(s) to %s: %d written, %d already there", n, shardsLabel(e.cfg.Stream.Name, e.cfg.ShardCount()), st.Written, st.Duplicates)

@@ -263,6 +263,7 @@ func startProcessor(ctx context.Context, sio stdio, pf *preflight, stopWhenIdle,
 		sc := cfg.ShardConfig(k)
 		bus, err := streambus.New(streambus.Config{Block: cfg.Consumer.Block, Count: int64(cfg.Consumer.BatchSize),
 			RequireChain: cfg.Integrity.RequireChain, Source: runSource(cfg.Stream.Consumer),
+			MinReplicasAcked: cfg.Redis.MinReplicasAcked, MinReplicasTimeout: cfg.Redis.MinReplicasTimeout,
 			Checkpoint: integrity.ChainConfig{CheckpointEvery: cfg.Integrity.CheckpointEvery, CheckpointInterval: cfg.Integrity.CheckpointInterval},
 		}, logger, rdb, keys)
 		if err != nil {

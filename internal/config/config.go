@@ -490,6 +490,10 @@ func (c *Config) problems(pipeline bool) []*FieldError {
 	}
 	if c.Redis.MinReplicasTimeout <= 0 {
 		bad("redis.min_replicas_timeout", "must be positive, got %s", c.Redis.MinReplicasTimeout)
+	} else if c.Redis.MinReplicasAcked > 0 && c.Redis.IOTimeout > 0 && c.Redis.MinReplicasTimeout >= c.Redis.IOTimeout {
+		// WAIT's answer comes on the write's connection, read within
+		// io_timeout like any reply.
+		bad("redis.min_replicas_timeout", "must be shorter than redis.io_timeout (%s), got %s", c.Redis.IOTimeout, c.Redis.MinReplicasTimeout)
 	}
 	if c.Consumer.BatchSize < 1 || c.Consumer.BatchSize > 10000 {
 		bad("consumer.batch_size", "must be between 1 and 10000, got %d", c.Consumer.BatchSize)

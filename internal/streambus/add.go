@@ -29,8 +29,22 @@ func (b *Bus) XAdd(ctx context.Context, stream string, event []byte, maxLen int6
 	if err != nil {
 		return Entry{}, err
 	}
-	id, err := b.rdb.XAdd(ctx, addArgs(stream, env, maxLen)).Result()
+	var id string
+	if b.waits() {
+		var cmd *redis.StringCmd
+		werr := b.replicated(ctx, stream, func(p redis.Pipeliner) { cmd = p.XAdd(ctx, addArgs(stream, env, maxLen)) })
+		if cmd == nil {
+			err = werr // not sent
+		} else if id, err = cmd.Result(); err == nil {
+			err = werr
+		}
+	} else {
+		id, err = b.rdb.XAdd(ctx, addArgs(stream, env, maxLen)).Result()
+	}
 	if err != nil {
+		// Not replicated, the entry is on the master and may be lost on a
+		// failover: as with an unknown outcome, the chain does not go on
+		// past it.
 		b.chainBroken(ctx, stream, err)
 		return Entry{}, fmt.Errorf("xadd to stream %q: %w", stream, err)
 	}
@@ -184,9 +198,11 @@ func (b *Bus) chainBroken(ctx context.Context, stream string, cause error) {
 // the link's CommitKey (of its sig). ARGV[1] is how long the key lives in
 // milliseconds, then the fields. The same request run again (go-redis
 // retries a command whose reply was lost) appends nothing and answers
-// false, instead of a copy that a reader would report as a replay.
+// false, instead of a copy that a reader would report as a replay; it
+// refreshes the key's expiry, a write, so that a WAIT after it on another
+// connection covers the first run's append.
 var linkScript = redis.NewScript(`#!lua
-if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+if redis.call('PEXPIRE', KEYS[2], ARGV[1]) == 1 then return false end
 local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
 return id
@@ -203,19 +219,40 @@ func (b *Bus) writeCheckpoints(ctx context.Context, envs []integrity.StreamEnvel
 	if len(envs) == 0 {
 		return nil
 	}
-	pipe := b.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(envs))
-	for i, env := range envs {
-		keys, argv := linkArgs(env.Stream, env.Sig, env.Values())
-		cmds[i] = linkScript.Eval(ctx, pipe, keys, argv...)
+	queue := func(p redis.Pipeliner, stream string) {
+		for i, env := range envs {
+			if stream == "" || env.Stream == stream {
+				keys, argv := linkArgs(env.Stream, env.Sig, env.Values())
+				cmds[i] = linkScript.Eval(ctx, p, keys, argv...)
+			}
+		}
 	}
-	// Exec reports the first command's error only: each is checked. A
-	// retry's "written already" (redis.Nil) is no error.
-	_, err := pipe.Exec(ctx)
+	var err error
+	if b.waits() {
+		// One pipeline and WAIT per stream, on the stream's master. A
+		// checkpoint not confirmed may be lost on a failover, and the
+		// chain would go on past the hole: it restarts instead, as after
+		// any failure.
+		for _, stream := range streamsOf(envs) {
+			if werr := b.replicated(ctx, stream, func(p redis.Pipeliner) { queue(p, stream) }); werr != nil && err == nil {
+				err = werr
+			}
+		}
+	} else {
+		pipe := b.rdb.Pipeline()
+		queue(pipe, "")
+		// Exec reports the first command's error only: each is checked.
+		_, err = pipe.Exec(ctx)
+	}
+	// A retry's "written already" (redis.Nil) is no error.
 	if errors.Is(err, redis.Nil) {
 		err = nil
 	}
 	for _, c := range cmds {
+		if c == nil {
+			continue // not sent: the master was not found, err says so
+		}
 		if cerr := c.Err(); cerr != nil && !errors.Is(cerr, redis.Nil) {
 			err = cerr
 			break
@@ -249,9 +286,13 @@ func (b *Bus) AppendSealed(ctx context.Context, stream string, fields []string) 
 		return "", fmt.Errorf("seal an entry for stream %q: %w", stream, err)
 	}
 	keys, argv := linkArgs(stream, seal[len(seal)-1], anys(append(slices.Clone(fields), seal...)))
-	id, err := linkScript.Run(ctx, b.rdb, keys, argv...).Text()
+	cmd, werr := b.runScript(ctx, linkScript, keys, argv...)
+	id, err := cmd.Text()
 	if errors.Is(err, redis.Nil) {
 		id, err = "-", nil // a retry of this request found it written
+	}
+	if err == nil {
+		err = werr
 	}
 	if err != nil {
 		b.chainBroken(ctx, stream, err)
@@ -259,4 +300,15 @@ func (b *Bus) AppendSealed(ctx context.Context, stream string, fields []string) 
 	}
 	_ = b.checkpoint(ctx) // by count; errors are logged there
 	return id, nil
+}
+
+// streamsOf lists the streams of envs, each once, in order.
+func streamsOf(envs []integrity.StreamEnvelope) []string {
+	var out []string
+	for _, e := range envs {
+		if !slices.Contains(out, e.Stream) {
+			out = append(out, e.Stream)
+		}
+	}
+	return out
 }

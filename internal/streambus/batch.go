@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -105,45 +106,63 @@ if raw then
 end
 local ids = {}
 local failed = false
-for i = skip, n - 1 do
-  local o = base + step * i
-  local r
-  if step == 2 then
+local call, key, fmt = redis.pcall, KEYS[1], string.format
+local evs = 0
+if step == 2 then
+  for i = skip, n - 1 do
+    local o = base + 2 * i
+    local r
     if maxlen > 0 then
-      r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', '1', 'kid', kid, 'event', ARGV[o], 'sig', ARGV[o + 1])
+      r = call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'v', '1', 'kid', kid, 'event', ARGV[o], 'sig', ARGV[o + 1])
     else
-      r = redis.pcall('XADD', KEYS[1], '*', 'v', '1', 'kid', kid, 'event', ARGV[o], 'sig', ARGV[o + 1])
+      r = call('XADD', key, '*', 'v', '1', 'kid', kid, 'event', ARGV[o], 'sig', ARGV[o + 1])
     end
-  else
-    local prev = ARGV[7]
-    if i > 0 then
-      prev = ARGV[o - 1]
+    if type(r) == 'table' then
+      failed = r.err
+      break
     end
-    local seq = string.format('%d', cseq + i)
-    if maxlen > 0 then
-      r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', seq, 'prev', prev, 'kind', ARGV[o], 'event', ARGV[o + 1], 'sig', ARGV[o + 2])
-    else
-      r = redis.pcall('XADD', KEYS[1], '*', 'v', '2', 'kid', kid, 'src', src, 'seq', seq, 'prev', prev, 'kind', ARGV[o], 'event', ARGV[o + 1], 'sig', ARGV[o + 2])
-    end
+    ids[#ids + 1] = r
   end
-  if type(r) == 'table' and r.err then
-    failed = r.err
-    break
+  evs = skip + #ids
+else
+  local prev = ARGV[7]
+  if skip > 0 then
+    prev = ARGV[base + 3 * skip - 1]
   end
-  ids[#ids + 1] = r
-end
-if #ids > 0 then
-  local evs = 0
-  for i = 0, skip + #ids - 1 do
-    if isevent(i) then
+  for i = 0, skip - 1 do
+    if ARGV[base + 3 * i] == 'event' then
       evs = evs + 1
     end
   end
+  local nids = 0
+  for i = skip, n - 1 do
+    local o = base + 3 * i
+    local kind = ARGV[o]
+    local sig = ARGV[o + 2]
+    local r
+    if maxlen > 0 then
+      r = call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', fmt('%d', cseq + i), 'prev', prev, 'kind', kind, 'event', ARGV[o + 1], 'sig', sig)
+    else
+      r = call('XADD', key, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', fmt('%d', cseq + i), 'prev', prev, 'kind', kind, 'event', ARGV[o + 1], 'sig', sig)
+    end
+    if type(r) == 'table' then
+      failed = r.err
+      break
+    end
+    nids = nids + 1
+    ids[nids] = r
+    prev = sig
+    if kind == 'event' then
+      evs = evs + 1
+    end
+  end
+end
+if #ids > 0 then
   local name = src
   if name == '' then
     name = '-'
   end
-  local val = name .. ' ' .. string.format('%d', first + skip + #ids - 1) .. ' ' .. string.format('%d', math.max(lastev, firstev + evs - 1))
+  local val = name .. ' ' .. fmt('%d', first + skip + #ids - 1) .. ' ' .. fmt('%d', math.max(lastev, firstev + evs - 1))
   if layout ~= '' then
     val = val .. ' ' .. layout
   end
@@ -212,7 +231,11 @@ func EventKey(stream, eventID string) string { return stream + ":event:" + event
 // batch; err is set when the round trip itself failed (then no result says
 // anything, and the outcome of every batch is unknown unless
 // IsNotSent(err)). A batch Redis refused gets a result whose Err is set and
-// whose IDs are empty (ErrSeqGap for a gap).
+// whose IDs are empty (ErrSeqGap for a gap). When the Bus waits for
+// replicas (a round trip per stream then), a *NotReplicatedError comes
+// with the results: the master did what they say, and fewer replicas
+// confirmed it; sending the batches again skips what is there and waits
+// again.
 func (b *Bus) AppendBatches(ctx context.Context, batches []*AppendBatch, maxLen int64, window time.Duration) ([]AppendResult, error) {
 	if window <= 0 {
 		window = DefaultDedupWindow
@@ -228,13 +251,13 @@ func (b *Bus) AppendBatches(ctx context.Context, batches []*AppendBatch, maxLen 
 			return nil, fmt.Errorf("%w: a chained batch needs a chain seq above 0 and a kind per entry", ErrInvalidArgs)
 		}
 	}
-	cmds, err := b.runBatches(ctx, batches, maxLen, window)
+	cmds, werr, err := b.runBatches(ctx, batches, maxLen, window)
 	if err != nil && isNoScript(err) {
 		// Nothing ran: load the script and send the batches again.
 		if lerr := batchScript.Load(ctx, b.rdb).Err(); lerr != nil {
 			return nil, fmt.Errorf("load the append script: %w", lerr)
 		}
-		cmds, err = b.runBatches(ctx, batches, maxLen, window)
+		cmds, werr, err = b.runBatches(ctx, batches, maxLen, window)
 	}
 	if err != nil && !IsRedisError(err) {
 		return nil, err // the round trip failed
@@ -243,15 +266,21 @@ func (b *Bus) AppendBatches(ctx context.Context, batches []*AppendBatch, maxLen 
 	for i, c := range cmds {
 		out[i] = batchResult(c)
 	}
-	return out, nil
+	return out, werr
 }
 
-func (b *Bus) runBatches(ctx context.Context, batches []*AppendBatch, maxLen int64, window time.Duration) ([]*redis.Cmd, error) {
+// runBatches sends the batches: in one pipeline, or, when the Bus waits for
+// replicas, in one per stream followed by WAIT (replicated), whose error is
+// werr. err is the first batch's error, as a pipeline's Exec reports it.
+func (b *Bus) runBatches(ctx context.Context, batches []*AppendBatch, maxLen int64, window time.Duration) (cmds []*redis.Cmd, werr, err error) {
 	ms := window.Milliseconds()
 	var args []any
-	cmds := make([]*redis.Cmd, 0, len(batches))
-	_, err := b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, bt := range batches {
+	cmds = make([]*redis.Cmd, len(batches))
+	queue := func(p redis.Pipeliner, stream string) {
+		for j, bt := range batches {
+			if stream != "" && bt.Stream != stream {
+				continue
+			}
 			firstEvent := bt.FirstEvent
 			if firstEvent == 0 {
 				firstEvent = bt.FirstSeq
@@ -266,11 +295,39 @@ func (b *Bus) runBatches(ctx context.Context, batches []*AppendBatch, maxLen int
 			// go-redis keeps the argument slice: give each command its own.
 			a := make([]any, len(args))
 			copy(a, args)
-			cmds = append(cmds, batchScript.EvalSha(ctx, p, []string{bt.Stream, ProducerKey(bt.Stream, bt.Producer)}, a...))
+			cmds[j] = batchScript.EvalSha(ctx, p, []string{bt.Stream, ProducerKey(bt.Stream, bt.Producer)}, a...)
 		}
-		return nil
-	})
-	return cmds, err
+	}
+	if !b.waits() {
+		_, err = b.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			queue(p, "")
+			return nil
+		})
+		return cmds, nil, err
+	}
+	var streams []string
+	for _, bt := range batches {
+		if !slices.Contains(streams, bt.Stream) {
+			streams = append(streams, bt.Stream)
+		}
+	}
+	for _, stream := range streams {
+		e := b.replicated(ctx, stream, func(p redis.Pipeliner) { queue(p, stream) })
+		if e != nil && werr == nil {
+			werr = e
+		}
+		for j, bt := range batches {
+			if bt.Stream == stream && cmds[j] == nil {
+				cmds[j] = failedCmd(ctx, e) // not sent: the master was not found
+			}
+		}
+	}
+	for _, c := range cmds {
+		if err = c.Err(); err != nil {
+			break
+		}
+	}
+	return cmds, werr, err
 }
 
 func batchResult(c *redis.Cmd) AppendResult {
@@ -305,10 +362,13 @@ func batchResult(c *redis.Cmd) AppendResult {
 // appended through it within the dedup window, in which case it returns
 // the entry id of that first append. KEYS[1] the stream, KEYS[2] the event
 // key. ARGV: window ms, maxlen (0: none), then the envelope's fields and
-// values. Returns {entry id, 1 if it was there before}.
+// values. Returns {entry id, 1 if it was there before}. A retry refreshes
+// the event key's expiry: a write, so that a WAIT after it on another
+// connection covers the first append.
 var onceScript = redis.NewScript(`#!lua
 local old = redis.call('GET', KEYS[2])
 if old then
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
   return {old, 1}
 end
 local cmd = {'XADD', KEYS[1]}
@@ -329,7 +389,9 @@ return {id, 0}
 // AppendOnce appends a signed envelope to stream unless an envelope with the
 // same event id was appended through AppendOnce within window (≤ 0:
 // DefaultDedupWindow); it returns the entry id, and true when the event was
-// there already (a retry after a lost reply).
+// there already (a retry after a lost reply). When the Bus waits for
+// replicas, a *NotReplicatedError comes with the id: the master holds the
+// event; calling AppendOnce again waits again, and appends nothing.
 func (b *Bus) AppendOnce(ctx context.Context, stream string, env integrity.Envelope, maxLen int64, window time.Duration) (string, bool, error) {
 	if window <= 0 {
 		window = DefaultDedupWindow
@@ -338,7 +400,8 @@ func (b *Bus) AppendOnce(ctx context.Context, stream string, env integrity.Envel
 		return "", false, fmt.Errorf("%w: empty stream name or event id", ErrInvalidArgs)
 	}
 	args := append([]any{window.Milliseconds(), maxLen}, env.Values()...)
-	res, err := onceScript.Run(ctx, b.rdb, []string{stream, EventKey(stream, env.EventID)}, args...).Slice()
+	cmd, werr := b.runScript(ctx, onceScript, []string{stream, EventKey(stream, env.EventID)}, args...)
+	res, err := cmd.Slice()
 	if err != nil {
 		return "", false, fmt.Errorf("append to stream %q: %w", stream, err)
 	}
@@ -347,7 +410,10 @@ func (b *Bus) AppendOnce(ctx context.Context, stream string, env integrity.Envel
 	}
 	id, _ := res[0].(string)
 	dup, _ := res[1].(int64)
-	return id, dup == 1, nil
+	if werr != nil {
+		werr = fmt.Errorf("append to stream %q: %w", stream, werr)
+	}
+	return id, dup == 1, werr
 }
 
 func isNoScript(err error) bool { return redis.HasErrorPrefix(err, "NOSCRIPT") }

@@ -2,6 +2,7 @@ package streambus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -89,6 +90,9 @@ if ckey > 0 then
   -- client does not void what is there. '-' stands for an id.
   local ran = redis.call('GET', KEYS[ckey])
   if ran then
+    -- The key lives on from now: a rerun writes, so that a WAIT after it
+    -- on another connection covers the first run's writes too.
+    redis.call('PEXPIRE', KEYS[ckey], commitMemoryMS)
     -- "<flag per add>|<acked>|<replayed item indices, comma-separated>"
     local flags, nacked, reps = string.match(ran, '^([01]*)|(%d+)|([%d,]*)$')
     local out = {}
@@ -228,21 +232,30 @@ type commitOutcome struct {
 	marks []SourceMark
 }
 
-// runCommit runs commitScript.
+// runCommit runs commitScript. When the Bus waits for replicas, the
+// script and the WAIT go out together (replicated); a commit the master
+// ran and its replicas did not confirm returns its outcome with a
+// *NotReplicatedError.
 func (b *Bus) runCommit(ctx context.Context, stream, group string, items []scriptItem) (commitOutcome, error) {
-	keys, argv := commitArgs(stream, group, items)
-	res, err := commitScript.Run(ctx, b.rdb, keys, argv...).Slice()
+	keys, argv := commitArgs(stream, group, items, b.waitToken())
+	cmd, werr := b.runScript(ctx, commitScript, keys, argv...)
+	res, err := cmd.Slice()
 	if err != nil {
 		return commitOutcome{}, err
 	}
-	return parseCommit(res, items), nil
+	return parseCommit(res, items), werr
 }
 
-// commitArgs are the keys and arguments of commitScript for items.
-func commitArgs(stream, group string, items []scriptItem) (keys []string, argv []any) {
+// commitArgs are the keys and arguments of commitScript for items. The
+// commit key (CommitKey) is named after the sig of the first chained add,
+// else after token; with neither, there is none. A Bus that waits for
+// replicas always gives a token: each run of the script then writes (its
+// key, or the key's expiry on a rerun), which a WAIT needs.
+func commitArgs(stream, group string, items []scriptItem, token string) (keys []string, argv []any) {
 	keys = []string{stream}
 	argv = []any{group, len(items), 0, 0, 0, 0}
-	token := ""
+	fallback := token
+	token = ""
 	forgets := false
 	var sets []string // source set keys, in KEYS after the targets
 	var setArgs []int // argv positions holding an index into sets
@@ -295,6 +308,9 @@ func commitArgs(stream, group string, items []scriptItem) (keys []string, argv [
 			argv[pos] = argv[pos].(int) + base
 		}
 	}
+	if token == "" {
+		token = fallback
+	}
 	if token != "" {
 		keys = append(keys, CommitKey(stream, token))
 		argv[5] = len(keys)
@@ -308,7 +324,10 @@ func commitArgs(stream, group string, items []scriptItem) (keys []string, argv [
 // first chained add: run again with the same arguments (go-redis retries a
 // command whose reply was lost; a request can arrive late), it appends
 // nothing and answers the same, so that no void is written for an add that
-// is in its stream. It begins with stream's name (its hash tag).
+// is in its stream. A Bus that waits for replicas names a key for every
+// commit, with a random token when it has no chained add (commitArgs):
+// about 100 bytes per commit for commitMemory. It begins with stream's
+// name (its hash tag).
 func CommitKey(stream, token string) string { return stream + ":commit:" + token }
 
 // commitMemory is how long a commit's key lives: beyond the Redis client's
@@ -495,6 +514,7 @@ func (b *Bus) DeadLetter(ctx context.Context, stream, group, dlq string, letters
 	out, err := b.runCommit(ctx, stream, group, items)
 	added, acked := out.ids, out.acked
 	if err != nil {
+		b.voidUnconfirmed(ctx, items, out.ids, err)
 		b.chainBroken(ctx, dlq, err)
 		return nil, fmt.Errorf("dead-letter %d entries from stream %q group %q to %q: %w", len(letters), stream, group, dlq, err)
 	}
@@ -570,6 +590,17 @@ func (b *Bus) voidSkipped(ctx context.Context, items []scriptItem, ids [][]strin
 	}
 	if err := b.writeCheckpoints(ctx, voids); err != nil {
 		b.log.LogAttrs(ctx, slog.LevelWarn, "audit_chain_void_not_written", slog.String("error", err.Error()))
+	}
+}
+
+// voidUnconfirmed is voidSkipped for a commit that failed with err: when
+// the master ran it and only its replicas did not confirm it
+// (ErrNotReplicated), its outcome is known, and the links it skipped get
+// their voids before the chain restarts, so that the old session has no
+// hole before the links it did append. b.writes is held.
+func (b *Bus) voidUnconfirmed(ctx context.Context, items []scriptItem, ids [][]string, err error) {
+	if b.chain != nil && errors.Is(err, ErrNotReplicated) {
+		b.voidSkipped(ctx, items, ids)
 	}
 }
 
@@ -688,6 +719,7 @@ func (b *Bus) Commit(ctx context.Context, stream, group string, items ...Item) (
 	out, err := b.runCommit(ctx, stream, group, sealed)
 	if err != nil {
 		if nadds > 0 {
+			b.voidUnconfirmed(ctx, sealed, out.ids, err)
 			b.chainBroken(ctx, stream, err)
 		}
 		return CommitResult{}, fmt.Errorf("commit %d entries with %d events on stream %q group %q: %w", len(items), nadds, stream, group, err)

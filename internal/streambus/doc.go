@@ -29,4 +29,8 @@
 // With Redis Cluster, DeadLetter and Commit touch several keys in one
 // script: give the streams a common hash tag (for example
 // "{audit}:stream" and "{audit}:dead").
+//
+// With Config.MinReplicasAcked every write is followed by Redis WAIT on its
+// own connection (replicas.go): a write the master took and too few replicas
+// confirmed fails with ErrNotReplicated, and is safe to run again.
 package streambus

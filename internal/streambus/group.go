@@ -39,7 +39,18 @@ func (b *Bus) XAck(ctx context.Context, stream, group string, ids ...string) (in
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	n, err := b.rdb.XAck(ctx, stream, group, ids...).Result()
+	var n int64
+	var err error
+	if b.waits() {
+		// Through the commit script, which writes on every run: a plain
+		// XACK run again writes nothing, and its WAIT would not cover the
+		// first run's.
+		var out commitOutcome
+		out, err = b.runCommit(ctx, stream, group, plainAcks(ids))
+		n = out.acked
+	} else {
+		n, err = b.rdb.XAck(ctx, stream, group, ids...).Result()
+	}
 	if err != nil {
 		return 0, fmt.Errorf("xack %d ids on stream %q group %q: %w", len(ids), stream, group, err)
 	}

@@ -73,8 +73,28 @@ func (b *Bus) XReadGroup(ctx context.Context, a GroupReadArgs) (Batch, error) {
 	buf := &replyBuffer{b: make([]byte, 0, b.replySize(count))}
 	read := redis.NewRawWriteToCmd(rt, buf, rawReadGroupArgs(a.Group, a.Consumer, count, a.Stream, id)...)
 	read.SetFirstKeyPos(7)
-	if items := markedAcks(a.Ack, a.AckMarks); items != nil {
-		keys, argv := commitArgs(a.Stream, a.Group, items)
+	if b.waits() && len(a.Ack) > 0 {
+		// Acks that wait for replicas go first, in a round trip of their
+		// own: a read behind a WAIT that fell short would deliver entries
+		// only to report an error. Acks not confirmed fail the read before
+		// anything is delivered, and are sent again (a rerun acknowledges
+		// nothing twice).
+		items := markedAcks(a.Ack, a.AckMarks)
+		if items == nil {
+			items = plainAcks(a.Ack)
+		}
+		out, err := b.runCommit(rt, a.Stream, a.Group, items)
+		if err != nil {
+			return Batch{}, fmt.Errorf("ack %d ids on stream %q group %q: %w", len(a.Ack), a.Stream, a.Group, err)
+		}
+		batch.Acked, batch.AcksSent, batch.AckMarks = out.acked, true, out.marks
+		for _, i := range out.replayed {
+			batch.AckReplayed = append(batch.AckReplayed, items[i].id)
+		}
+		b.logAcked(ctx, a.Stream, a.Group, len(a.Ack), batch.Acked)
+		_ = b.rdb.Process(rt, read)
+	} else if items := markedAcks(a.Ack, a.AckMarks); items != nil {
+		keys, argv := commitArgs(a.Stream, a.Group, items, "")
 		pipe := b.rdb.Pipeline()
 		ack := commitScript.EvalSha(rt, pipe, keys, argv...)
 		_ = pipe.Process(rt, read)
@@ -404,6 +424,15 @@ func (b *Bus) xrange(ctx context.Context, cmd, stream, start, end string, count 
 // does (a field named twice included).
 func (b *Bus) VerifyRaw(stream string, e RawEntry) (integrity.Envelope, error) {
 	return b.keys.VerifyFields(stream, e.Fields)
+}
+
+// plainAcks are the commit items of acks without marks.
+func plainAcks(ids []string) []scriptItem {
+	items := make([]scriptItem, len(ids))
+	for i, id := range ids {
+		items[i] = scriptItem{id: id}
+	}
+	return items
 }
 
 // markedAcks are the commit items of acks with their marks, nil when none

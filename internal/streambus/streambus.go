@@ -58,6 +58,20 @@ type Config struct {
 	// RequireChain refuses version 1 entries on every read
 	// (malformed_envelope): only chained entries verify.
 	RequireChain bool
+	// MinReplicasAcked, when above 0, is how many replicas must hold each
+	// write of the Bus before it counts as done: appends (XAdd,
+	// AppendOnce, AppendBatches), commits (Commit, DeadLetter, XAck and the
+	// acks of XReadGroup) and checkpoints. Redis WAIT follows the write on
+	// its own connection (see replicated); a write the master took but
+	// fewer replicas confirmed within MinReplicasTimeout fails with a
+	// *NotReplicatedError, and running it again is safe (each is once
+	// only). The rdb given to New must then be a *redis.Client or a
+	// *redis.ClusterClient. Default 0: the master's reply is enough, and
+	// no WAIT is sent.
+	MinReplicasAcked int
+	// MinReplicasTimeout bounds each wait for replicas; it must be shorter
+	// than the client's read timeout. Default DefaultMinReplicasTimeout.
+	MinReplicasTimeout time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -66,6 +80,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Count == 0 {
 		c.Count = DefaultCount
+	}
+	if c.MinReplicasTimeout == 0 {
+		c.MinReplicasTimeout = DefaultMinReplicasTimeout
 	}
 }
 
@@ -76,6 +93,12 @@ func (c Config) Validate() error {
 	}
 	if c.Count < 0 {
 		return fmt.Errorf("%w: count %d is negative", ErrInvalidArgs, c.Count)
+	}
+	if c.MinReplicasAcked < 0 {
+		return fmt.Errorf("%w: min replicas acked %d is negative", ErrInvalidArgs, c.MinReplicasAcked)
+	}
+	if c.MinReplicasTimeout < 0 {
+		return fmt.Errorf("%w: min replicas timeout %s is negative", ErrInvalidArgs, c.MinReplicasTimeout)
 	}
 	return nil
 }
@@ -121,6 +144,9 @@ func New(cfg Config, logger *slog.Logger, rdb redis.UniversalClient, keys *integ
 	}
 	if keys == nil {
 		return nil, fmt.Errorf("%w: nil keyring", ErrInvalidArgs)
+	}
+	if err := cfg.checkWaitClient(rdb); err != nil {
+		return nil, err
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
