@@ -35,6 +35,9 @@ func benchCommand() *command {
   # the sinks: a stream, PostgreSQL and syslog side by side
   auditproc bench --entries 50000 --rounds 1 --only baseline,forward,postgres,syslog
 
+  # Redis Cluster: 1 shard and 3 shards next to the standalone rows
+  auditproc bench --only verify,default,produce-emit,cluster-verify-1,cluster-verify-3,cluster-default-1,cluster-default-3,cluster-emit-1,cluster-emit-3
+
 Every scenario drains the same pre-filled stream through a new consumer group,
 in a child process ('auditproc run --stop-when-idle' for the plugin pipelines),
 whose rusage gives CPU and peak RSS. Throughput is counted from the group's
@@ -45,7 +48,14 @@ The postgres and syslog scenarios forward every event, like 'forward', to a
 PostgreSQL sink and to a syslog sink (TCP, octet-counting); the bench starts
 its own PostgreSQL cluster and rsyslogd on 127.0.0.1 for them, in temporary
 directories removed at the end. When PostgreSQL or rsyslog is not installed
-(scripts/deps.sh installs both) the row says so and the rest runs.`,
+(scripts/deps.sh installs both) the row says so and the rest runs.
+
+The cluster-* scenarios run on a throwaway Redis Cluster of 3 masters
+(redis-server --cluster-enabled yes on free loopback ports, joined by
+redis-cli --cluster create): the processor ("verify, no plugins" and the
+default pipeline) and 'emit --file' with stream.shards 1 and 3, each shard's
+hash-tag slot moved, empty, to a master of its own. Their Redis CPU is read
+from each node's INFO CPU and printed per node.`,
 		flags: func(fs *flag.FlagSet) {
 			fs.IntVar(&cfg.Entries, "entries", bench.DefaultEntries, "entries pre-filled and drained per scenario")
 			fs.StringVar(&cfg.Executable, "auditproc", "", "the auditproc binary to measure (default: this one), to compare builds")
@@ -59,7 +69,7 @@ directories removed at the end. When PostgreSQL or rsyslog is not installed
 			fs.StringVar(&cfg.CacheDir, "cache-dir", bench.DefaultCacheDir, "compiled-module cache, warmed before measuring")
 			fs.StringVar(&cfg.PostgresBin, "postgres-bin", "", "directory of PostgreSQL's initdb and pg_ctl for the postgres scenario (default: $AUDITPROC_PG_BIN, the PATH, /usr/lib/postgresql/<newest>/bin)")
 			fs.StringVar(&cfg.Rsyslogd, "rsyslogd", "", "rsyslogd program for the syslog scenario (default: the PATH, /usr/sbin)")
-			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, verify-v2, noop-go, noop-c, forward, postgres, syslog, three, default, trusted, produce-raw, produce-emit, produce-batch, produce-sync, trail")
+			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, verify-v2, noop-go, noop-c, forward, postgres, syslog, three, default, trusted, cluster-verify-1, cluster-verify-3, cluster-default-1, cluster-default-3, produce-raw, produce-emit, produce-batch, produce-sync, cluster-emit-1, cluster-emit-3, trail")
 			// The scenarios' own processes: not for users.
 			fs.StringVar(&child, "child", "", "internal: run one scenario's consumer (baseline, baseline-hmac, verify) or producer (produce-raw, produce-batch, produce-sync)")
 			fs.StringVar(&evs, "events", "", "internal: the JSON-lines file a producer scenario appends")

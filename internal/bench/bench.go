@@ -120,17 +120,27 @@ type Result struct {
 	Title string
 	// Throughput is entries/s from the first read to the last ack.
 	Throughput float64
-	// Ratio is Throughput over the baseline's.
+	// Ratio is Throughput over the baseline's; for a cluster row, over
+	// the standalone row Of.
 	Ratio float64
+	// Shards is a cluster row's shard count (0: a standalone row).
+	Shards int
+	// Of names the standalone scenario a cluster row is compared with.
+	Of string
+	// NodeCPU is the Redis CPU per entry of each server: a cluster row's
+	// nodes in node order (RedisCPU is their sum), the standalone one's.
+	NodeCPU []time.Duration
 	// CPU is the child's user+system time per entry while draining.
 	CPU time.Duration
 	// RedisCPU is the Redis server's per entry while draining (0 when
-	// unknown: a server the run did not start).
+	// unknown: a server the run did not start); on the cluster, all
+	// nodes' (INFO CPU).
 	RedisCPU time.Duration
 	// DestCPU is the external destination's (PostgreSQL's processes',
 	// rsyslogd's) per entry while draining; 0 for the other scenarios.
 	DestCPU time.Duration
-	// PeakRSS is the child's maximum resident set, bytes.
+	// PeakRSS is the child's maximum resident set, bytes (its VmHWM,
+	// polled while it runs: see peakRSS).
 	PeakRSS int64
 	// Start is from the child's start to its first read.
 	Start time.Duration
@@ -161,6 +171,20 @@ type Report struct {
 	// cost of envelope v2 next to v1, and `auditproc verify` next to a
 	// plain XRANGE scan.
 	Trail []TrailRow
+	// Cluster says where the cluster rows' shards were, one line a trail.
+	Cluster []string
+	// Memory is the standalone Redis's memory per retained entry of the
+	// pre-filled streams.
+	Memory []MemoryRow
+}
+
+// MemoryRow is the Redis memory a pre-filled stream takes per entry:
+// INFO MEMORY used_memory after its Entries XADDs minus before, divided
+// by Entries.
+type MemoryRow struct {
+	Title   string
+	Entries int
+	Bytes   float64
 }
 
 // TrailRow is a rate and its ratio to a reference row (Of).
@@ -181,6 +205,13 @@ type scenario struct {
 	// dest is the external destination the forward plugin writes to (the
 	// postgres and syslog scenarios), nil for the others.
 	dest *destination
+	// trail is the sharded trail on the cluster a cluster scenario drains
+	// (nil: the standalone Redis), env what its child's environment adds
+	// (the cluster's URL, the shard count, the trail's names), of the
+	// standalone scenario it is compared with.
+	trail *clusterTrail
+	env   []string
+	of    string
 }
 
 type runner struct {
@@ -197,6 +228,10 @@ type runner struct {
 	// pg and syslog are the destinations of the external sink scenarios,
 	// nil when those are not run.
 	pg, syslog *destination
+	// cluster is the cluster of the cluster scenarios, nil when those are
+	// not run; trails are the scenarios' trails on it.
+	cluster *cluster
+	trails  []*clusterTrail
 }
 
 // Run runs every scenario and returns the report; progress goes to logger.
@@ -278,8 +313,16 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		}
 	}
 
+	// The cluster of the cluster rows, started for the run.
+	if r.wantsCluster() {
+		if err := r.startCluster(ctx); err != nil {
+			return nil, err
+		}
+		defer r.cluster.stop()
+	}
+
 	var scenarios []scenario
-	if len(cfg.Only) == 0 || slices.ContainsFunc(cfg.Only, func(n string) bool { return !strings.HasPrefix(n, "produce-") && n != "trail" }) {
+	if len(cfg.Only) == 0 || slices.ContainsFunc(cfg.Only, func(n string) bool { return !isProducer(n) && n != "trail" }) {
 		if scenarios, err = r.scenarios(); err != nil {
 			return nil, err
 		}
@@ -290,6 +333,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		return nil, fmt.Errorf("bench: no scenario named %q", r.cfg.Only)
 	}
 	rep := &Report{Entries: cfg.Entries, Rate: cfg.Rate, Rounds: cfg.Rounds}
+	for _, t := range r.trails {
+		rep.Cluster = append(rep.Cluster, t.notes())
+	}
 	if len(scenarios) > 0 {
 		if err := r.drains(ctx, rep, scenarios); err != nil {
 			return nil, err
@@ -315,18 +361,34 @@ func (r *runner) wants(name string) bool {
 
 // drains runs the consumer scenarios on a pre-filled stream.
 func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) error {
-	r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", stream))
-	t0 := time.Now()
-	size, err := prefill(ctx, r.rdb, r.keys, stream, r.cfg.Entries)
-	if err != nil {
-		return err
-	}
-	v1 := float64(r.cfg.Entries) / time.Since(t0).Seconds()
-	rep.EventBytes = size
-	if err := r.prefillChain(ctx, rep, v1); err != nil {
-		return err
+	if slices.ContainsFunc(scenarios, func(sc scenario) bool { return sc.trail == nil }) {
+		r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", stream))
+		mem0, err := usedMemory(ctx, r.rdb)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		size, err := prefill(ctx, r.rdb, r.keys, stream, r.cfg.Entries)
+		if err != nil {
+			return err
+		}
+		v1 := float64(r.cfg.Entries) / time.Since(t0).Seconds()
+		rep.EventBytes = size
+		if err := r.memoryRow(ctx, rep, "envelope v1 ("+stream+")", mem0); err != nil {
+			return err
+		}
+		if err := r.prefillChain(ctx, rep, v1); err != nil {
+			return err
+		}
 	}
 	for _, sc := range scenarios {
+		if sc.trail != nil {
+			size, err := r.fill(ctx, sc.trail)
+			if err != nil {
+				return err
+			}
+			rep.EventBytes = size
+		}
 		if sc.pluginCfg != "" && !sc.skipped() {
 			if err := r.warm(ctx, sc); err != nil {
 				return err
@@ -352,8 +414,17 @@ func (r *runner) drains(ctx context.Context, rep *Report, scenarios []scenario) 
 		}
 	}
 	var base, verifyV1 float64
+	standalone := map[string]float64{} // throughput by name
 	for i, sc := range scenarios {
 		res := best[i]
+		if sc.trail != nil {
+			if of := standalone[sc.of]; of > 0 {
+				res.Ratio = res.Throughput / of
+			}
+			rep.Results = append(rep.Results, res)
+			continue
+		}
+		standalone[sc.name] = res.Throughput
 		if sc.skipped() {
 			r.log.Warn("scenario_not_run", slog.String("scenario", sc.name), slog.String("reason", sc.dest.missing))
 			rep.Results = append(rep.Results, Result{Name: sc.name, Title: sc.title, Missing: sc.dest.missing})
@@ -474,9 +545,10 @@ func (r *runner) scenarios() ([]scenario, error) {
 		return nil, err
 	}
 	var all []string
-	var allTrusted, forward []pluginFile
+	var defaults, allTrusted, forward []pluginFile
 	sink := ""
 	for _, p := range def.Plugins {
+		defaults = append(defaults, pluginFile{Name: p.Name, Path: p.Path, Config: p.Config, Sinks: p.Sinks})
 		if p.Name == "forward" {
 			forward = append(forward, pluginFile{Name: p.Name, Path: p.Path, Config: p.Config, Sinks: p.Sinks})
 		}
@@ -541,6 +613,13 @@ func (r *runner) scenarios() ([]scenario, error) {
 		{name: "default", title: fmt.Sprintf("auditproc: default pipeline (%d plugins)", len(all)), args: runArgs(defPath), pluginCfg: defPath, latency: sink != "", sink: sink},
 		{name: "trusted", title: "auditproc: default pipeline, all trusted (no guard)", args: runArgs(trusted), pluginCfg: trusted, latency: sink != "", sink: sink},
 	}...)
+	if r.cluster != nil {
+		cl, err := r.clusterScenarios(def, defaults, runArgs)
+		if err != nil {
+			return nil, err
+		}
+		list = append(list, cl...)
+	}
 	if len(r.cfg.Only) == 0 {
 		return list, nil
 	}
@@ -562,7 +641,7 @@ func (sc scenario) skipped() bool { return sc.dest != nil && sc.dest.missing != 
 // its start time is that of a warm cache.
 func (r *runner) warm(ctx context.Context, sc scenario) error {
 	cmd := exec.CommandContext(ctx, r.cfg.Executable, "config", "check", sc.pluginCfg)
-	cmd.Env = r.env
+	cmd.Env = slices.Concat(r.env, sc.env)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("warm the compile cache (%s): %w\n%s", sc.pluginCfg, err, out)
@@ -577,7 +656,7 @@ func (r *runner) child(ctx context.Context, sc scenario, stream, group string, e
 		return nil, nil, err
 	}
 	cmd := exec.CommandContext(ctx, r.cfg.Executable, append(sc.args, extra...)...)
-	cmd.Env = append(r.env, "AUDITPROC_STREAM_NAME="+stream, "AUDITPROC_STREAM_GROUP="+group)
+	cmd.Env = append(slices.Concat(r.env, sc.env), "AUDITPROC_STREAM_NAME="+stream, "AUDITPROC_STREAM_GROUP="+group)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second
@@ -600,23 +679,44 @@ func tail(f *os.File) string {
 }
 
 func (r *runner) newGroup(ctx context.Context, stream, prefix string) (string, error) {
+	return r.newGroupOn(ctx, r.rdb, prefix, stream)
+}
+
+// newGroupOn creates a new group, of one name, on every stream.
+func (r *runner) newGroupOn(ctx context.Context, rdb redis.Cmdable, prefix string, streams ...string) (string, error) {
 	r.groups++
 	group := fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), r.groups)
-	return group, r.rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err()
+	for _, s := range streams {
+		if err := rdb.XGroupCreateMkStream(ctx, s, group, "0").Err(); err != nil {
+			return "", err
+		}
+	}
+	return group, nil
 }
 
 // progress is a group's read and acked counts.
 func (r *runner) progress(ctx context.Context, stream, group string) (read, acked int64, err error) {
-	groups, err := r.rdb.XInfoGroups(ctx, stream).Result()
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, g := range groups {
-		if g.Name == group {
-			return g.EntriesRead, g.EntriesRead - g.Pending, nil
+	return progressOn(ctx, r.rdb, group, stream)
+}
+
+// progressOn is a group's read and acked counts summed over streams.
+func progressOn(ctx context.Context, rdb redis.Cmdable, group string, streams ...string) (read, acked int64, err error) {
+	for _, stream := range streams {
+		groups, err := rdb.XInfoGroups(ctx, stream).Result()
+		if err != nil {
+			return 0, 0, err
+		}
+		found := false
+		for _, g := range groups {
+			if g.Name == group {
+				read, acked, found = read+g.EntriesRead, acked+g.EntriesRead-g.Pending, true
+			}
+		}
+		if !found {
+			return 0, 0, fmt.Errorf("no group %q on %s", group, stream)
 		}
 	}
-	return 0, 0, fmt.Errorf("no group %q on %s", group, stream)
+	return read, acked, nil
 }
 
 func (r *runner) redisCPU() time.Duration {
@@ -626,14 +726,40 @@ func (r *runner) redisCPU() time.Duration {
 	return cpuOf(r.redis.pid())
 }
 
-// drain runs a scenario on the pre-filled stream with a new group.
-func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
-	res := Result{Name: sc.name, Title: sc.title}
-	stream := stream
-	if sc.stream != "" {
-		stream = sc.stream
+// on is where a scenario runs: its client, its streams (trail's shards on
+// the cluster, else standalone on the standalone Redis), and a function
+// that reads the Redis CPU used so far by each server (nil when unknown:
+// a server the run did not start).
+func (r *runner) on(trail *clusterTrail, standalone string) (redis.Cmdable, []string, func(context.Context) ([]time.Duration, error)) {
+	if trail != nil {
+		return r.cluster.rdb, trail.streams(), r.cluster.cpu
 	}
-	group, err := r.newGroup(ctx, stream, sc.name)
+	return r.rdb, []string{standalone}, func(context.Context) ([]time.Duration, error) {
+		if r.redis == nil {
+			return nil, nil
+		}
+		return []time.Duration{r.redisCPU()}, nil
+	}
+}
+
+// drain runs a scenario on its pre-filled trail with a new group.
+func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
+	res := Result{Name: sc.name, Title: sc.title, Of: sc.of}
+	drained := stream
+	if sc.stream != "" {
+		drained = sc.stream
+	}
+	rdb, streams, serverCPU := r.on(sc.trail, drained)
+	if sc.trail != nil {
+		res.Shards = sc.trail.shards
+		// The sinks of earlier drains would only take memory.
+		for _, s := range sc.trail.outputs() {
+			if err := rdb.Del(ctx, s).Err(); err != nil {
+				return res, err
+			}
+		}
+	}
+	group, err := r.newGroupOn(ctx, rdb, sc.name, streams...)
 	if err != nil {
 		return res, err
 	}
@@ -643,25 +769,31 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 		}
 	}
 	started := time.Now()
-	cmd, logf, err := r.child(ctx, sc, stream, group)
+	cmd, logf, err := r.child(ctx, sc, streams[0], group)
 	if err != nil {
 		return res, err
 	}
 	defer logf.Close()
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	abort := func(err error) (Result, error) {
+		_ = cmd.Process.Kill()
+		<-exited
+		return res, err
+	}
 
 	var (
-		first, last       time.Time
-		cpu0, rcpu0, rcpu time.Duration
-		dcpu0, dcpu       time.Duration
-		waitErr           error
-		done              bool
+		first, last time.Time
+		cpu0        time.Duration
+		rcpu0, rcpu []time.Duration
+		dcpu0, dcpu time.Duration
+		waitErr     error
+		done        bool
 	)
 	// Every entry is acked: a chained stream's checkpoints too.
-	n, err := r.rdb.XLen(ctx, stream).Result()
+	n, err := xlen(ctx, rdb, streams)
 	if err != nil {
-		return res, err
+		return abort(err)
 	}
 	tick := time.NewTicker(2 * time.Millisecond)
 	defer tick.Stop()
@@ -671,19 +803,28 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 			done = true
 		case <-tick.C:
 		}
-		read, acked, err := r.progress(ctx, stream, group)
+		if !done {
+			res.PeakRSS = max(res.PeakRSS, peakRSS(cmd.Process.Pid))
+		}
+		read, acked, err := progressOn(ctx, rdb, group, streams...)
 		if err != nil {
 			continue
 		}
 		now := time.Now()
 		if first.IsZero() && read > 0 {
-			first, cpu0, rcpu0 = now, cpuOf(cmd.Process.Pid), r.redisCPU()
+			first, cpu0 = now, cpuOf(cmd.Process.Pid)
+			if rcpu0, err = serverCPU(ctx); err != nil {
+				return abort(err)
+			}
 			if sc.dest != nil {
 				dcpu0 = sc.dest.cpu()
 			}
 		}
 		if last.IsZero() && acked >= n {
-			last, rcpu = now, r.redisCPU()
+			last = now
+			if rcpu, err = serverCPU(ctx); err != nil {
+				return abort(err)
+			}
 			if sc.dest != nil {
 				dcpu = sc.dest.cpu()
 			}
@@ -697,15 +838,10 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	}
 	ps := cmd.ProcessState
 	cpu := ps.UserTime() + ps.SystemTime()
-	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		res.PeakRSS = ru.Maxrss * 1024 // KiB on Linux
-	}
 	events := int64(r.cfg.Entries)
 	res.Throughput = float64(events) / last.Sub(first).Seconds()
 	res.CPU = (cpu - cpu0) / time.Duration(events)
-	if rcpu > 0 {
-		res.RedisCPU = (rcpu - rcpu0) / time.Duration(events)
-	}
+	res.RedisCPU, res.NodeCPU = perEntry(rcpu0, rcpu, events)
 	if dcpu > 0 {
 		res.DestCPU = (dcpu - dcpu0) / time.Duration(events)
 	}
@@ -720,6 +856,33 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 	return res, nil
 }
 
+// xlen is the entry count of streams.
+func xlen(ctx context.Context, rdb redis.Cmdable, streams []string) (int64, error) {
+	var n int64
+	for _, s := range streams {
+		l, err := rdb.XLen(ctx, s).Result()
+		if err != nil {
+			return 0, err
+		}
+		n += l
+	}
+	return n, nil
+}
+
+// perEntry divides each server's CPU from before to after by events: the
+// total over the servers and each one's (zero and nil when unknown).
+func perEntry(before, after []time.Duration, events int64) (total time.Duration, each []time.Duration) {
+	if len(before) == 0 || len(before) != len(after) || events <= 0 {
+		return 0, nil
+	}
+	each = make([]time.Duration, len(before))
+	for i := range before {
+		each[i] = (after[i] - before[i]) / time.Duration(events)
+		total += each[i]
+	}
+	return total, each
+}
+
 // prefillChain fills chainStream (once per run) and adds the producer rows
 // of the trail table: v1's prefill rate (v1, entries/s) against this one's.
 func (r *runner) prefillChain(ctx context.Context, rep *Report, v1 float64) error {
@@ -728,17 +891,45 @@ func (r *runner) prefillChain(ctx context.Context, rep *Report, v1 float64) erro
 	}
 	r.chainFilled = true
 	r.log.Info("prefill_started", slog.Int("entries", r.cfg.Entries), slog.String("stream", chainStream))
+	mem0, err := usedMemory(ctx, r.rdb)
+	if err != nil {
+		return err
+	}
 	t0 := time.Now()
 	if err := prefillChain(ctx, r.rdb, r.keys, chainStream, r.cfg.Entries); err != nil {
 		return err
 	}
 	v2 := float64(r.cfg.Entries) / time.Since(t0).Seconds()
+	if err := r.memoryRow(ctx, rep, "envelope v2, one chain, checkpoints included ("+chainStream+")", mem0); err != nil {
+		return err
+	}
 	if v1 > 0 {
 		rep.Trail = append(rep.Trail,
 			TrailRow{Title: "producer: stamp + sign + pipelined XADD, envelope v1", Rate: v1, Ratio: 1, Of: "v1"},
 			TrailRow{Title: "producer: stamp + chain sign + pipelined XADD, envelope v2", Rate: v2, Ratio: v2 / v1, Of: "v1"})
 	}
 	return nil
+}
+
+// memoryRow adds the Redis memory per entry of a stream just filled with
+// Config.Entries events: used_memory now minus before, over the entries.
+func (r *runner) memoryRow(ctx context.Context, rep *Report, title string, before int64) error {
+	after, err := usedMemory(ctx, r.rdb)
+	if err != nil {
+		return err
+	}
+	rep.Memory = append(rep.Memory, MemoryRow{Title: title, Entries: r.cfg.Entries, Bytes: float64(after-before) / float64(r.cfg.Entries)})
+	return nil
+}
+
+// usedMemory is the server's used_memory (INFO MEMORY), bytes.
+func usedMemory(ctx context.Context, rdb redis.Cmdable) (int64, error) {
+	info, err := rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0, fmt.Errorf("INFO MEMORY: %w", err)
+	}
+	v, err := infoField(info, "used_memory")
+	return int64(v), err
 }
 
 // trailScan measures `auditproc verify` on the chained stream against a

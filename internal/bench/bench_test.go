@@ -60,3 +60,56 @@ func TestReportPrintSinkRows(t *testing.T) {
 	assert.Regexp(t, `\| pg +\| 2k +\| 0\.50 +\| 0\.00 +\| — +\| 7\.00 +\|`, out)
 	assert.Regexp(t, `\| syslog — not run: rsyslog is not installed +\| — +\| — +\| — +\| — +\| — +\| — +\| — +\| — +\|`, out)
 }
+
+func TestParseCPU(t *testing.T) {
+	for _, tc := range []struct {
+		name, info string
+		want       time.Duration
+		err        bool
+	}{
+		{"both", "# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.250001\r\nused_cpu_sys_children:9.0\r\n", 1750001 * time.Microsecond, false},
+		{"missing user", "# CPU\r\nused_cpu_sys:1.5\r\n", 0, true},
+		{"garbage", "used_cpu_sys:x\r\nused_cpu_user:1\r\n", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseCPU(tc.info)
+			if tc.err {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestPerEntry(t *testing.T) {
+	total, each := perEntry([]time.Duration{time.Second, 0}, []time.Duration{3 * time.Second, time.Second}, 1000)
+	assert.Equal(t, 3*time.Millisecond, total)
+	assert.Equal(t, []time.Duration{2 * time.Millisecond, time.Millisecond}, each)
+	total, each = perEntry(nil, nil, 1000)
+	assert.Zero(t, total, "a server the run did not start")
+	assert.Nil(t, each)
+}
+
+func TestReportPrintClusterAndMemoryRows(t *testing.T) {
+	var b strings.Builder
+	(&Report{Entries: 10, EventBytes: 380, Rounds: 1, Rate: 100,
+		Cluster: []string{"cluster, 3 shards: {bench3}:stream slot 5075 on node 1"},
+		Memory:  []MemoryRow{{Title: "envelope v2", Entries: 10, Bytes: 612.4}},
+		Results: []Result{
+			{Name: "verify", Title: "verify", Throughput: 2000, RedisCPU: 3 * time.Microsecond, NodeCPU: []time.Duration{3 * time.Microsecond}},
+			{Name: "cluster-verify-3", Title: "verify — cluster, 3 shards", Shards: 3, Of: "verify", Throughput: 3000, Ratio: 1.5,
+				RedisCPU: 6 * time.Microsecond, NodeCPU: []time.Duration{time.Microsecond, 2 * time.Microsecond, 3 * time.Microsecond}},
+		}}).Print(&b)
+	out := b.String()
+	assert.Contains(t, out, "{bench3}:stream slot 5075 on node 1")
+	assert.Regexp(t, `\| verify — standalone Redis +\| — +\| 2k +\| 1\.00 +\| 0\.00 +\| 3\.00 +\| 3\.00 +\|`, out)
+	assert.Regexp(t, `\| 10 entries, envelope v2 +\| 612 +\|`, out)
+	assert.Regexp(t, `\| verify — cluster, 3 shards +\| 3 +\| 3k +\| 1\.50 +\| 0\.00 +\| 6\.00 +\| 1\.00 / 2\.00 / 3\.00 +\|`, out)
+}
+
+func TestPeakRSSSelf(t *testing.T) {
+	assert.Greater(t, peakRSS(os.Getpid()), int64(1<<20), "this process holds more than a MiB")
+	assert.Zero(t, peakRSS(-1))
+}

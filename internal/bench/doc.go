@@ -15,4 +15,17 @@
 // atomic step as the source entry's ack, so the millisecond part of the
 // archive entry id minus that of the source entry id (both Redis server
 // clock) is the append-to-ack latency.
+//
+// The cluster rows run on a throwaway Redis Cluster of ClusterMasters
+// masters (redis-server --cluster-enabled yes, joined by redis-cli
+// --cluster create; internal/rediscluster, the tests' code), with
+// stream.shards 1 and ClusterMasters: the processor drains a trail
+// pre-filled with the same number of entries split over its shards, and
+// `emit --file` appends the producers' file. Before anything is written,
+// a shard whose hash-tag slot shares a master with an earlier shard's has
+// its slot moved, empty, to a master of its own. Their Redis CPU is each
+// node's INFO CPU (used_cpu_sys + used_cpu_user) from the first read to
+// the last ack, per entry, and they take turns with the standalone
+// scenarios, whose rows they are printed next to. The memory rows are the
+// standalone Redis's used_memory grown by each prefill, per entry.
 package bench

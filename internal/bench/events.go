@@ -59,7 +59,7 @@ func (g *eventGen) event() ([]byte, error) {
 
 // prefill appends n signed events to stream, 1000 per pipelined round trip,
 // and returns the mean event size in bytes.
-func prefill(ctx context.Context, rdb *redis.Client, keys *integrity.Keyring, stream string, n int) (int, error) {
+func prefill(ctx context.Context, rdb redis.Cmdable, keys *integrity.Keyring, stream string, n int) (int, error) {
 	g := newEventGen(keys, 1)
 	total := 0
 	for done := 0; done < n; {
@@ -82,7 +82,7 @@ func prefill(ctx context.Context, rdb *redis.Client, keys *integrity.Keyring, st
 // prefillChain appends n events to stream as one chained source (envelope
 // v2, checkpoints by the default policy, a closing one), 1000 per
 // pipelined round trip.
-func prefillChain(ctx context.Context, rdb *redis.Client, keys *integrity.Keyring, stream string, n int) error {
+func prefillChain(ctx context.Context, rdb redis.Cmdable, keys *integrity.Keyring, stream string, n int) error {
 	g := newEventGen(keys, 1)
 	chain, err := integrity.NewChain(keys, "bench", integrity.ChainConfig{})
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -176,14 +175,26 @@ const SyncWorkers = 8
 type produceScenario struct {
 	name, title string
 	args        []string // after the executable; the event file is appended
+	// trail, env and of: as a drain scenario's (a cluster row).
+	trail *clusterTrail
+	env   []string
+	of    string
 }
 
 func (r *runner) produceScenarios() []produceScenario {
+	emit := []string{"emit", "--quiet", "--file"}
 	list := []produceScenario{
-		{"produce-raw", "producer: go-redis pipelined XADD loop, no signing (baseline)", []string{"bench", "--child", "produce-raw", "--events"}},
-		{"produce-emit", "producer: auditproc emit --file (check pass, sign v2, dedup script)", []string{"emit", "--quiet", "--file"}},
-		{"produce-batch", "producer: audit.Producer (batching API, v2)", []string{"bench", "--child", "produce-batch", "--events"}},
-		{"produce-sync", fmt.Sprintf("producer: synchronous audit.Bus.Audit, %d goroutines", SyncWorkers), []string{"bench", "--child", "produce-sync", "--events"}},
+		{name: "produce-raw", title: "producer: go-redis pipelined XADD loop, no signing (baseline)", args: []string{"bench", "--child", "produce-raw", "--events"}},
+		{name: "produce-emit", title: "producer: auditproc emit --file (check pass, sign v2, dedup script)", args: emit},
+		{name: "produce-batch", title: "producer: audit.Producer (batching API, v2)", args: []string{"bench", "--child", "produce-batch", "--events"}},
+		{name: "produce-sync", title: fmt.Sprintf("producer: synchronous audit.Bus.Audit, %d goroutines", SyncWorkers), args: []string{"bench", "--child", "produce-sync", "--events"}},
+	}
+	if r.cluster != nil {
+		for _, n := range ClusterShards {
+			t := r.trail("produce", n)
+			list = append(list, produceScenario{name: fmt.Sprintf("cluster-emit-%d", n), title: "producer: auditproc emit --file — " + shardsTitle(n),
+				args: emit, trail: t, env: t.env(r.cluster.url), of: "produce-emit"})
+		}
 	}
 	if len(r.cfg.Only) == 0 {
 		return list
@@ -223,7 +234,16 @@ func (r *runner) produces(ctx context.Context, rep *Report, scenarios []produceS
 		}
 	}
 	var base float64
+	standalone := map[string]float64{} // throughput by name
 	for i, sc := range scenarios {
+		if sc.trail != nil {
+			if of := standalone[sc.of]; of > 0 {
+				best[i].Ratio = best[i].Throughput / of
+			}
+			rep.Results = append(rep.Results, best[i])
+			continue
+		}
+		standalone[sc.name] = best[i].Throughput
 		if sc.name == "produce-raw" {
 			base = best[i].Throughput
 		}
@@ -236,47 +256,79 @@ func (r *runner) produces(ctx context.Context, rep *Report, scenarios []produceS
 }
 
 func (r *runner) produce(ctx context.Context, sc produceScenario, file string, round int) (Result, error) {
-	res := Result{Name: sc.name, Title: sc.title, Producer: true}
-	s := fmt.Sprintf("bench:produce:%s:%d", sc.name, round)
+	res := Result{Name: sc.name, Title: sc.title, Producer: true, Of: sc.of}
+	rdb, streams, serverCPU := r.on(sc.trail, fmt.Sprintf("bench:produce:%s:%d", sc.name, round))
+	if sc.trail != nil {
+		res.Shards = sc.trail.shards
+	}
 	logf, err := os.Create(filepath.Join(r.dir, sc.name+".log"))
 	if err != nil {
 		return res, err
 	}
 	defer logf.Close()
 	cmd := exec.CommandContext(ctx, r.cfg.Executable, append(sc.args, file)...)
-	cmd.Env = append(r.env, "AUDITPROC_STREAM_NAME="+s)
+	cmd.Env = append(slices.Concat(r.env, sc.env), "AUDITPROC_STREAM_NAME="+streams[0])
 	cmd.Stdout, cmd.Stderr = logf, logf
-	rcpu0 := r.redisCPU()
-	start := time.Now()
-	if err := cmd.Run(); err != nil {
-		return res, fmt.Errorf("%s: %w\n%s", strings.Join(sc.args, " "), err, tail(logf))
-	}
-	took := time.Since(start)
-	rcpu := r.redisCPU()
-	n, err := r.rdb.XLen(ctx, s).Result()
+	rcpu0, err := serverCPU(ctx)
 	if err != nil {
 		return res, err
 	}
-	// Audit, the Producer and emit sign envelope v2: a chain adds a
-	// checkpoint entry every integrity.DefaultCheckpointEvery events, and a
-	// closing one.
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return res, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	tick := time.NewTicker(2 * time.Millisecond)
+	for running := true; running; {
+		select {
+		case err = <-exited:
+			running = false
+		case <-tick.C:
+			res.PeakRSS = max(res.PeakRSS, peakRSS(cmd.Process.Pid))
+		}
+	}
+	tick.Stop()
+	took := time.Since(start)
+	if err != nil {
+		return res, fmt.Errorf("%s: %w\n%s", strings.Join(sc.args, " "), err, tail(logf))
+	}
+	rcpu, err := serverCPU(ctx)
+	if err != nil {
+		return res, err
+	}
+	n, err := xlen(ctx, rdb, streams)
+	if err != nil {
+		return res, err
+	}
+	// Audit, the Producer and emit sign envelope v2: a chain per shard adds
+	// a checkpoint entry every integrity.DefaultCheckpointEvery events, and
+	// a closing one.
 	extra := int64(0)
 	if sc.name != "produce-raw" {
-		extra = int64(r.cfg.Entries/integrity.DefaultCheckpointEvery + 16)
+		extra = int64(r.cfg.Entries/integrity.DefaultCheckpointEvery + 16*len(streams))
 	}
 	if n < int64(r.cfg.Entries) || n > int64(r.cfg.Entries)+extra {
 		return res, fmt.Errorf("%s wrote %d entries, want %d\n%s", sc.name, n, r.cfg.Entries, tail(logf))
 	}
 	n = int64(r.cfg.Entries)
-	_ = r.rdb.Unlink(ctx, s).Err()
-	ps := cmd.ProcessState
-	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		res.PeakRSS = ru.Maxrss * 1024
+	if sc.trail != nil {
+		// The stream and the producer's state: the next round writes the
+		// same file to the same streams, which would only find duplicates.
+		if err := r.cluster.emptySlots(ctx, sc.trail.placed); err != nil {
+			return res, err
+		}
+	} else {
+		_ = rdb.Unlink(ctx, streams[0]).Err()
 	}
+	ps := cmd.ProcessState
 	res.Throughput = float64(n) / took.Seconds()
 	res.CPU = (ps.UserTime() + ps.SystemTime()) / time.Duration(n)
-	if rcpu > 0 {
-		res.RedisCPU = (rcpu - rcpu0) / time.Duration(n)
-	}
+	res.RedisCPU, res.NodeCPU = perEntry(rcpu0, rcpu, n)
 	return res, nil
+}
+
+// isProducer reports whether a scenario name is a producer scenario's.
+func isProducer(name string) bool {
+	return strings.HasPrefix(name, "produce-") || strings.HasPrefix(name, "cluster-emit-")
 }

@@ -14,29 +14,28 @@ import (
 
 // server is a throwaway redis-server child.
 type server struct {
-	url string
-	cmd *exec.Cmd
+	addr string // 127.0.0.1:port
+	url  string
+	cmd  *exec.Cmd
 }
 
 // startRedis starts bin on a free loopback port, with no persistence (as the
-// baseline figures were taken) and its files in dir.
-func startRedis(ctx context.Context, bin, dir string) (*server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// baseline figures were taken), its files in dir and args added.
+func startRedis(ctx context.Context, bin, dir string, args ...string) (*server, error) {
+	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--dir", dir,
+	cmd := exec.Command(bin, append([]string{"--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--dir", dir,
 		"--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
-		"--logfile", filepath.Join(dir, "redis.log"))
+		"--logfile", filepath.Join(dir, "redis.log")}, args...)...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w (install redis-server, or pass --redis-url)", bin, err)
 	}
-	s := &server{url: fmt.Sprintf("redis://127.0.0.1:%d/0", port), cmd: cmd}
-	opt, _ := redis.ParseURL(s.url)
-	rdb := redis.NewClient(opt)
+	s := &server{addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd}
+	s.url = "redis://" + s.addr + "/0"
+	rdb := redis.NewClient(&redis.Options{Addr: s.addr})
 	defer rdb.Close()
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if err := rdb.Ping(ctx).Err(); err == nil {
@@ -47,6 +46,16 @@ func startRedis(ctx context.Context, bin, dir string) (*server, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// freePort is a loopback port free when asked.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (s *server) pid() int { return s.cmd.Process.Pid }

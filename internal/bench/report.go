@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -11,8 +12,12 @@ import (
 // docs/performance.md as they are): the consumer scenarios, then the
 // producer scenarios.
 func (rep *Report) Print(w io.Writer) {
-	var drains, produces []Result
+	var drains, produces, cluster []Result
 	for _, r := range rep.Results {
+		if r.Shards > 0 {
+			cluster = append(cluster, r)
+			continue
+		}
 		if r.Producer {
 			produces = append(produces, r)
 		} else {
@@ -71,6 +76,20 @@ func (rep *Report) Print(w io.Writer) {
 		}
 		_ = tw.Flush()
 	}
+	if len(cluster) > 0 {
+		fmt.Fprintln(w)
+		rep.printCluster(w, cluster)
+	}
+	if len(rep.Memory) > 0 {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+		fmt.Fprintln(tw, "| Redis memory per retained entry (INFO MEMORY used_memory after − before the prefill, over the entries)\t| bytes/entry\t|")
+		fmt.Fprintln(tw, "|---\t|---:\t|")
+		for _, m := range rep.Memory {
+			fmt.Fprintf(tw, "| %d entries, %s\t| %.0f\t|\n", m.Entries, m.Title, m.Bytes)
+		}
+		_ = tw.Flush()
+	}
 	if len(rep.Trail) > 0 {
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
@@ -81,6 +100,50 @@ func (rep *Report) Print(w io.Writer) {
 		}
 		_ = tw.Flush()
 	}
+}
+
+// printCluster writes the cluster rows, each group after the standalone
+// row it is compared with (when the run had it).
+func (rep *Report) printCluster(w io.Writer, rows []Result) {
+	fmt.Fprintf(w, "cluster: %d masters on loopback (no replicas, no persistence), %d entries or events per scenario "+
+		"in 1 or %d shards, best of %d rounds, taking turns with the standalone scenarios; Redis CPU from each node's INFO CPU\n",
+		ClusterMasters, rep.Entries, ClusterMasters, rep.Rounds)
+	for _, c := range rep.Cluster {
+		fmt.Fprintf(w, "  %s\n", c)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
+	fmt.Fprintln(tw, "| scenario\t| shards\t| entries/s\t| × standalone\t| CPU µs/entry\t| Redis CPU µs/entry, all nodes\t| per node\t| peak RSS MiB\t|")
+	fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|")
+	row := func(r Result, title, shards, ratio string) {
+		nodes := make([]string, len(r.NodeCPU))
+		for i, d := range r.NodeCPU {
+			nodes[i] = us(d)
+		}
+		perNode := strings.Join(nodes, " / ")
+		if perNode == "" {
+			perNode = "—"
+		}
+		fmt.Fprintf(tw, "| %s\t| %s\t| %.0fk\t| %s\t| %s\t| %s\t| %s\t| %.0f\t|\n",
+			title, shards, r.Throughput/1000, ratio, us(r.CPU), redisCPU(r), perNode, float64(r.PeakRSS)/(1<<20))
+	}
+	shown := map[string]bool{}
+	for _, r := range rows {
+		if !shown[r.Of] {
+			shown[r.Of] = true
+			for _, s := range rep.Results {
+				if s.Name == r.Of && s.Shards == 0 && s.Throughput > 0 {
+					row(s, s.Title+" — standalone Redis", "—", "1.00")
+				}
+			}
+		}
+		ratio := "—"
+		if r.Ratio > 0 {
+			ratio = fmt.Sprintf("%.2f", r.Ratio)
+		}
+		row(r, r.Title, fmt.Sprint(r.Shards), ratio)
+	}
+	_ = tw.Flush()
 }
 
 func redisCPU(r Result) string {

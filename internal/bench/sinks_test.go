@@ -75,6 +75,17 @@ func smallConfig(t *testing.T, only ...string) Config {
 	}
 }
 
+// runSmall runs the bench with cfg (smallConfig's), its progress in the
+// test's log.
+func runSmall(t *testing.T, cfg Config) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	require.NoError(t, err)
+	return rep
+}
+
 // TestBenchSinkScenarios runs the postgres and syslog scenarios of
 // `auditproc bench` beside the stream sink's, on a few hundred entries,
 // against the real PostgreSQL and rsyslog the bench starts itself: every
@@ -87,11 +98,7 @@ func TestBenchSinkScenarios(t *testing.T) {
 	if _, err := syslogserver.Bin(); err != nil {
 		redistest.SkipOrFail(t, err.Error())
 	}
-	cfg := smallConfig(t, "forward", ScenarioPostgres, ScenarioSyslog)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	rep, err := Run(ctx, cfg, slog.New(slog.NewTextHandler(t.Output(), nil)))
-	require.NoError(t, err)
+	rep := runSmall(t, smallConfig(t, "forward", ScenarioPostgres, ScenarioSyslog))
 
 	var names []string
 	for _, r := range rep.Results {

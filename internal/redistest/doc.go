@@ -25,11 +25,12 @@
 // containers on a Docker network (WithContainers, on a network made
 // Network(t, WithFixedAddresses())), with helpers to move a slot
 // (MigrateSlot), fail over (Failover, or Kill a master, or cut it off the
-// network with Disconnect) and wait for the cluster to settle (WaitHealthy). StartSentinel starts a
-// master, a replica and three sentinels. A Link is a relay a test can cut
-// like a network partition (open connections go silent for good); with
-// WithLinks every cluster node announces its link, so a client can be cut
-// off a node while the cluster itself keeps working.
+// network with Disconnect) and wait for the cluster to settle (WaitHealthy):
+// internal/rediscluster's, which `auditproc bench` uses for its own cluster
+// too. StartSentinel starts a master, a replica and three sentinels. A Link
+// is a relay a test can cut like a network partition (open connections go
+// silent for good); with WithLinks every cluster node announces its link, so
+// a client can be cut off a node while the cluster itself keeps working.
 //
 // Packages that only need *a* Redis use Shared, with Main in their TestMain,
 // and unique key/stream names per test.
