@@ -136,9 +136,9 @@ moving:
 }
 
 // TestClusterMasterNetworkCut cuts the master serving the pipeline's slot
-// off the network (docker network disconnect: the cluster bus, the
-// replicas and the producer all lose it) for longer than the cluster node
-// timeout: its replica is promoted, the producer and both replicas follow
+// off the network (docker network disconnect: the cluster bus and the
+// replicas lose it, and the producer, on the test's host, its published
+// port) for longer than the cluster node timeout: its replica is promoted, the producer and both replicas follow
 // by themselves, and once the network is back the old master rejoins as a
 // replica. Its connections open at the cut stay dead: clients notice by
 // their own timeouts.
