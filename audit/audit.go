@@ -616,10 +616,12 @@ func classify(op string, err error) error {
 
 // isUnavailable tells a server that cannot serve (network errors, timeouts,
 // a closed pool, LOADING, MASTERDOWN, …) from a command the server refused.
+// A MOVED or ASK that reaches the caller (the client ran out of redirects
+// while a slot moves) ran nothing: the cluster cannot serve it yet.
 func isUnavailable(err error) bool {
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
-		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY "} {
+		for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "BUSY ", "MOVED ", "ASK "} {
 			if redis.HasErrorPrefix(rerr, p) {
 				return true
 			}

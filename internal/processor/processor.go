@@ -129,7 +129,7 @@ type Processor struct {
 
 	readyMu  sync.Mutex // orders ready's changes with the gauge's
 	ready    atomic.Bool
-	lastRead atomic.Int64 // unix nanoseconds when a read last returned
+	lastRead atomic.Int64 // unix nanoseconds when a read, or a Redis operation retried, last returned
 	lastOK   atomic.Int64 // unix nanoseconds when a read last succeeded
 	stalled  atomic.Bool
 	failures failureMemory

@@ -2,8 +2,11 @@ package processor
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/auditproc/auditproc/internal/streambus"
 )
 
 // maxBackoff caps the wait between retries of a failing operation.
@@ -58,6 +61,13 @@ func (p *Processor) retryRedis(ctx context.Context, opName string, op func() err
 	return retry(ctx, op, retryHooks{
 		failed: func(failures int, backoff time.Duration, err error, log bool) {
 			p.setReady(false)
+			// Redis answered, if with an error (a commit its replicas do
+			// not confirm, a reply error): the client is not stuck, and a
+			// restart would not help; /readyz tells, /healthz does not
+			// fail. A timeout proves nothing.
+			if streambus.IsRedisError(err) || errors.Is(err, streambus.ErrNotReplicated) {
+				p.lastRead.Store(time.Now().UnixNano())
+			}
 			p.metrics.RedisErrors.WithLabelValues(opName).Inc()
 			if log {
 				p.log.Error("redis_operation_failed", slog.String("op", opName), slog.Int("failures", failures),
