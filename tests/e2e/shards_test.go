@@ -89,23 +89,33 @@ func shardDrained(ctx context.Context, rdb redis.UniversalClient, streams []stri
 	return true
 }
 
-// sinkEventIDs verifies every record of the sink streams and counts them
-// by the event_id of the audit event they came from.
+// verifiedRecords reads the events of streams, verifying each: records
+// (emits, letters, audit events), not the writers' checkpoints.
+func verifiedRecords(t *testing.T, rdb redis.UniversalClient, keys *integrity.Keyring, stream string) []map[string]any {
+	t.Helper()
+	msgs, err := rdb.XRange(context.Background(), stream, "-", "+").Result()
+	require.NoError(t, err)
+	var out []map[string]any
+	for _, m := range msgs {
+		if m.Values[integrity.FieldKind] == integrity.KindCheckpoint {
+			continue
+		}
+		env, err := keys.Verify(stream, m.Values)
+		require.NoError(t, err, "entry %s of %s must verify", m.ID, stream)
+		var ev map[string]any
+		require.NoError(t, json.Unmarshal(env.Event, &ev))
+		out = append(out, ev)
+	}
+	return out
+}
+
+// sinkEventIDs counts the records of the sink streams by the event_id of
+// the audit event they came from.
 func sinkEventIDs(t *testing.T, rdb redis.UniversalClient, keys *integrity.Keyring, sinks []string) map[string]int {
 	t.Helper()
-	ctx := context.Background()
 	count := map[string]int{}
 	for _, s := range sinks {
-		msgs, err := rdb.XRange(ctx, s, "-", "+").Result()
-		require.NoError(t, err)
-		for _, m := range msgs {
-			if m.Values[integrity.FieldKind] == integrity.KindCheckpoint {
-				continue
-			}
-			env, err := keys.Verify(s, m.Values)
-			require.NoError(t, err, "sink entry %s of %s must verify", m.ID, s)
-			var rec map[string]any
-			require.NoError(t, json.Unmarshal(env.Event, &rec))
+		for _, rec := range verifiedRecords(t, rdb, keys, s) {
 			id, _ := rec["event_id"].(string)
 			count[id]++
 		}
@@ -113,23 +123,12 @@ func sinkEventIDs(t *testing.T, rdb redis.UniversalClient, keys *integrity.Keyri
 	return count
 }
 
-// shardEvents reads the audit events of each shard's stream: actor and seq.
+// shardEvents reads the audit events of each shard's stream.
 func shardEvents(t *testing.T, rdb redis.UniversalClient, keys *integrity.Keyring, streams []string) [][]map[string]any {
 	t.Helper()
 	out := make([][]map[string]any, len(streams))
 	for k, s := range streams {
-		msgs, err := rdb.XRange(context.Background(), s, "-", "+").Result()
-		require.NoError(t, err)
-		for _, m := range msgs {
-			if m.Values[integrity.FieldKind] == integrity.KindCheckpoint {
-				continue
-			}
-			env, err := keys.Verify(s, m.Values)
-			require.NoError(t, err, "entry %s of %s must verify", m.ID, s)
-			var ev map[string]any
-			require.NoError(t, json.Unmarshal(env.Event, &ev))
-			out[k] = append(out[k], ev)
-		}
+		out[k] = verifiedRecords(t, rdb, keys, s)
 	}
 	return out
 }
