@@ -24,6 +24,9 @@ type Sentinel struct {
 	// Servers are the data nodes, the initial master first.
 	Servers   []*Server
 	Sentinels []*Server
+	// Link, set by StartSentinelLinked, is the relay in front of the
+	// master that the sentinels monitor and name to clients.
+	Link *Link
 }
 
 // StartSentinel starts the Sentinel deployment for t (process backend) and
@@ -31,6 +34,21 @@ type Sentinel struct {
 // and the other sentinels. It
 // is torn down in t's cleanup.
 func StartSentinel(t testing.TB, opts ...Option) *Sentinel {
+	t.Helper()
+	return startSentinel(t, false, SentinelDownAfter, opts...)
+}
+
+// StartSentinelLinked is StartSentinel with the master behind a Link: the
+// sentinels monitor the master at the link's address, so clients that ask
+// them reach it through the link, and cutting it cuts them off (the
+// sentinels too, who declare the master down after downAfter: make it
+// longer than the cuts for no failover). The replica replicates directly.
+func StartSentinelLinked(t testing.TB, downAfter time.Duration, opts ...Option) *Sentinel {
+	t.Helper()
+	return startSentinel(t, true, downAfter, opts...)
+}
+
+func startSentinel(t testing.TB, linked bool, downAfter time.Duration, opts ...Option) *Sentinel {
 	t.Helper()
 	if _, err := redisServerPath(); err != nil {
 		SkipOrFail(t, err.Error())
@@ -41,11 +59,15 @@ func StartSentinel(t testing.TB, opts ...Option) *Sentinel {
 	host, port, _ := net.SplitHostPort(master.Addr())
 	replica := Start(t, append([]Option{WithBackend(Process), fast, WithArgs("--replicaof", host, port)}, opts...)...)
 	s := &Sentinel{Servers: []*Server{master, replica}}
+	if linked {
+		s.Link = NewLink(t, func() string { return master.Addr() })
+		host, port, _ = net.SplitHostPort(s.Link.Addr())
+	}
 	conf := fmt.Sprintf("sentinel monitor %s %s %s 2\n"+
 		"sentinel down-after-milliseconds %s %d\n"+
 		"sentinel failover-timeout %s 10000\n"+
 		"sentinel parallel-syncs %s 1\n",
-		SentinelMasterName, host, port, SentinelMasterName, SentinelDownAfter.Milliseconds(),
+		SentinelMasterName, host, port, SentinelMasterName, downAfter.Milliseconds(),
 		SentinelMasterName, SentinelMasterName)
 	for range 3 {
 		s.Sentinels = append(s.Sentinels, Start(t, WithBackend(Process), func(c *config) { c.sentinel = conf }))

@@ -26,7 +26,7 @@ const cutRounds = 4
 // TestCutReplicaResumes cuts a running replica off Redis (every open
 // connection goes silent for good, as when a partition ends with the peer
 // at a new address) for longer than its I/O timeout, several times in a
-// row, in standalone and cluster mode. After each cut it must resume by
+// row, in standalone, cluster and Sentinel mode. After each cut it must resume by
 // itself: events appended after the network returns are processed, those
 // caught in the cut are reclaimed, and nothing is lost.
 func TestCutReplicaResumes(t *testing.T) {
@@ -34,7 +34,7 @@ func TestCutReplicaResumes(t *testing.T) {
 		block     = 200 * time.Millisecond
 		ioTimeout = time.Second
 	)
-	for _, mode := range []string{"standalone", "cluster"} {
+	for _, mode := range []string{"standalone", "cluster", "sentinel"} {
 		t.Run(mode, func(t *testing.T) {
 			e := newEnvWith(t)
 			var (
@@ -42,12 +42,21 @@ func TestCutReplicaResumes(t *testing.T) {
 				rdb       redis.UniversalClient
 				redisYAML string
 			)
-			if mode == "standalone" {
+			switch mode {
+			case "standalone":
 				l := redistest.NewLink(t, e.redis.Addr)
 				links = []*redistest.Link{l}
 				rdb = e.redis.Client(t)
 				redisYAML = fmt.Sprintf("  url: redis://%s/0", l.Addr())
-			} else {
+			case "sentinel":
+				// The sentinels name the master at its link's address; the
+				// cuts are shorter than their down-after time (no
+				// failover): the replica must find its master again.
+				sn := redistest.StartSentinelLinked(t, time.Minute)
+				links = []*redistest.Link{sn.Link}
+				rdb = sn.Servers[0].Client(t) // the test's own writes go around the link
+				redisYAML = "  url: redis+sentinel://" + joinAddrs(sn.Addrs()) + "/" + redistest.SentinelMasterName
+			default:
 				c := redistest.StartCluster(t, redistest.WithLinks())
 				for _, n := range c.Nodes {
 					links = append(links, n.Link)
