@@ -497,10 +497,13 @@ func recordShards(ctx context.Context, rdb redis.UniversalClient, cfg *config.Co
 				n, rec, streambus.ShardsKey(stream), k, sc.Stream.Name, left, rec, n-1)
 		}
 	}
-	if _, err := streambus.LowerShards(cctx, rdb, stream, rec, n); err != nil {
+	lowered, err := streambus.LowerShards(cctx, rdb, stream, rec, n)
+	switch {
+	case err != nil:
 		logger.Warn("shard_count_unrecorded", slog.String("error", err.Error()))
+	case lowered:
+		logger.Info("shard_count_lowered", slog.Int("from", rec), slog.Int("to", n))
 	}
-	logger.Info("shard_count_lowered", slog.Int("from", rec), slog.Int("to", n))
 	return nil
 }
 
