@@ -73,8 +73,11 @@ type Producer struct {
 //
 // With Config.Shards above 1, shard k > 0 writes to its stream
 // (docs/scaling.md) with the Redis client of shard 0, the name
-// "<ProducerID>/<k>" in Redis (and for its derived event ids), a spool in SpoolDir/shard-<k>, and an equal part of
-// QueueSize and SpoolMaxBytes.
+// "<ProducerID>/<k>" in Redis (and for its derived event ids), a spool in
+// SpoolDir/shard-<k>, and an equal part of QueueSize and SpoolMaxBytes. A
+// named producer is refused when its earlier run, within the dedup window,
+// wrote with another shard count or partition key, and any producer when
+// the trail's processors read fewer shards than it would write.
 func NewProducer(cfg Config, logger *slog.Logger) (*Producer, error) {
 	n := max(1, cfg.Shards)
 	if n > shard.Max {
