@@ -29,11 +29,14 @@ const (
 	DefaultMaxDeliveries   = 5
 	DefaultDialTimeout     = 5 * time.Second
 	DefaultIOTimeout       = 3 * time.Second
-	DefaultPluginDeadline  = 100 * time.Millisecond
-	DefaultPluginMemory    = ByteSize(32 << 20)
-	DefaultLogFormat       = "auto"
-	DefaultLogLevel        = "info"
-	DefaultMetricsAddr     = "127.0.0.1:9464"
+	// DefaultMinReplicasTimeout bounds the wait for replicas
+	// (redis.min_replicas_acked).
+	DefaultMinReplicasTimeout = time.Second
+	DefaultPluginDeadline     = 100 * time.Millisecond
+	DefaultPluginMemory       = ByteSize(32 << 20)
+	DefaultLogFormat          = "auto"
+	DefaultLogLevel           = "info"
+	DefaultMetricsAddr        = "127.0.0.1:9464"
 	// DefaultGapGrace: a sequence gap is an alarm once this old.
 	DefaultGapGrace = 30 * time.Second
 	// DefaultCheckpointEvery and DefaultCheckpointInterval: auditproc's own

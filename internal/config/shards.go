@@ -3,7 +3,6 @@ package config
 import (
 	"fmt"
 	"sort"
-	"time"
 
 	"github.com/auditproc/auditproc/internal/shard"
 )
@@ -13,9 +12,6 @@ const DefaultShards = 1
 
 // MaxShards is the largest stream.shards.
 const MaxShards = shard.Max
-
-// DefaultMinReplicasTimeout bounds the wait for replicas (redis.min_replicas_acked).
-const DefaultMinReplicasTimeout = time.Second
 
 // ShardConfig is the configuration of shard k (0 <= k < Stream.Shards): the
 // stream, the dead-letter stream and every stream sink carry the shard's

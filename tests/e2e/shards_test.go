@@ -18,6 +18,7 @@ import (
 
 	"github.com/auditproc/auditproc/audit"
 	"github.com/auditproc/auditproc/internal/integrity"
+	"github.com/auditproc/auditproc/internal/redisconn"
 	"github.com/auditproc/auditproc/internal/redistest"
 	"github.com/auditproc/auditproc/internal/shard"
 )
@@ -123,6 +124,21 @@ func sinkEventIDs(t *testing.T, rdb redis.UniversalClient, keys *integrity.Keyri
 	return count
 }
 
+// onceEach counts the event ids of want that got holds no time (missing)
+// and more than once (doubled).
+func onceEach(want map[string]bool, got map[string]int) (missing, doubled int) {
+	for id := range want {
+		switch got[id] {
+		case 0:
+			missing++
+		case 1:
+		default:
+			doubled++
+		}
+	}
+	return missing, doubled
+}
+
 // shardEvents reads the audit events of each shard's stream.
 func shardEvents(t *testing.T, rdb redis.UniversalClient, keys *integrity.Keyring, streams []string) [][]map[string]any {
 	t.Helper()
@@ -194,17 +210,7 @@ func TestClusterShardedNoMessageLoss(t *testing.T) {
 		}
 	}
 	require.Len(t, ids, n, "every event appended once")
-	got := sinkEventIDs(t, rdb, e.keys, sinks)
-	doubled, missing := 0, 0
-	for id := range ids {
-		switch got[id] {
-		case 0:
-			missing++
-		case 1:
-		default:
-			doubled++
-		}
-	}
+	missing, doubled := onceEach(ids, sinkEventIDs(t, rdb, e.keys, sinks))
 	assert.Zero(t, missing, "events that never reached the sink")
 	assert.Zero(t, doubled, "events that reached the sink twice")
 	for _, d := range deads {
@@ -249,7 +255,7 @@ func TestClusterCommitStaysInOneSlot(t *testing.T) {
 
 	slots := map[int]int{} // slot -> shard
 	for k := range shards {
-		slot := redisSlot(shard.Key("{t}:stream", k))
+		slot := redisconn.Slot(shard.Key("{t}:stream", k))
 		_, dup := slots[slot]
 		require.False(t, dup, "shards %d and %d share slot %d", slots[slot], k, slot)
 		slots[slot] = k
@@ -259,9 +265,9 @@ func TestClusterCommitStaysInOneSlot(t *testing.T) {
 		iter := m.Scan(ctx, 0, "*", 1000).Iterator()
 		for iter.Next(ctx) {
 			key := iter.Val()
-			k, ok := slots[redisSlot(key)]
+			k, ok := slots[redisconn.Slot(key)]
 			if !ok {
-				return fmt.Errorf("key %q is in slot %d, which is no shard's", key, redisSlot(key))
+				return fmt.Errorf("key %q is in slot %d, which is no shard's", key, redisconn.Slot(key))
 			}
 			perShard[k] = append(perShard[k], key)
 		}
@@ -275,27 +281,6 @@ func TestClusterCommitStaysInOneSlot(t *testing.T) {
 		}
 		assert.Greater(t, len(perShard[k]), 3, "shard %d keeps its integrity state in its slot too: %s", k, keys)
 	}
-}
-
-// redisSlot is the cluster slot of key.
-func redisSlot(key string) int {
-	if s := strings.IndexByte(key, '{'); s >= 0 {
-		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
-			key = key[s+1 : s+1+e]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return int(crc % 16384)
 }
 
 // TestClusterGrowShards grows a trail from 2 to 4 shards while a producer
@@ -398,17 +383,7 @@ func TestClusterGrowShards(t *testing.T) {
 		require.NoError(t, err)
 		assert.Positive(t, n, "the new shard %d took events", k)
 	}
-	got := sinkEventIDs(t, rdb, e.keys, sinks)
-	missing, doubled := 0, 0
-	for id := range written {
-		switch got[id] {
-		case 0:
-			missing++
-		case 1:
-		default:
-			doubled++
-		}
-	}
+	missing, doubled := onceEach(written, sinkEventIDs(t, rdb, e.keys, sinks))
 	t.Logf("%d events written across the growth from 2 to 4 shards", len(written))
 	assert.Zero(t, missing, "events written but never processed")
 	assert.Zero(t, doubled, "events processed twice")
