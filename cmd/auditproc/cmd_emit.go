@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/auditproc/auditproc/audit"
@@ -153,20 +155,17 @@ func (e *emitter) emitFile(ctx context.Context, file string) error {
 		defer f.Close()
 		src = f
 	}
-	// Pass 1: every rule on every line, and the content's hash.
+	// Pass 1: every rule on every line, and the content's hash (taken by
+	// the goroutine reading, beside the checks).
 	h := sha256.New()
-	n := 0
-	err := eachLine(io.TeeReader(src, h), e.maxBytes, func(line []byte, no int) error {
-		if _, err := integrity.CheckEvent(line, e.maxBytes); err != nil {
-			return usagef("emit: %s line %d: %s; nothing was written", name, no, ruleError(err))
-		}
-		n++
-		return nil
-	})
+	n, err := checkLines(ctx, io.TeeReader(src, h), e.maxBytes, runtime.GOMAXPROCS(0), eventChecker(name, e.maxBytes))
 	if err != nil {
 		var ue usageError
-		if errors.As(err, &ue) {
+		switch {
+		case errors.As(err, &ue):
 			return err
+		case ctx.Err() != nil && errors.Is(err, ctx.Err()): // interrupted: not the user's mistake
+			return fmt.Errorf("emit: %s: %w; nothing was written", name, err)
 		}
 		return usagef("emit: %s: %v; nothing was written", name, err)
 	}
@@ -197,6 +196,131 @@ func (e *emitter) emitFile(ctx context.Context, file string) error {
 		return fmt.Errorf("emit: %s changed while it was read: its events were written as read the second time", name)
 	}
 	return err
+}
+
+// eventChecker is pass 1's check of a line of the file name: every rule
+// signing applies.
+func eventChecker(name string, maxBytes int) func(line []byte, no int) error {
+	return func(line []byte, no int) error {
+		if _, err := integrity.CheckEvent(line, maxBytes); err != nil {
+			return usagef("emit: %s line %d: %s; nothing was written", name, no, ruleError(err))
+		}
+		return nil
+	}
+}
+
+// Pass 1 hands lines to its checkers in chunks of checkChunkLines lines or
+// about checkChunkBytes bytes, whichever is reached first (more only for a
+// single longer line): enough that handing a chunk over costs little beside
+// checking it, few enough that the chunks in flight stay small.
+const (
+	checkChunkLines = 512
+	checkChunkBytes = 256 << 10
+)
+
+// lineChunk is consecutive lines copied out of the reader's buffer.
+type lineChunk struct {
+	buf   []byte
+	lines []chunkLine
+}
+
+type chunkLine struct{ end, no int }
+
+// check calls check on the lines in order, up to the first it refuses,
+// which it returns with its number.
+func (c *lineChunk) check(check func(line []byte, no int) error) (int, error) {
+	start := 0
+	for _, l := range c.lines {
+		if err := check(c.buf[start:l.end], l.no); err != nil {
+			return l.no, err
+		}
+		start = l.end
+	}
+	return 0, nil
+}
+
+// checkLines calls check on every line eachLine(r, maxBytes, ...) passes
+// and counts them, as a loop over eachLine would, but with the checks on
+// workers goroutines while the calling one goes on reading r (and hashing,
+// if r does). The outcome is the loop's: the count; else the error of the
+// refused line with the lowest number, not of whichever checker failed
+// first; else eachLine's own error (a line too long, a read error), which
+// comes after every line it passed. Once ctx is done, its error.
+//
+// Lines travel in chunks copied into workers+2 buffers used again and
+// again, so memory stays bounded whatever the size of r. Reading stops at
+// the first chunk after a refused line or once ctx is done, and every
+// goroutine has ended when checkLines returns.
+func checkLines(ctx context.Context, r io.Reader, maxBytes, workers int, check func(line []byte, no int) error) (int, error) {
+	workers = max(workers, 1)
+	reading, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	free := make(chan *lineChunk, workers+2)
+	for range cap(free) {
+		free <- &lineChunk{buf: make([]byte, 0, checkChunkBytes), lines: make([]chunkLine, 0, checkChunkLines)}
+	}
+	full := make(chan *lineChunk)
+	var (
+		mu     sync.Mutex
+		badNo  int // the lowest line number refused so far; 0 for none
+		badErr error
+	)
+	// A chunk that starts after a refused line cannot hold the lowest.
+	refusedBefore := func(no int) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return badNo != 0 && badNo < no
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for c := range full {
+				if ctx.Err() == nil && !refusedBefore(c.lines[0].no) {
+					if no, err := c.check(check); err != nil {
+						mu.Lock()
+						if badNo == 0 || no < badNo {
+							badNo, badErr = no, err
+						}
+						mu.Unlock()
+						stopReading()
+					}
+				}
+				c.buf, c.lines = c.buf[:0], c.lines[:0]
+				free <- c
+			}
+		})
+	}
+	// The checkers always hand chunks back, so neither full <- nor <-free
+	// waits for long.
+	n := 0
+	c := <-free
+	readErr := eachLine(r, maxBytes, func(line []byte, no int) error {
+		if len(c.lines) == checkChunkLines || (len(c.lines) > 0 && len(c.buf)+len(line) > checkChunkBytes) {
+			if err := reading.Err(); err != nil {
+				return err
+			}
+			full <- c
+			c = <-free
+		}
+		c.buf = append(c.buf, line...)
+		c.lines = append(c.lines, chunkLine{end: len(c.buf), no: no})
+		n++
+		return nil
+	})
+	if len(c.lines) > 0 {
+		full <- c // even after an error: a line before it may be refused
+	}
+	close(full)
+	wg.Wait()
+	switch {
+	case ctx.Err() != nil: // whatever was refused: the checkers skipped chunks
+		return 0, ctx.Err()
+	case badErr != nil:
+		return 0, badErr
+	case readErr != nil:
+		return 0, readErr
+	}
+	return n, nil
 }
 
 // eachLine calls f with every non-blank line (trimmed) and its number. A
