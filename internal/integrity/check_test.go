@@ -3,6 +3,7 @@ package integrity
 import (
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -71,6 +72,25 @@ func TestDerivedEventID(t *testing.T) {
 	assert.NotEqual(t, a, DerivedEventID("file-1", 8))
 	assert.NotEqual(t, a, DerivedEventID("file-2", 7))
 	assert.Regexp(t, `^[0-9a-f]{8}-[0-9a-f]{4}-8[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`, a)
+	// The derivation is fixed: a re-run of a file by a later version must
+	// give its events the same ids.
+	assert.Equal(t, "c2d6140b-4b30-8f61-8cfd-dee9634b0a2c", a)
+	assert.Equal(t, "e97c902f-a5a1-82c5-b4f0-12fe2741d7a7", DerivedEventID(strings.Repeat("p", 200), 1<<40))
+}
+
+// TestTimestampLayout: stamping writes the time as AppendFormat with
+// TimestampLayout does, fixed width, in UTC.
+func TestTimestampLayout(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	times := []time.Time{time.Unix(0, 0), time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(812, 3, 4, 5, 6, 7, 8, time.FixedZone("x", 3600)), time.Now()}
+	for range 10000 {
+		times = append(times, time.Unix(r.Int64N(1<<36)-1<<35, r.Int64N(1e9)).In(time.FixedZone("z", r.IntN(50000)-25000)))
+	}
+	for _, tm := range times {
+		require.Equal(t, tm.UTC().Format(TimestampLayout), string(appendTimestamp([]byte("x"), tm))[1:], "%v", tm)
+	}
 }
 
 // FuzzCheckEvent: CheckEvent's JSON rule is encoding/json's, and every
