@@ -69,9 +69,9 @@ from each node's INFO CPU and printed per node.`,
 			fs.StringVar(&cfg.CacheDir, "cache-dir", bench.DefaultCacheDir, "compiled-module cache, warmed before measuring")
 			fs.StringVar(&cfg.PostgresBin, "postgres-bin", "", "directory of PostgreSQL's initdb and pg_ctl for the postgres scenario (default: $AUDITPROC_PG_BIN, the PATH, /usr/lib/postgresql/<newest>/bin)")
 			fs.StringVar(&cfg.Rsyslogd, "rsyslogd", "", "rsyslogd program for the syslog scenario (default: the PATH, /usr/sbin)")
-			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, verify-v2, noop-go, noop-c, forward, postgres, syslog, three, default, trusted, cluster-verify-1, cluster-verify-3, cluster-default-1, cluster-default-3, produce-raw, produce-emit, produce-batch, produce-sync, cluster-emit-1, cluster-emit-3, trail")
+			fs.StringVar(&only, "only", "", "comma-separated scenarios: baseline, baseline-hmac, verify, verify-v2, noop-go, noop-c, forward, postgres, syslog, three, default, trusted, cluster-verify-1, cluster-verify-3, cluster-default-1, cluster-default-3, produce-raw, produce-raw-v2, produce-emit, produce-batch, produce-sync, cluster-emit-1, cluster-emit-3, trail")
 			// The scenarios' own processes: not for users.
-			fs.StringVar(&child, "child", "", "internal: run one scenario's consumer (baseline, baseline-hmac, verify) or producer (produce-raw, produce-batch, produce-sync)")
+			fs.StringVar(&child, "child", "", "internal: run one scenario's consumer (baseline, baseline-hmac, verify) or producer (produce-raw, produce-raw-v2, produce-batch, produce-sync)")
 			fs.StringVar(&evs, "events", "", "internal: the JSON-lines file a producer scenario appends")
 		},
 		run: func(ctx context.Context, sio stdio, _ *flag.FlagSet, args []string) error {
@@ -135,14 +135,18 @@ func benchChild(ctx context.Context, sio stdio, which, events string) error {
 		}
 		newLogger(sio.err, cfg.Log.Format, cfg.Log.Level).Info("baseline_drained", slog.Int("entries", n))
 		return nil
-	case "produce-raw":
+	case "produce-raw", "produce-raw-v2":
 		opt, err := redis.ParseURL(cfg.Redis.URL)
 		if err != nil {
 			return usageError{err}
 		}
 		rdb := redis.NewClient(opt)
 		defer rdb.Close()
-		_, err = bench.ProduceRaw(ctx, rdb, cfg.Stream.Name, events)
+		if which == "produce-raw-v2" {
+			_, err = bench.ProduceRawV2(ctx, rdb, cfg.Stream.Name, events)
+		} else {
+			_, err = bench.ProduceRaw(ctx, rdb, cfg.Stream.Name, events)
+		}
 		return err
 	case "produce-batch", "produce-sync":
 		keys, err := audit.LoadKeyring(os.Getenv)

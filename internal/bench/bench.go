@@ -123,6 +123,9 @@ type Result struct {
 	// Ratio is Throughput over the baseline's; for a cluster row, over
 	// the standalone row Of.
 	Ratio float64
+	// RatioV2 is a producer row's Throughput over the raw loop's of
+	// version 2 entries (produce-raw-v2), when it ran before it.
+	RatioV2 float64
 	// Shards is a cluster row's shard count (0: a standalone row).
 	Shards int
 	// Of names the standalone scenario a cluster row is compared with.

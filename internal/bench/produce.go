@@ -98,6 +98,57 @@ func ProduceRaw(ctx context.Context, rdb *redis.Client, stream, path string) (in
 	return n, err
 }
 
+// ProduceRawV2 appends every event of the file as ProduceRaw does, as the
+// entries the producers write: the eight fields of envelope version 2 (a
+// fixed source, the seq counting from 1, the prev the sig before), the
+// event with an event_id and a timestamp inserted in front of its members,
+// and a placeholder sig that differs per entry. No checks, no signing, no
+// deduplication: what the producers' entries cost Redis and go-redis,
+// without the producers' own work.
+func ProduceRawV2(ctx context.Context, rdb *redis.Client, stream, path string) (int, error) {
+	const (
+		source = "bench.raw/0190a3c4e5f67a8b9c0d1e2f3a4b5c6d"
+		stamp  = `{"` + integrity.EventIDMember + `":"0190a3c4-e5f6-7a8b-9c0d-000000000000","` +
+			integrity.TimestampMember + `":"2026-12-04T00:00:00.000000000Z",`
+		idEnd = len(`{"` + integrity.EventIDMember + `":"0190a3c4-e5f6-7a8b-9c0d-000000000000`) // after the id's last digit
+	)
+	n := 0
+	prev := []byte(strings.Repeat("0", 64))
+	pipe := rdb.Pipeline()
+	err := eachEvent(path, func(line []byte) error {
+		n++
+		event := append([]byte(stamp), line[1:]...)
+		putHex(event[:idEnd], uint64(n))
+		sig := []byte(strings.Repeat("f", 64))
+		putHex(sig, uint64(n))
+		pipe.Do(ctx, "xadd", stream, "*", integrity.FieldVersion, "2", integrity.FieldKeyID, "bench", "src", source,
+			"seq", n, "prev", prev, "kind", integrity.KindEvent, integrity.FieldEvent, event, integrity.FieldSig, sig)
+		prev = sig
+		if pipe.Len() >= ProducePipeline {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	if pipe.Len() > 0 {
+		_, err = pipe.Exec(ctx)
+	}
+	return n, err
+}
+
+// putHex writes n in hex into the end of b.
+func putHex(b []byte, n uint64) {
+	const digits = "0123456789abcdef"
+	for i := len(b) - 1; i >= 0 && n > 0; i-- {
+		b[i] = digits[n&15]
+		n >>= 4
+	}
+}
+
 // ProduceBatched appends every event of the file with an audit.Producer
 // (cfg without Keys takes them from the environment) and returns how many
 // were written.
@@ -185,6 +236,7 @@ func (r *runner) produceScenarios() []produceScenario {
 	emit := []string{"emit", "--quiet", "--file"}
 	list := []produceScenario{
 		{name: "produce-raw", title: "producer: go-redis pipelined XADD loop, no signing (baseline)", args: []string{"bench", "--child", "produce-raw", "--events"}},
+		{name: "produce-raw-v2", title: "producer: go-redis pipelined XADD loop of v2 entries, no signing (baseline v2)", args: []string{"bench", "--child", "produce-raw-v2", "--events"}},
 		{name: "produce-emit", title: "producer: auditproc emit --file (check pass, sign v2, dedup script)", args: emit},
 		{name: "produce-batch", title: "producer: audit.Producer (batching API, v2)", args: []string{"bench", "--child", "produce-batch", "--events"}},
 		{name: "produce-sync", title: fmt.Sprintf("producer: synchronous audit.Bus.Audit, %d goroutines", SyncWorkers), args: []string{"bench", "--child", "produce-sync", "--events"}},
@@ -233,7 +285,7 @@ func (r *runner) produces(ctx context.Context, rep *Report, scenarios []produceS
 			}
 		}
 	}
-	var base float64
+	var base, baseV2 float64
 	standalone := map[string]float64{} // throughput by name
 	for i, sc := range scenarios {
 		if sc.trail != nil {
@@ -244,11 +296,17 @@ func (r *runner) produces(ctx context.Context, rep *Report, scenarios []produceS
 			continue
 		}
 		standalone[sc.name] = best[i].Throughput
-		if sc.name == "produce-raw" {
+		switch sc.name {
+		case "produce-raw":
 			base = best[i].Throughput
+		case "produce-raw-v2":
+			baseV2 = best[i].Throughput
 		}
 		if base > 0 {
 			best[i].Ratio = best[i].Throughput / base
+		}
+		if baseV2 > 0 {
+			best[i].RatioV2 = best[i].Throughput / baseV2
 		}
 		rep.Results = append(rep.Results, best[i])
 	}
@@ -305,7 +363,7 @@ func (r *runner) produce(ctx context.Context, sc produceScenario, file string, r
 	// a checkpoint entry every integrity.DefaultCheckpointEvery events, and
 	// a closing one.
 	extra := int64(0)
-	if sc.name != "produce-raw" {
+	if !strings.HasPrefix(sc.name, "produce-raw") {
 		extra = int64(r.cfg.Entries/integrity.DefaultCheckpointEvery + 16*len(streams))
 	}
 	if n < int64(r.cfg.Entries) || n > int64(r.cfg.Entries)+extra {

@@ -68,11 +68,15 @@ func (rep *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "producers: %d events of %d bytes (before event_id and timestamp) appended per scenario, best of %d rounds, "+
 			"from the process's start to its exit\n\n", rep.Entries, rep.ProduceEventBytes, rep.Rounds)
 		tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', 0)
-		fmt.Fprintln(tw, "| scenario\t| events/s\t| × raw XADD\t| CPU µs/event\t| Redis CPU µs/event\t| peak RSS MiB\t|")
-		fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|")
+		fmt.Fprintln(tw, "| scenario\t| events/s\t| × raw XADD\t| × raw v2 XADD\t| CPU µs/event\t| Redis CPU µs/event\t| peak RSS MiB\t|")
+		fmt.Fprintln(tw, "|---\t|---:\t|---:\t|---:\t|---:\t|---:\t|---:\t|")
 		for _, r := range produces {
-			fmt.Fprintf(tw, "| %s\t| %.0fk\t| %.2f\t| %s\t| %s\t| %.0f\t|\n",
-				r.Title, r.Throughput/1000, r.Ratio, us(r.CPU), redisCPU(r), float64(r.PeakRSS)/(1<<20))
+			v2 := "—"
+			if r.RatioV2 > 0 {
+				v2 = fmt.Sprintf("%.2f", r.RatioV2)
+			}
+			fmt.Fprintf(tw, "| %s\t| %.0fk\t| %.2f\t| %s\t| %s\t| %s\t| %.0f\t|\n",
+				r.Title, r.Throughput/1000, r.Ratio, v2, us(r.CPU), redisCPU(r), float64(r.PeakRSS)/(1<<20))
 		}
 		_ = tw.Flush()
 	}
