@@ -66,3 +66,35 @@ func BenchmarkVerifyParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCheckEvent: the rules every producer applies to every event,
+// with the member scan CheckEvent runs and with gjson's parser.
+func BenchmarkCheckEvent(b *testing.B) {
+	ev := []byte(`{"actor":"u-0042","email":"user0042@example.com","action":"login","target":"invoice/000042","outcome":"success",` +
+		`"severity":"info","source_ip":"10.1.2.3","region":"eu-west-1","user_agent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36",` +
+		`"request_id":"req-00000000deadbeef","n":42}`)
+	b.Run("scan", func(b *testing.B) {
+		b.SetBytes(int64(len(ev)))
+		for b.Loop() {
+			if _, err := CheckEvent(ev, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parsed", func(b *testing.B) {
+		b.SetBytes(int64(len(ev)))
+		for b.Loop() {
+			if _, err := checkMembersParsed(string(ev)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("members", func(b *testing.B) {
+		b.SetBytes(int64(len(ev)))
+		for b.Loop() {
+			if _, err := checkMembers(ev, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

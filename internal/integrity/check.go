@@ -1,11 +1,11 @@
 package integrity
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"slices"
 	"time"
 	"unicode/utf8"
 
@@ -96,54 +96,10 @@ func CheckEvent(event []byte, maxBytes int) (EventInfo, error) {
 	if info.Open >= len(event) || event[info.Open] != '{' {
 		return info, eventError(RuleObject, "not a JSON object")
 	}
-	var (
-		idOK, tsOK = true, true
-		small      [16]string
-		names      = small[:0]
-		seen       map[string]struct{}
-		dup        string
-		found      bool
-	)
-	info.Empty = true
-	gjson.Parse(view).ForEach(func(key, value gjson.Result) bool {
-		info.Empty = false
-		// The same duplicate check as duplicateMember, in the same pass.
-		if seen == nil && len(names) < len(small) {
-			if slices.Contains(names, key.Str) {
-				dup, found = key.Str, true
-				return false
-			}
-			names = append(names, key.Str)
-		} else {
-			if seen == nil {
-				seen = make(map[string]struct{}, 2*len(names))
-				for _, n := range names {
-					seen[n] = struct{}{}
-				}
-			}
-			if _, ok := seen[key.Str]; ok {
-				dup, found = key.Str, true
-				return false
-			}
-			seen[key.Str] = struct{}{}
-		}
-		switch key.Str {
-		case EventIDMember:
-			info.ID = value.Str
-			idOK = value.Type == gjson.String && value.Str != ""
-		case TimestampMember:
-			info.HasTimestamp = true
-			tsOK = value.Type == gjson.String && validTimestamp(value.Str)
-		}
-		return true
-	})
-	switch {
-	case found:
-		return info, eventError(RuleDuplicate, "top-level member %q appears twice", truncate(dup))
-	case !idOK:
-		return info, eventError(RuleEventID, "%q must be a non-empty string", EventIDMember)
-	case !tsOK:
-		return info, eventError(RuleTimestamp, "%q must be an RFC 3339 string", TimestampMember)
+	m, err := checkMembers(event, info.Open)
+	info.Empty, info.ID, info.HasTimestamp = m.empty, m.id, m.hasTimestamp
+	if err != nil {
+		return info, err
 	}
 	if n := info.StampedLen(len(event), GeneratedIDLen); maxBytes > 0 && n > maxBytes {
 		return info, eventError(RuleSize, "the event is %d bytes once %s and %s are added, more than the limit of %s",
@@ -151,6 +107,156 @@ func CheckEvent(event []byte, maxBytes int) (EventInfo, error) {
 	}
 	return info, nil
 }
+
+// members is what CheckEvent learns from an event's top-level members.
+type members struct {
+	empty        bool
+	id           string
+	hasTimestamp bool
+}
+
+// checkMembers applies the member rules (no duplicate, event_id and
+// timestamp) to event, valid JSON and UTF-8 whose object opens at open.
+// It scans the members itself, comparing names as written; a name, or an
+// event_id or timestamp value, with an escape in it sends the event to
+// checkMembersParsed, which decodes them.
+func checkMembers(event []byte, open int) (members, error) {
+	m := members{empty: true}
+	idOK, tsOK := true, true
+	var names memberNames
+	for i := skipSpace(event[open+1:]) + open + 1; event[i] != '}'; {
+		m.empty = false
+		keyEnd := stringEnd(event, i)
+		key := event[i+1 : keyEnd-1]
+		i = keyEnd + skipSpace(event[keyEnd:]) + 1 // past the ':'
+		i += skipSpace(event[i:])
+		valueEnd := valueEnd(event, i)
+		value := event[i:valueEnd]
+		i = valueEnd + skipSpace(event[valueEnd:])
+		if event[i] == ',' {
+			i++
+			i += skipSpace(event[i:])
+		}
+		name := bytesAsString(key)
+		if hasEscape(key) {
+			return checkMembersParsed(bytesAsString(event))
+		}
+		if names.add(name) {
+			return m, eventError(RuleDuplicate, "top-level member %q appears twice", truncate(name))
+		}
+		switch name {
+		case EventIDMember, TimestampMember:
+			isString := value[0] == '"'
+			var str []byte
+			if isString {
+				str = value[1 : len(value)-1]
+				if hasEscape(str) {
+					return checkMembersParsed(bytesAsString(event))
+				}
+			}
+			if name == EventIDMember {
+				m.id = bytesAsString(str)
+				idOK = isString && len(str) > 0
+			} else {
+				m.hasTimestamp = true
+				tsOK = isString && validTimestamp(bytesAsString(str))
+			}
+		}
+	}
+	return m, memberRules(idOK, tsOK)
+}
+
+// memberRules returns the error of an event whose event_id or timestamp
+// broke its rule.
+func memberRules(idOK, tsOK bool) error {
+	switch {
+	case !idOK:
+		return eventError(RuleEventID, "%q must be a non-empty string", EventIDMember)
+	case !tsOK:
+		return eventError(RuleTimestamp, "%q must be an RFC 3339 string", TimestampMember)
+	}
+	return nil
+}
+
+// checkMembersParsed is checkMembers through gjson's parser, which decodes
+// escaped names and values.
+func checkMembersParsed(event string) (members, error) {
+	m := members{empty: true}
+	idOK, tsOK := true, true
+	var (
+		names memberNames
+		dup   string
+		found bool
+	)
+	gjson.Parse(event).ForEach(func(key, value gjson.Result) bool {
+		m.empty = false
+		if names.add(key.Str) {
+			dup, found = key.Str, true
+			return false
+		}
+		switch key.Str {
+		case EventIDMember:
+			m.id = value.Str
+			idOK = value.Type == gjson.String && value.Str != ""
+		case TimestampMember:
+			m.hasTimestamp = true
+			tsOK = value.Type == gjson.String && validTimestamp(value.Str)
+		}
+		return true
+	})
+	if found {
+		return m, eventError(RuleDuplicate, "top-level member %q appears twice", truncate(dup))
+	}
+	return m, memberRules(idOK, tsOK)
+}
+
+// stringEnd returns the offset just past the JSON string that opens at i
+// (valid JSON).
+func stringEnd(b []byte, i int) int {
+	for i++; ; {
+		j := i + bytes.IndexByte(b[i:], '"')
+		k := j // an odd run of backslashes before the quote escapes it
+		for k > i && b[k-1] == '\\' {
+			k--
+		}
+		if (j-k)%2 == 0 {
+			return j + 1
+		}
+		i = j + 1
+	}
+}
+
+// valueEnd returns the offset just past the JSON value that starts at i
+// (valid JSON).
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	return i
+}
+
+func hasEscape(b []byte) bool { return bytes.IndexByte(b, '\\') >= 0 }
 
 // CheckEvent is the package's CheckEvent with the keyring's event size
 // limit.

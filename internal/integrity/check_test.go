@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/tidwall/gjson"
 )
 
 func TestCheckEventRules(t *testing.T) {
@@ -91,6 +92,32 @@ func TestTimestampLayout(t *testing.T) {
 	for _, tm := range times {
 		require.Equal(t, tm.UTC().Format(TimestampLayout), string(appendTimestamp([]byte("x"), tm))[1:], "%v", tm)
 	}
+}
+
+// FuzzMembersAgree: the scan of an event's top-level members that
+// CheckEvent runs (eachMember) finds what gjson's parser finds: the same
+// error, event_id and timestamp, for every object gjson deems valid.
+func FuzzMembersAgree(f *testing.F) {
+	for _, s := range []string{`{}`, ` { } `, `{"a":1}`, `{"event_id":"x","timestamp":"2026-01-01T00:00:00Z","b":[1,{"c":"}"}]}`,
+		`{"a":"\"}","event_id":"q\"x"}`, `{"event\u005fid":"y"}`, `{"a":1,"a":2}`, `{"a\n":1,"a\u000a":2}`, `{"event_id":5}`,
+		`{"event_id":""}`, `{"timestamp":"2026-13-01T00:00:00Z"}`, `{"x":{"event_id":1},"event_id":"ok"}`, `{"t":true,"f":false,"n":null,"e":-1.5e3}`,
+		"{\"a\"\t:\r\n[ ]\n,\"b\" : \"\"}", `{"event_id":"a","event_id":"b"}`, `{"1":1,"2":2,"3":3,"4":4,"5":5,"6":6,"7":7,"8":8,"9":9,"10":10,"11":11,"12":12,"13":13,"14":14,"15":15,"16":16,"17":17,"1":0}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		view := bytesAsString(in)
+		if !gjson.Valid(view) {
+			return
+		}
+		open := skipSpace(in)
+		if open >= len(in) || in[open] != '{' {
+			return
+		}
+		fast, ferr := checkMembers(in, open)
+		slow, serr := checkMembersParsed(view)
+		require.Equal(t, serr, ferr, "%q", in)
+		require.Equal(t, slow, fast, "%q", in)
+	})
 }
 
 // FuzzCheckEvent: CheckEvent's JSON rule is encoding/json's, and every

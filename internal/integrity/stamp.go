@@ -56,38 +56,64 @@ func newEventID(now time.Time) string {
 // "\u0061" are one name), and whether there is one. JSON parsers disagree on
 // which of two members wins, so a signed event must not hold one twice.
 func duplicateMember(event string) (string, bool) {
-	var (
-		small [16]string
-		names = small[:0]
-		seen  map[string]struct{}
-		dup   string
-		found bool
-	)
 	obj := gjson.Parse(event)
 	if !obj.IsObject() {
 		return "", false
 	}
+	var (
+		names memberNames
+		dup   string
+		found bool
+	)
 	obj.ForEach(func(key, _ gjson.Result) bool {
-		if seen == nil && len(names) < len(small) {
-			if slices.Contains(names, key.Str) {
-				dup, found = key.Str, true
-				return false
-			}
-			names = append(names, key.Str)
-			return true
-		}
-		if seen == nil {
-			seen = make(map[string]struct{}, 2*len(names))
-			for _, n := range names {
-				seen[n] = struct{}{}
-			}
-		}
-		if _, ok := seen[key.Str]; ok {
+		if names.add(key.Str) {
 			dup, found = key.Str, true
-			return false
 		}
-		seen[key.Str] = struct{}{}
-		return true
+		return !found
 	})
 	return dup, found
+}
+
+// memberNames finds a name given twice among an object's members: an
+// array for the first few (searched only when a name's bit in a 64-bit
+// filter is set already), a map beyond. Its zero value is ready, and it
+// stays on its user's stack.
+type memberNames struct {
+	small  [16]string
+	n      int
+	filter uint64
+	seen   map[string]struct{}
+}
+
+// add adds name and reports whether it was there already.
+func (m *memberNames) add(name string) bool {
+	if m.seen == nil && m.n < len(m.small) {
+		bit := uint64(1) << nameBit(name)
+		if m.filter&bit != 0 && slices.Contains(m.small[:m.n], name) {
+			return true
+		}
+		m.filter |= bit
+		m.small[m.n] = name
+		m.n++
+		return false
+	}
+	if m.seen == nil {
+		m.seen = make(map[string]struct{}, 2*m.n)
+		for _, s := range m.small[:m.n] {
+			m.seen[s] = struct{}{}
+		}
+	}
+	if _, ok := m.seen[name]; ok {
+		return true
+	}
+	m.seen[name] = struct{}{}
+	return false
+}
+
+// nameBit is a member name's bit in memberNames' filter.
+func nameBit(name string) uint {
+	if name == "" {
+		return 0
+	}
+	return (uint(len(name))*31 + uint(name[0])*7 + uint(name[len(name)-1])) & 63
 }
