@@ -75,13 +75,22 @@ func eachEvent(path string, f func(line []byte) error) error {
 // ProducePipeline per round trip. It is the producers' baseline.
 func ProduceRaw(ctx context.Context, rdb *redis.Client, stream, path string) (int, error) {
 	const sig = "0000000000000000000000000000000000000000000000000000000000000000"
-	n := 0
-	pipe := rdb.Pipeline()
-	err := eachEvent(path, func(line []byte) error {
+	return pipelined(ctx, rdb, path, func(pipe redis.Pipeliner, line []byte, _ int) {
 		pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{
 			integrity.FieldVersion, integrity.Version, integrity.FieldKeyID, "bench", integrity.FieldEvent, bytes.Clone(line), integrity.FieldSig, sig,
 		}})
+	})
+}
+
+// pipelined queues add's command for every event of the file at path
+// (numbered from 1), sending ProducePipeline per round trip, and returns
+// how many it queued.
+func pipelined(ctx context.Context, rdb *redis.Client, path string, add func(pipe redis.Pipeliner, line []byte, n int)) (int, error) {
+	n := 0
+	pipe := rdb.Pipeline()
+	err := eachEvent(path, func(line []byte) error {
 		n++
+		add(pipe, line, n)
 		if pipe.Len() >= ProducePipeline {
 			if _, err := pipe.Exec(ctx); err != nil {
 				return err
@@ -112,11 +121,8 @@ func ProduceRawV2(ctx context.Context, rdb *redis.Client, stream, path string) (
 			integrity.TimestampMember + `":"2026-12-04T00:00:00.000000000Z",`
 		idEnd = len(`{"` + integrity.EventIDMember + `":"0190a3c4-e5f6-7a8b-9c0d-000000000000`) // after the id's last digit
 	)
-	n := 0
 	prev := []byte(strings.Repeat("0", 64))
-	pipe := rdb.Pipeline()
-	err := eachEvent(path, func(line []byte) error {
-		n++
+	return pipelined(ctx, rdb, path, func(pipe redis.Pipeliner, line []byte, n int) {
 		event := append([]byte(stamp), line[1:]...)
 		putHex(event[:idEnd], uint64(n))
 		sig := []byte(strings.Repeat("f", 64))
@@ -124,20 +130,7 @@ func ProduceRawV2(ctx context.Context, rdb *redis.Client, stream, path string) (
 		pipe.Do(ctx, "xadd", stream, "*", integrity.FieldVersion, "2", integrity.FieldKeyID, "bench", "src", source,
 			"seq", n, "prev", prev, "kind", integrity.KindEvent, integrity.FieldEvent, event, integrity.FieldSig, sig)
 		prev = sig
-		if pipe.Len() >= ProducePipeline {
-			if _, err := pipe.Exec(ctx); err != nil {
-				return err
-			}
-		}
-		return nil
 	})
-	if err != nil {
-		return n, err
-	}
-	if pipe.Len() > 0 {
-		_, err = pipe.Exec(ctx)
-	}
-	return n, err
 }
 
 // putHex writes n in hex into the end of b.
