@@ -125,7 +125,7 @@ func ProduceRawV2(ctx context.Context, rdb *redis.Client, stream, path string) (
 	return pipelined(ctx, rdb, path, func(pipe redis.Pipeliner, line []byte, n int) {
 		event := append([]byte(stamp), line[1:]...)
 		putHex(event[:idEnd], uint64(n))
-		sig := []byte(strings.Repeat("f", 64))
+		sig := []byte(strings.Repeat("0", 64)) // zeros before n's digits: no two sigs alike, none the first prev (n ≥ 1)
 		putHex(sig, uint64(n))
 		pipe.Do(ctx, "xadd", stream, "*", integrity.FieldVersion, "2", integrity.FieldKeyID, "bench", "src", source,
 			"seq", n, "prev", prev, "kind", integrity.KindEvent, integrity.FieldEvent, event, integrity.FieldSig, sig)

@@ -33,7 +33,9 @@ func TestBenchProducerBaselines(t *testing.T) {
 
 // TestRawV2Entries: ProduceRawV2's entries have envelope version 2's
 // fields, each event stamped with an event_id and a timestamp in front of
-// the file's members, the prev of each the sig of the one before.
+// the file's members, the prev of each the sig of the one before, every
+// sig and event_id its own (1500 entries reach seq 0xf1, which a sig of
+// "f"s with the seq's hex digits at the end gives seq 1's sig).
 func TestRawV2Entries(t *testing.T) {
 	cfg := smallConfig(t)
 	rdb := redisClient(t, cfg.RedisURL)
@@ -49,6 +51,7 @@ func TestRawV2Entries(t *testing.T) {
 	var lines []string
 	require.NoError(t, eachEvent(path, func(line []byte) error { lines = append(lines, string(line)); return nil }))
 	prev := ""
+	sigs, ids := map[string]int{}, map[string]int{}
 	for i, m := range msgs {
 		v := m.Values
 		assert.Len(t, v, 8)
@@ -59,11 +62,20 @@ func TestRawV2Entries(t *testing.T) {
 			assert.Equal(t, prev, v["prev"])
 		}
 		prev = v[integrity.FieldSig].(string)
+		if j, ok := sigs[prev]; ok {
+			assert.Failf(t, "sig given twice", "seq %d has the sig of seq %d: %s", i+1, j, prev)
+		}
+		sigs[prev] = i + 1
 		event := v[integrity.FieldEvent].(string)
 		var got map[string]any
 		require.NoError(t, json.Unmarshal([]byte(event), &got), event)
 		assert.NotEmpty(t, got[integrity.EventIDMember])
 		assert.NotEmpty(t, got[integrity.TimestampMember])
+		id, _ := got[integrity.EventIDMember].(string)
+		if j, ok := ids[id]; ok {
+			assert.Failf(t, "event_id given twice", "seq %d has the event_id of seq %d: %s", i+1, j, id)
+		}
+		ids[id] = i + 1
 		var want map[string]any
 		require.NoError(t, json.Unmarshal([]byte(lines[i]), &want))
 		for k, w := range want {
