@@ -257,7 +257,7 @@ func checkLines(ctx context.Context, r io.Reader, maxBytes, workers int, check f
 	defer stopReading()
 	free := make(chan *lineChunk, workers+2)
 	for range cap(free) {
-		free <- &lineChunk{buf: make([]byte, 0, checkChunkBytes), lines: make([]chunkLine, 0, checkChunkLines)}
+		free <- &lineChunk{} // grown as lines come: a small file needs little
 	}
 	full := make(chan *lineChunk)
 	var (
