@@ -73,13 +73,14 @@ func (in EventInfo) StampedLen(eventLen, idLen int) int {
 	return n
 }
 
-// CheckEvent applies every rule that signing applies to event, in one pass
-// and without allocating: it fits maxBytes once stamped with a generated id
-// (maxBytes ≤ 0: no limit), it is valid JSON and UTF-8, it is an object, its
-// event_id (when present) is a non-empty string and its timestamp (when
-// present) an RFC 3339 string, each given at most once. An event that passes
-// is signed by Stamp, AppendStamped and Sign without error. Errors are
-// *EventError values naming the rule.
+// CheckEvent applies every rule that signing applies to event, without
+// allocating (unless a name, event_id or timestamp holds an escape): it
+// fits maxBytes once stamped with a generated id (maxBytes ≤ 0: no limit),
+// it is valid JSON and UTF-8, it is an object, its event_id (when present)
+// is a non-empty string and its timestamp (when present) an RFC 3339
+// string, each given at most once. An event that passes is signed by
+// Stamp, AppendStamped and Sign without error. Errors are *EventError
+// values naming the rule.
 func CheckEvent(event []byte, maxBytes int) (EventInfo, error) {
 	var info EventInfo
 	if maxBytes > 0 && len(event) > maxBytes {
