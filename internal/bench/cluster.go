@@ -57,7 +57,7 @@ func startCluster(ctx context.Context, bin, dir string) (*cluster, error) {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
-		bus, err := freePort()
+		bus, err := rediscluster.FreePort()
 		if err != nil {
 			return nil, err
 		}

@@ -3,13 +3,14 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/auditproc/auditproc/internal/rediscluster"
 )
 
 // server is a throwaway redis-server child.
@@ -22,7 +23,7 @@ type server struct {
 // startRedis starts bin on a free loopback port, with no persistence (as the
 // baseline figures were taken), its files in dir and args added.
 func startRedis(ctx context.Context, bin, dir string, args ...string) (*server, error) {
-	port, err := freePort()
+	port, err := rediscluster.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -49,15 +50,6 @@ func startRedis(ctx context.Context, bin, dir string, args ...string) (*server, 
 }
 
 // freePort is a loopback port free when asked.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
 func (s *server) stop() {

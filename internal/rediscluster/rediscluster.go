@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os/exec"
 	"slices"
@@ -444,4 +445,25 @@ func slotView(lines []nodeLine) string {
 	parts := strings.Split(b.String(), ";")
 	slices.Sort(parts)
 	return strings.Join(parts, ";")
+}
+
+// A node's ports are fixed before it starts (the other nodes are told its
+// bus port), so FreePort takes them from below Linux's default range of
+// ephemeral ports (32768-60999): no outgoing connection takes one between
+// the probe and redis-server's bind.
+const freePortLow, freePortHigh = 20000, 32768
+
+// FreePort returns a loopback port below the ephemeral range that is free
+// now, for a node's client or bus port.
+func FreePort() (int, error) {
+	var err error
+	for range 100 {
+		port := freePortLow + rand.IntN(freePortHigh-freePortLow)
+		var l net.Listener
+		if l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+			_ = l.Close()
+			return port, nil
+		}
+	}
+	return 0, fmt.Errorf("rediscluster: find a free port below %d: %w", freePortHigh, err)
 }

@@ -132,11 +132,11 @@ func StartCluster(t testing.TB, opts ...ClusterOption) *Cluster {
 	c := &Cluster{}
 	n := cc.masters * (1 + cc.replicas)
 	for i := 0; i < n; i++ {
-		port, err := freePort()
+		port, err := rediscluster.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
-		bus, err := freePort()
+		bus, err := rediscluster.FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
