@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -354,4 +355,31 @@ func tail(s string, lines int) string {
 		parts = parts[len(parts)-lines:]
 	}
 	return strings.Join(parts, "\n")
+}
+
+// peakRSSWhile polls the peak resident set (VmHWM) of the started process
+// pid until done is closed, and returns the highest it read, bytes. Not the
+// child's ru_maxrss: Go starts a child sharing this process's memory until
+// its exec, and Linux keeps this process's resident set at that moment as
+// the child's maximum, so a test binary that has grown (other tests' data)
+// would be charged to the child.
+func peakRSSWhile(pid int, done <-chan struct{}) int64 {
+	var peak int64
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+			for _, line := range strings.Split(string(data), "\n") {
+				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+					kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+					peak = max(peak, kb<<10)
+				}
+			}
+		}
+		select {
+		case <-done:
+			return peak
+		case <-tick.C:
+		}
+	}
 }

@@ -92,19 +92,19 @@ func runMeasured(t *testing.T, timeout time.Duration, stdin string, env []string
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	require.NoError(t, cmd.Start())
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	peak := make(chan int64, 1)
+	go func() { peak <- peakRSSWhile(cmd.Process.Pid, exited) }()
 	select {
-	case <-done:
+	case <-exited:
 	case <-time.After(timeout):
 		_ = cmd.Process.Kill()
-		<-done
+		<-exited
 		t.Fatalf("auditproc %v did not exit within %s; stderr:\n%s", args, timeout, tail(stderr.String(), 30))
 	}
 	m := measured{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String(), wall: time.Since(start)}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		m.peakRSS = ru.Maxrss << 10
-	}
+	m.peakRSS = <-peak
 	return m
 }
 
