@@ -702,12 +702,11 @@ func (w *writer) complete(b *batch, r streambus.AppendResult) {
 	p := w.p
 	dups := 0
 	b.resolve(func(i int, res *Result) {
-		switch {
-		case i >= r.Skipped:
+		if i >= r.Skipped {
 			res.EntryID = r.IDs[i-r.Skipped]
-		case b.landedID(i) != "":
-			res.EntryID = b.landedID(i) // written by a round the replicas had not confirmed yet
-		default:
+		} else if id := b.landedID(i); id != "" {
+			res.EntryID = id // written by a round the replicas had not confirmed yet
+		} else {
 			res.Duplicate = true
 			if b.isEvent(i) {
 				dups++

@@ -234,7 +234,7 @@ func (b *Bus) writeCheckpoints(ctx context.Context, envs []integrity.StreamEnvel
 		// checkpoint not confirmed may be lost on a failover, and the
 		// chain would go on past the hole: it restarts instead, as after
 		// any failure.
-		for _, stream := range streamsOf(envs) {
+		for _, stream := range distinct(envs, func(e integrity.StreamEnvelope) string { return e.Stream }) {
 			if werr := b.replicated(ctx, stream, func(p redis.Pipeliner) { queue(p, stream) }); werr != nil && err == nil {
 				err = werr
 			}
@@ -302,12 +302,13 @@ func (b *Bus) AppendSealed(ctx context.Context, stream string, fields []string) 
 	return id, nil
 }
 
-// streamsOf lists the streams of envs, each once, in order.
-func streamsOf(envs []integrity.StreamEnvelope) []string {
+// distinct lists key of each of xs, each key once, in order (the streams
+// of a write's pipelines).
+func distinct[T any](xs []T, key func(T) string) []string {
 	var out []string
-	for _, e := range envs {
-		if !slices.Contains(out, e.Stream) {
-			out = append(out, e.Stream)
+	for _, x := range xs {
+		if k := key(x); !slices.Contains(out, k) {
+			out = append(out, k)
 		}
 	}
 	return out

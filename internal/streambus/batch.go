@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -229,8 +228,8 @@ func EventKey(stream, eventID string) string { return stream + ":event:" + event
 // batch, pipelined), in order. window is how long Redis remembers each
 // producer's sequence (≤ 0: DefaultDedupWindow). It returns one result per
 // batch; err is set when the round trip itself failed (then no result says
-// anything, and the outcome of every batch is unknown unless
-// IsNotSent(err)). A batch Redis refused gets a result whose Err is set and
+// anything, and the outcome of every batch is unknown unless the
+// connection could not be made). A batch Redis refused gets a result whose Err is set and
 // whose IDs are empty (ErrSeqGap for a gap). When the Bus waits for
 // replicas (a round trip per stream then), a *NotReplicatedError comes
 // with the results: the master did what they say, and fewer replicas
@@ -305,13 +304,7 @@ func (b *Bus) runBatches(ctx context.Context, batches []*AppendBatch, maxLen int
 		})
 		return cmds, nil, err
 	}
-	var streams []string
-	for _, bt := range batches {
-		if !slices.Contains(streams, bt.Stream) {
-			streams = append(streams, bt.Stream)
-		}
-	}
-	for _, stream := range streams {
+	for _, stream := range distinct(batches, func(bt *AppendBatch) string { return bt.Stream }) {
 		e := b.replicated(ctx, stream, func(p redis.Pipeliner) { queue(p, stream) })
 		if e != nil && werr == nil {
 			werr = e

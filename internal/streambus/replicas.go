@@ -50,13 +50,8 @@ func (c Config) checkWaitClient(rdb redis.UniversalClient) error {
 	if c.MinReplicasAcked == 0 {
 		return nil
 	}
-	var rt time.Duration
-	switch r := rdb.(type) {
-	case *redis.Client:
-		rt = r.Options().ReadTimeout
-	case *redis.ClusterClient:
-		rt = r.Options().ReadTimeout
-	default:
+	rt, ok := readTimeout(rdb)
+	if !ok {
 		return fmt.Errorf("%w: waiting for replicas needs a *redis.Client or *redis.ClusterClient, not %T", ErrInvalidArgs, rdb)
 	}
 	if rt > 0 && c.MinReplicasTimeout >= rt {

@@ -171,16 +171,23 @@ func (b *Bus) Source() string {
 	return b.chain.Source()
 }
 
+// readTimeout is the read timeout of a *redis.Client or
+// *redis.ClusterClient; false for another client, whose options are not
+// known.
+func readTimeout(rdb redis.UniversalClient) (time.Duration, bool) {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().ReadTimeout, true
+	case *redis.ClusterClient:
+		return c.Options().ReadTimeout, true
+	}
+	return 0, false
+}
+
 // sliceFor is the block slice for rdb: blockSlice, or half its read
 // timeout when that is shorter, so that a blocking read is never cut by it.
 func sliceFor(rdb redis.UniversalClient) time.Duration {
-	var rt time.Duration
-	switch c := rdb.(type) {
-	case *redis.Client:
-		rt = c.Options().ReadTimeout
-	case *redis.ClusterClient:
-		rt = c.Options().ReadTimeout
-	}
+	rt, _ := readTimeout(rdb)
 	if rt > 0 && rt/2 < blockSlice {
 		return max(rt/2, time.Millisecond)
 	}
