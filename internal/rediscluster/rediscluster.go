@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -453,15 +454,33 @@ func slotView(lines []nodeLine) string {
 // the probe and redis-server's bind.
 const freePortLow, freePortHigh = 20000, 32768
 
+// handedOut holds the ports FreePort returned in this process: a port is
+// free until its node binds it, so a second probe before then (the node's
+// bus port, or the next node's) would find it free too.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
 // FreePort returns a loopback port below the ephemeral range that is free
-// now, for a node's client or bus port.
+// now and that it has not returned before in this process, for a node's
+// client or bus port.
 func FreePort() (int, error) {
-	var err error
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
+	}
+	err := errors.New("every port tried was handed out already")
 	for range 100 {
 		port := freePortLow + rand.IntN(freePortHigh-freePortLow)
+		if handedOut.ports[port] {
+			continue
+		}
 		var l net.Listener
 		if l, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
 			_ = l.Close()
+			handedOut.ports[port] = true
 			return port, nil
 		}
 	}

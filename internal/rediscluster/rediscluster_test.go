@@ -28,3 +28,20 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
 	assert.True(t, lines[3].failed)
 	assert.Empty(t, parseNodes(""))
 }
+
+// TestFreePortNeverRepeats: a port handed out is not handed out again by
+// the same process, even before anything binds it (a node's client and bus
+// ports are both taken before it starts). 4,000 ports are a third of the
+// range, so a random pick repeats in nearly every run without the record.
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := map[int]bool{}
+	for range 4000 {
+		p, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		assert.False(t, seen[p], "port %d handed out twice", p)
+		assert.True(t, p >= freePortLow && p < freePortHigh, "port %d outside [%d, %d)", p, freePortLow, freePortHigh)
+		seen[p] = true
+	}
+}
