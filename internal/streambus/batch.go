@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,8 +34,10 @@ var ErrSeqGap = errors.New("streambus: producer sequence gap")
 // idle past the dedup window) accepts any start.
 //
 // An envelope version 2 batch (a source) is XADDed as v 2 with src, seq
-// (the batch's chain seq plus the position), prev (the previous entry's
-// sig, the batch's prev for the first) and kind; version 1 batches (spool
+// (the batch's chain seq plus the position, formatted by the client: exact
+// beyond 2^53, where a Lua number rounds, and a string.format less per
+// entry, about 0.2 of the script's 4.2 µs), prev (the previous entry's sig,
+// the batch's prev for the first) and kind; version 1 batches (spool
 // records of earlier versions) as v 1.
 //
 // The "#!lua" shebang makes Redis refuse the whole script up front when it
@@ -48,8 +51,10 @@ var ErrSeqGap = errors.New("streambus: producer sequence gap")
 //
 // KEYS[1] the stream, KEYS[2] the producer key. ARGV: first seq, dedup
 // window in ms, maxlen (0: none), kid, source ("" for version 1), chain
-// seq, prev, first event number, layout, then per entry (kind for version
-// 2) event and sig. Returns {skipped, {new ids}, error or false}.
+// seq, prev, first event number, layout; for version 2 the kinds (a byte
+// per entry: c for a checkpoint, e for an event); then per entry (its chain
+// seq for version 2) event and sig. Returns {skipped, {new ids}, error or
+// false}.
 var batchScript = redis.NewScript(`#!lua
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t ~= 'stream' and t ~= 'none' then
@@ -59,16 +64,16 @@ local first = tonumber(ARGV[1])
 local maxlen = tonumber(ARGV[3])
 local kid = ARGV[4]
 local src = ARGV[5]
-local cseq = tonumber(ARGV[6])
 local firstev = tonumber(ARGV[8])
 local layout = ARGV[9]
-local base, step = 10, 2
+local base, step, kinds = 10, 2, ''
 if src ~= '' then
-  step = 3
+  base, step, kinds = 11, 3, ARGV[10]
 end
-local n = (#ARGV - 9) / step
+local n = (#ARGV - base + 1) / step
+local byte = string.byte
 local function isevent(i)
-  return step == 2 or ARGV[base + step * i] == 'event'
+  return step == 2 or byte(kinds, i + 1) ~= 99
 end
 local skip = 0
 local lastev = 0
@@ -129,20 +134,23 @@ else
     prev = ARGV[base + 3 * skip - 1]
   end
   for i = 0, skip - 1 do
-    if ARGV[base + 3 * i] == 'event' then
+    if isevent(i) then
       evs = evs + 1
     end
   end
   local nids = 0
   for i = skip, n - 1 do
     local o = base + 3 * i
-    local kind = ARGV[o]
+    local kind = 'event'
+    if byte(kinds, i + 1) == 99 then
+      kind = 'checkpoint'
+    end
     local sig = ARGV[o + 2]
     local r
     if maxlen > 0 then
-      r = call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', fmt('%d', cseq + i), 'prev', prev, 'kind', kind, 'event', ARGV[o + 1], 'sig', sig)
+      r = call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', ARGV[o], 'prev', prev, 'kind', kind, 'event', ARGV[o + 1], 'sig', sig)
     else
-      r = call('XADD', key, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', fmt('%d', cseq + i), 'prev', prev, 'kind', kind, 'event', ARGV[o + 1], 'sig', sig)
+      r = call('XADD', key, '*', 'v', '2', 'kid', kid, 'src', src, 'seq', ARGV[o], 'prev', prev, 'kind', kind, 'event', ARGV[o + 1], 'sig', sig)
     end
     if type(r) == 'table' then
       failed = r.err
@@ -249,6 +257,11 @@ func (b *Bus) AppendBatches(ctx context.Context, batches []*AppendBatch, maxLen 
 		if bt.Source != "" && (bt.ChainSeq == 0 || len(bt.Kinds) != len(bt.Events)) {
 			return nil, fmt.Errorf("%w: a chained batch needs a chain seq above 0 and a kind per entry", ErrInvalidArgs)
 		}
+		for i, k := range bt.Kinds {
+			if k != integrity.KindEvent && k != integrity.KindCheckpoint {
+				return nil, fmt.Errorf("%w: entry %d's kind %q is neither %s nor %s", ErrInvalidArgs, i, k, integrity.KindEvent, integrity.KindCheckpoint)
+			}
+		}
 	}
 	cmds, werr, err := b.runBatches(ctx, batches, maxLen, window)
 	if err != nil && isNoScript(err) {
@@ -285,11 +298,24 @@ func (b *Bus) runBatches(ctx context.Context, batches []*AppendBatch, maxLen int
 				firstEvent = bt.FirstSeq
 			}
 			args = append(args[:0], bt.FirstSeq, ms, maxLen, bt.KeyID, bt.Source, bt.ChainSeq, bt.Prev, firstEvent, bt.Layout)
-			for i := range bt.Events {
-				if bt.Source != "" {
-					args = append(args, bt.Kinds[i])
+			if bt.Source == "" {
+				for i := range bt.Events {
+					args = append(args, bt.Events[i], bt.Sigs[i])
 				}
-				args = append(args, bt.Events[i], bt.Sigs[i])
+			} else {
+				// The kinds as a byte each, every entry's chain seq in
+				// one buffer (go-redis keeps the slices until it writes).
+				kinds := make([]byte, len(bt.Kinds))
+				seqs := make([]byte, 0, 20*len(bt.Events))
+				for i, k := range bt.Kinds {
+					kinds[i] = k[0]
+				}
+				args = append(args, kinds)
+				for i := range bt.Events {
+					at := len(seqs)
+					seqs = strconv.AppendUint(seqs, bt.ChainSeq+uint64(i), 10)
+					args = append(args, seqs[at:len(seqs):len(seqs)], bt.Events[i], bt.Sigs[i])
+				}
 			}
 			// go-redis keeps the argument slice: give each command its own.
 			a := make([]any, len(args))

@@ -147,6 +147,8 @@ func TestAppendBatchesRerunSkipsHeldEvents(t *testing.T) {
 	assert.Len(t, res[0].IDs, 2)
 	es := entries(t, f.rdb, s)
 	require.Len(t, es, 7)
+	assert.Equal(t, []any{"event", "event", "checkpoint", "event", "event", "event", "event"},
+		[]any{es[0]["kind"], es[1]["kind"], es[2]["kind"], es[3]["kind"], es[4]["kind"], es[5]["kind"], es[6]["kind"]})
 	assert.Equal(t, "b/1", es[5]["src"])
 	assert.Equal(t, "5", es[5]["seq"])
 	assert.Equal(t, sigOf("b/1", 4), es[5]["prev"])
@@ -158,6 +160,29 @@ func TestAppendBatchesRerunSkipsHeldEvents(t *testing.T) {
 	assert.Equal(t, 3, res[0].Skipped)
 	assert.Len(t, entries(t, f.rdb, s), 7)
 	assert.Equal(t, "b/1 6 6", f.rdb.Get(ctx, key).Val())
+}
+
+// TestAppendBatchesChainSeqs: every entry's seq is its batch's chain seq
+// plus its position, exactly, also beyond 2^53 (where a Lua number would
+// round); a kind other than event or checkpoint is refused before
+// anything is sent.
+func TestAppendBatchesChainSeqs(t *testing.T) {
+	f := newFixture(t, streambus.Config{})
+	s := f.stream
+	b := chained(s, "a/1", 1, 1, events(3)...)
+	b.ChainSeq = 1<<60 + 7
+	appendOK(t, f.bus, b)
+	es := entries(t, f.rdb, s)
+	require.Len(t, es, 3)
+	for i, e := range es {
+		assert.Equal(t, strconv.FormatUint(1<<60+7+uint64(i), 10), e["seq"], "entry %d", i)
+	}
+
+	bad := chained(s, "a/1", 4, 4, "event", "Checkpoint")
+	_, err := f.bus.AppendBatches(context.Background(), []*streambus.AppendBatch{bad}, 0, time.Minute)
+	assert.ErrorIs(t, err, streambus.ErrInvalidArgs)
+	assert.ErrorContains(t, err, `entry 1's kind "Checkpoint"`)
+	assert.Len(t, entries(t, f.rdb, s), 3, "nothing written")
 }
 
 // TestAppendBatchesKeyForms: a producer key holding a bare number (written
