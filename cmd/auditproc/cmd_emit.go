@@ -391,9 +391,9 @@ func (e *emitter) send(ctx context.Context, producer string, n int, progress boo
 		WriteTimeout: e.cfg.Redis.IOTimeout, ProducerID: producer, Source: hostSource("emit"),
 		SpoolDir: e.spool, SpoolMaxBytes: e.spoolMax,
 		MinReplicasAcked: e.cfg.Redis.MinReplicasAcked, MinReplicasTimeout: e.cfg.Redis.MinReplicasTimeout,
-		// Enough to keep each shard's pipeline full; a file gains nothing
-		// from more.
-		QueueSize: 4 * audit.DefaultPipeline * audit.DefaultBatchSize * e.cfg.ShardCount(),
+		// Two round trips per shard: one in flight, the next one filling.
+		// A file gains nothing from more (docs/performance.md, "Producers").
+		QueueSize: 2 * audit.DefaultPipeline * audit.DefaultBatchSize * e.cfg.ShardCount(),
 	}, logger)
 	if err != nil {
 		return usageError{err}
