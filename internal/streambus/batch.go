@@ -33,12 +33,12 @@ var ErrSeqGap = errors.New("streambus: producer sequence gap")
 // so that no event is stored twice. A missing key (a new producer, or one
 // idle past the dedup window) accepts any start.
 //
-// An envelope version 2 batch (a source) is XADDed as v 2 with src, seq
-// (the batch's chain seq plus the position, formatted by the client: the
-// field stays exact beyond 2^53, where a Lua number rounds, and Redis runs
-// a string.format less per entry, about 0.2 of the script's 4.2 µs), prev (the previous entry's sig,
-// the batch's prev for the first) and kind; version 1 batches (spool
-// records of earlier versions) as v 1.
+// An envelope version 2 batch (a source) is XADDed as v 2 with src, seq,
+// prev (the previous entry's sig, the batch's prev for the first) and kind;
+// version 1 batches (spool records of earlier versions) as v 1. Each
+// entry's seq (the batch's chain seq plus the position) is formatted by the
+// client: the field stays exact beyond 2^53, where a Lua number rounds, and
+// Redis runs no string.format per entry (about 0.2 of the script's 4.2 µs).
 //
 // The "#!lua" shebang makes Redis refuse the whole script up front when it
 // is out of memory. A write that still fails half-way (pcall) records the
