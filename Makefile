@@ -69,8 +69,9 @@ lint: $(STATICCHECK)
 # The fault suite's invariant tables are printed at the end, passing or not.
 test: deps plugins lint $(if $(DOCKER_UP),redis-image image)
 	@mkdir -p build && rm -f build/faults-report.txt
-	AUDITPROC_FAULTS_REPORT=$(CURDIR)/build/faults-report.txt $(GO) test -count=1 -timeout 30m ./...
-	@if [ -f build/faults-report.txt ]; then echo "== fault suite invariant tables"; cat build/faults-report.txt; fi
+	rc=0; AUDITPROC_FAULTS_REPORT=$(CURDIR)/build/faults-report.txt $(GO) test -count=1 -timeout 30m ./... || rc=$$?; \
+	if [ -f build/faults-report.txt ]; then echo "== fault suite invariant tables"; cat build/faults-report.txt; fi; \
+	exit $$rc
 
 test-short: plugins
 	$(GO) test -short -count=1 ./...
