@@ -807,7 +807,7 @@ func (r *runner) drain(ctx context.Context, sc scenario) (Result, error) {
 		case <-tick.C:
 		}
 		if !done {
-			res.PeakRSS = max(res.PeakRSS, peakRSS(cmd.Process.Pid))
+			res.PeakRSS = max(res.PeakRSS, PeakRSS(cmd.Process.Pid))
 		}
 		read, acked, err := progressOn(ctx, rdb, group, streams...)
 		if err != nil {

@@ -110,6 +110,6 @@ func TestReportPrintClusterAndMemoryRows(t *testing.T) {
 }
 
 func TestPeakRSSSelf(t *testing.T) {
-	assert.Greater(t, peakRSS(os.Getpid()), int64(1<<20), "this process holds more than a MiB")
-	assert.Zero(t, peakRSS(-1))
+	assert.Greater(t, PeakRSS(os.Getpid()), int64(1<<20), "this process holds more than a MiB")
+	assert.Zero(t, PeakRSS(-1))
 }

@@ -22,13 +22,13 @@ func cpuOf(pid int) time.Duration {
 	return time.Duration(ut+st) * (time.Second / 100)
 }
 
-// peakRSS is a process's peak resident set so far, bytes (VmHWM of
+// PeakRSS is a process's peak resident set so far, bytes (VmHWM of
 // /proc/<pid>/status); 0 when unknown. A child's own: its ru_maxrss is
 // not, since Go starts a child sharing the parent's memory until the exec
 // (CLONE_VM), and Linux keeps the parent's resident set at that moment as
 // the child's maximum (a bench process grown to 150 MiB made every child
 // after it report 150 MiB).
-func peakRSS(pid int) int64 {
+func PeakRSS(pid int) int64 {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0

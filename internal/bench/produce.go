@@ -336,7 +336,7 @@ func (r *runner) produce(ctx context.Context, sc produceScenario, file string, r
 		case err = <-exited:
 			running = false
 		case <-tick.C:
-			res.PeakRSS = max(res.PeakRSS, peakRSS(cmd.Process.Pid))
+			res.PeakRSS = max(res.PeakRSS, PeakRSS(cmd.Process.Pid))
 		}
 	}
 	tick.Stop()

@@ -49,7 +49,6 @@ func startRedis(ctx context.Context, bin, dir string, args ...string) (*server, 
 	}
 }
 
-// freePort is a loopback port free when asked.
 func (s *server) pid() int { return s.cmd.Process.Pid }
 
 func (s *server) stop() {

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/auditproc/auditproc/internal/bench"
 	"github.com/auditproc/auditproc/internal/integrity"
 	"github.com/auditproc/auditproc/internal/redistest"
 	"github.com/auditproc/auditproc/internal/streambus"
@@ -357,25 +357,16 @@ func tail(s string, lines int) string {
 	return strings.Join(parts, "\n")
 }
 
-// peakRSSWhile polls the peak resident set (VmHWM) of the started process
-// pid until done is closed, and returns the highest it read, bytes. Not the
-// child's ru_maxrss: Go starts a child sharing this process's memory until
-// its exec, and Linux keeps this process's resident set at that moment as
-// the child's maximum, so a test binary that has grown (other tests' data)
-// would be charged to the child.
+// peakRSSWhile polls the peak resident set of the started process pid
+// (bench.PeakRSS, not the child's ru_maxrss, which carries this test
+// binary's resident set from before the exec) until done is closed, and
+// returns the highest it read, bytes.
 func peakRSSWhile(pid int, done <-chan struct{}) int64 {
 	var peak int64
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-			for _, line := range strings.Split(string(data), "\n") {
-				if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-					kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-					peak = max(peak, kb<<10)
-				}
-			}
-		}
+		peak = max(peak, bench.PeakRSS(pid))
 		select {
 		case <-done:
 			return peak
