@@ -55,10 +55,12 @@ func TestSighupNeverKills(t *testing.T) {
 	waitFor(t, 30*time.Second, "a reload", func() bool { return len(p.logLines("config_reloaded")) >= 1 })
 	alive("while processing")
 
-	// A broken configuration: the reload fails, the pipeline runs on.
+	// A broken configuration: the reload fails, the pipeline runs on. (A
+	// SIGHUP that came during the reload above is one more reload, which
+	// may read the broken file too: one failure or two.)
 	require.NoError(t, os.WriteFile(cfg, []byte("plugins: [\n"), 0o600))
 	p.signal(syscall.SIGHUP)
-	waitFor(t, 30*time.Second, "the failed reload", func() bool { return len(p.logLines("config_reload_failed")) == 1 })
+	waitFor(t, 30*time.Second, "the failed reload", func() bool { return len(p.logLines("config_reload_failed")) >= 1 })
 	alive("with a broken configuration")
 	failed := p.logLines("config_reload_failed")[0]
 	assert.Contains(t, failed["error"], "not valid YAML")
